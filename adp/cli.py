@@ -1,0 +1,65 @@
+"""`adp`: the platform's command line. Each command lives beside the code it drives and is
+imported only when used, so `adp --help` and quick commands stay fast."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+# command name -> "module:click_object". The folders read as the data flow.
+COMMANDS = {
+    "kafka": "streams.broker.cli:kafka",
+    "produce": "streams.producer:produce_command",
+    "runtime": "streams.runtime_cli:runtime_command",
+    "aggregate": "streams.aggregator:aggregate_command",
+    "tail": "streams.tail:tail_command",
+    "replay": "streams.replay:replay_command",
+    "status": "streams.status:status_command",
+    "dlq": "streams.dlq:dlq_command",
+    "llm": "runtimes.llm.server:llm_command",
+    "llm-stub": "runtimes.llm.stub:stub_command",
+    "demo": "adp.demo:demo_command",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            # A command whose module is missing is reported, not fatal for the others.
+            @click.command(name=name, help=f"(unavailable: {exc})")
+            def unavailable() -> None:
+                raise click.ClickException(f"command {name!r} is unavailable: {exc}")
+
+            return unavailable
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v: debug for adp, -vv: also libraries).")
+def main(verbose: int) -> None:
+    """Agent Data Platform: tasks.jsonl -> Kafka -> agent runtimes -> step events ->
+    trajectories.
+
+    Typical run: `adp kafka up`, `adp runtime code`, `adp aggregate`, `adp produce tasks.jsonl`.
+    Settings come from flags and ADP_* environment variables (ADP_BOOTSTRAP, ADP_HOME,
+    ADP_OUTPUT_DIR, ADP_LLM_BASE_URL, ADP_LLM_MODEL, ...)."""
+    # Our own loggers say what happened at INFO; libraries (aiokafka, faust) only warn.
+    logging.basicConfig(
+        level=logging.DEBUG if verbose >= 2 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for ours in ("adp", "streams", "runtimes", "connectors"):
+        logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+if __name__ == "__main__":
+    main()
