@@ -20,6 +20,10 @@ class Settings:
     bootstrap: str = field(default_factory=lambda: _env("ADP_BOOTSTRAP", "127.0.0.1:9092"))
     # Where the project keeps its local state: Kafka jars and data, pid files, logs, LLM cache.
     home: Path = field(default_factory=lambda: Path(_env("ADP_HOME", ".adp")).resolve())
+    # Downloads reused across checkouts and test runs (Kafka jars).
+    cache_dir: Path = field(
+        default_factory=lambda: Path(_env("ADP_CACHE_DIR", "~/.cache/adp")).expanduser().resolve()
+    )
     # Where the file sink writes trajectories.
     output_dir: Path = field(
         default_factory=lambda: Path(_env("ADP_OUTPUT_DIR", "output/trajectories")).resolve()

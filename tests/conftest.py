@@ -1,0 +1,50 @@
+"""Shared fixtures. The `kafka` fixture is a real Apache Kafka broker (KRaft) started from the
+project's own jars for the whole test session, on a free port, with its own ADP_HOME."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from pathlib import Path
+
+import pytest
+
+from streams.broker.server import KafkaCluster
+
+
+def free_port_block(size: int = 1) -> int:
+    """A base port such that base..base+size-1 and their controller ports (+100) look free.
+
+    Drawn below Linux's ephemeral range (32768+): a listener there can collide with a client's
+    source port, and a broker polled before it listens can even connect to itself."""
+    for _ in range(200):
+        base = random.randrange(24000, 32000 - 100 - size)
+        ports = [base + i for i in range(size)] + [base + 100 + i for i in range(size)]
+        if all(_free(p) for p in ports):
+            return base
+    raise RuntimeError("no free port block found")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="session")
+def adp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("adp-home")
+
+
+@pytest.fixture(scope="session")
+def kafka(adp_home: Path) -> KafkaCluster:
+    """A running single-node cluster with the platform's topics; yields it, stops it after."""
+    cluster = KafkaCluster(home=adp_home, bootstrap=f"127.0.0.1:{free_port_block()}")
+    cluster.up(timeout=180)
+    os.environ["ADP_BOOTSTRAP"] = cluster.bootstrap
+    yield cluster
+    cluster.down()
