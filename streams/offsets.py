@@ -1,0 +1,41 @@
+"""Which offset a runtime may commit, per partition, while many tasks run at once.
+
+Tasks of one partition finish out of order. Committing offset N tells Kafka "everything below N
+is done", so the commit may only advance over a contiguous prefix of finished offsets: the
+lowest offset still running (or not yet started) bounds it. A crash then redoes at most the
+tasks at or after that bound, never skips one.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+
+class PartitionOffsets:
+    """Offsets taken from one partition and not yet committed."""
+
+    def __init__(self) -> None:
+        self._running: set[int] = set()
+        self._finished: list[int] = []  # min-heap of finished offsets above the commit point
+        self.committable: int | None = None  # next offset to commit (Kafka's "next to read")
+
+    def start(self, offset: int) -> None:
+        if self.committable is None:
+            self.committable = offset
+        self._running.add(offset)
+
+    def finish(self, offset: int) -> int | None:
+        """Mark `offset` done. Returns the new committable position if it advanced, else None."""
+        self._running.discard(offset)
+        heapq.heappush(self._finished, offset)
+        before = self.committable
+        # Offsets need not be dense (compaction, transaction markers): the commit point moves
+        # up to the lowest still-running offset, or past the last finished one if none runs.
+        floor = min(self._running) if self._running else None
+        while self._finished and (floor is None or self._finished[0] < floor):
+            self.committable = heapq.heappop(self._finished) + 1
+        return self.committable if self.committable != before else None
+
+    @property
+    def running(self) -> int:
+        return len(self._running)

@@ -1,0 +1,54 @@
+"""`adp runtime NAME`: run one runtime as a member of its consumer group."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import signal
+
+import click
+
+from adp.config import settings
+from runtimes.base import RuntimeContext
+from runtimes.registry import UnknownRuntime, available, load_runtime
+from streams.worker import RuntimeWorker, default_runtime_id
+
+
+@click.command("runtime")
+@click.argument("name")
+@click.option("--concurrency", "-c", default=4, show_default=True,
+              help="Tasks run at once in this process.")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap servers [ADP_BOOTSTRAP].")
+@click.option("--runtime-id", default=None, help="Name in events and logs [<type>-<host>-<pid>].")
+@click.option("--group", default=None, help="Consumer group [adp-runtime-<type>].")
+def runtime_command(name: str, concurrency: int, bootstrap: str | None, runtime_id: str | None,
+                    group: str | None) -> None:
+    """Run the runtime NAME (code, web, reasoning, or an installed plugin).
+
+    Joins consumer group adp-runtime-<type> on adp.tasks.<type>: start more processes, here or
+    on other hosts, to share the partitions. Every step goes to adp.steps as it happens.
+    Stops cleanly on Ctrl-C / SIGTERM: running tasks get 30 s to finish, the rest are redone
+    by another member."""
+    try:
+        runtime_cls = load_runtime(name)
+    except UnknownRuntime as exc:
+        raise click.ClickException(str(exc)) from exc
+    from runtimes.llm.client import build_model
+
+    task_type = runtime_cls.task_type
+    rid = runtime_id or default_runtime_id(name)
+    runtime = runtime_cls(RuntimeContext(runtime_id=rid, model=build_model()))
+    worker = RuntimeWorker(runtime, task_type, bootstrap or settings().bootstrap,
+                           concurrency=concurrency, runtime_id=rid, group_id=group)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.run(stop)
+
+    asyncio.run(main())
+
+
+runtime_command.help = inspect.cleandoc(runtime_command.help) + "\n\nInstalled runtimes: " + ", ".join(sorted(available()))

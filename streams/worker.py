@@ -1,0 +1,291 @@
+"""The runtime consumer loop: tasks in from adp.tasks.<type>, step events out to adp.steps.
+
+This is where a step event is born on the wire: a runtime reports a Step through `emit`, and
+`_Attempt.emit` wraps it in a StepEvent (task_id, attempt_id, runtime_id) and sends it keyed by
+task_id, so every event of a task lands on one partition of adp.steps, in order.
+
+Delivery discipline (design.md, "Delivery guarantees"):
+- a plain aiokafka consumer in group adp-runtime-<type>, auto-commit off;
+- up to `concurrency` tasks run at once; at the limit every assigned partition is paused, and
+  the loop keeps polling so the consumer never exceeds max.poll.interval.ms however long a
+  task runs;
+- a task's offset counts as done only after its finished event is acknowledged by the broker
+  (acks=all), and commits advance per partition over the contiguous prefix of done offsets
+  (streams/offsets.py);
+- on rebalance, tasks of revoked partitions are cancelled without a finished event (another
+  consumer redoes them under a new attempt_id; the aggregator drops the orphan attempt) and
+  nothing is committed past them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from adp import codec
+from adp.contracts import ErrorType, EventType, Finish, Step, StepEvent, Task
+from runtimes.base import Outcome, Runtime
+from streams import topics
+from streams.offsets import PartitionOffsets
+
+log = logging.getLogger(__name__)
+
+
+def default_runtime_id(task_type: str) -> str:
+    return f"{task_type}-{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class WorkerStats:
+    received: int = 0
+    finished: int = 0
+    succeeded: int = 0
+    cancelled: int = 0
+    dead_lettered: int = 0
+    by_error: dict[str, int] = field(default_factory=dict)
+
+
+class _Attempt:
+    """One execution of one task: owns its attempt_id and the events it sent."""
+
+    def __init__(self, worker: "RuntimeWorker", task: Task):
+        self.worker, self.task = worker, task
+        self.attempt_id = uuid.uuid4().hex
+        self.steps = 0
+        self.pending: list[asyncio.Future] = []
+
+    async def send(self, event_type: EventType, **fields) -> asyncio.Future:
+        event = StepEvent(
+            event_type=event_type, task_id=self.task.task_id, attempt_id=self.attempt_id,
+            task_type=self.task.task_type, runtime_id=self.worker.runtime_id,
+            timestamp=time.time(), **fields,
+        )
+        fut = await self.worker.producer.send(
+            topics.STEPS, codec.encode(event), key=self.task.task_id.encode()
+        )
+        self.pending.append(fut)
+        return fut
+
+    async def emit(self, step: Step) -> None:
+        # Step ids are the attempt's own count, so they are contiguous whatever the runtime does.
+        self.steps += 1
+        await self.send(EventType.step, step=step.model_copy(update={"step_id": self.steps}))
+
+    async def run(self, runtime: Runtime) -> Outcome:
+        await self.send(EventType.started, task=self.task)
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(self.task.timeout):
+                outcome = await runtime.run(self.task, self.emit)
+        except TimeoutError:
+            outcome = Outcome(False, "", f"task timed out after {self.task.timeout:g}s",
+                              ErrorType.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a runtime bug must not take the worker down
+            log.exception("runtime failed on task %s", self.task.task_id)
+            outcome = Outcome(False, "", f"{type(exc).__name__}: {exc}", ErrorType.runtime_error)
+        finish = Finish(
+            success=outcome.success, final_result=outcome.final_result, error=outcome.error,
+            error_type=outcome.error_type, total_duration=round(time.monotonic() - began, 6),
+            step_count=self.steps,
+        )
+        await self.send(EventType.finished, finish=finish)
+        # acks=all on every event of the attempt before the offset may be committed
+        await asyncio.gather(*self.pending)
+        return outcome
+
+
+class RuntimeWorker:
+    def __init__(self, runtime: Runtime, task_type: str, bootstrap: str, concurrency: int = 4,
+                 runtime_id: str | None = None, group_id: str | None = None,
+                 poll_interval_ms: int = 200):
+        self.runtime, self.task_type = runtime, task_type
+        self.bootstrap, self.concurrency = bootstrap, max(1, concurrency)
+        self.runtime_id = runtime_id or default_runtime_id(task_type)
+        self.group_id = group_id or topics.runtime_group(task_type)
+        self.poll_interval_ms = poll_interval_ms
+        self.stats = WorkerStats()
+        self.offsets: dict[TopicPartition, PartitionOffsets] = {}
+        self.inflight: dict[asyncio.Task, tuple[TopicPartition, int]] = {}
+        self._commit_lock = asyncio.Lock()
+        self._slot_freed = asyncio.Event()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, drain_timeout: float = 30.0) -> WorkerStats:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+            linger_ms=5, max_request_size=33554432, compression_type="gzip",
+        )
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.group_id,
+            client_id=self.runtime_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_partition_fetch_bytes=33554432,
+            fetch_max_bytes=67108864,
+        )
+        await self.producer.start()
+        try:
+            self.consumer.subscribe([topics.task_topic(self.task_type)],
+                                    listener=_Rebalance(self))
+            await self.consumer.start()
+            try:
+                async with self.runtime:
+                    log.info("runtime %s consuming %s as group %s, concurrency %d",
+                             self.runtime_id, topics.task_topic(self.task_type),
+                             self.group_id, self.concurrency)
+                    await self._poll_loop(stop)
+                    await self._drain(drain_timeout)
+            finally:
+                await self.consumer.stop()
+        finally:
+            await self.producer.stop()
+        log.info("runtime %s stopped: %s", self.runtime_id, self.stats)
+        return self.stats
+
+    async def _poll_loop(self, stop: asyncio.Event) -> None:
+        assert self.consumer is not None
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(self.inflight)
+                assigned = self.consumer.assignment()
+                if free <= 0:
+                    self.consumer.pause(*assigned)
+                else:
+                    self.consumer.resume(*assigned)
+                # Polling goes on while paused: it is what keeps this member in the group.
+                batch = await self.consumer.getmany(
+                    timeout_ms=self.poll_interval_ms, max_records=max(free, 1)
+                )
+                for tp, records in batch.items():
+                    for record in records:
+                        self._start(tp, record)
+                if free <= 0 and not batch:
+                    self._slot_freed.clear()
+                    waiter = asyncio.ensure_future(self._slot_freed.wait())
+                    await asyncio.wait({waiter, stopping}, timeout=self.poll_interval_ms / 1000,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+        finally:
+            stopping.cancel()
+
+    async def _drain(self, timeout: float) -> None:
+        """On shutdown let running tasks finish for a while, then cancel the rest (uncommitted:
+        they will be redone)."""
+        if not self.inflight:
+            return
+        log.info("waiting up to %.0fs for %d running task(s)", timeout, len(self.inflight))
+        _, pending = await asyncio.wait(set(self.inflight), timeout=timeout)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # ---- one task --------------------------------------------------------------------------
+
+    def _start(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        self.stats.received += 1
+        self.offsets.setdefault(tp, PartitionOffsets()).start(record.offset)
+        task = asyncio.create_task(self._handle(tp, record),
+                                   name=f"task@{tp.topic}-{tp.partition}:{record.offset}")
+        self.inflight[task] = (tp, record.offset)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.inflight.pop(task, None)
+        self._slot_freed.set()
+
+    async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        try:
+            task = codec.decode(record.value, expect=Task)
+            if task.task_type != self.task_type:
+                raise codec.DecodeError(
+                    f"task_type {task.task_type!r} does not belong on {tp.topic}")
+        except codec.DecodeError as exc:
+            await self._dead_letter(record, str(exc))
+        else:
+            attempt = _Attempt(self, task)
+            log.info("task %s: attempt %s started", task.task_id, attempt.attempt_id)
+            outcome = await attempt.run(self.runtime)
+            self._count(outcome)
+            log.info("task %s: finished success=%s steps=%d%s", task.task_id, outcome.success,
+                     attempt.steps, f" ({outcome.error_type}: {outcome.error})"
+                     if outcome.error_type else "")
+        await self._done(tp, record.offset)
+
+    def _count(self, outcome: Outcome) -> None:
+        self.stats.finished += 1
+        if outcome.success:
+            self.stats.succeeded += 1
+        elif outcome.error_type:
+            key = str(getattr(outcome.error_type, "value", outcome.error_type))
+            self.stats.by_error[key] = self.stats.by_error.get(key, 0) + 1
+
+    async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
+        log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition,
+                    record.offset, reason)
+        self.stats.dead_lettered += 1
+        await self.producer.send_and_wait(
+            topics.DLQ, record.value, key=record.key, headers=dlq_headers(record, reason)
+        )
+
+    async def _done(self, tp: TopicPartition, offset: int) -> None:
+        tracker = self.offsets.get(tp)
+        if tracker is None:  # partition was revoked meanwhile; its new owner redoes the task
+            return
+        position = tracker.finish(offset)
+        if position is not None:
+            await self._commit({tp: position})
+
+    async def _commit(self, positions: dict[TopicPartition, int]) -> None:
+        async with self._commit_lock:
+            owned = {tp: p for tp, p in positions.items() if tp in self.consumer.assignment()}
+            if owned:
+                await self.consumer.commit(owned)
+
+    # ---- rebalance -------------------------------------------------------------------------
+
+    async def revoke(self, revoked: set[TopicPartition]) -> None:
+        victims = [t for t, (tp, _) in self.inflight.items() if tp in revoked]
+        for t in victims:
+            t.cancel()
+        if victims:
+            await asyncio.gather(*victims, return_exceptions=True)
+            self.stats.cancelled += len(victims)
+            log.info("cancelled %d running task(s) of revoked partitions; they will be redone",
+                     len(victims))
+        trackers = {tp: self.offsets.pop(tp) for tp in revoked if tp in self.offsets}
+        # commit what is safely done before the partitions move to another member
+        await self._commit({tp: t.committable for tp, t in trackers.items()
+                            if t.committable is not None})
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: RuntimeWorker):
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self.worker.revoke(set(revoked))
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+
+def dlq_headers(record: ConsumerRecord, reason: str) -> list[tuple[str, bytes]]:
+    return [
+        ("adp-reason", reason.encode()[:4096]),
+        ("adp-source-topic", record.topic.encode()),
+        ("adp-source-partition", str(record.partition).encode()),
+        ("adp-source-offset", str(record.offset).encode()),
+    ]
