@@ -48,3 +48,27 @@ def kafka(adp_home: Path) -> KafkaCluster:
     os.environ["ADP_BOOTSTRAP"] = cluster.bootstrap
     yield cluster
     cluster.down()
+
+
+@pytest.fixture(scope="session")
+def llm_stub(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The project's scripted OpenAI-compatible server, unscripted, as a real HTTP process.
+    Yields its base URL (…/v1)."""
+    import urllib.request
+
+    from tests.helpers import AdpProcess, wait_for
+
+    port = free_port_block()
+    log = tmp_path_factory.mktemp("llm-stub") / "stub.log"
+    stub = AdpProcess(["llm-stub", "--port", str(port)], log).start()
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_for(answers, 30, "the stub LLM to answer", check=stub.assert_alive)
+    yield f"http://127.0.0.1:{port}/v1"
+    stub.stop()

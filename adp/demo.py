@@ -1,0 +1,214 @@
+"""`adp demo`: the whole pipeline on one machine, started and stopped by one command.
+
+Kafka (a fresh `demo` cluster) -> the LLM endpoint -> the aggregator and one runtime per task
+type in the file -> `adp produce` -> wait until every task has a trajectory file -> summary ->
+stop everything this command started. Each child logs to $ADP_HOME/logs/demo-*.log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from adp.config import settings
+from streams.broker.server import KafkaCluster
+
+console = Console(stderr=True)
+ADP = [sys.executable, "-m", "adp.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Children:
+    """Child processes of the demo, each with its own log file; stopped in reverse order."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]):
+        self.log_dir, self.env = log_dir, env
+        self.procs: list[tuple[str, subprocess.Popen, Path]] = []
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+        log_path = self.log_dir / f"demo-{name}.log"
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=self.env,
+                                    start_new_session=True)
+        self.procs.append((name, proc, log_path))
+        return proc
+
+    def check(self) -> None:
+        for name, proc, log_path in self.procs:
+            if proc.poll() is not None:
+                tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+                raise click.ClickException(
+                    f"{name} exited with code {proc.returncode}; last lines of {log_path}:\n{tail}")
+
+    def stop(self, grace: float = 40.0) -> None:
+        for _, proc, _ in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for name, proc, _ in reversed(self.procs):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                console.print(f"[yellow]{name} did not stop in time; killing it")
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _task_ids(path: Path) -> dict[str, str]:
+    """task_id -> task_type of the file's valid lines (`adp produce` reports the bad ones)."""
+    from connectors.tasks_source import read_tasks
+
+    return {item.task.task_id: item.task.task_type for item in read_tasks(path) if item.task}
+
+
+@click.command("demo")
+@click.option("--tasks", "tasks_file", default="tasks.jsonl", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="The tasks to run.")
+@click.option("--out", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Trajectory folder [ADP_OUTPUT_DIR or output/trajectories].")
+@click.option("--llm", type=click.Choice(["auto", "embedded", "stub"]), default="auto",
+              show_default=True,
+              help="auto: a provider from the environment (GEMINI/DEEPSEEK/OPENAI keys, "
+                   "ADP_LLM_BASE_URL, ADP_VLLM_URL), else the embedded local model. "
+                   "stub: the scripted test server (fast, no model).")
+@click.option("--concurrency", default=2, show_default=True, help="Tasks at once per runtime.")
+@click.option("--timeout", default=1800.0, show_default=True,
+              help="Seconds to wait for all trajectories.")
+def demo_command(tasks_file: Path, out: Path | None, llm: str, concurrency: int,
+                 timeout: float) -> None:
+    """Run TASKS end to end on a fresh local Kafka and print one row per trajectory."""
+    s = settings()
+    out = (out or s.output_dir).resolve()
+    if not tasks_file.exists():
+        raise click.ClickException(f"{tasks_file} not found")
+    wanted = _task_ids(tasks_file)
+    if not wanted:
+        raise click.ClickException(f"{tasks_file} has no valid task")
+    out.mkdir(parents=True, exist_ok=True)
+    for task_id in wanted:  # a previous run's files must not count as this run's results
+        (out / f"{task_id}.json").unlink(missing_ok=True)
+
+    env = dict(os.environ, ADP_HOME=str(s.home))
+    cluster = KafkaCluster(name="demo")
+    env["ADP_BOOTSTRAP"] = cluster.bootstrap
+    started_at = time.monotonic()
+    with ExitStack() as cleanup:
+        if any(n.running() for n in cluster.nodes):
+            cluster.down()
+        console.print(f"[bold]Kafka[/] starting a fresh demo cluster at {cluster.bootstrap}")
+        cluster.wipe()
+        cleanup.callback(cluster.down)
+        cluster.up()
+
+        children = Children(s.log_dir, env)
+        cleanup.callback(children.stop)
+        _start_llm(llm, children, env, cleanup)
+
+        children.start("aggregator", ADP + ["aggregate", "--out", str(out)])
+        for task_type in sorted(set(wanted.values())):
+            children.start(f"runtime-{task_type}",
+                           ADP + ["runtime", task_type, "--concurrency", str(concurrency)])
+
+        console.print(f"[bold]Producing[/] {tasks_file}")
+        produced = subprocess.run(ADP + ["produce", str(tasks_file)], env=env)
+        if produced.returncode not in (0, 1):
+            raise click.ClickException(f"adp produce failed (exit {produced.returncode})")
+
+        done = _wait_for_files(out, wanted, children, timeout)
+        _print_summary(out, wanted, done)
+        console.print(f"demo took {time.monotonic() - started_at:.0f}s; "
+                      f"logs in {s.log_dir}; stopping what it started")
+    if len(done) < len(wanted):
+        sys.exit(1)
+
+
+def _start_llm(llm: str, children: Children, env: dict[str, str], cleanup: ExitStack) -> None:
+    from runtimes.llm.providers import resolve_providers
+
+    if llm == "stub":
+        port = _free_port()
+        children.start("llm-stub", ADP + ["llm-stub", "--port", str(port)])
+        env["ADP_LLM_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
+        env["ADP_LLM_MODEL"] = "stub"
+        _wait_http(f"http://127.0.0.1:{port}/v1/models", children)
+        console.print(f"[bold]LLM[/] scripted stub at {env['ADP_LLM_BASE_URL']}")
+        return
+    first = resolve_providers(env)[0]
+    if llm == "auto" and first.name != "embedded":
+        console.print(f"[bold]LLM[/] {first.name} ({first.model}) from the environment")
+        return
+    console.print("[bold]LLM[/] starting the embedded SmolLM2-135M-Instruct (llama.cpp)")
+    if subprocess.run(ADP + ["llm", "up"], env=env).returncode != 0:
+        raise click.ClickException("the embedded LLM server did not start (see above)")
+    cleanup.callback(subprocess.run, ADP + ["llm", "down"], env=env)
+    env["ADP_LLM_PROVIDER"] = "embedded"
+
+
+def _wait_http(url: str, children: Children, timeout: float = 30.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children.check()
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise click.ClickException(f"{url} did not answer within {timeout:.0f}s")
+
+
+def _wait_for_files(out: Path, wanted: dict[str, str], children: Children,
+                    timeout: float) -> set[str]:
+    done: set[str] = set()
+    deadline = time.monotonic() + timeout
+    with Progress(TextColumn("[bold]trajectories"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task("", total=len(wanted))
+        while len(done) < len(wanted):
+            if time.monotonic() > deadline:
+                missing = sorted(set(wanted) - done)
+                console.print(f"[red]timed out after {timeout:.0f}s; no trajectory yet for: "
+                              + ", ".join(missing[:20]))
+                break
+            children.check()
+            done |= {t for t in wanted if (out / f"{t}.json").exists()}
+            progress.update(bar, completed=len(done))
+            time.sleep(0.5)
+    return done
+
+
+def _print_summary(out: Path, wanted: dict[str, str], done: set[str]) -> None:
+    table = Table(title=f"Trajectories in {out}")
+    for col in ("task", "type", "success", "steps", "duration s", "final result"):
+        table.add_column(col, overflow="fold")
+    for task_id in wanted:
+        if task_id not in done:
+            table.add_row(task_id, wanted[task_id], "[red]missing", "-", "-", "-")
+            continue
+        t = json.loads((out / f"{task_id}.json").read_text())
+        table.add_row(task_id, t["task_type"], "[green]yes" if t["success"] else "[red]no",
+                      str(len(t["steps"])), f"{t['total_duration']:.1f}",
+                      (t["final_result"] or t["metadata"].get("error") or "")[:60])
+    Console().print(table)
+    ok = sum(1 for t in wanted if t in done)
+    console.print(f"{ok}/{len(wanted)} trajectories written")

@@ -1,0 +1,87 @@
+"""Test helpers: run `adp` commands as real processes and wait on observable conditions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+ADP = [sys.executable, "-m", "adp.cli"]
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str,
+             check: Callable[[], None] | None = None, interval: float = 0.2) -> T:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout`.
+    `check` runs each round (e.g. to fail fast when a child process died)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check:
+            check()
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class AdpProcess:
+    """One `adp ...` child process with its output in a log file."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
+        self.args, self.log_path = args, log_path
+        self.env = dict(os.environ, **(env or {}))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "AdpProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(ADP + self.args, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=self.env,
+                                         start_new_session=True)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def assert_alive(self) -> None:
+        if not self.alive:
+            raise AssertionError(f"adp {' '.join(self.args)} exited "
+                                 f"({self.proc and self.proc.returncode}):\n{self.log()}")
+
+    def kill9(self) -> None:
+        """kill -9 of the whole process group: no cleanup code of ours runs."""
+        if self.alive:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        return self.proc.returncode if self.proc else None
+
+
+def write_tasks(path: Path, tasks: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in tasks))
+    return path
+
+
+def trajectory_files(out: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
