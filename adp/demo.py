@@ -153,14 +153,14 @@ def _start_llm(llm: str, children: Children, env: dict[str, str], cleanup: ExitS
         console.print(f"[bold]LLM[/] scripted stub at {env['ADP_LLM_BASE_URL']}")
         return
     first = resolve_providers(env)[0]
-    if llm == "auto" and first.name != "embedded":
+    if llm == "auto" and first.name != "local":
         console.print(f"[bold]LLM[/] {first.name} ({first.model}) from the environment")
         return
     console.print("[bold]LLM[/] starting the embedded SmolLM2-135M-Instruct (llama.cpp)")
     if subprocess.run(ADP + ["llm", "up"], env=env).returncode != 0:
         raise click.ClickException("the embedded LLM server did not start (see above)")
     cleanup.callback(subprocess.run, ADP + ["llm", "down"], env=env)
-    env["ADP_LLM_PROVIDER"] = "embedded"
+    env["ADP_LLM_PROVIDER"] = "local"
 
 
 def _wait_http(url: str, children: Children, timeout: float = 30.0) -> None:

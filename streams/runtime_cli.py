@@ -21,8 +21,10 @@ from streams.worker import RuntimeWorker, default_runtime_id
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers [ADP_BOOTSTRAP].")
 @click.option("--runtime-id", default=None, help="Name in events and logs [<type>-<host>-<pid>].")
 @click.option("--group", default=None, help="Consumer group [adp-runtime-<type>].")
+@click.option("--metrics-port", type=int, default=None,
+              help="Port of /metrics and /health [ADP_METRICS_PORT or 8001, next free]; 0: off.")
 def runtime_command(name: str, concurrency: int, bootstrap: str | None, runtime_id: str | None,
-                    group: str | None) -> None:
+                    group: str | None, metrics_port: int | None) -> None:
     """Run the runtime NAME (code, web, reasoning, or an installed plugin).
 
     Joins consumer group adp-runtime-<type> on adp.tasks.<type>: start more processes, here or
@@ -46,7 +48,7 @@ def runtime_command(name: str, concurrency: int, bootstrap: str | None, runtime_
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await worker.run(stop)
+        await worker.run(stop, metrics_port=metrics_port)
 
     asyncio.run(main())
 

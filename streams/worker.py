@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from adp import codec
+from adp import codec, metrics
 from adp.contracts import ErrorType, EventType, Finish, Step, StepEvent, Task
 from runtimes.base import Outcome, Runtime
 from streams import topics
@@ -77,6 +77,7 @@ class _Attempt:
     async def emit(self, step: Step) -> None:
         # Step ids are the attempt's own count, so they are contiguous whatever the runtime does.
         self.steps += 1
+        metrics.STEP_DURATION.labels(self.task.task_type, step.action_type).observe(step.duration)
         await self.send(EventType.step, step=step.model_copy(update={"step_id": self.steps}))
 
     async def run(self, runtime: Runtime) -> Outcome:
@@ -120,10 +121,23 @@ class RuntimeWorker:
         self._slot_freed = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.health = metrics.Health(f"runtime {self.runtime_id}",
+                                     busy=lambda: bool(self.inflight))
+        self.health.checks += [self._broker_check, self._assignment_check]
+        self._broker_ok: tuple[bool, str] = (True, "")
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event, drain_timeout: float = 30.0) -> WorkerStats:
+    async def run(self, stop: asyncio.Event, drain_timeout: float = 30.0,
+                  metrics_port: int | None = None) -> WorkerStats:
+        server = await metrics.serve(self.health, metrics_port)
+        try:
+            return await self._run(stop, drain_timeout)
+        finally:
+            if server:
+                await server.cleanup()
+
+    async def _run(self, stop: asyncio.Event, drain_timeout: float) -> WorkerStats:
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
             linger_ms=5, max_request_size=33554432, compression_type="gzip",
@@ -144,8 +158,12 @@ class RuntimeWorker:
                     log.info("runtime %s consuming %s as group %s, concurrency %d",
                              self.runtime_id, topics.task_topic(self.task_type),
                              self.group_id, self.concurrency)
-                    await self._poll_loop(stop)
-                    await self._drain(drain_timeout)
+                    watcher = asyncio.create_task(self._watch_lag(stop))
+                    try:
+                        await self._poll_loop(stop)
+                        await self._drain(drain_timeout)
+                    finally:
+                        watcher.cancel()
             finally:
                 await self.consumer.stop()
         finally:
@@ -196,6 +214,8 @@ class RuntimeWorker:
 
     def _start(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         self.stats.received += 1
+        metrics.TASKS_RECEIVED.labels(self.task_type).inc()
+        metrics.TASKS_IN_FLIGHT.labels(self.task_type).inc()
         self.offsets.setdefault(tp, PartitionOffsets()).start(record.offset)
         task = asyncio.create_task(self._handle(tp, record),
                                    name=f"task@{tp.topic}-{tp.partition}:{record.offset}")
@@ -204,6 +224,7 @@ class RuntimeWorker:
 
     def _task_done(self, task: asyncio.Task) -> None:
         self.inflight.pop(task, None)
+        metrics.TASKS_IN_FLIGHT.labels(self.task_type).dec()
         self._slot_freed.set()
 
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
@@ -226,16 +247,20 @@ class RuntimeWorker:
 
     def _count(self, outcome: Outcome) -> None:
         self.stats.finished += 1
+        self.health.progress()
+        error_type = str(getattr(outcome.error_type, "value", outcome.error_type or ""))
+        metrics.TASKS_FINISHED.labels(self.task_type, "success" if outcome.success else "failure",
+                                      error_type).inc()
         if outcome.success:
             self.stats.succeeded += 1
-        elif outcome.error_type:
-            key = str(getattr(outcome.error_type, "value", outcome.error_type))
-            self.stats.by_error[key] = self.stats.by_error.get(key, 0) + 1
+        elif error_type:
+            self.stats.by_error[error_type] = self.stats.by_error.get(error_type, 0) + 1
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
         log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition,
                     record.offset, reason)
         self.stats.dead_lettered += 1
+        metrics.DLQ_MESSAGES.labels("runtime").inc()
         await self.producer.send_and_wait(
             topics.DLQ, record.value, key=record.key, headers=dlq_headers(record, reason)
         )
@@ -253,6 +278,39 @@ class RuntimeWorker:
             owned = {tp: p for tp, p in positions.items() if tp in self.consumer.assignment()}
             if owned:
                 await self.consumer.commit(owned)
+
+    # ---- health and lag --------------------------------------------------------------------
+
+    def _broker_check(self) -> tuple[bool, str]:
+        return self._broker_ok
+
+    def _assignment_check(self) -> tuple[bool, str]:
+        # Members beyond the partition count legitimately get nothing; say so, don't fail.
+        assigned = self.consumer.assignment() if self.consumer else set()
+        self.health.details["partitions"] = sorted(tp.partition for tp in assigned)
+        return True, ""
+
+    async def _watch_lag(self, stop: asyncio.Event, every: float = 5.0) -> None:
+        """Ask the broker for end offsets periodically: gives the lag gauge, and tells /health
+        whether the broker answers."""
+        while not stop.is_set():
+            assigned = list(self.consumer.assignment())
+            try:
+                ends = await asyncio.wait_for(self.consumer.end_offsets(assigned), every * 2)
+                lag = 0
+                for tp, end in ends.items():
+                    tracker = self.offsets.get(tp)
+                    done_below = tracker.committable if tracker and tracker.committable is not None \
+                        else await self.consumer.position(tp)
+                    lag += max(0, end - done_below)
+                metrics.CONSUMER_LAG.labels(self.task_type).set(lag)
+                self._broker_ok = (True, "")
+            except Exception as exc:  # broker down, partitions moving: report, keep going
+                self._broker_ok = (False, f"broker not answering: {type(exc).__name__}: {exc}")
+            try:
+                await asyncio.wait_for(stop.wait(), every)
+            except TimeoutError:
+                pass
 
     # ---- rebalance -------------------------------------------------------------------------
 

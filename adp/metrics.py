@@ -1,0 +1,98 @@
+"""Prometheus metrics and the /health endpoint of every long-running component.
+
+All metric objects are defined here, once per process, so a name means one thing everywhere
+(README "Metrics" lists them). `serve()` starts a small aiohttp server with /metrics and
+/health on ADP_METRICS_PORT (default 8001); when that port is taken by another component on
+the same host it tries the next ones, so several processes per host just work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger(__name__)
+
+TASKS_RECEIVED = Counter("adp_tasks_received_total", "Tasks taken from Kafka", ["task_type"])
+TASKS_FINISHED = Counter("adp_tasks_finished_total", "Tasks finished (finished event acked)",
+                         ["task_type", "outcome", "error_type"])
+TASKS_IN_FLIGHT = Gauge("adp_tasks_in_flight", "Tasks running now", ["task_type"])
+CONSUMER_LAG = Gauge("adp_consumer_lag", "Messages behind the end of the assigned partitions",
+                     ["task_type"])
+STEP_DURATION = Histogram("adp_step_duration_seconds", "Duration of one agent step",
+                          ["task_type", "action_type"],
+                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+DLQ_MESSAGES = Counter("adp_dlq_messages_total", "Messages sent to adp.dlq", ["component"])
+SINK_WRITES = Counter("adp_sink_writes_total", "Trajectory writes by sinks", ["sink", "outcome"])
+TRAJECTORIES = Counter("adp_trajectories_total", "Trajectories assembled by the aggregator",
+                       ["task_type", "success"])
+AGGREGATOR_DROPPED = Counter("adp_aggregator_dropped_total",
+                             "Events or attempts the aggregator dropped", ["reason"])
+
+
+@dataclass
+class Health:
+    """What /health reports. Components update it; `check` adds live checks (e.g. broker)."""
+
+    component: str
+    stale_after: float = 300.0  # no progress for this long while work is pending -> unhealthy
+    started: float = field(default_factory=time.time)
+    last_progress: float = field(default_factory=time.time)
+    details: dict = field(default_factory=dict)
+    checks: list[Callable[[], tuple[bool, str]]] = field(default_factory=list)
+    busy: Callable[[], bool] = lambda: False  # is there work that should be making progress?
+
+    def progress(self) -> None:
+        self.last_progress = time.time()
+
+    def report(self) -> tuple[bool, dict]:
+        problems = []
+        for check in self.checks:
+            ok, why = check()
+            if not ok:
+                problems.append(why)
+        idle_for = time.time() - self.last_progress
+        if self.busy() and idle_for > self.stale_after:
+            problems.append(f"no progress for {idle_for:.0f}s with work pending")
+        body = {"component": self.component, "healthy": not problems, "problems": problems,
+                "uptime_s": round(time.time() - self.started, 1),
+                "last_progress_s_ago": round(idle_for, 1), **self.details}
+        return not problems, body
+
+
+async def serve(health: Health, port: int | None = None, host: str = "0.0.0.0",
+                tries: int = 20) -> web.AppRunner | None:
+    """Serve /metrics and /health. port None -> ADP_METRICS_PORT or 8001; 0 disables."""
+    from adp.config import settings
+
+    port = settings().metrics_port if port is None else port
+    if port == 0:
+        return None
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        ok, body = health.report()
+        return web.json_response(body, status=200 if ok else 503)
+
+    app = web.Application()
+    app.add_routes([web.get("/metrics", metrics), web.get("/health", healthz)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    for candidate in range(port, port + tries):
+        try:
+            await web.TCPSite(runner, host, candidate).start()
+        except OSError:
+            continue
+        health.details["metrics_port"] = candidate
+        log.info("%s serves /metrics and /health on port %d", health.component, candidate)
+        return runner
+    log.warning("no free metrics port in %d..%d; metrics are not served", port, port + tries - 1)
+    await runner.cleanup()
+    return None
