@@ -1,0 +1,167 @@
+"""Managing a detached local server process: pid file, log file, start in a new session, wait
+until it is ready, stop it (SIGTERM, then SIGKILL after a grace period). Used by `adp llm`;
+generic enough for any long-running helper (a broker, a model server)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+
+class ProcessError(RuntimeError):
+    pass
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """True when GET url answers 2xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (local URLs)
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    """True if pid runs and is not a zombie (a zombie child of ours is reaped here)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@dataclass
+class ManagedProcess:
+    """One detached process known by its pid file.
+
+    `marker`, if set, must appear in /proc/<pid>/cmdline for a pid from the file to count as
+    ours (guards against a stale pid file whose pid was reused)."""
+
+    name: str
+    argv: Sequence[str]
+    pid_file: Path
+    log_file: Path
+    ready: Callable[[], bool] | None = None
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    marker: str | None = None
+    poll: float = 0.2
+    _proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    def pid(self) -> int | None:
+        """The running process's pid, or None (a stale pid file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if pid_alive(pid) and self._is_ours(pid):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def _is_ours(self, pid: int) -> bool:
+        if not self.marker:
+            return True
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return True  # no /proc: trust the pid file
+        return self.marker in cmdline
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self, timeout: float = 120.0) -> tuple[int, bool]:
+        """Start detached unless already running; wait until ready. Returns (pid, started)."""
+        pid = self.pid()
+        if pid is not None:
+            return pid, False
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                list(self.argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, env=self.env, cwd=self.cwd, close_fds=True)
+        pid = self._proc.pid
+        self.pid_file.write_text(f"{pid}\n")
+        self.wait_ready(pid, timeout)
+        return pid, True
+
+    def wait_ready(self, pid: int, timeout: float) -> None:
+        if self.ready is None:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.ready():
+                return
+            if not pid_alive(pid):
+                self.pid_file.unlink(missing_ok=True)
+                raise ProcessError(f"{self.name} exited during startup; see {self.log_file}:\n"
+                                   f"{tail(self.log_file)}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ProcessError(f"{self.name} was not ready after {timeout:g}s and was stopped; "
+                                   f"see {self.log_file}:\n{tail(self.log_file)}")
+            time.sleep(self.poll)
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM the process group, SIGKILL after `grace` seconds. Returns the pid stopped."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return None
+        self._signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid_alive(pid):
+            self._signal(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if self._proc is not None and self._proc.pid == pid:
+            try:
+                self._proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+            self._proc = None
+        self.pid_file.unlink(missing_ok=True)
+        return pid
+
+    @staticmethod
+    def _signal(pid: int, sig: int) -> None:
+        try:
+            if os.getpgid(pid) == pid:  # started with start_new_session: take its children too
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,346 @@
+"""LLMClient: the runtimes' Model, through the openai SDK against any OpenAI-compatible endpoint.
+
+One `chat()` walks the provider chain (providers.py): per provider, up to `attempts` tries
+with exponential backoff and full jitter on connection errors, timeouts, 429, 5xx and
+unparseable replies; then the next provider. A provider that exhausted its tries is put last for
+`cooldown` seconds so later calls do not pay for it again. Each try has a per-call timeout.
+The SDK's own retries are off (max_retries=0): retries are ours, visible and counted.
+
+Every reply carries an LlmExchange (request messages/tools/params, the raw response dict, tokens,
+latency, cached). An optional LLMCache answers exact repeats without a request. An optional
+AdaptiveLimit (AIMD) hears about 429s and successes; the runtime consumer gates tasks with it.
+API keys never reach logs, exceptions, exchanges or reprs (they live in providers.Secret).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import json
+import logging
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import openai
+from prometheus_client import Counter, Histogram
+
+from adp.contracts import LlmExchange
+from runtimes.base import ModelReply, ToolCall
+from runtimes.llm.cache import LLMCache, fingerprint
+from runtimes.llm.providers import Provider, resolve_providers
+
+log = logging.getLogger("runtimes.llm")
+
+LLM_REQUESTS = Counter("adp_llm_requests_total", "LLM HTTP requests by outcome", ["provider", "outcome"])
+LLM_LATENCY = Histogram("adp_llm_latency_seconds", "Latency of successful LLM requests",
+                        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
+LLM_TOKENS = Counter("adp_llm_tokens_total", "LLM tokens by kind", ["provider", "kind"])
+
+
+class LLMError(RuntimeError):
+    """Every provider in the chain failed (or the reply was unusable)."""
+
+
+# --------------------------------------------------------------------------- AIMD limit
+
+
+class AdaptiveLimit:
+    """An AIMD concurrency limit: `async with limit:` (or acquire/release) gates work.
+
+    On a 429 (`on_overload`) the limit is multiplied by `decrease`; each success (`on_success`)
+    adds `increase / limit`, i.e. about +increase per window of `limit` successes, up to
+    `maximum`. It never drops below `minimum` (>= 1), so work never stalls."""
+
+    def __init__(self, initial: int = 4, maximum: int = 64, minimum: int = 1,
+                 increase: float = 1.0, decrease: float = 0.5) -> None:
+        self.minimum = max(1, int(minimum))
+        self.maximum = max(self.minimum, int(maximum))
+        self._limit = float(min(max(initial, self.minimum), self.maximum))
+        self.increase, self.decrease = increase, decrease
+        self.in_flight = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def current(self) -> int:
+        return max(self.minimum, int(self._limit))
+
+    async def acquire(self) -> None:
+        while self.in_flight >= self.current:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # we were handed a slot we will not use: pass it on
+                raise
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        self._wake()
+
+    def _wake(self) -> None:
+        free = self.current - self.in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+    def on_success(self) -> None:
+        before = self.current
+        self._limit = min(float(self.maximum), self._limit + self.increase / max(self._limit, 1.0))
+        if self.current > before:
+            self._wake()
+
+    def on_overload(self) -> None:
+        self._limit = max(float(self.minimum), self._limit * self.decrease)
+
+    async def __aenter__(self) -> "AdaptiveLimit":
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"AdaptiveLimit(current={self.current}, in_flight={self.in_flight}, max={self.maximum})"
+
+
+# --------------------------------------------------------------------------- client
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 4      # tries per provider
+    base: float = 0.5      # first backoff ceiling, seconds
+    cap: float = 8.0       # largest backoff ceiling
+
+    def delay(self, attempt: int) -> float:
+        """Full jitter: uniform(0, min(cap, base * 2**attempt))."""
+        return random.uniform(0.0, min(self.cap, self.base * (2 ** attempt)))
+
+
+class _Retryable(Exception):
+    def __init__(self, outcome: str, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+
+
+class LLMClient:
+    """runtimes.base.Model over a provider chain."""
+
+    def __init__(self, providers: Sequence[Provider] | None = None, *, temperature: float = 0.0,
+                 max_tokens: int = 512, params: dict[str, Any] | None = None,
+                 timeout: float = 60.0, retry: RetryPolicy | None = None,
+                 cache: LLMCache | None = None, limit: AdaptiveLimit | None = None,
+                 cooldown: float = 30.0) -> None:
+        self.providers = list(providers) if providers is not None else resolve_providers()
+        if not self.providers:
+            raise ValueError("LLMClient needs at least one provider")
+        self.params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens,
+                                       **(params or {})}
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.cache = cache
+        self.limit = limit
+        self.cooldown = cooldown
+        self._clients: dict[str, openai.AsyncOpenAI] = {}
+        self._down_until: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        names = ", ".join(p.name for p in self.providers)
+        return f"LLMClient(providers=[{names}], params={self.params}, cache={self.cache!r})"
+
+    def _redact(self, text: str) -> str:
+        for p in self.providers:
+            if p.api_key is not None and p.api_key.reveal():
+                text = text.replace(p.api_key.reveal(), "***")
+        return text
+
+    def _client(self, provider: Provider) -> openai.AsyncOpenAI:
+        client = self._clients.get(provider.name)
+        if client is None:
+            client = openai.AsyncOpenAI(base_url=provider.base_url, api_key=provider.key(),
+                                        max_retries=0, timeout=self.timeout)
+            self._clients[provider.name] = client
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    def _order(self) -> list[Provider]:
+        now = time.monotonic()
+        return sorted(self.providers, key=lambda p: self._down_until.get(p.name, 0.0) > now)
+
+    # ---- Model
+    async def chat(self, messages: list[dict[str, Any]],
+                   tools: list[dict[str, Any]] | None = None) -> ModelReply:
+        request = {"messages": copy.deepcopy(messages), "tools": copy.deepcopy(tools) if tools else None,
+                   **self.params}
+        order = self._order()
+        if self.cache is not None:
+            for provider in order:
+                started = time.perf_counter()
+                key = fingerprint(provider.name, provider.model, messages, tools or None, self.params)
+                raw = self.cache.get(key)
+                if raw is not None:
+                    try:
+                        return self._reply(provider, request, raw, time.perf_counter() - started, True)
+                    except _Retryable:
+                        log.warning("ignoring an unusable cached LLM response %s", key[:12])
+        errors: list[str] = []
+        for provider in order:
+            for attempt in range(self.retry.attempts):
+                try:
+                    raw, latency = await self._call(provider, messages, tools)
+                    reply = self._reply(provider, request, raw, latency, False)
+                except _Retryable as exc:
+                    errors.append(f"{provider.name}: {exc}")
+                    LLM_REQUESTS.labels(provider.name, exc.outcome).inc()
+                    if exc.outcome == "rate_limited" and self.limit is not None:
+                        self.limit.on_overload()
+                    if attempt + 1 < self.retry.attempts:
+                        delay = self.retry.delay(attempt)
+                        log.warning("LLM %s try %d/%d failed (%s); retrying in %.2fs",
+                                    provider.name, attempt + 1, self.retry.attempts, exc, delay)
+                        await asyncio.sleep(delay)
+                    continue
+                except _Fatal as exc:
+                    errors.append(f"{provider.name}: {exc}")
+                    LLM_REQUESTS.labels(provider.name, "client_error").inc()
+                    log.warning("LLM %s refused the request (%s)", provider.name, exc)
+                    break
+                LLM_REQUESTS.labels(provider.name, "ok").inc()
+                LLM_LATENCY.observe(latency)
+                LLM_TOKENS.labels(provider.name, "prompt").inc(reply.exchange.prompt_tokens)
+                LLM_TOKENS.labels(provider.name, "completion").inc(reply.exchange.completion_tokens)
+                if self.limit is not None:
+                    self.limit.on_success()
+                self._down_until.pop(provider.name, None)
+                if self.cache is not None:
+                    key = fingerprint(provider.name, provider.model, messages, tools or None, self.params)
+                    self.cache.put(key, provider.name, provider.model, raw)
+                return reply
+            self._down_until[provider.name] = time.monotonic() + self.cooldown
+            if provider is not order[-1]:
+                log.warning("LLM provider %s failed; falling over to the next provider", provider.name)
+        raise LLMError(self._redact("all LLM providers failed: " + "; ".join(errors[-6:])))
+
+    async def _call(self, provider: Provider, messages: list[dict[str, Any]],
+                    tools: list[dict[str, Any]] | None) -> tuple[dict[str, Any], float]:
+        kwargs: dict[str, Any] = {"model": provider.model, "messages": messages, **self.params}
+        if tools:
+            kwargs["tools"] = tools
+        started = time.perf_counter()
+        try:
+            response = await asyncio.wait_for(
+                self._client(provider).chat.completions.create(**kwargs, timeout=self.timeout),
+                self.timeout + 1.0)
+            raw = response.model_dump(mode="json", exclude_unset=True) \
+                if hasattr(response, "model_dump") else response
+            if not isinstance(raw, dict) or not raw.get("choices"):
+                raise _Retryable("bad_response", "reply has no choices")
+        except (asyncio.TimeoutError, openai.APITimeoutError):
+            raise _Retryable("timeout", f"timed out after {self.timeout:g}s") from None
+        except openai.APIConnectionError as exc:
+            raise _Retryable("connection_error", self._redact(f"connection error: {exc}")) from None
+        except openai.RateLimitError as exc:
+            raise _Retryable("rate_limited", self._redact(f"429: {_short(exc)}")) from None
+        except openai.APIStatusError as exc:
+            detail = self._redact(f"{exc.status_code}: {_short(exc)}")
+            if exc.status_code >= 500 or exc.status_code in (408, 409):
+                raise _Retryable("server_error", detail) from None
+            raise _Fatal(detail) from None
+        except (ValueError, openai.APIResponseValidationError) as exc:
+            raise _Retryable("bad_response", self._redact(f"unparseable reply: {_short(exc)}")) from None
+        return raw, time.perf_counter() - started
+
+    def _reply(self, provider: Provider, request: dict[str, Any], raw: dict[str, Any],
+               latency: float, cached: bool) -> ModelReply:
+        try:
+            message = raw["choices"][0].get("message") or {}
+        except (KeyError, IndexError, AttributeError, TypeError):
+            raise _Retryable("bad_response", "reply has no choices[0].message") from None
+        content = message.get("content")
+        calls: list[ToolCall] = []
+        out_calls: list[dict[str, Any]] = []
+        for call in message.get("tool_calls") or []:
+            fn = call.get("function") or {}
+            text = fn.get("arguments") or "{}"
+            try:
+                args = json.loads(text) if isinstance(text, str) else text
+            except json.JSONDecodeError:
+                args = {"_raw": text}
+            if not isinstance(args, dict):
+                args = {"_raw": args}
+            call_id = call.get("id") or f"call_{uuid.uuid4().hex[:12]}"
+            calls.append(ToolCall(name=fn.get("name") or "", arguments=args, id=call_id))
+            out_calls.append({"id": call_id, "type": "function",
+                              "function": {"name": fn.get("name") or "",
+                                           "arguments": text if isinstance(text, str) else json.dumps(text)}})
+        # content "" rather than null beside tool calls: llama.cpp's server rejects null there
+        assistant: dict[str, Any] = {"role": "assistant", "content": content or ""}
+        if out_calls:
+            assistant["tool_calls"] = out_calls
+        usage = raw.get("usage") or {}
+        exchange = LlmExchange(
+            provider=provider.name, model=provider.model, request=request, response=raw,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            latency=latency, cached=cached)
+        return ModelReply(content=content or "", tool_calls=calls, exchange=exchange, message=assistant)
+
+
+class _Fatal(Exception):
+    """A 4xx other than 408/409/429: retrying this provider will not help."""
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def _flag(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def build_model(options: dict[str, Any] | None = None) -> LLMClient:
+    """The Model `adp runtime` uses: provider chain from the environment, knobs from `options`
+    (keys: temperature, max_tokens, params, timeout, attempts, backoff_base, backoff_cap,
+    cooldown, cache (bool or path), limit (an AdaptiveLimit), providers) or ADP_LLM_* env
+    (ADP_LLM_TEMPERATURE, ADP_LLM_MAX_TOKENS, ADP_LLM_TIMEOUT, ADP_LLM_ATTEMPTS, ADP_LLM_CACHE)."""
+    opts = dict(options or {})
+    env = os.environ
+    cache_opt = opts.get("cache", env.get("ADP_LLM_CACHE", ""))
+    cache: LLMCache | None = None
+    if isinstance(cache_opt, LLMCache):
+        cache = cache_opt
+    elif cache_opt and (_flag(cache_opt) or str(cache_opt).endswith((".sqlite3", ".db", ".sqlite"))):
+        cache = LLMCache(None if _flag(cache_opt) else cache_opt)
+    return LLMClient(
+        opts.get("providers") or resolve_providers(env),
+        temperature=float(opts.get("temperature", env.get("ADP_LLM_TEMPERATURE", 0.0))),
+        max_tokens=int(opts.get("max_tokens", env.get("ADP_LLM_MAX_TOKENS", 512))),
+        params=opts.get("params"),
+        timeout=float(opts.get("timeout", env.get("ADP_LLM_TIMEOUT", 60.0))),
+        retry=RetryPolicy(attempts=int(opts.get("attempts", env.get("ADP_LLM_ATTEMPTS", 4))),
+                          base=float(opts.get("backoff_base", 0.5)),
+                          cap=float(opts.get("backoff_cap", 8.0))),
+        cache=cache, limit=opts.get("limit"), cooldown=float(opts.get("cooldown", 30.0)))

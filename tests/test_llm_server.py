@@ -1,0 +1,105 @@
+"""`adp llm up|status|down` with the real llama.cpp server and SmolLM2 GGUF (skipped with the
+reason when they are not installed), plus adp.process.ManagedProcess on a plain HTTP server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from adp.process import ManagedProcess, ProcessError, http_ok, pid_alive
+from runtimes.llm import server as llm_server
+from runtimes.llm.client import LLMClient, RetryPolicy
+from runtimes.llm.providers import LOCAL_MODEL, Provider
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def missing_llama() -> str | None:
+    try:
+        llm_server.check_server_deps()
+        llm_server.find_gguf()
+    except llm_server.MissingDependency as exc:
+        return str(exc)
+    return None
+
+
+def adp(home: Path, port: int, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ADP_HOME": str(home), "ADP_LLM_PORT": str(port)}
+    return subprocess.run([sys.executable, "-m", "adp.cli", "llm", *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(missing_llama() is not None, reason=f"embedded LLM not installed: {missing_llama()}")
+async def test_up_chat_status_down(tmp_path):
+    port = free_port()
+    up = adp(tmp_path, port, "up")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"http://127.0.0.1:{port}/v1" in up.stdout
+        pid = int((tmp_path / "run" / "llm-server.pid").read_text())
+        assert pid_alive(pid)
+        again = adp(tmp_path, port, "up")
+        assert again.returncode == 0 and "already running" in again.stdout
+
+        client = LLMClient([Provider("local", f"http://127.0.0.1:{port}/v1", LOCAL_MODEL)],
+                           max_tokens=24, retry=RetryPolicy(2, 0.01, 0.1), timeout=120)
+        reply = await client.chat([{"role": "user", "content": "Say hello in one short sentence."}])
+        assert reply.content.strip()
+        assert reply.exchange.provider == "local" and reply.exchange.completion_tokens > 0
+        await client.aclose()
+
+        status = adp(tmp_path, port, "status")
+        assert status.returncode == 0 and f"pid {pid}" in status.stdout and LOCAL_MODEL in status.stdout
+    finally:
+        down = adp(tmp_path, port, "down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not pid_alive(pid)
+    assert not (tmp_path / "run" / "llm-server.pid").exists()
+    assert not http_ok(f"http://127.0.0.1:{port}/v1/models")
+    stopped = adp(tmp_path, port, "status")
+    assert stopped.returncode == 3 and "stopped" in stopped.stdout
+    assert adp(tmp_path, port, "down").returncode == 0  # idempotent
+
+
+def test_missing_dependency_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADP_HOME", str(tmp_path))
+    monkeypatch.setattr(llm_server, "SERVER_MODULES", ("adp_no_such_module",))
+    result = CliRunner().invoke(llm_server.llm_command, ["up", "--port", str(free_port())])
+    assert result.exit_code != 0
+    assert "pip install" in result.output and "adp_no_such_module" in result.output
+
+
+def test_managed_process_lifecycle(tmp_path):
+    port = free_port()
+    proc = ManagedProcess(
+        name="http", argv=[sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        pid_file=tmp_path / "run" / "http.pid", log_file=tmp_path / "logs" / "http.log",
+        ready=lambda: http_ok(f"http://127.0.0.1:{port}/"), marker="http.server", cwd=tmp_path)
+    assert proc.pid() is None and proc.stop() is None
+    pid, started = proc.start(timeout=60)
+    assert started and pid_alive(pid) and http_ok(f"http://127.0.0.1:{port}/")
+    assert proc.start(timeout=60) == (pid, False)
+    assert proc.stop(grace=10) == pid
+    assert not pid_alive(pid) and not proc.pid_file.exists()
+
+    dying = ManagedProcess(name="dying", argv=[sys.executable, "-c", "print('boom'); raise SystemExit(3)"],
+                           pid_file=tmp_path / "run" / "d.pid", log_file=tmp_path / "logs" / "d.log",
+                           ready=lambda: False)
+    with pytest.raises(ProcessError, match="exited during startup") as info:
+        dying.start(timeout=60)
+    assert "boom" in str(info.value) and str(dying.log_file) in str(info.value)
+
+    (tmp_path / "run" / "stale.pid").write_text("999999999\n")  # a pid that cannot exist
+    stale = ManagedProcess(name="stale", argv=["true"], pid_file=tmp_path / "run" / "stale.pid",
+                           log_file=tmp_path / "logs" / "s.log")
+    assert stale.pid() is None and not stale.pid_file.exists()
