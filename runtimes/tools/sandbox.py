@@ -1,0 +1,434 @@
+"""The python sandbox: runs LLM-written Python and returns exactly what it printed.
+
+Default backend: bubblewrap (Debian package `bubblewrap`). Each run gets
+- its own user, pid, net, ipc, uts and cgroup namespaces; no network at all (only a loopback
+  of its own), no nested user namespaces (--disable-userns);
+- a read-only view of /usr (plus the /bin, /lib, /lib64, /sbin symlinks of a merged-/usr
+  system) and a tiny synthetic /etc; fresh /proc, /dev, and size-capped tmpfs /tmp, /dev/shm;
+- a private, empty host temp dir bind-mounted read-write as the cwd /work (deleted afterwards);
+  the code itself is a read-only /code/main.py, so tracebacks show source lines;
+- an empty environment (the runtime's API keys never reach the sandbox, not even through the
+  environ of bwrap's own pid 1);
+- rlimits on CPU time, address space, processes and file size, set by a tiny launcher inside
+  the sandbox right before the program is exec'd;
+- a wall-clock timeout after which the whole tree dies (SIGKILL to bwrap; its pid 1 has
+  PR_SET_PDEATHSIG, and the death of a pid namespace's init kills everything in it).
+
+Fork bombs: as root, RLIMIT_NPROC is ignored (the kernel exempts uid 0), so when the runtime runs
+as root each run is started as its own unused, unprivileged uid (bwrap then creates its user
+namespace unprivileged). RLIMIT_NPROC is accounted per user namespace (Linux >= 5.14 ucounts), so
+max_processes bounds one run's tasks, and each run has a separate budget. As that uid is used by
+nothing else, a killed run is also swept by uid until none of its processes is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+BWRAP = "/usr/bin/bwrap"
+PYTHON = "/usr/bin/python3"  # Debian's interpreter, never the runtime's venv
+INNER_UID = 1000  # what the program sees as its uid/gid
+_UID_BASE, _UID_SPAN = 1_500_000_000, 1 << 24  # host uids for runs when we are root
+MAX_DRAIN_BYTES = 64 << 20  # per stream; past this the run is killed (the text was cut long ago)
+_CHUNK = 1 << 16
+
+# Runs inside the sandbox: set the rlimits, then become the program.
+_LAUNCHER = """\
+import os, resource as r, sys
+cpu, mem, nproc, fsize = (int(a) for a in sys.argv[1:5])
+r.setrlimit(r.RLIMIT_CPU, (cpu, cpu + 1))
+for k, v in ((r.RLIMIT_AS, mem), (r.RLIMIT_NPROC, nproc), (r.RLIMIT_FSIZE, fsize), (r.RLIMIT_CORE, 0)):
+    r.setrlimit(k, (v, v))
+os.execv(sys.argv[5], sys.argv[5:])
+"""
+
+_ETC = {
+    "passwd": f"root:x:0:0::/:/bin/sh\nsandbox:x:{INNER_UID}:{INNER_UID}::/work:/bin/sh\n"
+    "nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n",
+    "group": f"root:x:0:\nsandbox:x:{INNER_UID}:\nnogroup:x:65534:\n",
+    "hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
+    "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+}
+_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/work",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "PYTHONIOENCODING": "utf-8",
+    "PYTHONUNBUFFERED": "1",  # what was printed before a kill is still seen
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONPATH": "/work",  # modules the program writes into its cwd are importable
+}
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    cpu_seconds: int = 10  # RLIMIT_CPU
+    memory_mb: int = 512  # RLIMIT_AS
+    max_processes: int = 64  # fork-bomb containment (RLIMIT_NPROC in the run's own user ns)
+    file_size_mb: int = 16  # RLIMIT_FSIZE
+    wall_timeout: float = 30.0  # wall clock, kill the whole process tree
+    output_limit: int = 10_000  # characters kept of stdout and of stderr each
+
+
+@dataclass
+class ExecResult:
+    stdout: str
+    stderr: str
+    exit_code: int | None  # None when we killed it; -N when a signal ended it (subprocess style)
+    timed_out: bool
+    truncated: bool
+    duration: float
+    notes: tuple[str, ...] = ()  # e.g. "[killed: output exceeded 64 MiB]"
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    def observation(self) -> str:
+        """What the LLM sees. A clean run with only stdout gives exactly the stdout."""
+        parts: list[str] = []
+        if self.stdout:
+            parts.append(self.stdout)
+        if self.stderr:
+            parts.append("[stderr]\n" + self.stderr)
+        parts.extend(self.notes)
+        if self.exit_code not in (0, None):
+            if self.exit_code < 0:
+                parts.append(f"[killed by signal {_signame(-self.exit_code)}"
+                             f"{_SIGNAL_HINT.get(-self.exit_code, '')}]")
+            else:
+                parts.append(f"[exit code {self.exit_code}]")
+        out = ""
+        for p in parts:
+            out += p if not out or out.endswith("\n") else "\n" + p
+        return out
+
+
+_SIGNAL_HINT = {
+    signal.SIGXCPU: ": CPU time limit exceeded",
+    signal.SIGXFSZ: ": file size limit exceeded",
+}
+
+
+def _signame(n: int) -> str:
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return str(n)
+
+
+@runtime_checkable
+class Sandbox(Protocol):
+    async def run_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult: ...
+
+
+class _Capture:
+    """Keeps the first `limit` characters of a stream and counts the rest; memory stays bounded."""
+
+    def __init__(self, limit: int):
+        import codecs
+
+        self.limit, self.kept, self.dropped, self.nbytes = limit, 0, 0, 0
+        self.parts: list[str] = []
+        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        self.nbytes += len(data)
+        s = self._dec.decode(data, final)
+        room = self.limit - self.kept
+        if room > 0 and s:
+            head = s[:room]
+            self.parts.append(head)
+            self.kept += len(head)
+            s = s[room:]
+        self.dropped += len(s)
+
+    def text(self) -> str:
+        self.feed(b"", final=True)
+        t = "".join(self.parts)
+        if self.dropped:
+            t += ("" if t.endswith("\n") else "\n") + f"[output truncated: {self.dropped} more characters]"
+        return t
+
+
+@functools.cache
+def _disable_userns() -> tuple[str, ...]:
+    """--disable-userns (bwrap >= 0.8) where this bwrap knows it. Without it a program may make
+    nested user namespaces; RLIMIT_NPROC still holds, as the kernel counts them hierarchically."""
+    try:
+        help_text = subprocess.run([BWRAP, "--help"], capture_output=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return ("--disable-userns",) if b"--disable-userns" in help_text else ()
+
+
+def _bwrap_argv(root: str, limits: SandboxLimits) -> list[str]:
+    tmp_bytes = str(max(64, 4 * limits.file_size_mb) << 20)
+    argv = [BWRAP, "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
+            "--unshare-uts", "--unshare-cgroup-try", *_disable_userns(),
+            "--uid", str(INNER_UID), "--gid", str(INNER_UID), "--hostname", "sandbox",
+            "--die-with-parent", "--new-session", "--clearenv",
+            "--ro-bind", "/usr", "/usr"]
+    for d in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        p = "/" + d
+        if os.path.islink(p):
+            argv += ["--symlink", os.readlink(p), p]
+        elif os.path.isdir(p):
+            argv += ["--ro-bind", p, p]
+    argv += ["--proc", "/proc", "--dev", "/dev",
+             "--size", tmp_bytes, "--tmpfs", "/tmp", "--size", tmp_bytes, "--tmpfs", "/dev/shm",
+             "--dir", "/etc"]
+    for name in _ETC:
+        argv += ["--ro-bind", f"{root}/etc/{name}", f"/etc/{name}"]
+    for name in ("localtime", "ld.so.cache", "ld.so.conf", "mime.types"):
+        argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    argv += ["--ro-bind", f"{root}/code", "/code", "--bind", f"{root}/work", "/work",
+             "--remount-ro", "/", "--chdir", "/work"]
+    for k, v in _ENV.items():
+        argv += ["--setenv", k, v]
+    return argv + [
+        "--", PYTHON, "-I", "-S", "-c", _LAUNCHER,
+        str(limits.cpu_seconds), str(limits.memory_mb << 20), str(limits.max_processes),
+        str(limits.file_size_mb << 20), PYTHON, "/code/main.py"]
+
+
+def _uids_alive(uid: int) -> list[int]:
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/status", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"State:") and line.split()[1] == b"Z":
+                            break  # a zombie holds nothing; its parent reaps it
+                        if line.startswith(b"Uid:"):
+                            if int(line.split()[1]) == uid:
+                                pids.append(int(name))
+                            break
+            except (OSError, ValueError, IndexError):
+                pass
+    return pids
+
+
+class BubblewrapSandbox:
+    """The default sandbox. `tmp_root` is where per-run dirs are made (default: the temp dir)."""
+
+    def __init__(self, tmp_root: str | None = None):
+        self.tmp_root = tmp_root
+        self._as_root = os.geteuid() == 0
+        self._uids_in_use: set[int] = set()
+        if self._as_root:  # bwrap runs as an unprivileged uid: it must be able to reach the dir
+            p = os.path.realpath(tmp_root or tempfile.gettempdir())
+            while True:
+                if not os.stat(p).st_mode & 0o001:
+                    raise ValueError(
+                        f"sandbox tmp_root {tmp_root or p!r}: {p} is not searchable by other "
+                        "users (o+x), but the sandbox runs as an unprivileged uid that must "
+                        "reach its per-run dir there; pick a dir such as /tmp/<name> (0711)")
+                if p == "/":
+                    break
+                p = os.path.dirname(p)
+
+    def _alloc_uid(self) -> int | None:
+        if not self._as_root:
+            return None
+        while True:
+            uid = _UID_BASE + random.randrange(_UID_SPAN)
+            if uid not in self._uids_in_use:
+                self._uids_in_use.add(uid)
+                return uid
+
+    def _prepare(self, code: str, uid: int | None) -> str:
+        root = tempfile.mkdtemp(prefix="adp-sbx-", dir=self.tmp_root)
+        for d in ("etc", "code", "work"):
+            os.mkdir(os.path.join(root, d), 0o755 if d != "work" else 0o700)
+        for name, text in _ETC.items():
+            with open(os.path.join(root, "etc", name), "w") as f:
+                f.write(text)
+        with open(os.path.join(root, "code", "main.py"), "w", encoding="utf-8") as f:
+            f.write(code)
+        if uid is not None:  # bwrap runs as `uid`: it must reach root/, and own the workdir
+            os.chown(root, uid, uid)
+            os.chown(os.path.join(root, "work"), uid, uid)
+        for dirpath, _, files in os.walk(root):
+            for fn in files:
+                os.chmod(os.path.join(dirpath, fn), 0o644)
+        return root
+
+    async def run_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult:
+        limits = limits or SandboxLimits()
+        uid = self._alloc_uid()
+        out, err = _Capture(limits.output_limit), _Capture(limits.output_limit)
+        notes: list[str] = []
+        proc: asyncio.subprocess.Process | None = None
+        main: asyncio.Future | None = None
+        root = None
+        try:
+            root = self._prepare(code, uid)  # a few small files: not worth a thread
+            t0 = time.monotonic()
+            kw = dict(user=uid, group=uid, extra_groups=[]) if uid is not None else {}
+            proc = await asyncio.create_subprocess_exec(
+                *_bwrap_argv(root, limits), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env={}, start_new_session=True, close_fds=True, **kw)
+
+            async def pump(stream: asyncio.StreamReader, cap: _Capture) -> None:
+                while data := await stream.read(_CHUNK):
+                    cap.feed(data)
+                    if cap.nbytes > MAX_DRAIN_BYTES and not notes:
+                        notes.append(f"[killed: output exceeded {MAX_DRAIN_BYTES >> 20} MiB]")
+                        _killpg(proc.pid)
+
+            async def communicate() -> None:
+                await asyncio.gather(pump(proc.stdout, out), pump(proc.stderr, err))
+                await proc.wait()
+
+            main = asyncio.ensure_future(communicate())
+            done, _ = await asyncio.wait({main}, timeout=limits.wall_timeout)
+            duration = time.monotonic() - t0
+            timed_out = not done
+            if timed_out:
+                notes.append(f"[killed: wall-clock timeout after {limits.wall_timeout:g}s]")
+                _killpg(proc.pid)
+            if notes:  # we killed it: make sure nothing of the run is left before returning
+                await self._sweep(uid)
+            await asyncio.wait_for(main, 30)  # EOF comes as soon as the tree is dead
+            rc = proc.returncode
+            if timed_out:
+                exit_code = None
+            elif rc is not None and 128 < rc < 128 + 65:  # bwrap reports a signal death so
+                exit_code = -(rc - 128)
+            else:
+                exit_code = rc  # negative if bwrap itself was killed (output cap)
+            return ExecResult(stdout=out.text(), stderr=err.text(), exit_code=exit_code,
+                              timed_out=timed_out, truncated=bool(out.dropped or err.dropped),
+                              duration=duration, notes=tuple(notes))
+        finally:
+            if main is not None and not main.done():
+                main.cancel()
+            if proc is not None and proc.returncode is None:  # cancelled or failed mid-run
+                _killpg(proc.pid)
+                self._sweep_sync(uid)
+            if uid is not None:
+                self._uids_in_use.discard(uid)
+            if root is not None:
+                _rmtree(root, fix_modes=uid is None)
+
+    async def _sweep(self, uid: int | None) -> None:
+        if uid is not None:
+            await asyncio.to_thread(self._sweep_sync, uid)
+
+    @staticmethod
+    def _sweep_sync(uid: int | None, deadline_s: float = 5.0) -> None:
+        """SIGKILL every process of the run's private uid until none is left."""
+        if uid is None:
+            return
+        end = time.monotonic() + deadline_s
+        while (pids := _uids_alive(uid)) and time.monotonic() < end:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.005)
+
+
+def _rmtree(root: str, fix_modes: bool) -> None:
+    """Remove a run's dir. Not as root, a dir the program made mode 0 would block the removal,
+    so dirs are made writable first (never through a symlink: the program may have planted one;
+    every process of the run is dead by now, so nothing can swap one in)."""
+    if fix_modes:
+        for dirpath, dirnames, _ in os.walk(root):
+            for d in dirnames:
+                p = os.path.join(dirpath, d)
+                if not os.path.islink(p):
+                    try:
+                        os.chmod(p, 0o700)
+                    except OSError:
+                        pass
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _killpg(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+_available: dict[str, str | None] = {}
+
+
+def sandbox_available() -> str | None:
+    """None if the bubblewrap sandbox really works here, else why not (cached per process)."""
+    if "bwrap" not in _available:
+        _available["bwrap"] = _probe_bwrap()
+    return _available["bwrap"]
+
+
+def _probe_bwrap() -> str | None:
+    if not os.path.exists(BWRAP):
+        return f"{BWRAP} not found: install bubblewrap (apt-get install bubblewrap)"
+    if not os.path.exists(PYTHON):
+        return f"{PYTHON} not found: install python3 (apt-get install python3)"
+    try:
+        sb = BubblewrapSandbox()
+    except ValueError as e:
+        return str(e)
+    uid = sb._alloc_uid()
+    root = sb._prepare("print('ok')", uid)
+    kw = dict(user=uid, group=uid, extra_groups=[]) if uid is not None else {}
+    try:
+        r = subprocess.run(_bwrap_argv(root, SandboxLimits()), stdin=subprocess.DEVNULL,
+                           capture_output=True, env={}, timeout=30, start_new_session=True, **kw)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"cannot run bubblewrap: {e}"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if r.returncode != 0 or r.stdout != b"ok\n":
+        why = r.stderr.decode(errors="replace").strip()[:500]
+        return ("bubblewrap cannot create an unprivileged sandbox here (are user namespaces "
+                f"disabled or restricted?): exit {r.returncode}: {why}")
+    return None
+
+
+def make_sandbox(backend: str = "auto") -> Sandbox:
+    """"auto": bubblewrap if /usr/bin/bwrap exists, else docker if an engine answers."""
+    if backend in ("bwrap", "bubblewrap"):
+        return BubblewrapSandbox()
+    from runtimes.tools.sandbox_docker import DockerSandbox
+
+    if backend == "docker":
+        return DockerSandbox()
+    if backend != "auto":
+        raise ValueError(f"unknown sandbox backend {backend!r} (auto, bubblewrap, docker)")
+    if os.path.exists(BWRAP):
+        return BubblewrapSandbox()
+    try:
+        return DockerSandbox()
+    except RuntimeError as e:
+        raise RuntimeError(
+            "no python sandbox available: install bubblewrap (apt-get install bubblewrap) "
+            f"or make a Docker engine reachable ({e})") from None
+
+
+def __getattr__(name: str):
+    # lazy, so that sandbox_docker (which uses the names above) can be imported first too
+    if name == "DockerSandbox":
+        from runtimes.tools.sandbox_docker import DockerSandbox
+
+        return DockerSandbox
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = ["SandboxLimits", "ExecResult", "Sandbox", "BubblewrapSandbox", "DockerSandbox",
+           "make_sandbox", "sandbox_available"]
