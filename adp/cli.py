@@ -37,9 +37,11 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
             # A command whose module is missing is reported, not fatal for the others.
-            @click.command(name=name, help=f"(unavailable: {exc})")
+            reason = f"{type(exc).__name__}: {exc}"
+
+            @click.command(name=name, help=f"(unavailable: {reason})")
             def unavailable() -> None:
-                raise click.ClickException(f"command {name!r} is unavailable: {exc}")
+                raise click.ClickException(f"command {name!r} is unavailable: {reason}")
 
             return unavailable
 

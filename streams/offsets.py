@@ -39,3 +39,7 @@ class PartitionOffsets:
     @property
     def running(self) -> int:
         return len(self._running)
+
+    @property
+    def running_offsets(self) -> set[int]:
+        return set(self._running)

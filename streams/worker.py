@@ -1,8 +1,7 @@
 """The runtime consumer loop: tasks in from adp.tasks.<type>, step events out to adp.steps.
 
-This is where a step event is born on the wire: a runtime reports a Step through `emit`, and
-`_Attempt.emit` wraps it in a StepEvent (task_id, attempt_id, runtime_id) and sends it keyed by
-task_id, so every event of a task lands on one partition of adp.steps, in order.
+Each task taken runs as an Attempt (streams/attempt.py), which puts its step events on the
+wire.
 
 Delivery discipline (design.md, "Delivery guarantees"):
 - a plain aiokafka consumer in group adp-runtime-<type>, auto-commit off;
@@ -14,7 +13,8 @@ Delivery discipline (design.md, "Delivery guarantees"):
   (streams/offsets.py);
 - on rebalance, tasks of revoked partitions are cancelled without a finished event (another
   consumer redoes them under a new attempt_id; the aggregator drops the orphan attempt) and
-  nothing is committed past them.
+  nothing is committed past them;
+- a task that keeps killing its process is quarantined, then dead-lettered (streams/poison.py).
 """
 
 from __future__ import annotations
@@ -23,18 +23,21 @@ import asyncio
 import logging
 import os
 import socket
-import time
-import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from adp import codec, metrics
-from adp.contracts import ErrorType, EventType, Finish, Step, StepEvent, Task
+from adp.contracts import Task
 from runtimes.base import Outcome, Runtime
 from streams import topics
+from streams.attempt import Attempt
 from streams.offsets import PartitionOffsets
+from streams.poison import PoisonLedger
 
 log = logging.getLogger(__name__)
 
@@ -53,67 +56,23 @@ class WorkerStats:
     by_error: dict[str, int] = field(default_factory=dict)
 
 
-class _Attempt:
-    """One execution of one task: owns its attempt_id and the events it sent."""
-
-    def __init__(self, worker: "RuntimeWorker", task: Task):
-        self.worker, self.task = worker, task
-        self.attempt_id = uuid.uuid4().hex
-        self.steps = 0
-        self.pending: list[asyncio.Future] = []
-
-    async def send(self, event_type: EventType, **fields) -> asyncio.Future:
-        event = StepEvent(
-            event_type=event_type, task_id=self.task.task_id, attempt_id=self.attempt_id,
-            task_type=self.task.task_type, runtime_id=self.worker.runtime_id,
-            timestamp=time.time(), **fields,
-        )
-        fut = await self.worker.producer.send(
-            topics.STEPS, codec.encode(event), key=self.task.task_id.encode()
-        )
-        self.pending.append(fut)
-        return fut
-
-    async def emit(self, step: Step) -> None:
-        # Step ids are the attempt's own count, so they are contiguous whatever the runtime does.
-        self.steps += 1
-        metrics.STEP_DURATION.labels(self.task.task_type, step.action_type).observe(step.duration)
-        await self.send(EventType.step, step=step.model_copy(update={"step_id": self.steps}))
-
-    async def run(self, runtime: Runtime) -> Outcome:
-        await self.send(EventType.started, task=self.task)
-        began = time.monotonic()
-        try:
-            async with asyncio.timeout(self.task.timeout):
-                outcome = await runtime.run(self.task, self.emit)
-        except TimeoutError:
-            outcome = Outcome(False, "", f"task timed out after {self.task.timeout:g}s",
-                              ErrorType.timeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a runtime bug must not take the worker down
-            log.exception("runtime failed on task %s", self.task.task_id)
-            outcome = Outcome(False, "", f"{type(exc).__name__}: {exc}", ErrorType.runtime_error)
-        finish = Finish(
-            success=outcome.success, final_result=outcome.final_result, error=outcome.error,
-            error_type=outcome.error_type, total_duration=round(time.monotonic() - began, 6),
-            step_count=self.steps,
-        )
-        await self.send(EventType.finished, finish=finish)
-        # acks=all on every event of the attempt before the offset may be committed
-        await asyncio.gather(*self.pending)
-        return outcome
-
-
 class RuntimeWorker:
     def __init__(self, runtime: Runtime, task_type: str, bootstrap: str, concurrency: int = 4,
                  runtime_id: str | None = None, group_id: str | None = None,
-                 poll_interval_ms: int = 200):
+                 poll_interval_ms: int = 200, poison_limit: int = 3):
         self.runtime, self.task_type = runtime, task_type
         self.bootstrap, self.concurrency = bootstrap, max(1, concurrency)
         self.runtime_id = runtime_id or default_runtime_id(task_type)
         self.group_id = group_id or topics.runtime_group(task_type)
         self.poll_interval_ms = poll_interval_ms
+        self.poison_limit = poison_limit
+        self.ledgers: dict[TopicPartition, PoisonLedger] = {}
+        # quarantine: a suspect task runs alone; `_open` is cleared while it does
+        self._open = asyncio.Event()
+        self._open.set()
+        self._executing = 0
+        self._idle = asyncio.Condition()
+        self._quarantine = asyncio.Lock()
         self.stats = WorkerStats()
         self.offsets: dict[TopicPartition, PartitionOffsets] = {}
         self.inflight: dict[asyncio.Task, tuple[TopicPartition, int]] = {}
@@ -148,7 +107,9 @@ class RuntimeWorker:
             auto_offset_reset="earliest", max_partition_fetch_bytes=33554432,
             fetch_max_bytes=67108864,
         )
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await self.producer.start()
+        await self.admin.start()
         try:
             self.consumer.subscribe([topics.task_topic(self.task_type)],
                                     listener=_Rebalance(self))
@@ -167,6 +128,7 @@ class RuntimeWorker:
             finally:
                 await self.consumer.stop()
         finally:
+            await self.admin.close()
             await self.producer.stop()
         log.info("runtime %s stopped: %s", self.runtime_id, self.stats)
         return self.stats
@@ -176,7 +138,7 @@ class RuntimeWorker:
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                free = self.concurrency - len(self.inflight)
+                free = self.concurrency - len(self.inflight) if self._open.is_set() else 0
                 assigned = self.consumer.assignment()
                 if free <= 0:
                     self.consumer.pause(*assigned)
@@ -187,8 +149,7 @@ class RuntimeWorker:
                     timeout_ms=self.poll_interval_ms, max_records=max(free, 1)
                 )
                 for tp, records in batch.items():
-                    for record in records:
-                        self._start(tp, record)
+                    await self._start_batch(tp, records)
                 if free <= 0 and not batch:
                     self._slot_freed.clear()
                     waiter = asyncio.ensure_future(self._slot_freed.wait())
@@ -209,18 +170,26 @@ class RuntimeWorker:
             t.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+            # cancelled on purpose, not killed: say nothing is running, so no strikes
+            await self._commit(list(self.offsets), clean=True)
 
     # ---- one task --------------------------------------------------------------------------
 
-    def _start(self, tp: TopicPartition, record: ConsumerRecord) -> None:
-        self.stats.received += 1
-        metrics.TASKS_RECEIVED.labels(self.task_type).inc()
-        metrics.TASKS_IN_FLIGHT.labels(self.task_type).inc()
-        self.offsets.setdefault(tp, PartitionOffsets()).start(record.offset)
-        task = asyncio.create_task(self._handle(tp, record),
-                                   name=f"task@{tp.topic}-{tp.partition}:{record.offset}")
-        self.inflight[task] = (tp, record.offset)
-        task.add_done_callback(self._task_done)
+    async def _start_batch(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        tracker = self.offsets.setdefault(tp, PartitionOffsets())
+        for record in records:
+            tracker.start(record.offset)
+        # Record what is about to run before it runs: if it kills this process, the next
+        # owner of the partition finds it in the commit metadata (streams/poison.py).
+        await self._commit([tp])
+        for record in records:
+            self.stats.received += 1
+            metrics.TASKS_RECEIVED.labels(self.task_type).inc()
+            metrics.TASKS_IN_FLIGHT.labels(self.task_type).inc()
+            task = asyncio.create_task(self._handle(tp, record),
+                                       name=f"task@{tp.topic}-{tp.partition}:{record.offset}")
+            self.inflight[task] = (tp, record.offset)
+            task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task) -> None:
         self.inflight.pop(task, None)
@@ -235,8 +204,19 @@ class RuntimeWorker:
                     f"task_type {task.task_type!r} does not belong on {tp.topic}")
         except codec.DecodeError as exc:
             await self._dead_letter(record, str(exc))
-        else:
-            attempt = _Attempt(self, task)
+            await self._done(tp, record.offset)
+            return
+        strikes = self.ledgers.get(tp, PoisonLedger()).of(record.offset)
+        if strikes >= self.poison_limit:
+            await self._dead_letter(record, f"poison: task {task.task_id} was running when its "
+                                            f"runtime process died {strikes} times")
+            await self._done(tp, record.offset)
+            return
+        if strikes:
+            log.warning("task %s: its runtime died %d time(s) while running it; running it alone",
+                        task.task_id, strikes)
+        async with self._slot(suspect=strikes > 0):
+            attempt = Attempt(self.producer, self.runtime_id, task)
             log.info("task %s: attempt %s started", task.task_id, attempt.attempt_id)
             outcome = await attempt.run(self.runtime)
             self._count(outcome)
@@ -244,6 +224,28 @@ class RuntimeWorker:
                      attempt.steps, f" ({outcome.error_type}: {outcome.error})"
                      if outcome.error_type else "")
         await self._done(tp, record.offset)
+
+    @asynccontextmanager
+    async def _slot(self, suspect: bool) -> AsyncIterator[None]:
+        """Ordinary tasks run side by side; a suspect waits until nothing else executes and
+        runs alone, so only a real poison task collects more strikes."""
+        if suspect:
+            await self._quarantine.acquire()
+            self._open.clear()
+            async with self._idle:
+                await self._idle.wait_for(lambda: self._executing == 0)
+        else:
+            await self._open.wait()
+        self._executing += 1
+        try:
+            yield
+        finally:
+            self._executing -= 1
+            async with self._idle:
+                self._idle.notify_all()
+            if suspect:
+                self._open.set()
+                self._quarantine.release()
 
     def _count(self, outcome: Outcome) -> None:
         self.stats.finished += 1
@@ -269,13 +271,24 @@ class RuntimeWorker:
         tracker = self.offsets.get(tp)
         if tracker is None:  # partition was revoked meanwhile; its new owner redoes the task
             return
-        position = tracker.finish(offset)
-        if position is not None:
-            await self._commit({tp: position})
+        tracker.finish(offset)
+        self.ledgers.get(tp, PoisonLedger()).clear(offset)
+        await self._commit([tp])
 
-    async def _commit(self, positions: dict[TopicPartition, int]) -> None:
+    async def _commit(self, partitions: list[TopicPartition], clean: bool = False) -> None:
+        """Commit each partition's contiguous done prefix, with the running offsets and strikes
+        as metadata. `clean`: report nothing running (tasks were cancelled on purpose)."""
         async with self._commit_lock:
-            owned = {tp: p for tp, p in positions.items() if tp in self.consumer.assignment()}
+            owned = {}
+            for tp in partitions:
+                tracker = self.offsets.get(tp)
+                if tp not in self.consumer.assignment() or tracker is None \
+                        or tracker.committable is None:
+                    continue
+                ledger = self.ledgers.setdefault(tp, PoisonLedger())
+                running = set() if clean else tracker.running_offsets
+                owned[tp] = OffsetAndMetadata(
+                    tracker.committable, ledger.metadata(running, tracker.committable))
             if owned:
                 await self.consumer.commit(owned)
 
@@ -323,10 +336,27 @@ class RuntimeWorker:
             self.stats.cancelled += len(victims)
             log.info("cancelled %d running task(s) of revoked partitions; they will be redone",
                      len(victims))
-        trackers = {tp: self.offsets.pop(tp) for tp in revoked if tp in self.offsets}
         # commit what is safely done before the partitions move to another member
-        await self._commit({tp: t.committable for tp, t in trackers.items()
-                            if t.committable is not None})
+        await self._commit([tp for tp in revoked if tp in self.offsets], clean=True)
+        for tp in revoked:
+            self.offsets.pop(tp, None)
+            self.ledgers.pop(tp, None)
+
+    async def assigned(self, assigned: set[TopicPartition]) -> None:
+        """Read each new partition's commit metadata: offsets that were running when the last
+        owner stopped without a clean commit get a strike."""
+        if not assigned:
+            return
+        committed = await self.admin.list_consumer_group_offsets(
+            self.group_id, partitions=list(assigned))
+        for tp in assigned:
+            meta = committed.get(tp)
+            ledger = PoisonLedger.from_metadata(meta.metadata if meta else None,
+                                                meta.offset if meta and meta.offset >= 0 else None)
+            self.ledgers[tp] = ledger
+            if ledger.strikes:
+                log.warning("partition %s[%d]: tasks running when the previous owner died: %s",
+                            tp.topic, tp.partition, ledger.strikes)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -338,6 +368,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        await self.worker.assigned(set(assigned))
 
 
 def dlq_headers(record: ConsumerRecord, reason: str) -> list[tuple[str, bytes]]:

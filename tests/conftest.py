@@ -40,14 +40,21 @@ def adp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("adp-home")
 
 
-@pytest.fixture(scope="session")
-def kafka(adp_home: Path) -> KafkaCluster:
-    """A running single-node cluster with the platform's topics; yields it, stops it after."""
-    cluster = KafkaCluster(home=adp_home, bootstrap=f"127.0.0.1:{free_port_block()}")
+@pytest.fixture(scope="module")
+def kafka(adp_home: Path, request: pytest.FixtureRequest) -> KafkaCluster:
+    """A fresh single-node cluster with the platform's topics for each test module, so the
+    consumer groups, offsets and Faust tables of one module never leak into another."""
+    cluster = KafkaCluster(home=adp_home, bootstrap=f"127.0.0.1:{free_port_block()}",
+                           name=request.module.__name__.rsplit(".", 1)[-1])
     cluster.up(timeout=180)
+    previous = os.environ.get("ADP_BOOTSTRAP")
     os.environ["ADP_BOOTSTRAP"] = cluster.bootstrap
     yield cluster
     cluster.down()
+    if previous is None:
+        os.environ.pop("ADP_BOOTSTRAP", None)
+    else:
+        os.environ["ADP_BOOTSTRAP"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,77 @@
+"""One execution of one task: where a step event is born on the wire.
+
+A runtime reports each Step through `emit`; `Attempt.emit` wraps it in a StepEvent (task_id,
+attempt_id, runtime_id, timestamp) and sends it to adp.steps keyed by task_id, so every event
+of a task lands on one partition, in order. `run` brackets the runtime with the `started` and
+`finished` events, enforces the task's timeout, and returns only when the broker has
+acknowledged every event of the attempt (acks=all) -- only then may the task's offset count
+as done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from aiokafka import AIOKafkaProducer
+
+from adp import codec, metrics
+from adp.contracts import ErrorType, EventType, Finish, Step, StepEvent, Task
+from runtimes.base import Outcome, Runtime
+from streams import topics
+
+log = logging.getLogger(__name__)
+
+
+class Attempt:
+    """One execution of one task: owns its attempt_id and the events it sent."""
+
+    def __init__(self, producer: AIOKafkaProducer, runtime_id: str, task: Task):
+        self.producer, self.runtime_id, self.task = producer, runtime_id, task
+        self.attempt_id = uuid.uuid4().hex
+        self.steps = 0
+        self.pending: list[asyncio.Future] = []
+
+    async def send(self, event_type: EventType, **fields) -> asyncio.Future:
+        event = StepEvent(
+            event_type=event_type, task_id=self.task.task_id, attempt_id=self.attempt_id,
+            task_type=self.task.task_type, runtime_id=self.runtime_id,
+            timestamp=time.time(), **fields,
+        )
+        fut = await self.producer.send(
+            topics.STEPS, codec.encode(event), key=self.task.task_id.encode()
+        )
+        self.pending.append(fut)
+        return fut
+
+    async def emit(self, step: Step) -> None:
+        # Step ids are the attempt's own count, so they are contiguous whatever the runtime does.
+        self.steps += 1
+        metrics.STEP_DURATION.labels(self.task.task_type, step.action_type).observe(step.duration)
+        await self.send(EventType.step, step=step.model_copy(update={"step_id": self.steps}))
+
+    async def run(self, runtime: Runtime) -> Outcome:
+        await self.send(EventType.started, task=self.task)
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(self.task.timeout):
+                outcome = await runtime.run(self.task, self.emit)
+        except TimeoutError:
+            outcome = Outcome(False, "", f"task timed out after {self.task.timeout:g}s",
+                              ErrorType.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a runtime bug must not take the worker down
+            log.exception("runtime failed on task %s", self.task.task_id)
+            outcome = Outcome(False, "", f"{type(exc).__name__}: {exc}", ErrorType.runtime_error)
+        finish = Finish(
+            success=outcome.success, final_result=outcome.final_result, error=outcome.error,
+            error_type=outcome.error_type, total_duration=round(time.monotonic() - began, 6),
+            step_count=self.steps,
+        )
+        await self.send(EventType.finished, finish=finish)
+        # acks=all on every event of the attempt before the offset may be committed
+        await asyncio.gather(*self.pending)
+        return outcome

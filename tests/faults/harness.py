@@ -1,0 +1,118 @@
+"""A whole pipeline of real processes for fault injection: a stub LLM with latency (so tasks are
+in flight when a fault hits), runtimes, the aggregator, and the checks every scenario ends with."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+
+from adp import codec
+from adp.contracts import Trajectory
+from streams import topics
+from tests.helpers import ADP, AdpProcess, trajectory_files, wait_for, write_tasks
+
+
+class Pipeline:
+    def __init__(self, tmp: Path, bootstrap: str, llm_url: str, prefix: str, n_tasks: int):
+        self.tmp, self.bootstrap, self.prefix = tmp, bootstrap, prefix
+        self.out = tmp / "trajectories"
+        self.env = {"ADP_BOOTSTRAP": bootstrap, "ADP_LLM_BASE_URL": llm_url,
+                    "ADP_LLM_MODEL": "stub", "ADP_HOME": str(tmp / "home"),
+                    "ADP_METRICS_PORT": "0"}
+        self.ids = [f"{prefix}-{i:04d}" for i in range(n_tasks)]
+        self.runtimes: list[AdpProcess] = []
+        self.aggregator: AdpProcess | None = None
+        self._n = 0
+
+    # ---- processes ---------------------------------------------------------------------------
+
+    def start_runtime(self, concurrency: int = 8) -> AdpProcess:
+        self._n += 1
+        rt = AdpProcess(["runtime", "code", "--concurrency", str(concurrency),
+                         "--runtime-id", f"code-fault-{self._n}"],
+                        self.tmp / f"runtime-{self._n}.log", self.env).start()
+        self.runtimes.append(rt)
+        return rt
+
+    def start_aggregator(self) -> AdpProcess:
+        self._n += 1
+        self.aggregator = AdpProcess(["aggregate", "--out", str(self.out)],
+                                     self.tmp / f"aggregator-{self._n}.log", self.env).start()
+        return self.aggregator
+
+    def live_runtimes(self) -> list[AdpProcess]:
+        return [r for r in self.runtimes if r.alive]
+
+    def stop_all(self) -> None:
+        for p in [*self.runtimes, self.aggregator]:
+            if p is not None:
+                p.stop()
+
+    # ---- input and progress ------------------------------------------------------------------
+
+    def produce(self) -> None:
+        tasks = write_tasks(self.tmp / "tasks.jsonl", [
+            {"task_id": t, "task_type": "code", "description": f"Fault task {t}: print it.",
+             "max_steps": 4, "timeout": 120} for t in self.ids])
+        done = subprocess.run(ADP + ["produce", "--quiet", str(tasks)], capture_output=True,
+                              text=True, timeout=300, env={**self.aggregator.env})
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def written(self) -> set[str]:
+        if not self.out.exists():
+            return set()
+        return {p.stem for p in self.out.glob(f"{self.prefix}-*.json")}
+
+    def wait_written(self, count: int, timeout: float = 300) -> None:
+        wait_for(lambda: len(self.written()) >= count, timeout,
+                 f"{count} trajectories of {self.prefix}", check=self._check_aggregator)
+
+    def _check_aggregator(self) -> None:
+        if self.aggregator is not None:
+            self.aggregator.assert_alive()
+
+    # ---- the checks every scenario ends with -------------------------------------------------
+
+    def verify(self) -> dict[str, int]:
+        """Exact set equality in/out, steps contiguous, one attempt per task everywhere."""
+        files = {k: v for k, v in trajectory_files(self.out).items() if k.startswith(self.prefix)}
+        assert set(files) == set(self.ids), (
+            f"missing {sorted(set(self.ids) - set(files))[:10]}, "
+            f"unexpected {sorted(set(files) - set(self.ids))[:10]}")
+        for task_id, t in files.items():
+            steps = t["steps"]
+            assert [s["step_id"] for s in steps] == list(range(1, len(steps) + 1)), task_id
+            assert t["success"] is True, (task_id, t["metadata"])
+        published = asyncio.run(self._published_trajectories())
+        republished = 0
+        for task_id in self.ids:
+            versions = published.get(task_id, [])
+            assert versions, f"{task_id} never reached adp.trajectories"
+            attempts = {v.metadata.attempt_id for v in versions}
+            # re-publishing after a crash is allowed, but only ever of the same attempt
+            assert attempts == {files[task_id]["metadata"]["attempt_id"]}, (task_id, attempts)
+            republished += len(versions) - 1
+        return {"tasks_in": len(self.ids), "files_out": len(files),
+                "republished_identical": republished}
+
+    async def _published_trajectories(self) -> dict[str, list[Trajectory]]:
+        consumer = AIOKafkaConsumer(topics.TRAJECTORIES, bootstrap_servers=self.bootstrap,
+                                    auto_offset_reset="earliest", enable_auto_commit=False,
+                                    group_id=None)
+        await consumer.start()
+        found: dict[str, list[Trajectory]] = defaultdict(list)
+        try:
+            ends = await consumer.end_offsets(list(consumer.assignment()))
+            while any(await consumer.position(tp) < end for tp, end in ends.items()):
+                batch = await consumer.getmany(timeout_ms=1000)
+                for records in batch.values():
+                    for r in records:
+                        if r.key and r.key.decode().startswith(self.prefix):
+                            found[r.key.decode()].append(codec.decode(r.value, expect=Trajectory))
+        finally:
+            await consumer.stop()
+        return found
