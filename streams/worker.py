@@ -36,6 +36,7 @@ from adp.contracts import Task
 from runtimes.base import Outcome, Runtime
 from streams import topics
 from streams.attempt import Attempt
+from streams.dlq import dlq_headers
 from streams.offsets import PartitionOffsets
 from streams.poison import PoisonLedger
 
@@ -264,7 +265,7 @@ class RuntimeWorker:
         self.stats.dead_lettered += 1
         metrics.DLQ_MESSAGES.labels("runtime").inc()
         await self.producer.send_and_wait(
-            topics.DLQ, record.value, key=record.key, headers=dlq_headers(record, reason)
+            topics.DLQ, record.value, key=record.key, headers=dlq_headers(reason, record.topic, record.partition, record.offset)
         )
 
     async def _done(self, tp: TopicPartition, offset: int) -> None:
@@ -369,12 +370,3 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
         await self.worker.assigned(set(assigned))
-
-
-def dlq_headers(record: ConsumerRecord, reason: str) -> list[tuple[str, bytes]]:
-    return [
-        ("adp-reason", reason.encode()[:4096]),
-        ("adp-source-topic", record.topic.encode()),
-        ("adp-source-partition", str(record.partition).encode()),
-        ("adp-source-offset", str(record.offset).encode()),
-    ]

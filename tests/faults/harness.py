@@ -8,11 +8,11 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
 
 from adp import codec
 from adp.contracts import Trajectory
 from streams import topics
+from streams.admin import read_topic
 from tests.helpers import ADP, AdpProcess, trajectory_files, wait_for, write_tasks
 
 
@@ -100,19 +100,8 @@ class Pipeline:
                 "republished_identical": republished}
 
     async def _published_trajectories(self) -> dict[str, list[Trajectory]]:
-        consumer = AIOKafkaConsumer(topics.TRAJECTORIES, bootstrap_servers=self.bootstrap,
-                                    auto_offset_reset="earliest", enable_auto_commit=False,
-                                    group_id=None)
-        await consumer.start()
         found: dict[str, list[Trajectory]] = defaultdict(list)
-        try:
-            ends = await consumer.end_offsets(list(consumer.assignment()))
-            while any(await consumer.position(tp) < end for tp, end in ends.items()):
-                batch = await consumer.getmany(timeout_ms=1000)
-                for records in batch.values():
-                    for r in records:
-                        if r.key and r.key.decode().startswith(self.prefix):
-                            found[r.key.decode()].append(codec.decode(r.value, expect=Trajectory))
-        finally:
-            await consumer.stop()
+        for r in await read_topic(self.bootstrap, topics.TRAJECTORIES):
+            if r.key and r.key.decode().startswith(self.prefix):
+                found[r.key.decode()].append(codec.decode(r.value, expect=Trajectory))
         return found
