@@ -18,7 +18,7 @@ import fastavro
 import fastavro.read
 import fastavro.write
 from fastavro.schema import expand_schema, fingerprint, to_parsing_canonical_form
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from adp import contracts
 
@@ -117,4 +117,9 @@ def decode(data: bytes, expect: type[M] | None = None) -> BaseModel:
         raise DecodeError(f"corrupt {name} body: {type(exc).__name__}: {exc}") from exc
     if body.tell() != len(data) - HEADER_LEN:
         raise DecodeError(f"{len(data) - HEADER_LEN - body.tell()} trailing bytes after {name}")
-    return model.model_validate(obj)
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:  # Avro-valid, but not a record this platform would write
+        raise DecodeError(f"invalid {name}: {exc.error_count()} field error(s): "
+                          + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                      for e in exc.errors(include_url=False)[:5])) from exc

@@ -1,0 +1,305 @@
+"""`adp produce FILE`: validate a tasks.jsonl file and publish its tasks to Kafka.
+
+Each good line becomes one Avro-encoded Task (adp.codec) on adp.tasks.<task_type>, keyed by its
+task_id, sent by an idempotent producer with acks=all. Sends are pipelined (a bounded number of
+records and bytes in flight) and every one is confirmed by the broker before the command ends.
+Bad lines are reported with their line number and reason; they never stop the good ones.
+
+The file is streamed: a line is read, validated, encoded and handed to the producer before the
+next is read, so files of any size go through in bounded memory. The broker connection is opened
+at the first good task, so a file with nothing to send never needs a broker.
+
+Exit codes: 0 every line sent; 1 some lines rejected (the good ones were sent); 2 nothing to send
+(empty file, file missing or unreadable, every line bad); 3 the broker is unreachable or a send
+failed (the message says which bootstrap and how many tasks were confirmed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+from aiokafka import AIOKafkaProducer
+
+from adp import codec
+from adp.config import settings
+from adp.contracts import Task, TaskType
+from connectors.tasks_source import TaskFileError, read_tasks
+from streams.topics import task_topic
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+# The broker accepts record batches up to 32 MiB (message.max.bytes in streams/broker/server.py).
+MAX_REQUEST_SIZE = 32 * MiB
+# A task is refused before sending if its encoding is over this: headroom for the batch header
+# and for gzip, which can grow incompressible data slightly.
+MAX_TASK_BYTES = 30 * MiB
+MAX_IN_FLIGHT = 2000           # records handed to the producer and not yet confirmed
+MAX_IN_FLIGHT_BYTES = 64 * MiB  # ... and their encoded size
+SHOW_REJECTED = 50
+
+Progress = Callable[[int, int], None]  # (bytes of the file read so far, file size)
+
+
+class ProduceError(RuntimeError):
+    """The broker could not be reached or a send failed. `confirmed` tasks were acknowledged
+    before that (they are on the broker; re-producing the file is safe for the aggregator)."""
+
+    def __init__(self, message: str, bootstrap: str, confirmed: int, report: "ProduceReport"):
+        super().__init__(message)
+        self.bootstrap = bootstrap
+        self.confirmed = confirmed
+        self.report = report
+
+
+@dataclass
+class ProduceReport:
+    path: str
+    bootstrap: str
+    dry_run: bool = False
+    sent: Counter = field(default_factory=Counter)  # task_type -> tasks confirmed (or valid)
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (line_no, message)
+    empty: bool = False  # the file holds no task line at all
+
+    @property
+    def total_sent(self) -> int:
+        return sum(self.sent.values())
+
+    @property
+    def topics(self) -> list[str]:
+        return [task_topic(t) for t in sorted(self.sent)]
+
+    @property
+    def exit_code(self) -> int:
+        if self.total_sent == 0:
+            return 2
+        return 1 if self.rejected else 0
+
+
+def encode_task(task: Task) -> bytes | str:
+    """The task's wire bytes, or why it cannot be sent."""
+    try:
+        value = codec.encode(task)
+    except UnicodeEncodeError as exc:  # a lone surrogate from a "\udxxx" JSON escape
+        return f"text is not encodable as UTF-8 ({exc.reason} at character {exc.start})"
+    except Exception as exc:  # noqa: BLE001 - anything the encoder refuses is a bad line
+        return f"cannot be encoded: {type(exc).__name__}: {exc}"
+    if len(value) > MAX_TASK_BYTES:
+        return (f"encoded task is {len(value) / MiB:.1f} MiB, over the "
+                f"{MAX_TASK_BYTES // MiB} MiB a task may be")
+    return value
+
+
+def _make_producer(bootstrap: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id="adp-produce",
+        acks="all",
+        enable_idempotence=True,
+        compression_type="gzip",  # the one codec aiokafka supports without extra packages
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        max_request_size=MAX_REQUEST_SIZE,
+        request_timeout_ms=30000,
+    )
+
+
+async def produce_tasks(path: str | Path, bootstrap: str | None = None,
+                        progress: Progress | None = None, dry_run: bool = False) -> ProduceReport:
+    """Validate `path` and send every good task; returns what was sent and what was rejected.
+
+    Raises TaskFileError if the file cannot be read, ProduceError if the broker cannot be
+    reached or a send fails. With dry_run, validates and encodes only (no broker)."""
+    bootstrap = bootstrap or settings().bootstrap
+    path = Path(path)
+    report = ProduceReport(str(path), bootstrap, dry_run=dry_run)
+    items = read_tasks(path)  # opens the file: raises TaskFileError now if it cannot
+    size = path.stat().st_size
+    log.info("producing %s (%d bytes) to %s%s", path, size, bootstrap,
+             " (dry run)" if dry_run else "")
+
+    producer: AIOKafkaProducer | None = None
+    pending: dict[asyncio.Future, tuple[str, int]] = {}  # future -> (task_type, bytes)
+    in_flight_bytes = 0
+    handed = 0
+
+    def fail(what: str, exc: BaseException) -> ProduceError:
+        confirmed = report.total_sent
+        text = str(exc)
+        if not text.startswith(type(exc).__name__):
+            text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        return ProduceError(
+            f"{what} Kafka at {bootstrap}: {text} "
+            f"({confirmed} of {handed} tasks handed to the producer were confirmed)",
+            bootstrap, confirmed, report)
+
+    def settle(done) -> None:
+        nonlocal in_flight_bytes
+        for fut in done:
+            task_type, nbytes = pending.pop(fut)
+            in_flight_bytes -= nbytes
+            exc = fut.exception()
+            if exc is not None:
+                raise fail("send failed on", exc)
+            report.sent[task_type] += 1
+
+    try:
+        for item in items:
+            if progress is not None:
+                progress(item.end, size)
+            if item.task is None:
+                if item.line_no == 0:
+                    report.empty = True
+                report.rejected.append((item.line_no, item.error or "invalid"))
+                continue
+            task = item.task
+            value = encode_task(task)
+            if isinstance(value, str):
+                report.rejected.append((item.line_no, f"line {item.line_no}: {value}"))
+                continue
+            if dry_run:
+                report.sent[task.task_type] += 1
+                continue
+            if producer is None:
+                producer = _make_producer(bootstrap)
+                try:
+                    await producer.start()
+                except Exception as exc:
+                    raise fail("cannot reach", exc) from None  # `finally` closes the client
+            while pending and (len(pending) >= MAX_IN_FLIGHT
+                               or in_flight_bytes + len(value) > MAX_IN_FLIGHT_BYTES):
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                settle(done)
+            try:
+                fut = await producer.send(task_topic(task.task_type), value=value,
+                                          key=task.task_id.encode("utf-8"))
+            except Exception as exc:
+                raise fail("send failed on", exc) from None
+            handed += 1
+            pending[fut] = (task.task_type, len(value))
+            in_flight_bytes += len(value)
+            if len(pending) % 256 == 0:  # harvest confirmations without waiting
+                settle([f for f in pending if f.done()])
+        if pending:
+            done, _ = await asyncio.wait(pending)
+            settle(done)
+    finally:
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), timeout=35)
+            except Exception:  # noqa: BLE001 - already failing; the report says what landed
+                log.warning("producer did not stop cleanly", exc_info=True)
+    log.info("%s %d tasks%s; rejected %d lines", "validated" if dry_run else "sent",
+             report.total_sent,
+             "".join(f", {n} to {task_topic(t)}" for t, n in sorted(report.sent.items())),
+             len(report.rejected))
+    return report
+
+
+# --- the command -----------------------------------------------------------------------------
+
+def say(message: str) -> None:
+    """One unwrapped line on stderr (colour only on a terminal)."""
+    click.echo(message, err=True)
+
+
+def _print_summary(report: ProduceReport, out, quiet: bool) -> None:
+    from rich.table import Table
+
+    if not quiet:
+        title = "dry run: would send" if report.dry_run else f"sent to {report.bootstrap}"
+        table = Table(title=title, title_justify="left")
+        table.add_column("task type")
+        table.add_column("topic")
+        table.add_column("tasks", justify="right")
+        for t in TaskType:
+            table.add_row(t.value, task_topic(t), str(report.sent.get(t.value, 0)))
+        table.add_row("rejected", "", str(len([r for r in report.rejected if r[0] > 0])),
+                      style="red" if report.rejected else None)
+        out.print(table)
+    real = [r for r in report.rejected if r[0] > 0]
+    if real:
+        say(click.style(f"{len(real)} rejected line(s):", fg="red", bold=True))
+        for _, message in real[:SHOW_REJECTED]:
+            say(message)
+        if len(real) > SHOW_REJECTED:
+            say(f"... and {len(real) - SHOW_REJECTED} more")
+
+
+def _nothing_message(report: ProduceReport) -> str:
+    if report.empty:
+        return f"nothing to send: {report.path} contains no tasks"
+    return f"nothing to send: all {len(report.rejected)} task lines of {report.path} were rejected"
+
+
+@click.command("produce")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--bootstrap", metavar="ADDR", default=None,
+              help="Kafka bootstrap servers, host:port[,host:port]. Default: $ADP_BOOTSTRAP "
+                   "or 127.0.0.1:9092.")
+@click.option("--dry-run", is_flag=True, help="Validate and encode every line; send nothing.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bar, no summary table: only rejected lines and errors.")
+def produce_command(file: Path, bootstrap: str | None, dry_run: bool, quiet: bool) -> None:
+    """Validate the tasks in FILE (tasks.jsonl) and publish them to Kafka.
+
+    FILE has one JSON object per line: task_id (unique), task_type (reasoning|code|web),
+    description, and optionally expected_tools, max_steps, timeout, priority, constraints;
+    other keys are kept as metadata. Each good line is sent, Avro-encoded, to
+    adp.tasks.<task_type> keyed by task_id (idempotent producer, acks=all), and every send is
+    confirmed before the command ends. A bad line is reported with its line number and
+    reason; the other lines still go through.
+
+    \b
+    Exit codes:
+      0  every task line was sent
+      1  some lines were rejected (listed); the good ones were sent
+      2  nothing to send: empty file, missing/unreadable file, or every line bad
+      3  the broker is unreachable or a send failed (says how many were confirmed)
+    """
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
+
+    out = Console(soft_wrap=False)
+    err = Console(stderr=True)
+    if quiet:
+        logging.getLogger("streams").setLevel(logging.WARNING)
+        logging.getLogger("connectors").setLevel(logging.WARNING)
+    bootstrap = bootstrap or settings().bootstrap
+    show_bar = not quiet and sys.stderr.isatty()
+    bar = Progress(TextColumn("[bold]produce"), BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), TimeRemainingColumn(), console=err,
+                   disable=not show_bar, transient=True)
+    bar_task = bar.add_task("produce", total=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(bar_task, completed=done, total=total)
+
+    try:
+        with bar:
+            report = asyncio.run(produce_tasks(file, bootstrap, progress=progress,
+                                               dry_run=dry_run))
+    except TaskFileError as exc:
+        say(f"adp produce: nothing to send: {exc}")
+        sys.exit(2)
+    except ProduceError as exc:
+        _print_summary(exc.report, out, quiet=True)
+        say(f"adp produce: {exc}")
+        sys.exit(3)
+    except KeyboardInterrupt:
+        say("adp produce: interrupted; tasks not confirmed may not have been sent")
+        sys.exit(130)
+
+    code = report.exit_code
+    _print_summary(report, out, quiet=quiet or code == 2)
+    if code == 2:
+        say(f"adp produce: {_nothing_message(report)}")
+    sys.exit(code)
