@@ -1,0 +1,39 @@
+"""The reasoning runtime: multi-step problems solved with a browser and a Python sandbox.
+
+Tools: the web runtime's browser tools (goto, click, fill, press, scroll, read_page,
+extract_links, back), `python` {"code"} (runs in the sandbox of runtimes/tools/sandbox.py; the
+observation is what the program printed, or its traceback), and finish {"answer"}. The model's
+own text of each step (and any reasoning_content the endpoint returns) is kept as the step's
+`thinking`. The browser context is created only if the task uses a browser tool; a
+constraints.start_url is opened first, as in the web runtime.
+
+Options: those of runtimes/web.py, plus sandbox ("auto" | "bwrap" | "docker") and
+sandbox_limits (SandboxLimits fields).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from runtimes.base import RuntimeContext
+from runtimes.toolagent import Tool, python_tool
+from runtimes.tools.browser import BrowserSession
+from runtimes.tools.sandbox import SandboxLimits, make_sandbox
+from runtimes.web import WebRuntime, browser_tools
+
+SYSTEM_PROMPT = """You are a careful problem solver. Think step by step and say briefly what you
+are doing and why before each action. Use the `python` tool to compute (print every value you
+need) and the browser tools to look things up on web pages. Check results before answering."""
+
+
+class ReasoningRuntime(WebRuntime):
+    task_type: ClassVar[str] = "reasoning"
+    system_prompt: ClassVar[str] = SYSTEM_PROMPT
+
+    def __init__(self, ctx: RuntimeContext):
+        super().__init__(ctx)
+        self.sandbox = make_sandbox(ctx.options.get("sandbox", "auto"))
+        self.limits = SandboxLimits(**ctx.options.get("sandbox_limits", {}))
+
+    def tools(self, browser: BrowserSession) -> list[Tool]:
+        return [python_tool(self.sandbox, self.limits), *browser_tools(browser)]
