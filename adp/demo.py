@@ -27,6 +27,7 @@ from streams.broker.server import KafkaCluster
 
 console = Console(stderr=True)
 ADP = [sys.executable, "-m", "adp.cli"]
+SITE_PORT = 8090  # the sample tasks' start_url
 
 
 def _free_port() -> int:
@@ -122,6 +123,13 @@ def demo_command(tasks_file: Path, out: Path | None, llm: str, concurrency: int,
         children = Children(s.log_dir, env)
         cleanup.callback(children.stop)
         _start_llm(llm, children, env, cleanup)
+        if set(wanted.values()) & {"web", "reasoning"}:
+            # the sample web and reasoning tasks browse the shipped site/, no internet needed
+            from runtimes.tools.site_server import SiteServer
+
+            site = SiteServer(port=SITE_PORT)
+            console.print(f"[bold]Site[/] serving site/ at {site.start()}")
+            cleanup.callback(site.stop)
 
         children.start("aggregator", ADP + ["aggregate", "--out", str(out)])
         for task_type in sorted(set(wanted.values())):
