@@ -1,0 +1,52 @@
+# The platform image: every `adp` command (runtimes, aggregator, produce, replay, ...).
+#   docker build -t agent-data-platform .
+#   docker run --rm agent-data-platform --help
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# bubblewrap: the python sandbox; it runs Debian's own /usr/bin/python3 (package python3),
+#   never this image's /usr/local Python, so LLM-written code cannot reach the platform's venv.
+# chromium + fonts: the web runtime (Playwright drives Debian's Chromium, no browser download).
+# tini: a real pid 1, so SIGTERM reaches `adp` and sandbox children are reaped.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      bubblewrap python3 chromium fonts-liberation fonts-noto-core fonts-noto-cjk \
+      fonts-noto-color-emoji ca-certificates tini \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+
+# Dependencies first, in their own layer: source edits then rebuild in seconds.
+COPY pyproject.toml README.md ./
+RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(d))" \
+ && pip install -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt
+
+# The whole repository: adp/codec.py reads schemas/ from the repo root beside the packages,
+# so the project is installed editable from /app rather than as a wheel without schemas/.
+COPY . /app
+RUN pip install --no-deps -e /app
+
+# Non-root. Trade-off: bubblewrap then creates its user namespace unprivileged, which needs the
+# container to allow unshare(CLONE_NEWUSER): run runtime-code with seccomp=unconfined and
+# apparmor=unconfined (compose/docker-compose.yml does). As root (`--user 0`) the sandbox would
+# also start each run as its own throwaway uid, but a root runtime is a bigger target if the
+# sandbox is ever escaped; the non-root user plus the sandbox's own per-run user namespace and
+# rlimits is the default here.
+RUN useradd --create-home --uid 10001 --user-group adp \
+ && mkdir -p /data/adp /data/trajectories \
+ && chown -R adp:adp /data
+USER adp
+
+ENV ADP_CHROMIUM=/usr/bin/chromium \
+    ADP_HOME=/data/adp \
+    ADP_OUTPUT_DIR=/data/trajectories \
+    ADP_METRICS_PORT=8001
+
+EXPOSE 8001
+ENTRYPOINT ["/usr/bin/tini", "--", "adp"]
+CMD ["--help"]
