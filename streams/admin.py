@@ -58,9 +58,17 @@ async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
     records: list[ConsumerRecord] = []
     try:
         ends = await consumer.end_offsets(list(consumer.assignment()))
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+        while await behind(consumer, ends):
             for batch in (await consumer.getmany(timeout_ms=1000)).values():
                 records.extend(batch)
     finally:
         await consumer.stop()
     return records
+
+
+async def behind(consumer: AIOKafkaConsumer, ends: dict) -> bool:
+    """Is the consumer's position still below any of the given end offsets?"""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return True
+    return False

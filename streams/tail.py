@@ -1,0 +1,153 @@
+"""`adp tail`: follow adp.steps live, pretty by default, JSON lines for pipes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import click
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.markup import escape
+
+from adp import codec
+from adp.config import settings
+from adp.contracts import StepEvent
+from streams import topics
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """'10m', '2h', '30s', '1d' ago, or an ISO 8601 time -> unix seconds."""
+    now = time.time() if now is None else now
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if m:
+        return now - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use e.g. 10m, 2h, 1d or 2026-11-27T10:00:00")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+@dataclass
+class StepFilter:
+    task_ids: frozenset[str] = frozenset()
+    task_type: str | None = None
+    runtime_id: str | None = None
+    success: bool | None = None  # on step and finished events; started events pass
+
+    def __call__(self, e: StepEvent) -> bool:
+        if self.task_ids and e.task_id not in self.task_ids:
+            return False
+        if self.task_type and e.task_type != self.task_type:
+            return False
+        if self.runtime_id and e.runtime_id != self.runtime_id:
+            return False
+        if self.success is not None:
+            outcome = e.step.success if e.step else e.finish.success if e.finish else None
+            if outcome is not None and outcome != self.success:
+                return False
+        return True
+
+
+def as_json(e: StepEvent) -> str:
+    return json.dumps(e.model_dump(mode="json"), ensure_ascii=False)
+
+
+def as_line(e: StepEvent, width: int = 100) -> str:
+    when = datetime.fromtimestamp(e.timestamp).strftime("%H:%M:%S")
+    head = f"[dim]{when}[/] [bold]{escape(e.task_id)}[/] [dim]{e.task_type}/{e.attempt_id[:8]}[/]"
+    if e.event_type == "started":
+        return f"{head} [cyan]started[/] on {escape(e.runtime_id)}"
+    if e.event_type == "finished":
+        f = e.finish
+        mark = "[green]✓ succeeded[/]" if f.success else f"[red]✗ failed[/] ({f.error_type})"
+        return (f"{head} {mark} after {f.step_count} steps, {f.total_duration:.1f}s: "
+                f"{escape(_short(f.final_result or f.error or '', width))}")
+    s = e.step
+    mark = "[green]✓[/]" if s.success else "[red]✗[/]"
+    params = _short(json.dumps(s.action_params, ensure_ascii=False), width // 2)
+    return (f"{head} step {s.step_id} {mark} [yellow]{escape(s.action_type)}[/] "
+            f"{escape(params)} -> {escape(_short(s.observation, width))}")
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def follow(bootstrap: str, keep: StepFilter, emit, from_beginning: bool = False,
+                 since: float | None = None, stop: asyncio.Event | None = None) -> None:
+    """Read adp.steps without a consumer group (nothing committed, no effect on anyone) and
+    call `emit(line_or_event)` for each event that passes `keep`."""
+    stop = stop or asyncio.Event()
+    consumer = AIOKafkaConsumer(topics.STEPS, bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False,
+                                auto_offset_reset="earliest" if from_beginning else "latest")
+    await consumer.start()
+    try:
+        if since is not None:
+            parts = [TopicPartition(topics.STEPS, p)
+                     for p in consumer.partitions_for_topic(topics.STEPS) or ()]
+            found = await consumer.offsets_for_times({tp: int(since * 1000) for tp in parts})
+            ends = await consumer.end_offsets(parts)
+            for tp in parts:
+                consumer.seek(tp, found[tp].offset if found.get(tp) else ends[tp])
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                for r in records:
+                    try:
+                        event = codec.decode(r.value, expect=StepEvent)
+                    except codec.DecodeError as exc:
+                        emit(None, f"skipping {r.topic}[{r.partition}]@{r.offset}: {exc}")
+                        continue
+                    if keep(event):
+                        emit(event, None)
+    finally:
+        await consumer.stop()
+
+
+@click.command("tail")
+@click.option("--task", "task_ids", multiple=True, help="Only this task id (repeatable).")
+@click.option("--type", "task_type", type=click.Choice(["code", "web", "reasoning"]),
+              help="Only this task type.")
+@click.option("--runtime", "runtime_id", help="Only events of this runtime id.")
+@click.option("--success/--failed", "success", default=None,
+              help="Only successful / failed steps and finishes.")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest event kept.")
+@click.option("--since", help="Start at a time: 10m, 2h, 1d ago, or an ISO time.")
+@click.option("--json", "json_out", is_flag=True, help="One JSON StepEvent per line.")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap servers [ADP_BOOTSTRAP].")
+def tail_command(task_ids, task_type, runtime_id, success, from_beginning, since, json_out,
+                 bootstrap) -> None:
+    """Follow step events on adp.steps as runtimes emit them. Ctrl-C stops."""
+    keep = StepFilter(frozenset(task_ids), task_type, runtime_id, success)
+    console, errors = Console(highlight=False), Console(stderr=True)
+
+    def emit(event: StepEvent | None, warning: str | None) -> None:
+        if warning:
+            errors.print(f"[yellow]{escape(warning)}")
+        elif json_out:
+            sys.stdout.write(as_json(event) + "\n")
+            sys.stdout.flush()
+        else:
+            console.print(as_line(event, max(40, console.width - 40)))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await follow(bootstrap or settings().bootstrap, keep, emit, from_beginning,
+                     parse_since(since) if since else None, stop)
+
+    asyncio.run(main())
