@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import click
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -73,7 +74,7 @@ class StatusReader:
             parts = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
             ends = await self.consumer.end_offsets(parts) if parts else {}
             row.produced = sum(ends.values())
-            committed = await self.admin.list_consumer_group_offsets(group, partitions=parts)
+            committed = await self._committed(group, parts)
             for tp, end in ends.items():
                 meta = committed.get(tp)
                 done = meta.offset if meta and meta.offset >= 0 else 0
@@ -86,6 +87,15 @@ class StatusReader:
                     row.failed += 0 if ok else 1
             rows.append(row)
         return rows
+
+    async def _committed(self, group: str, parts: list[TopicPartition], tries: int = 20) -> dict:
+        for _ in range(tries):
+            try:
+                return await self.admin.list_consumer_group_offsets(group, partitions=parts)
+            except GroupCoordinatorNotAvailableError:
+                # a fresh cluster creates __consumer_offsets on first use; it takes a moment
+                await asyncio.sleep(0.5)
+        raise click.ClickException(f"no group coordinator for {group} on {self.bootstrap}")
 
     async def _members(self, group: str) -> int:
         try:

@@ -105,6 +105,10 @@ async def follow(bootstrap: str, keep: StepFilter, emit, from_beginning: bool = 
             batch = await consumer.getmany(timeout_ms=300)
             for records in batch.values():
                 for r in records:
+                    # The time index finds the first record at or after `since`, but create
+                    # times are not monotonic within a partition: older ones can follow it.
+                    if since is not None and r.timestamp < since * 1000:
+                        continue
                     try:
                         event = codec.decode(r.value, expect=StepEvent)
                     except codec.DecodeError as exc:
