@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from adp.config import settings
-from streams.broker.server import KafkaCluster
+from adp.process import ChildProcesses, ProcessError
+from streams.broker.server import BrokerError, KafkaCluster
 
 console = Console(stderr=True)
 ADP = [sys.executable, "-m", "adp.cli"]
@@ -34,44 +34,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class Children:
-    """Child processes of the demo, each with its own log file; stopped in reverse order."""
-
-    def __init__(self, log_dir: Path, env: dict[str, str]):
-        self.log_dir, self.env = log_dir, env
-        self.procs: list[tuple[str, subprocess.Popen, Path]] = []
-        log_dir.mkdir(parents=True, exist_ok=True)
-
-    def start(self, name: str, args: list[str]) -> subprocess.Popen:
-        log_path = self.log_dir / f"demo-{name}.log"
-        with open(log_path, "wb") as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=self.env,
-                                    start_new_session=True)
-        self.procs.append((name, proc, log_path))
-        return proc
-
-    def check(self) -> None:
-        for name, proc, log_path in self.procs:
-            if proc.poll() is not None:
-                tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-                raise click.ClickException(
-                    f"{name} exited with code {proc.returncode}; last lines of {log_path}:\n{tail}")
-
-    def stop(self, grace: float = 40.0) -> None:
-        for _, proc, _ in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for name, proc, _ in reversed(self.procs):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                console.print(f"[yellow]{name} did not stop in time; killing it")
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def _task_ids(path: Path) -> dict[str, str]:
@@ -112,6 +74,17 @@ def demo_command(tasks_file: Path, out: Path | None, llm: str, concurrency: int,
     cluster = KafkaCluster(name="demo")
     env["ADP_BOOTSTRAP"] = cluster.bootstrap
     started_at = time.monotonic()
+    try:
+        done = _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s)
+    except (ProcessError, BrokerError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"demo took {time.monotonic() - started_at:.0f}s; logs in {s.log_dir}")
+    if len(done) < len(wanted):
+        sys.exit(1)
+
+
+def _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s) -> set[str]:
+    """Start everything, produce, wait, summarise; stop what it started on the way out."""
     with ExitStack() as cleanup:
         if any(n.running() for n in cluster.nodes):
             cluster.down()
@@ -120,7 +93,7 @@ def demo_command(tasks_file: Path, out: Path | None, llm: str, concurrency: int,
         cleanup.callback(cluster.down)
         cluster.up()
 
-        children = Children(s.log_dir, env)
+        children = ChildProcesses(s.log_dir, env, prefix="demo-")
         cleanup.callback(children.stop)
         _start_llm(llm, children, env, cleanup)
         if set(wanted.values()) & {"web", "reasoning"}:
@@ -143,13 +116,11 @@ def demo_command(tasks_file: Path, out: Path | None, llm: str, concurrency: int,
 
         done = _wait_for_files(out, wanted, children, timeout)
         _print_summary(out, wanted, done)
-        console.print(f"demo took {time.monotonic() - started_at:.0f}s; "
-                      f"logs in {s.log_dir}; stopping what it started")
-    if len(done) < len(wanted):
-        sys.exit(1)
+        console.print("stopping what the demo started")
+        return done
 
 
-def _start_llm(llm: str, children: Children, env: dict[str, str], cleanup: ExitStack) -> None:
+def _start_llm(llm: str, children: ChildProcesses, env: dict[str, str], cleanup: ExitStack) -> None:
     from runtimes.llm.providers import resolve_providers
 
     if llm == "stub":
@@ -171,7 +142,7 @@ def _start_llm(llm: str, children: Children, env: dict[str, str], cleanup: ExitS
     env["ADP_LLM_PROVIDER"] = "local"
 
 
-def _wait_http(url: str, children: Children, timeout: float = 30.0) -> None:
+def _wait_http(url: str, children: ChildProcesses, timeout: float = 30.0) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout
@@ -185,7 +156,7 @@ def _wait_http(url: str, children: Children, timeout: float = 30.0) -> None:
     raise click.ClickException(f"{url} did not answer within {timeout:.0f}s")
 
 
-def _wait_for_files(out: Path, wanted: dict[str, str], children: Children,
+def _wait_for_files(out: Path, wanted: dict[str, str], children: ChildProcesses,
                     timeout: float) -> set[str]:
     done: set[str] = set()
     deadline = time.monotonic() + timeout

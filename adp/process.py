@@ -165,3 +165,40 @@ class ManagedProcess:
                 os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+class ChildProcesses:
+    """Foreground children of one command (the demo, the load test), each with its own log
+    file; `check()` fails fast with the log's tail when one died; stopped in reverse order."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str], prefix: str = ""):
+        self.log_dir, self.env, self.prefix = log_dir, env, prefix
+        self.procs: list[tuple[str, subprocess.Popen, Path]] = []
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+        log_path = self.log_dir / f"{self.prefix}{name}.log"
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=self.env,
+                                    start_new_session=True)
+        self.procs.append((name, proc, log_path))
+        return proc
+
+    def check(self) -> None:
+        for name, proc, log_path in self.procs:
+            if proc.poll() is not None:
+                raise ProcessError(f"{name} exited with code {proc.returncode}; last lines of "
+                                   f"{log_path}:\n{tail(log_path, 15)}")
+
+    def stop(self, grace: float = 40.0) -> None:
+        for _, proc, _ in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for name, proc, _ in reversed(self.procs):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
