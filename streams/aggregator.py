@@ -1,0 +1,430 @@
+"""The aggregator: a faust-streaming app that turns adp.steps into trajectory files.
+
+    adp.steps --agent "assemble" (TrajectoryAssembler, state in Faust table "assembly")-->
+        adp.trajectories (Avro, key task_id) --agent "sink"--> BaseSink (file | s3)
+
+- Agent "assemble" reads adp.steps (raw bytes, concurrency 1: faust-streaming #606), decodes with
+  adp.codec and feeds streams.assembly.TrajectoryAssembler with scope = partition. Its state is a
+  Faust table (memory store, changelog topic <app_id>-assembly-changelog, 6 partitions like
+  adp.steps), so a kill -9'd aggregator resumes where its changelog and committed offsets left it.
+  The assembler's writes for one event are staged and reach the table only AFTER the trajectory
+  that event completed is acknowledged on adp.trajectories: a crash in between replays the
+  events and publishes the same trajectory again (same bytes), never loses it.
+- Agent "sink" reads adp.trajectories and writes each trajectory with the sink; its offset is
+  acked only after the write returned, so a crash between publish and write loses nothing.
+- Bytes that do not decode, or events that break the contract, go to adp.dlq with the original
+  bytes and headers adp-reason, adp-source-topic, adp-source-partition, adp-source-offset.
+- Skipped-record guard: faust-streaming 0.15.3 can drop records it prefetched while a rebalance
+  or the start-up recovery is in progress (its flow control clears the queues after the fetch
+  position moved on; seen here with Kafka 4.1.1, see faust-streaming #216/#221). Faust then never
+  commits past the hole, but the running worker never sees those records. adp.steps has no
+  compaction and no transactions, so the agent checks that offsets are contiguous per partition;
+  a hole that really holds records makes the worker exit with EXIT_RESTART before the record after
+  it is acknowledged, and `adp aggregate` (a small supervisor around the worker process) starts a
+  fresh worker, which resumes from the committed offsets and the changelog.
+- Expiry runs in event time inside the assembler (see streams/assembly.py): no timers write to
+  the table, so every table write happens in the context of an event of the same partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from adp import codec
+from adp.config import settings
+from adp.contracts import StepEvent, Trajectory
+from connectors.sinks.base import BaseSink, make_sink
+from streams.assembly import DEFAULT_EXPIRE_AFTER, InvalidEvent, TrajectoryAssembler
+from streams.topics import DLQ, STEPS, TRAJECTORIES
+
+log = logging.getLogger("streams.aggregator")
+
+DEFAULT_APP_ID = "adp-aggregator"
+TABLE_NAME = "assembly"
+STEP_PARTITIONS = 6
+EXIT_RESTART = 75  # the worker asks its supervisor for a fresh start (skipped records)
+CHILD_ENV = "ADP_AGGREGATOR_WORKER"
+_DELETED = object()
+
+
+@dataclass
+class AggregatorConfig:
+    bootstrap: str
+    sink: BaseSink
+    app_id: str = DEFAULT_APP_ID
+    expire_after: float = DEFAULT_EXPIRE_AFTER
+    replication: int = 1
+    metrics_port: int = 0
+    log_every: float = 30.0
+    session_timeout: float = 30.0
+    datadir: Path | None = None
+
+
+class StagedStore(MutableMapping):
+    """A write-behind view of a table: reads see staged writes, `apply()` writes them through."""
+
+    def __init__(self, table: MutableMapping) -> None:
+        self.table = table
+        self.staged: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.staged:
+            value = self.staged[key]
+            if value is _DELETED:
+                raise KeyError(key)
+            return value
+        return self.table[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.staged[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self.staged[key] = _DELETED
+
+    def __contains__(self, key: object) -> bool:
+        if key in self.staged:
+            return self.staged[key] is not _DELETED
+        return key in self.table
+
+    def __iter__(self) -> Iterator[str]:
+        for key in list(self.table.keys()):
+            if key not in self.staged:
+                yield key
+        for key, value in list(self.staged.items()):
+            if value is not _DELETED:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def apply(self) -> None:
+        for key, value in self.staged.items():
+            if value is _DELETED:
+                self.table.pop(key, None)
+            else:
+                self.table[key] = value
+        self.staged.clear()
+
+
+def dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    return [("adp-reason", reason.encode("utf-8", "replace")[:2000]),
+            ("adp-source-topic", topic.encode()),
+            ("adp-source-partition", str(partition).encode()),
+            ("adp-source-offset", str(offset).encode()),
+            ("adp-component", b"aggregator")]
+
+
+class Aggregator:
+    """Builds the Faust app for one configuration; `run()` blocks until SIGTERM/SIGINT."""
+
+    def __init__(self, config: AggregatorConfig) -> None:
+        import faust  # heavy import: only when the aggregator really runs
+
+        self.config = config
+        self.assembler = TrajectoryAssembler(expire_after=config.expire_after)
+        self.stats = {"trajectories_published": 0, "trajectories_written": 0, "dlq": 0}
+        self._next_offset: dict[int, int] = {}  # adp.steps partition -> next expected offset
+        datadir = config.datadir or settings().home / "aggregator"
+        datadir.mkdir(parents=True, exist_ok=True)
+        self.app = app = faust.App(
+            config.app_id,
+            broker=[f"kafka://{h.strip()}" for h in config.bootstrap.split(",") if h.strip()],
+            store="memory://",
+            datadir=str(datadir),
+            web_enabled=False,
+            topic_partitions=STEP_PARTITIONS,
+            topic_replication_factor=config.replication,
+            key_serializer="raw",
+            value_serializer="raw",
+            producer_acks=-1,
+            producer_compression_type="gzip",
+            consumer_auto_offset_reset="earliest",
+            # A kill -9'd member holds its partitions until its session times out.
+            broker_session_timeout=config.session_timeout,
+            broker_heartbeat_interval=min(3.0, config.session_timeout / 3),
+        )
+        self.steps = app.topic(STEPS, key_serializer="raw", value_serializer="raw")
+        self.trajectories = app.topic(TRAJECTORIES, key_serializer="raw", value_serializer="raw")
+        self.dlq = app.topic(DLQ, key_serializer="raw", value_serializer="raw")
+        self.table = app.Table(TABLE_NAME, partitions=STEP_PARTITIONS, key_type=str,
+                               value_type=None,
+                               help="TrajectoryAssembler state: per task, per step, done records")
+        app.agent(self.steps, name="assemble", concurrency=1)(self._assemble_agent)
+        app.agent(self.trajectories, name="sink", concurrency=1)(self._sink_agent)
+        app.timer(config.log_every, name="report")(self._report)
+        app.task(self._on_startup)
+        app.on_partitions_revoked.connect(self._forget_offsets)
+        app.on_partitions_assigned.connect(self._forget_offsets)
+        app.on_before_shutdown.connect(self._on_shutdown)
+
+    # -- agents --------------------------------------------------------------------------------
+    async def _assemble_agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            await self._check_contiguous(event.message)
+            await self.on_step(event.message, event.value)
+            self._next_offset[event.message.partition] = event.message.offset + 1
+
+    async def _forget_offsets(self, *_: Any, **__: Any) -> None:
+        self._next_offset.clear()  # after a rebalance Faust seeks back to committed offsets
+
+    async def _check_contiguous(self, message: Any) -> None:
+        expected = self._next_offset.get(message.partition)
+        if expected is None:
+            # first record of this partition since the (re)assignment: it must be the group's
+            # committed offset (asked of the broker: Faust's own map may not be filled yet)
+            expected = await committed_offset(self.config.bootstrap, self.config.app_id,
+                                              message.topic, message.partition)
+        if message.offset <= expected:
+            return
+        missing = await count_records(self.config.bootstrap, message.topic, message.partition,
+                                      expected, message.offset)
+        if missing:
+            log.error("%s[%d]: %d records between offsets %d and %d were skipped by the "
+                      "consumer; restarting the worker to read them from the committed offset",
+                      message.topic, message.partition, missing, expected, message.offset)
+            logging.shutdown()
+            os._exit(EXIT_RESTART)  # nothing after the hole is acknowledged: commits stay before it
+
+    async def on_step(self, message: Any, value: bytes | None) -> None:
+        try:
+            step_event = codec.decode(value, expect=StepEvent)
+        except (codec.DecodeError, ValidationError) as exc:
+            await self.to_dlq(message, value, f"undecodable StepEvent: {exc}")
+            return
+        log.debug("%s[%d]@%d: %s %s attempt %s%s", message.topic, message.partition,
+                  message.offset, step_event.event_type, step_event.task_id,
+                  step_event.attempt_id, f" step {step_event.step.step_id}"
+                  if step_event.step else "")
+        staged = StagedStore(self.table)
+        self.assembler.store = staged
+        try:
+            done = self.assembler.feed(step_event, scope=message.partition)
+        except InvalidEvent as exc:
+            await self.to_dlq(message, value, f"invalid StepEvent: {exc}")
+            return
+        finally:
+            self.assembler.store = self.table
+        for trajectory in done:
+            await self.publish(trajectory)
+        staged.apply()
+
+    async def publish(self, trajectory: Trajectory) -> None:
+        fut = await self.trajectories.send(key=trajectory.task_id.encode(),
+                                           value=codec.encode(trajectory))
+        await fut  # acknowledged by the broker before the task's state is dropped
+        self.stats["trajectories_published"] += 1
+        log.debug("published trajectory %s", trajectory.task_id)
+
+    async def _sink_agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            value = event.value
+            if value is None:  # a compaction tombstone: nothing to write
+                continue
+            try:
+                trajectory = codec.decode(value, expect=Trajectory)
+            except (codec.DecodeError, ValidationError) as exc:
+                await self.to_dlq(event.message, value, f"undecodable Trajectory: {exc}")
+                continue
+            where = await self.config.sink.write(trajectory)
+            self.stats["trajectories_written"] += 1
+            log.info("trajectory %s written: %d steps, success=%s, attempt %s -> %s",
+                     trajectory.task_id, len(trajectory.steps), trajectory.success,
+                     trajectory.metadata.attempt_id, where)
+
+    async def to_dlq(self, message: Any, value: bytes | None, reason: str) -> None:
+        headers = dlq_headers(reason, message.topic, message.partition, message.offset)
+        fut = await self.dlq.send(key=message.key, value=value or b"", headers=headers)
+        await fut
+        self.stats["dlq"] += 1
+        log.warning("%s[%d]@%d -> %s: %s", message.topic, message.partition, message.offset,
+                    DLQ, reason)
+
+    # -- lifecycle and reporting ---------------------------------------------------------------
+    async def _on_shutdown(self, *_: Any, **__: Any) -> None:
+        await self.config.sink.close()
+
+    async def _on_startup(self) -> None:
+        log.info("aggregator %s started: %s -> %s -> sink %r (expire after %.0fs)",
+                 self.config.app_id, STEPS, TRAJECTORIES, self.config.sink,
+                 self.config.expire_after)
+
+    async def _report(self) -> None:
+        log.info("counters: %s", " ".join(f"{k}={v}" for k, v in self.counters().items()))
+
+    def counters(self) -> dict[str, int]:
+        return {**self.assembler.counters, **self.stats}
+
+    def start_metrics(self) -> None:
+        if not self.config.metrics_port:
+            return
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.core import CounterMetricFamily
+
+        aggregator = self
+
+        class Collector:
+            def collect(self) -> Iterator[CounterMetricFamily]:
+                for name, value in aggregator.counters().items():
+                    family = CounterMetricFamily(f"adp_aggregator_{name}",
+                                                 f"aggregator counter {name}")
+                    family.add_metric([], value)
+                    yield family
+
+        registry = CollectorRegistry()
+        registry.register(Collector())
+        start_http_server(self.config.metrics_port, registry=registry)
+        log.info("metrics on :%d/metrics", self.config.metrics_port)
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT; mode's Worker stops the app cleanly on either."""
+        from faust import Worker
+
+        self.start_metrics()
+        if log.isEnabledFor(logging.DEBUG):  # -v: also Faust's own story (rebalances, recovery)
+            logging.getLogger("faust").setLevel(logging.INFO)
+        worker = Worker(self.app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
+                        override_logging=False)
+        worker.spinner = None  # it writes terminal escapes to stdout
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            log.info("aggregator stopped (%s)", " ".join(
+                f"{k}={v}" for k, v in self.counters().items()))
+            if exc.code not in (0, None):
+                raise
+
+
+async def committed_offset(bootstrap: str, group: str, topic: str, partition: int) -> int:
+    """The group's committed offset of a partition; 0 where it has none."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    tp = TopicPartition(topic, partition)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
+    finally:
+        await admin.close()
+    found = offsets.get(tp)
+    return max(found.offset, 0) if found is not None else 0
+
+
+async def count_records(bootstrap: str, topic: str, partition: int, start: int, end: int) -> int:
+    """How many records partition holds in [start, end) (transaction markers are no records)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        seen = 0
+        deadline = time.monotonic() + 30
+        while await consumer.position(tp) < end and time.monotonic() < deadline:
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=end - start)
+            seen += sum(1 for m in batch.get(tp, []) if m.offset < end)
+        return seen
+    finally:
+        await consumer.stop()
+
+
+def supervise() -> int:
+    """Run the Faust worker in a child process; start a fresh one when it asks (EXIT_RESTART).
+    SIGTERM/SIGINT go to the child; its exit code is ours."""
+    child: subprocess.Popen | None = None
+    stopping = False
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while True:
+        child = subprocess.Popen([sys.executable, "-m", "adp.cli", *sys.argv[1:]],
+                                 env={**os.environ, CHILD_ENV: "1"})
+        while True:
+            try:
+                code = child.wait()
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                continue
+        if code == EXIT_RESTART and not stopping:
+            log.warning("aggregator worker asked for a restart; starting a fresh one")
+            continue
+        return 0 if stopping and code in (0, -signal.SIGTERM, -signal.SIGINT) else code
+
+
+async def _prepare(bootstrap: str, replication: int | None) -> int:
+    """Make sure the platform topics exist; returns the replication factor to use."""
+    from streams.admin import cluster_broker_ids, ensure_topics
+
+    if replication is None:
+        replication = min(3, len(await cluster_broker_ids(bootstrap)))
+    await ensure_topics(bootstrap, replication=replication)
+    return replication
+
+
+@click.command("aggregate")
+@click.option("--sink", "sink_kind", type=click.Choice(["file", "s3"]), default="file",
+              show_default=True, help="where trajectories go")
+@click.option("--out", "out", default=None,
+              help="folder for --sink file (default: $ADP_OUTPUT_DIR or output/trajectories), "
+                   "s3://bucket/prefix for --sink s3")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default: $ADP_BOOTSTRAP)")
+@click.option("--expire-after", type=float, default=DEFAULT_EXPIRE_AFTER, show_default=True,
+              help="drop an attempt with no new event for this many seconds (event time)")
+@click.option("--metrics-port", type=int, default=0, show_default=True,
+              help="serve Prometheus metrics on this port (0: off)")
+@click.option("--app-id", default=DEFAULT_APP_ID, show_default=True,
+              help="Faust app id = consumer group; names the changelog topic")
+@click.option("--replication", type=int, default=None,
+              help="replication of the changelog topic (default: min(3, brokers))")
+@click.option("--session-timeout", type=float, default=30.0, show_default=True,
+              help="consumer session timeout (s): how long a dead aggregator holds partitions")
+def aggregate_command(sink_kind: str, out: str | None, bootstrap: str | None,
+                      expire_after: float, metrics_port: int, app_id: str,
+                      replication: int | None, session_timeout: float) -> None:
+    """Assemble step events (adp.steps) into trajectories (adp.trajectories) and write them with
+    a sink. Stops cleanly on SIGTERM/SIGINT; a restarted aggregator resumes from its table."""
+    if os.environ.get(CHILD_ENV) != "1":
+        sys.exit(supervise())
+    conf = settings()
+    bootstrap = bootstrap or conf.bootstrap
+    destination = out or (str(conf.output_dir) if sink_kind == "file" else None)
+    if destination is None:
+        raise click.UsageError("--sink s3 needs --out s3://bucket/prefix")
+    try:
+        sink = make_sink(sink_kind, destination)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    started = time.monotonic()
+    try:
+        replication = asyncio.run(_prepare(bootstrap, replication))
+    except Exception as exc:  # no broker: say so instead of a traceback
+        raise click.ClickException(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+    log.info("topics ready on %s in %.1fs", bootstrap, time.monotonic() - started)
+    Aggregator(AggregatorConfig(bootstrap=bootstrap, sink=sink, app_id=app_id,
+                                expire_after=expire_after, replication=replication,
+                                metrics_port=metrics_port,
+                                session_timeout=session_timeout)).run()

@@ -1,0 +1,283 @@
+"""Trajectory assembly: step events in, trajectories and counters out. Pure and broker-free.
+
+The Faust aggregator (streams/aggregator.py) and `adp replay` both feed events to a
+TrajectoryAssembler in the order a partition of adp.steps holds them, so the same events give
+the same trajectories, byte for byte once rendered (connectors.sinks.base.render).
+
+Rules (design.md, "Aggregator"):
+- one trajectory per task_id, built from exactly ONE attempt that has its started event, its
+  finished event and steps 1..n with n = finish.step_count (no gap, nothing extra);
+- the first attempt to complete wins; every other attempt of that task is dropped
+  (`attempts_superseded`); events arriving for a completed task are dropped (`late_events_dropped`)
+  thanks to a small durable "done" record {task_id: attempt_id};
+- a repeated event (same attempt, same event type, same step_id) is ignored (`duplicates_dropped`);
+  the first copy counts;
+- an attempt with no new event for `expire_after` seconds is dropped (`attempts_expired`).
+
+Time is event time, never the wall clock: each scope (a partition of adp.steps) has a watermark,
+the largest event timestamp seen in it. An attempt is stale once watermark > last + expire_after,
+where `last` is the watermark when the attempt's latest new event arrived. The attempt is checked
+whenever an event of its task arrives, and a sweep over the scope runs as the watermark advances
+(or when a caller calls `expire(now)`), so the outcome does not depend on when sweeps happen.
+
+State lives in `store`, a MutableMapping[str, dict] of plain JSON-able dicts (a dict here, a Faust
+table in the aggregator). Values are only ever replaced, never mutated in place, so a changelogged
+table sees every change. Each step is its own entry, so one changelog record never carries a whole
+attempt (a task's header stays small however long its LLM requests are). Keys:
+  task_id                      in flight: {"scope": 3, "attempts": {attempt_id: {"last": w,
+                               "started": {...} | None, "finished": {...} | None, "steps": [1, 2]}}}
+                               done:      {"scope": 3, "done": attempt_id}
+  task_id\\x00attempt\\x00step_id  one step, JSON mode
+  \\x00wm:<scope>              {"watermark": w}
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import MutableMapping
+from typing import Any
+
+from adp.contracts import EventType, StepEvent, Trajectory
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPIRE_AFTER = 900.0
+WATERMARK_PREFIX = "\x00wm:"
+COUNTERS = ("events", "completed", "duplicates_dropped", "attempts_superseded",
+            "attempts_expired", "late_events_dropped")
+
+
+class InvalidEvent(ValueError):
+    """A decodable StepEvent that breaks the event contract (e.g. `step` without a step)."""
+
+
+def _check(event: StepEvent) -> None:
+    kind = EventType(event.event_type)
+    if kind is EventType.started:
+        if event.task is None:
+            raise InvalidEvent("started event without task")
+        if event.task.task_id != event.task_id:
+            raise InvalidEvent(f"started event for {event.task_id!r} carries task "
+                               f"{event.task.task_id!r}")
+    elif kind is EventType.step and event.step is None:
+        raise InvalidEvent("step event without step")
+    elif kind is EventType.finished and event.finish is None:
+        raise InvalidEvent("finished event without finish")
+
+
+class TrajectoryAssembler:
+    """Feed StepEvents in partition order; get each task's Trajectory once, when it completes."""
+
+    def __init__(self, store: MutableMapping[str, dict] | None = None,
+                 expire_after: float = DEFAULT_EXPIRE_AFTER,
+                 sweep_every: float | None = None) -> None:
+        if expire_after <= 0:
+            raise ValueError("expire_after must be positive")
+        self.store: MutableMapping[str, dict] = {} if store is None else store
+        self.expire_after = float(expire_after)
+        # How far (event time) the watermark moves between sweeps of a scope.
+        self.sweep_every = float(sweep_every if sweep_every is not None
+                                 else max(1.0, min(60.0, expire_after / 10)))
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._watermarks: dict[int, float] = {}
+        self._last_sweep: dict[int, float] = {}
+
+    # -- counters ------------------------------------------------------------------------------
+    def __getattr__(self, name: str) -> int:
+        counters = self.__dict__.get("counters")
+        if counters is not None and name in counters:
+            return counters[name]
+        raise AttributeError(name)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(1 for k, v in self.store.items() if "\x00" not in k and "attempts" in v)
+
+    # -- state ---------------------------------------------------------------------------------
+    def get_state(self, task_id: str) -> dict | None:
+        """A copy of the task's header (in flight or done), None if unknown."""
+        state = self.store.get(task_id)
+        return copy.deepcopy(state) if state is not None else None
+
+    def done_attempt(self, task_id: str) -> str | None:
+        state = self.store.get(task_id)
+        return state.get("done") if state else None
+
+    # -- event time ----------------------------------------------------------------------------
+    def watermark(self, scope: int = 0) -> float | None:
+        if scope not in self._watermarks:
+            saved = self.store.get(f"{WATERMARK_PREFIX}{scope}")
+            if saved is None:
+                return None
+            self._watermarks[scope] = float(saved["watermark"])
+        return self._watermarks[scope]
+
+    def _advance(self, scope: int, timestamp: float) -> float:
+        current = self.watermark(scope)
+        wm = timestamp if current is None else max(current, timestamp)
+        self._watermarks[scope] = wm
+        return wm
+
+    def _stale(self, attempt: dict, now: float) -> bool:
+        return attempt["last"] + self.expire_after < now
+
+    # -- the work ------------------------------------------------------------------------------
+    def feed(self, event: StepEvent, scope: int = 0) -> list[Trajectory]:
+        """Apply one event (scope: the adp.steps partition it came from). Returns the
+        trajectory it completes, if any. Raises InvalidEvent for a contract-breaking event."""
+        _check(event)
+        self.counters["events"] += 1
+        wm = self._advance(scope, event.timestamp)
+        out = self._apply(event, scope, wm)
+        if wm >= self._last_sweep.get(scope, float("-inf")) + self.sweep_every:
+            self.expire(wm, scope)
+        return out
+
+    def _apply(self, event: StepEvent, scope: int, wm: float) -> list[Trajectory]:
+        tid, aid = event.task_id, event.attempt_id
+        old = self.store.get(tid)
+        if old is not None and "done" in old:
+            self.counters["late_events_dropped"] += 1
+            return []
+        attempts: dict[str, dict] = dict(old["attempts"]) if old else {}
+        changed = False
+        for other, attempt in list(attempts.items()):
+            if self._stale(attempt, wm):
+                self._drop(tid, other, attempts.pop(other))
+                self.counters["attempts_expired"] += 1
+                log.info("task %s: attempt %s expired (no event for %.0fs)", tid, other,
+                         wm - attempt["last"])
+                changed = True
+        attempt = dict(attempts.get(aid) or {
+            "last": wm, "started": None, "finished": None, "steps": []})
+        if self._record(tid, aid, attempt, event):
+            attempt["last"] = wm
+            attempts[aid] = attempt
+            changed = True
+            trajectory = self._complete(tid, aid, attempt)
+            if trajectory is not None:
+                self.counters["completed"] += 1
+                self.counters["attempts_superseded"] += len(attempts) - 1
+                for other, a in attempts.items():
+                    self._drop(tid, other, a)
+                    if other != aid:
+                        log.info("task %s: attempt %s superseded by %s", tid, other, aid)
+                self.store[tid] = {"scope": scope, "done": aid}
+                return [trajectory]
+        else:
+            self.counters["duplicates_dropped"] += 1
+        if changed:
+            if attempts:
+                self.store[tid] = {"scope": scope, "attempts": attempts}
+            elif old is not None:
+                del self.store[tid]
+        return []
+
+    def _record(self, tid: str, aid: str, attempt: dict, event: StepEvent) -> bool:
+        """Put the event into the (copied) attempt header / the store; False if a repeat."""
+        kind = EventType(event.event_type)
+        if kind is EventType.started:
+            if attempt["started"] is not None:
+                return False
+            attempt["started"] = {"timestamp": event.timestamp, "runtime_id": event.runtime_id,
+                                  "task": event.task.model_dump(mode="json")}
+        elif kind is EventType.step:
+            step_id = event.step.step_id
+            if step_id in attempt["steps"]:
+                return False
+            self.store[step_key(tid, aid, step_id)] = event.step.model_dump(mode="json")
+            attempt["steps"] = sorted([*attempt["steps"], step_id])
+        else:
+            if attempt["finished"] is not None:
+                return False
+            attempt["finished"] = {"timestamp": event.timestamp, "runtime_id": event.runtime_id,
+                                   "finish": event.finish.model_dump(mode="json")}
+        return True
+
+    def _complete(self, tid: str, aid: str, attempt: dict) -> Trajectory | None:
+        started, finished = attempt["started"], attempt["finished"]
+        if started is None or finished is None:
+            return None
+        n = finished["finish"]["step_count"]
+        if attempt["steps"] != list(range(1, n + 1)):
+            return None
+        steps = [self.store[step_key(tid, aid, i)] for i in range(1, n + 1)]
+        return build_trajectory(tid, aid, started, finished, steps)
+
+    def _drop(self, tid: str, aid: str, attempt: dict) -> None:
+        for step_id in attempt["steps"]:
+            self.store.pop(step_key(tid, aid, step_id), None)
+
+    def expire(self, now: float, scope: int | None = None) -> int:
+        """Drop attempts whose latest new event is more than expire_after before `now` (event
+        time); only tasks of `scope` if given. Returns how many attempts were dropped."""
+        if scope is not None:
+            self._last_sweep[scope] = now
+            if self.watermark(scope) is None or now > self._watermarks[scope]:
+                self._watermarks[scope] = now
+            self.store[f"{WATERMARK_PREFIX}{scope}"] = {"watermark": self._watermarks[scope]}
+        dropped = 0
+        for tid, state in list(self.store.items()):
+            if "\x00" in tid or "attempts" not in state:
+                continue
+            if scope is not None and state.get("scope") != scope:
+                continue
+            keep = {aid: a for aid, a in state["attempts"].items() if not self._stale(a, now)}
+            if len(keep) == len(state["attempts"]):
+                continue
+            for aid, attempt in state["attempts"].items():
+                if aid not in keep:
+                    self._drop(tid, aid, attempt)
+                    log.info("task %s: attempt %s expired", tid, aid)
+            dropped += len(state["attempts"]) - len(keep)
+            if keep:
+                self.store[tid] = {**state, "attempts": keep}
+            else:
+                del self.store[tid]
+        self.counters["attempts_expired"] += dropped
+        return dropped
+
+
+def step_key(task_id: str, attempt_id: str, step_id: int) -> str:
+    return f"{task_id}\x00{attempt_id}\x00{step_id}"
+
+
+def build_trajectory(task_id: str, attempt_id: str, started: dict, finished: dict,
+                     steps: list[dict]) -> Trajectory:
+    """The Trajectory of one complete attempt, from its recorded (JSON-mode) parts."""
+    task, finish = started["task"], finished["finish"]
+    exchanges = [s["llm"] for s in steps if s.get("llm")]
+    return Trajectory.model_validate({
+        "task_id": task_id,
+        "task_type": task["task_type"],
+        "description": task["description"],
+        "success": finish["success"],
+        "steps": steps,
+        "final_result": finish["final_result"],
+        "total_duration": finish["total_duration"],
+        "metadata": {
+            "runtime_id": started["runtime_id"],
+            "attempt_id": attempt_id,
+            "error": finish.get("error"),
+            "error_type": finish.get("error_type"),
+            "started_at": started["timestamp"],
+            "finished_at": finished["timestamp"],
+            "llm_calls": len(exchanges),
+            "prompt_tokens": sum(e["prompt_tokens"] for e in exchanges),
+            "completion_tokens": sum(e["completion_tokens"] for e in exchanges),
+            "cached_llm_calls": sum(1 for e in exchanges if e.get("cached")),
+            "task": {k: task[k] for k in ("max_steps", "timeout", "priority", "expected_tools",
+                                          "constraints", "metadata")},
+        },
+    })
+
+
+def assemble(events: list[StepEvent], expire_after: float = DEFAULT_EXPIRE_AFTER,
+             scope: int = 0) -> tuple[list[Trajectory], dict[str, Any]]:
+    """Convenience: run a whole event sequence through a fresh assembler."""
+    assembler = TrajectoryAssembler(expire_after=expire_after)
+    out: list[Trajectory] = []
+    for event in events:
+        out.extend(assembler.feed(event, scope))
+    return out, dict(assembler.counters)

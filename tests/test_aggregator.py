@@ -1,0 +1,220 @@
+"""`adp aggregate` on the real broker: step events on adp.steps -> one trajectory file per task,
+garbage to adp.dlq, and a kill -9 in the middle loses and duplicates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Awaitable, Callable, TypeVar
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from adp.codec import decode, encode
+from adp.contracts import StepEvent, Trajectory
+from streams.topics import DLQ, STEPS, TRAJECTORIES, platform_topics
+from tests.helpers import AdpProcess
+from tests.test_assembly import T0, attempt_events
+
+pytestmark = pytest.mark.kafka
+
+T = TypeVar("T")
+
+
+async def wait_until(condition: Callable[[], Awaitable[T] | T], timeout: float, what: str,
+                     proc: AdpProcess | None = None) -> T:
+    """Poll until `condition` is truthy (fail fast if `proc` died); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None:
+            proc.assert_alive()
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
+                                 + (f"\n{proc.log()}" if proc else ""))
+        await asyncio.sleep(0.2)
+
+
+def aggregator(kafka, tmp_path: Path, out: Path, app_id: str, log: str) -> AdpProcess:
+    env = {"ADP_BOOTSTRAP": kafka.bootstrap, "ADP_HOME": str(tmp_path / "home")}
+    return AdpProcess(["-v", "aggregate", "--out", str(out), "--app-id", app_id,
+                       "--session-timeout", "6"], tmp_path / log, env).start()
+
+
+async def produce(bootstrap: str, records: list[StepEvent | tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for r in records:
+            key, value = (r.task_id.encode(), encode(r)) if isinstance(r, StepEvent) else r
+            await producer.send(STEPS, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def files(out: Path, prefix: str) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in out.glob(f"{prefix}*.json")}
+
+
+async def read_topic(bootstrap: str, topic: str, until: Callable[[list], bool],
+                     timeout: float = 60) -> list:
+    """All records of `topic` from the beginning, read until `until(records)` holds."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    records: list = []
+    try:
+        deadline = time.monotonic() + timeout
+        while not until(records):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out reading {topic}: {len(records)} records")
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                records.extend(msgs)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_one_file_per_task_duplicates_retries_and_dlq(kafka, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    prefix = f"agg-{run}-"
+    out = tmp_path / "out"
+    expected: dict[str, tuple[str, int]] = {}  # task_id -> (winning attempt, steps)
+    records: list = []
+    for i in range(20):
+        tid = f"{prefix}{i:02d}"
+        n = i % 4 + 1
+        events = attempt_events(tid, n_steps=n, attempt_id=f"{tid}-a", t0=T0 + i)
+        if i < 12:  # plain
+            records += events
+        elif i < 15:  # everything delivered twice, and the task produced twice
+            records += events + events[1:] + events
+        elif i < 18:  # a dead attempt left a prefix, another runtime redid it
+            dead = attempt_events(tid, n_steps=n + 1, attempt_id=f"{tid}-dead", t0=T0 + i)
+            retry = attempt_events(tid, n_steps=n, attempt_id=f"{tid}-b", t0=T0 + i + 5)
+            records += dead[:2] + retry
+            events = retry
+        else:  # two attempts both finish, interleaved: the first to complete wins
+            second = attempt_events(tid, n_steps=n + 1, attempt_id=f"{tid}-c", t0=T0 + i)
+            records += events[:-1] + second + events[-1:]
+            events = second
+        expected[tid] = (events[0].attempt_id, n if i < 18 else n + 1)
+        if i == 5:
+            marker = f"garbage-{run}".encode()
+            records.append((b"junk", marker))
+            bad = events[1].model_copy(update={"step": None})  # decodes, breaks the contract
+            records.append((bad.task_id.encode(), encode(bad)))
+    proc = aggregator(kafka, tmp_path, out, f"test-agg-{run}", "agg.log")
+    try:
+        await produce(kafka.bootstrap, records)
+        got = await wait_until(lambda: len(files(out, prefix)) >= 20 and files(out, prefix), 120,
+                               "20 trajectory files", proc)
+        dlq = await read_topic(kafka.bootstrap, DLQ,
+                               lambda rs: sum(prefix.encode() in (r.key or b"") or
+                                              r.value == marker for r in rs) >= 2)
+    finally:
+        proc.stop()
+    assert sorted(got) == sorted(expected)
+    for tid, t in got.items():
+        attempt, n = expected[tid]
+        assert t["metadata"]["attempt_id"] == attempt, tid
+        assert [s["step_id"] for s in t["steps"]] == list(range(1, n + 1)), tid
+        Trajectory.model_validate(t)
+    mine = [r for r in dlq if r.value == marker or prefix.encode() in (r.key or b"")]
+    reasons = {dict(r.headers)["adp-reason"].decode() for r in mine}
+    assert any(x.startswith("undecodable StepEvent") for x in reasons), reasons
+    assert any(x.startswith("invalid StepEvent: step event without step") for x in reasons)
+    for r in mine:
+        h = dict(r.headers)
+        assert h["adp-source-topic"] == STEPS.encode()
+        assert int(h["adp-source-partition"]) in range(6) and int(h["adp-source-offset"]) >= 0
+    assert proc.proc.returncode == 0, proc.log()  # SIGTERM: a clean stop
+    assert "aggregator stopped" in proc.log(lines=400)
+
+
+async def committed_past(bootstrap: str, group: str, ends: dict[TopicPartition, int]) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return all(end == 0 or (tp in offsets and offsets[tp].offset >= end)
+               for tp, end in ends.items())
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = next(s.partitions for s in platform_topics() if s.name == topic)
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        return await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+
+
+async def test_kill9_mid_way_loses_and_duplicates_nothing(kafka, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    prefix, app_id, out = f"k9-{run}-", f"test-agg-k9-{run}", tmp_path / "out"
+    done = {f"{prefix}done-{i}": attempt_events(f"{prefix}done-{i}", n_steps=3, t0=T0 + i)
+            for i in range(8)}
+    half = {f"{prefix}half-{i}": attempt_events(f"{prefix}half-{i}", n_steps=3, t0=T0 + i)
+            for i in range(8)}
+    first = aggregator(kafka, tmp_path, out, app_id, "agg1.log")
+    try:
+        # phase 1: 8 tasks complete, 8 more only started + step 1
+        await produce(kafka.bootstrap, [e for ev in done.values() for e in ev] +
+                      [e for ev in half.values() for e in ev[:2]])
+        await wait_until(lambda: len(files(out, prefix)) == 8, 120, "8 files", first)
+        # the half tasks' state is only in the table: wait until their offsets are committed
+        ends = await end_offsets(kafka.bootstrap, STEPS)
+        await wait_until(lambda: committed_past(kafka.bootstrap, app_id, ends), 60,
+                         "offsets committed past phase 1", first)
+    finally:
+        first.kill9()
+    assert first.proc.returncode == -9
+    # phase 2 while it is down: the rest of the half tasks, and late copies of finished tasks
+    late = [e for ev in list(done.values())[:3] for e in ev]
+    await produce(kafka.bootstrap, [e for ev in half.values() for e in ev[2:]] + late)
+    second = aggregator(kafka, tmp_path, out, app_id, "agg2.log")
+    try:
+        got = await wait_until(lambda: len(files(out, prefix)) >= 16 and files(out, prefix), 120,
+                               "16 files after restart", second)
+        published = await read_topic(
+            kafka.bootstrap, TRAJECTORIES,
+            lambda rs: len({r.key for r in rs if r.key.startswith(prefix.encode())}) >= 16)
+        # every event of phase 2 (the late copies last) has been processed and committed
+        ends = await end_offsets(kafka.bootstrap, STEPS)
+        await wait_until(lambda: committed_past(kafka.bootstrap, app_id, ends), 60,
+                         "offsets committed past phase 2", second)
+    finally:
+        second.stop()
+    assert sorted(got) == sorted([*done, *half])
+    for tid, t in got.items():
+        events = {**done, **half}[tid]
+        assert t["metadata"]["attempt_id"] == events[0].attempt_id
+        assert [s["step_id"] for s in t["steps"]] == [1, 2, 3]
+    # each task published exactly once: the restarted aggregator recovered the done records
+    # and the half tasks' partial state from the changelog
+    mine = [r for r in published if r.key.startswith(prefix.encode())]
+    assert sorted(r.key.decode() for r in mine) == sorted(got)
+    assert {decode(r.value).task_id for r in mine} == set(got)
+    log = second.log(lines=2000)
+    assert second.proc.returncode == 0, log
+    # the restart saw the late copies as late (done records recovered); a rebalance while the
+    # dead member's session runs out may replay a few events, hence >=
+    stopped = next(line for line in log.splitlines() if "aggregator stopped" in line)
+    counters = dict(kv.split("=") for kv in stopped.split("(", 1)[1].rstrip(")").split())
+    assert int(counters["late_events_dropped"]) >= len(late), stopped
+    assert int(counters["trajectories_published"]) == 8, stopped

@@ -1,0 +1,228 @@
+"""streams.assembly: step events in, trajectories and counters out (pure, no broker)."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+
+import pytest
+
+from adp.contracts import StepEvent, Trajectory
+from connectors.sinks.base import render
+from streams.assembly import InvalidEvent, TrajectoryAssembler, assemble
+
+T0 = 1_700_000_000.0
+
+
+def attempt_events(task_id: str, n_steps: int = 2, attempt_id: str | None = None,
+                   t0: float = T0, runtime_id: str = "code-rt-1", success: bool = True,
+                   task_type: str = "code", finish: bool = True, cached_every: int = 0,
+                   ) -> list[StepEvent]:
+    """The events one attempt emits: started, step 1..n, finished (one second apart)."""
+    aid = attempt_id or str(uuid.uuid4())
+    base = {"task_id": task_id, "attempt_id": aid, "task_type": task_type,
+            "runtime_id": runtime_id}
+    task = {"task_id": task_id, "task_type": task_type, "description": f"do {task_id} ✓",
+            "expected_tools": ["python"], "max_steps": 5, "timeout": 60.0, "priority": 7,
+            "constraints": {"k": [1, 2]}, "metadata": {"origin": "test"}}
+    events = [StepEvent.model_validate({**base, "event_type": "started", "timestamp": t0,
+                                        "task": task})]
+    for i in range(1, n_steps + 1):
+        step = {"step_id": i, "action_type": "code_execution" if i < n_steps else "final_answer",
+                "action_params": {"code": f"print({i})"}, "observation": f"{i}\n",
+                "thinking": f"step {i}", "success": True, "timestamp": t0 + i, "duration": 0.5,
+                "llm": {"provider": "stub", "model": "m", "request": {"messages": [i]},
+                        "response": {"choices": [i]}, "prompt_tokens": 10 * i,
+                        "completion_tokens": i, "latency": 0.1,
+                        "cached": bool(cached_every and i % cached_every == 0)}}
+        events.append(StepEvent.model_validate({**base, "event_type": "step",
+                                                "timestamp": t0 + i, "step": step}))
+    if finish:
+        events.append(StepEvent.model_validate({
+            **base, "event_type": "finished", "timestamp": t0 + n_steps + 1,
+            "finish": {"success": success, "final_result": f"result {task_id}",
+                       "error": None if success else "boom",
+                       "error_type": None if success else "runtime_error",
+                       "total_duration": n_steps + 1.0, "step_count": n_steps}}))
+    return events
+
+
+def test_happy_path_builds_the_trajectory():
+    events = attempt_events("t1", n_steps=3, attempt_id="a1", cached_every=2)
+    out, counters = assemble(events)
+    assert len(out) == 1
+    t = out[0]
+    assert isinstance(t, Trajectory)
+    assert (t.task_id, t.task_type, t.description) == ("t1", "code", "do t1 ✓")
+    assert t.success is True and t.final_result == "result t1" and t.total_duration == 4.0
+    assert [s.step_id for s in t.steps] == [1, 2, 3]
+    assert [s.action_type for s in t.steps][-1] == "final_answer"
+    m = t.metadata
+    assert (m.runtime_id, m.attempt_id, m.error, m.error_type) == ("code-rt-1", "a1", None, None)
+    assert (m.started_at, m.finished_at) == (T0, T0 + 4)
+    assert m.task == {"max_steps": 5, "timeout": 60.0, "priority": 7, "expected_tools": ["python"],
+                      "constraints": {"k": [1, 2]}, "metadata": {"origin": "test"}}
+    assert counters["completed"] == 1 and counters["events"] == 5
+    assert counters["duplicates_dropped"] == counters["attempts_superseded"] == 0
+
+
+def test_token_sums_and_failure_fields():
+    events = attempt_events("t2", n_steps=4, success=False, cached_every=2)
+    # a step without an LLM exchange counts for nothing
+    events[2] = events[2].model_copy(update={"step": events[2].step.model_copy(
+        update={"llm": None})})
+    (t,), _ = assemble(events)
+    m = t.metadata
+    assert m.llm_calls == 3
+    assert m.prompt_tokens == 10 * (1 + 3 + 4) and m.completion_tokens == 1 + 3 + 4
+    assert m.cached_llm_calls == 1  # steps 2 and 4 were cached, but 2 has no exchange
+    assert t.success is False and m.error == "boom" and m.error_type == "runtime_error"
+
+
+def test_state_is_dropped_after_completion_and_memory_follows_in_flight_tasks():
+    a = TrajectoryAssembler()
+    events = attempt_events("t3", n_steps=2, attempt_id="a1")
+    for e in events[:-1]:
+        assert a.feed(e) == []
+    assert a.in_flight == 1
+    assert len(a.feed(events[-1])) == 1
+    assert a.in_flight == 0
+    # only the done record (and the scope's watermark) remain: no step entries
+    assert a.get_state("t3") == {"scope": 0, "done": "a1"}
+    assert not [k for k in a.store if k.startswith("t3\x00")]
+
+
+def test_duplicates_are_ignored_and_counted():
+    events = attempt_events("t4", n_steps=3)
+    dup = events + events[1:3] + [events[0], events[-1]]
+    order = [events[0], events[1], events[1], events[2], events[0], events[3], events[2],
+             events[4]]
+    out, counters = assemble(order)
+    assert len(out) == 1 and [s.step_id for s in out[0].steps] == [1, 2, 3]
+    assert counters["duplicates_dropped"] == 3
+    # the same events again after completion are late, not a second trajectory
+    out2, counters2 = assemble(dup)
+    assert len(out2) == 1 and counters2["late_events_dropped"] == 4
+
+
+def test_two_attempts_first_complete_wins():
+    first = attempt_events("t5", n_steps=2, attempt_id="A", runtime_id="rt-a")
+    second = attempt_events("t5", n_steps=3, attempt_id="B", runtime_id="rt-b", t0=T0 + 0.5)
+    # interleaved; B's finished event comes before A's
+    order = [first[0], second[0], first[1], second[1], second[2], second[3], second[4],
+             first[2], first[3]]
+    out, counters = assemble(order)
+    assert len(out) == 1 and out[0].metadata.attempt_id == "B"
+    assert out[0].metadata.runtime_id == "rt-b" and len(out[0].steps) == 3
+    assert counters["attempts_superseded"] == 1
+    assert counters["late_events_dropped"] == 2  # A's step 2 and finished
+
+
+def test_partial_attempt_then_a_complete_one():
+    dead = attempt_events("t6", n_steps=3, attempt_id="dead", finish=False)[:3]  # started, 1, 2
+    redo = attempt_events("t6", n_steps=2, attempt_id="redo", t0=T0 + 100)
+    out, counters = assemble(dead + redo)
+    assert len(out) == 1 and out[0].metadata.attempt_id == "redo"
+    assert [s.observation for s in out[0].steps] == ["1\n", "2\n"]
+    assert counters["attempts_superseded"] == 1
+
+
+def test_incomplete_steps_never_complete():
+    events = attempt_events("t7", n_steps=3)
+    gap = [e for e in events if not (e.step and e.step.step_id == 2)]
+    out, _ = assemble(gap)
+    assert out == []
+    # a finish claiming fewer steps than were sent is not complete either
+    extra = attempt_events("t7b", n_steps=3)
+    extra[-1] = extra[-1].model_copy(update={"finish": extra[-1].finish.model_copy(
+        update={"step_count": 2})})
+    assert assemble(extra)[0] == []
+
+
+def test_never_finishing_attempt_expires_in_event_time():
+    a = TrajectoryAssembler(expire_after=60)
+    for e in attempt_events("stuck", n_steps=2, attempt_id="S", finish=False):
+        a.feed(e)
+    assert a.in_flight == 1
+    # other traffic in the same partition moves event time on; no wall clock is involved
+    for e in attempt_events("other", n_steps=1, t0=T0 + 30):
+        a.feed(e)
+    assert a.in_flight == 1 and a.attempts_expired == 0
+    out = []
+    for e in attempt_events("later", n_steps=1, t0=T0 + 200):
+        out += a.feed(e)
+    assert [t.task_id for t in out] == ["later"]
+    assert a.attempts_expired == 1 and a.in_flight == 0
+    assert not [k for k in a.store if k.startswith("stuck")]
+    # the expired attempt's stray finish cannot complete it
+    tail = attempt_events("stuck", n_steps=2, attempt_id="S", t0=T0 + 201)[-1:]
+    assert a.feed(tail[0]) == []
+    # explicit expiry with a caller's `now`
+    assert a.expire(T0 + 10_000) == 1 and a.in_flight == 0
+
+
+def test_expiry_is_checked_when_the_task_itself_gets_an_event():
+    a = TrajectoryAssembler(expire_after=60, sweep_every=10_000)  # sweeps effectively off
+    events = attempt_events("slow", n_steps=2, attempt_id="S")
+    a.feed(events[0])
+    a.feed(events[1].model_copy(update={"timestamp": T0 + 500}))  # 500 s of silence
+    assert a.attempts_expired == 1
+    # what survived is a fresh partial attempt holding only step 1: it cannot complete
+    assert all(a.feed(e) == [] for e in events[2:])
+
+
+def test_events_after_completion_are_dropped():
+    events = attempt_events("t8", n_steps=1, attempt_id="A")
+    late_attempt = attempt_events("t8", n_steps=1, attempt_id="B", t0=T0 + 10)
+    out, counters = assemble(events + late_attempt + events)
+    assert len(out) == 1 and out[0].metadata.attempt_id == "A"
+    assert counters["late_events_dropped"] == len(late_attempt) + len(events)
+
+
+def test_invalid_events_are_rejected():
+    a = TrajectoryAssembler()
+    started = attempt_events("t9")[0]
+    with pytest.raises(InvalidEvent):
+        a.feed(started.model_copy(update={"task": None}))
+    with pytest.raises(InvalidEvent):
+        a.feed(started.model_copy(update={"event_type": "step"}))
+    with pytest.raises(InvalidEvent):
+        a.feed(started.model_copy(update={"task_id": "other"}))
+
+
+def test_state_is_plain_json():
+    a = TrajectoryAssembler()
+    for e in attempt_events("t10", n_steps=2, finish=False):
+        a.feed(e)
+    for key, value in a.store.items():
+        assert json.loads(json.dumps(value)) == value, key
+    # a new assembler over a JSON round trip of the store carries on where the first stopped
+    b = TrajectoryAssembler(store=json.loads(json.dumps(dict(a.store))))
+    out = b.feed(attempt_events("t10", n_steps=2, attempt_id=a.get_state("t10")["attempts"]
+                                .popitem()[0])[-1])
+    assert len(out) == 1 and len(out[0].steps) == 2
+
+
+def test_same_events_shuffled_duplicates_give_identical_bytes():
+    rng = random.Random(7)
+    tasks = [attempt_events(f"d{i}", n_steps=rng.randint(0, 5), attempt_id=f"a{i}",
+                            t0=T0 + i) for i in range(10)]
+    clean = [e for events in tasks for e in events]
+    reference = {t.task_id: render(t) for t in assemble(clean)[0]}
+    assert len(reference) == 10
+    for seed in range(5):
+        rng = random.Random(seed)
+        # keep each attempt's own order, interleave tasks, sprinkle duplicates
+        noisy: list[StepEvent] = []
+        queues = [list(events) for events in tasks]
+        while any(queues):
+            q = rng.choice([q for q in queues if q])
+            e = q.pop(0)
+            noisy.append(e)
+            if rng.random() < 0.3:
+                noisy.append(e)
+            if noisy and rng.random() < 0.2:
+                noisy.append(rng.choice(noisy))
+        got = {t.task_id: render(t) for t in assemble(noisy)[0]}
+        assert got == reference
