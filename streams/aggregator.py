@@ -31,23 +31,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily
 from pydantic import ValidationError
 
-from adp import codec
+from adp import codec, metrics
 from adp.config import settings
 from adp.contracts import StepEvent, Trajectory
 from connectors.sinks.base import BaseSink, make_sink
-from streams.assembly import DEFAULT_EXPIRE_AFTER, InvalidEvent, TrajectoryAssembler
+from streams.assembly import (DEFAULT_EXPIRE_AFTER, InvalidEvent, StagedStore,
+                              TrajectoryAssembler)
+from streams.dlq import dlq_headers
+from streams.faust_guard import CHILD_ENV, EXIT_RESTART, committed_offset, count_records, supervise
 from streams.topics import DLQ, STEPS, TRAJECTORIES
 
 log = logging.getLogger("streams.aggregator")
@@ -55,9 +58,6 @@ log = logging.getLogger("streams.aggregator")
 DEFAULT_APP_ID = "adp-aggregator"
 TABLE_NAME = "assembly"
 STEP_PARTITIONS = 6
-EXIT_RESTART = 75  # the worker asks its supervisor for a fresh start (skipped records)
-CHILD_ENV = "ADP_AGGREGATOR_WORKER"
-_DELETED = object()
 
 
 @dataclass
@@ -67,66 +67,10 @@ class AggregatorConfig:
     app_id: str = DEFAULT_APP_ID
     expire_after: float = DEFAULT_EXPIRE_AFTER
     replication: int = 1
-    metrics_port: int = 0
+    metrics_port: int | None = None
     log_every: float = 30.0
     session_timeout: float = 30.0
     datadir: Path | None = None
-
-
-class StagedStore(MutableMapping):
-    """A write-behind view of a table: reads see staged writes, `apply()` writes them through."""
-
-    def __init__(self, table: MutableMapping) -> None:
-        self.table = table
-        self.staged: dict[str, Any] = {}
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self.staged:
-            value = self.staged[key]
-            if value is _DELETED:
-                raise KeyError(key)
-            return value
-        return self.table[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.staged[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        if key not in self:
-            raise KeyError(key)
-        self.staged[key] = _DELETED
-
-    def __contains__(self, key: object) -> bool:
-        if key in self.staged:
-            return self.staged[key] is not _DELETED
-        return key in self.table
-
-    def __iter__(self) -> Iterator[str]:
-        for key in list(self.table.keys()):
-            if key not in self.staged:
-                yield key
-        for key, value in list(self.staged.items()):
-            if value is not _DELETED:
-                yield key
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    def apply(self) -> None:
-        for key, value in self.staged.items():
-            if value is _DELETED:
-                self.table.pop(key, None)
-            else:
-                self.table[key] = value
-        self.staged.clear()
-
-
-def dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    return [("adp-reason", reason.encode("utf-8", "replace")[:2000]),
-            ("adp-source-topic", topic.encode()),
-            ("adp-source-partition", str(partition).encode()),
-            ("adp-source-offset", str(offset).encode()),
-            ("adp-component", b"aggregator")]
 
 
 class Aggregator:
@@ -139,6 +83,8 @@ class Aggregator:
         self.assembler = TrajectoryAssembler(expire_after=config.expire_after)
         self.stats = {"trajectories_published": 0, "trajectories_written": 0, "dlq": 0}
         self._next_offset: dict[int, int] = {}  # adp.steps partition -> next expected offset
+        self.health = metrics.Health(f"aggregator {config.app_id}",
+                                     busy=lambda: self.assembler.in_flight > 0)
         datadir = config.datadir or settings().home / "aggregator"
         datadir.mkdir(parents=True, exist_ok=True)
         self.app = app = faust.App(
@@ -168,6 +114,7 @@ class Aggregator:
         app.agent(self.trajectories, name="sink", concurrency=1)(self._sink_agent)
         app.timer(config.log_every, name="report")(self._report)
         app.task(self._on_startup)
+        app.task(self._serve_metrics)
         app.on_partitions_revoked.connect(self._forget_offsets)
         app.on_partitions_assigned.connect(self._forget_offsets)
         app.on_before_shutdown.connect(self._on_shutdown)
@@ -210,6 +157,7 @@ class Aggregator:
                   message.offset, step_event.event_type, step_event.task_id,
                   step_event.attempt_id, f" step {step_event.step.step_id}"
                   if step_event.step else "")
+        self.health.progress()
         staged = StagedStore(self.table)
         self.assembler.store = staged
         try:
@@ -228,6 +176,7 @@ class Aggregator:
                                            value=codec.encode(trajectory))
         await fut  # acknowledged by the broker before the task's state is dropped
         self.stats["trajectories_published"] += 1
+        metrics.TRAJECTORIES.labels(trajectory.task_type, str(trajectory.success).lower()).inc()
         log.debug("published trajectory %s", trajectory.task_id)
 
     async def _sink_agent(self, stream: Any) -> None:
@@ -242,15 +191,18 @@ class Aggregator:
                 continue
             where = await self.config.sink.write(trajectory)
             self.stats["trajectories_written"] += 1
+            self.health.progress()
             log.info("trajectory %s written: %d steps, success=%s, attempt %s -> %s",
                      trajectory.task_id, len(trajectory.steps), trajectory.success,
                      trajectory.metadata.attempt_id, where)
 
     async def to_dlq(self, message: Any, value: bytes | None, reason: str) -> None:
-        headers = dlq_headers(reason, message.topic, message.partition, message.offset)
+        headers = dlq_headers(reason, message.topic, message.partition, message.offset,
+                              component="aggregator")
         fut = await self.dlq.send(key=message.key, value=value or b"", headers=headers)
         await fut
         self.stats["dlq"] += 1
+        metrics.DLQ_MESSAGES.labels("aggregator").inc()
         log.warning("%s[%d]@%d -> %s: %s", message.topic, message.partition, message.offset,
                     DLQ, reason)
 
@@ -269,32 +221,21 @@ class Aggregator:
     def counters(self) -> dict[str, int]:
         return {**self.assembler.counters, **self.stats}
 
-    def start_metrics(self) -> None:
-        if not self.config.metrics_port:
-            return
-        from prometheus_client import CollectorRegistry, start_http_server
-        from prometheus_client.core import CounterMetricFamily
+    async def _serve_metrics(self) -> None:
+        self._metrics_server = await metrics.serve(self.health, self.config.metrics_port)
 
-        aggregator = self
-
-        class Collector:
-            def collect(self) -> Iterator[CounterMetricFamily]:
-                for name, value in aggregator.counters().items():
-                    family = CounterMetricFamily(f"adp_aggregator_{name}",
-                                                 f"aggregator counter {name}")
-                    family.add_metric([], value)
-                    yield family
-
-        registry = CollectorRegistry()
-        registry.register(Collector())
-        start_http_server(self.config.metrics_port, registry=registry)
-        log.info("metrics on :%d/metrics", self.config.metrics_port)
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """The assembler's counters as Prometheus counters (adp_aggregator_<name>_total)."""
+        for name, value in self.counters().items():
+            family = CounterMetricFamily(f"adp_aggregator_{name}", f"aggregator: {name}")
+            family.add_metric([], value)
+            yield family
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT; mode's Worker stops the app cleanly on either."""
         from faust import Worker
 
-        self.start_metrics()
+        REGISTRY.register(self)
         if log.isEnabledFor(logging.DEBUG):  # -v: also Faust's own story (rebalances, recovery)
             logging.getLogger("faust").setLevel(logging.INFO)
         worker = Worker(self.app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
@@ -307,72 +248,6 @@ class Aggregator:
                 f"{k}={v}" for k, v in self.counters().items()))
             if exc.code not in (0, None):
                 raise
-
-
-async def committed_offset(bootstrap: str, group: str, topic: str, partition: int) -> int:
-    """The group's committed offset of a partition; 0 where it has none."""
-    from aiokafka import TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    tp = TopicPartition(topic, partition)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
-    finally:
-        await admin.close()
-    found = offsets.get(tp)
-    return max(found.offset, 0) if found is not None else 0
-
-
-async def count_records(bootstrap: str, topic: str, partition: int, start: int, end: int) -> int:
-    """How many records partition holds in [start, end) (transaction markers are no records)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    tp = TopicPartition(topic, partition)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        seen = 0
-        deadline = time.monotonic() + 30
-        while await consumer.position(tp) < end and time.monotonic() < deadline:
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=end - start)
-            seen += sum(1 for m in batch.get(tp, []) if m.offset < end)
-        return seen
-    finally:
-        await consumer.stop()
-
-
-def supervise() -> int:
-    """Run the Faust worker in a child process; start a fresh one when it asks (EXIT_RESTART).
-    SIGTERM/SIGINT go to the child; its exit code is ours."""
-    child: subprocess.Popen | None = None
-    stopping = False
-
-    def forward(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        if child is not None and child.poll() is None:
-            child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    while True:
-        child = subprocess.Popen([sys.executable, "-m", "adp.cli", *sys.argv[1:]],
-                                 env={**os.environ, CHILD_ENV: "1"})
-        while True:
-            try:
-                code = child.wait()
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-                continue
-        if code == EXIT_RESTART and not stopping:
-            log.warning("aggregator worker asked for a restart; starting a fresh one")
-            continue
-        return 0 if stopping and code in (0, -signal.SIGTERM, -signal.SIGINT) else code
 
 
 async def _prepare(bootstrap: str, replication: int | None) -> int:
@@ -394,8 +269,8 @@ async def _prepare(bootstrap: str, replication: int | None) -> int:
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default: $ADP_BOOTSTRAP)")
 @click.option("--expire-after", type=float, default=DEFAULT_EXPIRE_AFTER, show_default=True,
               help="drop an attempt with no new event for this many seconds (event time)")
-@click.option("--metrics-port", type=int, default=0, show_default=True,
-              help="serve Prometheus metrics on this port (0: off)")
+@click.option("--metrics-port", type=int, default=None,
+              help="port of /metrics and /health [ADP_METRICS_PORT or 8001, next free]; 0: off")
 @click.option("--app-id", default=DEFAULT_APP_ID, show_default=True,
               help="Faust app id = consumer group; names the changelog topic")
 @click.option("--replication", type=int, default=None,
@@ -403,7 +278,7 @@ async def _prepare(bootstrap: str, replication: int | None) -> int:
 @click.option("--session-timeout", type=float, default=30.0, show_default=True,
               help="consumer session timeout (s): how long a dead aggregator holds partitions")
 def aggregate_command(sink_kind: str, out: str | None, bootstrap: str | None,
-                      expire_after: float, metrics_port: int, app_id: str,
+                      expire_after: float, metrics_port: int | None, app_id: str,
                       replication: int | None, session_timeout: float) -> None:
     """Assemble step events (adp.steps) into trajectories (adp.trajectories) and write them with
     a sink. Stops cleanly on SIGTERM/SIGINT; a restarted aggregator resumes from its table."""

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from adp.contracts import EventType, StepEvent, Trajectory
@@ -281,3 +281,54 @@ def assemble(events: list[StepEvent], expire_after: float = DEFAULT_EXPIRE_AFTER
     for event in events:
         out.extend(assembler.feed(event, scope))
     return out, dict(assembler.counters)
+
+
+_DELETED = object()
+
+
+class StagedStore(MutableMapping):
+    """A write-behind view of a table: reads see staged writes, `apply()` writes them through."""
+
+    def __init__(self, table: MutableMapping) -> None:
+        self.table = table
+        self.staged: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.staged:
+            value = self.staged[key]
+            if value is _DELETED:
+                raise KeyError(key)
+            return value
+        return self.table[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.staged[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self.staged[key] = _DELETED
+
+    def __contains__(self, key: object) -> bool:
+        if key in self.staged:
+            return self.staged[key] is not _DELETED
+        return key in self.table
+
+    def __iter__(self) -> Iterator[str]:
+        for key in list(self.table.keys()):
+            if key not in self.staged:
+                yield key
+        for key, value in list(self.staged.items()):
+            if value is not _DELETED:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def apply(self) -> None:
+        for key, value in self.staged.items():
+            if value is _DELETED:
+                self.table.pop(key, None)
+            else:
+                self.table[key] = value
+        self.staged.clear()

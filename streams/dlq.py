@@ -20,16 +20,19 @@ from adp.config import settings
 from streams import topics
 from streams.admin import read_topic
 
-REASON, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET = (
-    "adp-reason", "adp-source-topic", "adp-source-partition", "adp-source-offset")
+REASON, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET, COMPONENT = (
+    "adp-reason", "adp-source-topic", "adp-source-partition", "adp-source-offset",
+    "adp-component")
 
 
-def dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+def dlq_headers(reason: str, topic: str, partition: int, offset: int,
+                component: str = "runtime") -> list[tuple[str, bytes]]:
     return [
         (REASON, reason.encode("utf-8", "replace")[:4096]),
         (SOURCE_TOPIC, topic.encode()),
         (SOURCE_PARTITION, str(partition).encode()),
         (SOURCE_OFFSET, str(offset).encode()),
+        (COMPONENT, component.encode()),
     ]
 
 

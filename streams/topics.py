@@ -29,7 +29,9 @@ class TopicSpec:
 def platform_topics(min_insync_replicas: int = 1) -> list[TopicSpec]:
     """Every topic the platform uses. Tasks and steps get 6 partitions so up to 6 consumers of a
     group share the work; trajectories are compacted because only the latest per task_id counts."""
-    durable = {"min.insync.replicas": str(min_insync_replicas)}
+    # 32 MiB: a trajectory carries every raw LLM exchange, a task may carry a 10 MB description;
+    # a deployment's broker default (1 MB) must not silently cap them.
+    durable = {"min.insync.replicas": str(min_insync_replicas), "max.message.bytes": "33554432"}
     specs = [TopicSpec(task_topic(t), 6, durable) for t in TaskType]
     specs.append(TopicSpec(STEPS, 6, {**durable, "retention.ms": "-1"}))
     specs.append(TopicSpec(TRAJECTORIES, 6, {**durable, "cleanup.policy": "compact"}))

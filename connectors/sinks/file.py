@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from adp.contracts import Trajectory
+from adp.metrics import SINK_WRITES
 from connectors.sinks.base import BaseSink, object_name, render
 
 
@@ -48,7 +49,12 @@ class FileSink(BaseSink):
 
     async def write(self, trajectory: Trajectory) -> str:
         path = self.path_for(trajectory)
-        await asyncio.to_thread(write_atomic, path, render(trajectory))
+        try:
+            await asyncio.to_thread(write_atomic, path, render(trajectory))
+        except OSError:
+            SINK_WRITES.labels(self.kind, "error").inc()
+            raise
+        SINK_WRITES.labels(self.kind, "ok").inc()
         return str(path)
 
     def __repr__(self) -> str:
