@@ -22,6 +22,9 @@ TASKS_RECEIVED = Counter("adp_tasks_received_total", "Tasks taken from Kafka", [
 TASKS_FINISHED = Counter("adp_tasks_finished_total", "Tasks finished (finished event acked)",
                          ["task_type", "outcome", "error_type"])
 TASKS_IN_FLIGHT = Gauge("adp_tasks_in_flight", "Tasks running now", ["task_type"])
+CONCURRENCY_LIMIT = Gauge("adp_runtime_concurrency_limit",
+                          "Tasks a runtime process takes at once now (lowered on LLM 429s)",
+                          ["task_type"])
 CONSUMER_LAG = Gauge("adp_consumer_lag", "Messages behind the end of the assigned partitions",
                      ["task_type"])
 STEP_DURATION = Histogram("adp_step_duration_seconds", "Duration of one agent step",

@@ -35,13 +35,14 @@ def runtime_command(name: str, concurrency: int, bootstrap: str | None, runtime_
         runtime_cls = load_runtime(name)
     except UnknownRuntime as exc:
         raise click.ClickException(str(exc)) from exc
-    from runtimes.llm.client import build_model
+    from runtimes.llm.client import AdaptiveLimit, build_model
 
     task_type = runtime_cls.task_type
     rid = runtime_id or default_runtime_id(name)
-    runtime = runtime_cls(RuntimeContext(runtime_id=rid, model=build_model()))
+    limit = AdaptiveLimit(initial=concurrency, maximum=concurrency)
+    runtime = runtime_cls(RuntimeContext(runtime_id=rid, model=build_model({"limit": limit})))
     worker = RuntimeWorker(runtime, task_type, bootstrap or settings().bootstrap,
-                           concurrency=concurrency, runtime_id=rid, group_id=group)
+                           concurrency=concurrency, runtime_id=rid, group_id=group, limit=limit)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -34,6 +34,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from adp import codec, metrics
 from adp.contracts import Task
 from runtimes.base import Outcome, Runtime
+from runtimes.llm.client import AdaptiveLimit
 from streams import topics
 from streams.attempt import Attempt
 from streams.dlq import dlq_headers
@@ -60,13 +61,18 @@ class WorkerStats:
 class RuntimeWorker:
     def __init__(self, runtime: Runtime, task_type: str, bootstrap: str, concurrency: int = 4,
                  runtime_id: str | None = None, group_id: str | None = None,
-                 poll_interval_ms: int = 200, poison_limit: int = 3):
+                 poll_interval_ms: int = 200, poison_limit: int = 3,
+                 limit: AdaptiveLimit | None = None):
         self.runtime, self.task_type = runtime, task_type
         self.bootstrap, self.concurrency = bootstrap, max(1, concurrency)
         self.runtime_id = runtime_id or default_runtime_id(task_type)
         self.group_id = group_id or topics.runtime_group(task_type)
         self.poll_interval_ms = poll_interval_ms
         self.poison_limit = poison_limit
+        # The LLM client lowers this limit on 429s and raises it on successes (AIMD); the
+        # worker takes new tasks only below it, so a throttled endpoint slows intake.
+        self.limit = limit
+        self._capacity = self.concurrency
         self.ledgers: dict[TopicPartition, PoisonLedger] = {}
         # quarantine: a suspect task runs alone; `_open` is cleared while it does
         self._open = asyncio.Event()
@@ -139,7 +145,7 @@ class RuntimeWorker:
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                free = self.concurrency - len(self.inflight) if self._open.is_set() else 0
+                free = self.capacity() - len(self.inflight) if self._open.is_set() else 0
                 assigned = self.consumer.assignment()
                 if free <= 0:
                     self.consumer.pause(*assigned)
@@ -159,6 +165,16 @@ class RuntimeWorker:
                     waiter.cancel()
         finally:
             stopping.cancel()
+
+    def capacity(self) -> int:
+        current = min(self.concurrency, self.limit.current) if self.limit else self.concurrency
+        if current != self._capacity:
+            log.info("concurrency %s from %d to %d (LLM endpoint %s)",
+                     "lowered" if current < self._capacity else "raised", self._capacity,
+                     current, "throttling" if current < self._capacity else "recovering")
+            self._capacity = current
+            metrics.CONCURRENCY_LIMIT.labels(self.task_type).set(current)
+        return current
 
     async def _drain(self, timeout: float) -> None:
         """On shutdown let running tasks finish for a while, then cancel the rest (uncommitted:
