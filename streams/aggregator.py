@@ -14,14 +14,9 @@
   acked only after the write returned, so a crash between publish and write loses nothing.
 - Bytes that do not decode, or events that break the contract, go to adp.dlq with the original
   bytes and headers adp-reason, adp-source-topic, adp-source-partition, adp-source-offset.
-- Skipped-record guard: faust-streaming 0.15.3 can drop records it prefetched while a rebalance
-  or the start-up recovery is in progress (its flow control clears the queues after the fetch
-  position moved on; seen here with Kafka 4.1.1, see faust-streaming #216/#221). Faust then never
-  commits past the hole, but the running worker never sees those records. adp.steps has no
-  compaction and no transactions, so the agent checks that offsets are contiguous per partition;
-  a hole that really holds records makes the worker exit with EXIT_RESTART before the record after
-  it is acknowledged, and `adp aggregate` (a small supervisor around the worker process) starts a
-  fresh worker, which resumes from the committed offsets and the changelog.
+- Skipped-record guard: faust-streaming 0.15.3 can drop records it already fetched during
+  start-up recovery or a rebalance. adp.steps offsets are contiguous, so the agent notices a
+  hole and reads it itself before going on (streams/faust_guard.py).
 - Expiry runs in event time inside the assembler (see streams/assembly.py): no timers write to
   the table, so every table write happens in the context of an event of the same partition.
 """
@@ -30,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,7 +43,7 @@ from connectors.sinks.base import BaseSink, make_sink
 from streams.assembly import (DEFAULT_EXPIRE_AFTER, InvalidEvent, StagedStore,
                               TrajectoryAssembler)
 from streams.dlq import dlq_headers
-from streams.faust_guard import CHILD_ENV, EXIT_RESTART, committed_offset, count_records, supervise
+from streams.faust_guard import committed_offset, read_range
 from streams.topics import DLQ, STEPS, TRAJECTORIES
 
 log = logging.getLogger("streams.aggregator")
@@ -81,7 +74,8 @@ class Aggregator:
 
         self.config = config
         self.assembler = TrajectoryAssembler(expire_after=config.expire_after)
-        self.stats = {"trajectories_published": 0, "trajectories_written": 0, "dlq": 0}
+        self.stats = {"trajectories_published": 0, "trajectories_written": 0, "dlq": 0,
+                      "skipped_records_recovered": 0}
         self._next_offset: dict[int, int] = {}  # adp.steps partition -> next expected offset
         self.health = metrics.Health(f"aggregator {config.app_id}",
                                      busy=lambda: self.assembler.in_flight > 0)
@@ -122,14 +116,15 @@ class Aggregator:
     # -- agents --------------------------------------------------------------------------------
     async def _assemble_agent(self, stream: Any) -> None:
         async for event in stream.events():
-            await self._check_contiguous(event.message)
+            await self._fill_gap(event.message)
             await self.on_step(event.message, event.value)
             self._next_offset[event.message.partition] = event.message.offset + 1
 
     async def _forget_offsets(self, *_: Any, **__: Any) -> None:
         self._next_offset.clear()  # after a rebalance Faust seeks back to committed offsets
 
-    async def _check_contiguous(self, message: Any) -> None:
+    async def _fill_gap(self, message: Any) -> None:
+        """Feed records Faust skipped before this one (streams/faust_guard.py)."""
         expected = self._next_offset.get(message.partition)
         if expected is None:
             # first record of this partition since the (re)assignment: it must be the group's
@@ -138,14 +133,15 @@ class Aggregator:
                                               message.topic, message.partition)
         if message.offset <= expected:
             return
-        missing = await count_records(self.config.bootstrap, message.topic, message.partition,
-                                      expected, message.offset)
-        if missing:
-            log.error("%s[%d]: %d records between offsets %d and %d were skipped by the "
-                      "consumer; restarting the worker to read them from the committed offset",
-                      message.topic, message.partition, missing, expected, message.offset)
-            logging.shutdown()
-            os._exit(EXIT_RESTART)  # nothing after the hole is acknowledged: commits stay before it
+        missed = await read_range(self.config.bootstrap, message.topic, message.partition,
+                                  expected, message.offset)
+        if missed:
+            log.warning("%s[%d]: the consumer skipped %d records in offsets %d..%d; "
+                        "feeding them first", message.topic, message.partition, len(missed),
+                        expected, message.offset - 1)
+            self.stats["skipped_records_recovered"] += len(missed)
+        for record in missed:
+            await self.on_step(record, record.value)
 
     async def on_step(self, message: Any, value: bytes | None) -> None:
         try:
@@ -282,8 +278,6 @@ def aggregate_command(sink_kind: str, out: str | None, bootstrap: str | None,
                       replication: int | None, session_timeout: float) -> None:
     """Assemble step events (adp.steps) into trajectories (adp.trajectories) and write them with
     a sink. Stops cleanly on SIGTERM/SIGINT; a restarted aggregator resumes from its table."""
-    if os.environ.get(CHILD_ENV) != "1":
-        sys.exit(supervise())
     conf = settings()
     bootstrap = bootstrap or conf.bootstrap
     destination = out or (str(conf.output_dir) if sink_kind == "file" else None)

@@ -1,38 +1,27 @@
-"""A guard against faust-streaming 0.15.3 skipping records, and the supervisor it needs.
+"""A guard against faust-streaming 0.15.3 skipping records.
 
-At start-up recovery and at rebalances Faust can drop records it had already prefetched (its
-flow control clears the queues after the fetch position moved on; seen here with Kafka 4.1.1,
-cf. faust-streaming #216/#221). Faust then never commits past the hole, but the running worker
-never sees those records: tasks would silently never complete until the next restart.
+At start-up recovery and at rebalances Faust can drop records it had already fetched: its
+fetcher stops yielding a fetched batch midway (flow control, a generation change, a partition
+not yet active) while the consumer's position has moved past the whole batch (seen here with
+Kafka 4.1.1 in about a third of restarts; cf. faust-streaming #216/#221). The agent would never
+see those events and their tasks would never complete.
 
-adp.steps has no compaction and no transactions, so offsets are contiguous: the aggregator
-checks each record's offset against the previous one (or the group's committed offset after an
-assignment). A gap that really holds records makes the worker exit with EXIT_RESTART before
-anything after it is acknowledged, and `supervise()` -- the parent process of `adp aggregate` --
-starts a fresh worker, which resumes from the committed offsets and the table's changelog.
+adp.steps has no compaction and no transactions, so its offsets are contiguous. The aggregator
+tracks the next offset it expects per partition (after an assignment: the group's committed
+offset) and, when a record arrives beyond it, reads the hole itself with `read_range` and feeds
+those records first, in order. Events Faust delivers again later are duplicates, which the
+assembler drops.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
-import subprocess
-import sys
-import time
-from typing import Any
-
-log = logging.getLogger("streams.aggregator")
-
-EXIT_RESTART = 75  # the worker asks its supervisor for a fresh start (skipped records)
-CHILD_ENV = "ADP_AGGREGATOR_WORKER"
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
 
 
 async def committed_offset(bootstrap: str, group: str, topic: str, partition: int) -> int:
     """The group's committed offset of a partition; 0 where it has none."""
-    from aiokafka import TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-
     tp = TopicPartition(topic, partition)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     await admin.start()
@@ -44,51 +33,20 @@ async def committed_offset(bootstrap: str, group: str, topic: str, partition: in
     return max(found.offset, 0) if found is not None else 0
 
 
-async def count_records(bootstrap: str, topic: str, partition: int, start: int, end: int) -> int:
-    """How many records partition holds in [start, end) (transaction markers are no records)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
+async def read_range(bootstrap: str, topic: str, partition: int, start: int,
+                     end: int) -> list[ConsumerRecord]:
+    """The records of one partition in [start, end), in offset order."""
     tp = TopicPartition(topic, partition)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=33554432)
     await consumer.start()
+    records: list[ConsumerRecord] = []
     try:
         consumer.assign([tp])
         consumer.seek(tp, start)
-        seen = 0
-        deadline = time.monotonic() + 30
-        while await consumer.position(tp) < end and time.monotonic() < deadline:
+        while await consumer.position(tp) < end:
             batch = await consumer.getmany(tp, timeout_ms=500, max_records=end - start)
-            seen += sum(1 for m in batch.get(tp, []) if m.offset < end)
-        return seen
+            records.extend(r for r in batch.get(tp, []) if r.offset < end)
+        return records
     finally:
         await consumer.stop()
-
-
-def supervise() -> int:
-    """Run the Faust worker in a child process; start a fresh one when it asks (EXIT_RESTART).
-    SIGTERM/SIGINT go to the child; its exit code is ours."""
-    child: subprocess.Popen | None = None
-    stopping = False
-
-    def forward(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        if child is not None and child.poll() is None:
-            child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    while True:
-        child = subprocess.Popen([sys.executable, "-m", "adp.cli", *sys.argv[1:]],
-                                 env={**os.environ, CHILD_ENV: "1"})
-        while True:
-            try:
-                code = child.wait()
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-                continue
-        if code == EXIT_RESTART and not stopping:
-            log.warning("aggregator worker asked for a restart; starting a fresh one")
-            continue
-        return 0 if stopping and code in (0, -signal.SIGTERM, -signal.SIGINT) else code
