@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from runtimes.tools.browser import BrowserPool
+from runtimes.tools.site_server import SiteServer
 from streams.broker.server import KafkaCluster
 
 
@@ -59,23 +61,20 @@ def kafka(adp_home: Path, request: pytest.FixtureRequest) -> KafkaCluster:
 
 @pytest.fixture(scope="session")
 def llm_stub(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The project's scripted OpenAI-compatible server, unscripted, as a real HTTP process.
-    Yields its base URL (…/v1)."""
-    import urllib.request
+    """The project's scripted OpenAI-compatible server, unscripted, as a real HTTP process."""
+    from tests.helpers import llm_stub_process
 
-    from tests.helpers import AdpProcess, wait_for
+    with llm_stub_process(tmp_path_factory.mktemp("llm-stub")) as url:
+        yield url
 
-    port = free_port_block()
-    log = tmp_path_factory.mktemp("llm-stub") / "stub.log"
-    stub = AdpProcess(["llm-stub", "--port", str(port)], log).start()
 
-    def answers() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1):
-                return True
-        except OSError:
-            return False
+@pytest.fixture(scope="module")
+def site() -> str:
+    with SiteServer() as base_url:
+        yield base_url
 
-    wait_for(answers, 30, "the stub LLM to answer", check=stub.assert_alive)
-    yield f"http://127.0.0.1:{port}/v1"
-    stub.stop()
+
+@pytest.fixture(scope="module")
+async def pool():
+    async with BrowserPool(size=1) as p:
+        yield p

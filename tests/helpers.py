@@ -9,7 +9,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
+
+from adp.contracts import Step, Task
+from adp.process import http_ok
+from runtimes.llm.client import LLMClient, RetryPolicy
+from runtimes.llm.providers import Provider
 
 T = TypeVar("T")
 ADP = [sys.executable, "-m", "adp.cli"]
@@ -85,3 +91,53 @@ def write_tasks(path: Path, tasks: list[dict]) -> Path:
 
 def trajectory_files(out: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+
+
+@contextmanager
+def llm_stub_process(workdir: Path, *args: str) -> Iterator[str]:
+    """`adp llm-stub` as a real process on a free port (extra args: --script, --latency);
+    yields its base URL (…/v1) once it answers, stops it afterwards."""
+    from tests.conftest import free_port_block
+
+    port = free_port_block()
+    stub = AdpProcess(["llm-stub", "--port", str(port), *args], workdir / "stub.log").start()
+    try:
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/v1/models"), 30,
+                 "the stub LLM to answer", check=stub.assert_alive)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stub.stop()
+
+
+@contextmanager
+def scripted_stub(script: list[dict[str, Any]], workdir: Path) -> Iterator[str]:
+    """The stub LLM process answering from `script` (format: runtimes/llm/stub.py)."""
+    path = workdir / "script.json"
+    path.write_text(json.dumps(script))
+    with llm_stub_process(workdir, "--script", str(path)) as url:
+        yield url
+
+
+def client(url: str) -> LLMClient:
+    return LLMClient([Provider("stub", url, "stub-model")], timeout=30,
+                     retry=RetryPolicy(attempts=2, base=0.01, cap=0.02))
+
+
+def call(name: str, **arguments: Any) -> dict[str, Any]:
+    return {"name": name, "arguments": arguments}
+
+
+def reply(content: str | None, *calls: dict[str, Any]) -> dict[str, Any]:
+    return {"content": content, "tool_calls": list(calls)}
+
+
+async def run_task(runtime: Any, **fields: Any) -> tuple[Any, list[Step]]:
+    steps: list[Step] = []
+
+    async def emit(step: Step) -> None:
+        steps.append(step)
+
+    fields.setdefault("task_id", "t-" + fields["description"][:20].replace(" ", "-"))
+    task = Task(task_type=runtime.task_type, **fields)
+    outcome = await runtime.run(task, emit)
+    return outcome, steps

@@ -6,22 +6,9 @@ import asyncio
 import os
 import signal
 
-import pytest
 
 from runtimes.tools.browser import BrowserOptions, BrowserPool, truncate
 from runtimes.tools.site_server import SiteServer
-
-
-@pytest.fixture(scope="module")
-def site() -> str:
-    with SiteServer() as base_url:
-        yield base_url
-
-
-@pytest.fixture(scope="module")
-async def pool():
-    async with BrowserPool(size=1) as p:
-        yield p
 
 
 async def test_search_form_finds_an_item(site, pool):

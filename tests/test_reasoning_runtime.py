@@ -10,20 +10,7 @@ from runtimes.base import RuntimeContext
 from runtimes.reasoning import ReasoningRuntime
 from runtimes.tools.browser import BrowserPool
 from runtimes.tools.sandbox import SandboxLimits, make_sandbox
-from runtimes.tools.site_server import SiteServer
-from tests.test_web_runtime import call, client, reply, run_task, scripted_stub
-
-
-@pytest.fixture(scope="module")
-def site() -> str:
-    with SiteServer() as base_url:
-        yield base_url
-
-
-@pytest.fixture(scope="module")
-async def pool():
-    async with BrowserPool(size=1) as p:
-        yield p
+from tests.helpers import call, client, reply, run_task, scripted_stub
 
 
 def reasoning_script(site: str) -> list[dict]:

@@ -4,71 +4,14 @@ the real LLMClient over HTTP to the project's stub LLM process (unscripted, or s
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from adp.contracts import ErrorType, Step, Task
+from adp.contracts import ErrorType
 from runtimes.base import RuntimeContext
-from runtimes.llm.client import LLMClient, RetryPolicy
-from runtimes.llm.providers import Provider
-from runtimes.tools.browser import BrowserPool
-from runtimes.tools.site_server import SiteServer
 from runtimes.web import WebRuntime
-from tests.conftest import free_port_block
-from tests.helpers import AdpProcess, wait_for
-
-
-@contextmanager
-def scripted_stub(script: list[dict[str, Any]], workdir: Path) -> Iterator[str]:
-    """`adp llm-stub --script` as a real process; yields its base URL (…/v1)."""
-    path = workdir / "script.json"
-    path.write_text(json.dumps(script))
-    port = free_port_block()
-    stub = AdpProcess(["llm-stub", "--port", str(port), "--script", str(path)],
-                      workdir / "stub.log").start()
-
-    def answers() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1):
-                return True
-        except OSError:
-            return False
-
-    try:
-        wait_for(answers, 30, "the scripted stub LLM to answer", check=stub.assert_alive)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        stub.stop()
-
-
-def client(url: str) -> LLMClient:
-    return LLMClient([Provider("stub", url, "stub-model")], timeout=30,
-                     retry=RetryPolicy(attempts=2, base=0.01, cap=0.02))
-
-
-def call(name: str, **arguments: Any) -> dict[str, Any]:
-    return {"name": name, "arguments": arguments}
-
-
-def reply(content: str | None, *calls: dict[str, Any]) -> dict[str, Any]:
-    return {"content": content, "tool_calls": list(calls)}
-
-
-async def run_task(runtime: Any, **fields: Any) -> tuple[Any, list[Step]]:
-    steps: list[Step] = []
-
-    async def emit(step: Step) -> None:
-        steps.append(step)
-
-    fields.setdefault("task_id", "t-" + fields["description"][:20].replace(" ", "-"))
-    task = Task(task_type=runtime.task_type, **fields)
-    outcome = await runtime.run(task, emit)
-    return outcome, steps
+from tests.helpers import call, client, reply, run_task, scripted_stub
 
 
 def web_script(site: str) -> list[dict[str, Any]]:
@@ -97,18 +40,6 @@ def web_script(site: str) -> list[dict[str, Any]]:
             "The shop has fifteen items.",
         ]},
     ]
-
-
-@pytest.fixture(scope="module")
-def site() -> str:
-    with SiteServer() as base_url:
-        yield base_url
-
-
-@pytest.fixture(scope="module")
-async def pool():
-    async with BrowserPool(size=1) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")

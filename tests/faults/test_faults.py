@@ -13,7 +13,7 @@ import pytest
 from streams.broker.server import KafkaCluster
 from tests.conftest import free_port_block
 from tests.faults.harness import Pipeline
-from tests.helpers import AdpProcess, wait_for
+from tests.helpers import llm_stub_process
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -23,22 +23,8 @@ N = 300
 @pytest.fixture(scope="module")
 def slow_stub(tmp_path_factory) -> str:
     """The stub LLM with a small latency per reply, so tasks are in flight when a fault hits."""
-    import urllib.request
-
-    port = free_port_block()
-    stub = AdpProcess(["llm-stub", "--port", str(port), "--latency", "0.05"],
-                      tmp_path_factory.mktemp("stub") / "stub.log").start()
-
-    def answers() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                return True
-        except OSError:
-            return False
-
-    wait_for(answers, 30, "the stub LLM", check=stub.assert_alive)
-    yield f"http://127.0.0.1:{port}/v1"
-    stub.stop()
+    with llm_stub_process(tmp_path_factory.mktemp("stub"), "--latency", "0.05") as url:
+        yield url
 
 
 def _moments(rng: random.Random, count: int) -> list[int]:
