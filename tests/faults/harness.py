@@ -4,6 +4,8 @@ in flight when a fault hits), runtimes, the aggregator, and the checks every sce
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -98,6 +100,23 @@ class Pipeline:
             republished += len(versions) - 1
         return {"tasks_in": len(self.ids), "files_out": len(files),
                 "republished_identical": republished}
+
+    def counters(self) -> dict[str, int]:
+        """What the processes said they did, summed from their final log lines."""
+        totals: dict[str, int] = defaultdict(int)
+        for log in self.tmp.glob("*.log"):
+            text = log.read_text(errors="replace")
+            for line in re.findall(r"aggregator stopped \((.*)\)", text) + \
+                    re.findall(r"WorkerStats\((.*?)\)$", text, re.M):
+                for key, value in re.findall(r"(\w+)=(\d+)", line):
+                    totals[key] += int(value)
+        return dict(totals)
+
+    def report(self, record_property) -> None:
+        """Verify, then print and record the scenario's counts (shown with pytest -rP)."""
+        counts = {**self.verify(), **self.counters()}
+        print(f"FAULT-COUNTS {self.prefix}: {json.dumps(counts, sort_keys=True)}")
+        record_property("counts", counts)
 
     async def _published_trajectories(self) -> dict[str, list[Trajectory]]:
         found: dict[str, list[Trajectory]] = defaultdict(list)
