@@ -1,0 +1,514 @@
+"""`adp replay`: rebuild trajectory files from the log, to a NEW destination, without Faust.
+
+    adp replay --out DIR | s3://bucket/prefix
+               [--from-beginning | --since TIME [--until TIME]]
+               [--source steps|trajectories] [--expire-after S] [--bootstrap HOSTS]
+
+--source steps (default): reads adp.steps and runs the events through the same pure
+TrajectoryAssembler the Faust aggregator uses (streams/assembly.py), one fresh assembler per
+partition, fed that partition's events in offset order with scope = partition, exactly as the
+aggregator's agent feeds them. Each completed trajectory goes through the same Avro encoding the
+aggregator publishes on adp.trajectories (encode, decode) and is written with the same sink
+classes, so `render()` gives the same bytes: a replay from the beginning with the aggregator's
+--expire-after reproduces its files byte for byte. (Expiry is decided in event time inside the
+assembler, so the outcome does not depend on how fast or in which batches replay reads.)
+
+--source trajectories: re-sinks the published records of adp.trajectories (compacted, key
+task_id): every record is written in offset order, per task_id one after the other, so the last
+one wins, exactly as the aggregator's sink agent does. A tombstone (null value) is not written.
+
+What replay reads: every partition from its start offset (the beginning, or with --since the
+first offset whose record timestamp is >= since, found with offsets_for_times) up to the END
+OFFSETS CAPTURED WHEN IT STARTS; events produced later are not read, so replay always ends.
+It uses a plain aiokafka consumer with group_id=None and assigned partitions: no consumer group,
+nothing is committed, the live aggregator's group (adp-aggregator) and its offsets are untouched,
+and nothing is written to any topic. It writes only to --out.
+
+Time window (--since / --until): the window is [since, until) over the Kafka record timestamp
+(the producer's create time, the one offsets_for_times indexes). Create times are not monotonic
+within a partition, so the seek only bounds where reading starts and every record is checked
+against the window again; records outside it are skipped and counted. A task whose events
+straddle a boundary (started before --since, or finished at/after --until) is simply incomplete
+in the window: the assembler never completes that attempt, so it is not written; the summary
+counts such attempts as "incomplete". A window replay knows nothing of what happened before the
+window: a task that had already completed before it but ran again inside it (a redelivery the
+live aggregator dropped as late) gets the in-window attempt's trajectory.
+
+Speed: records are fetched in large batches (getmany, max_records) and decoded in-process, with
+bounded concurrent sink writes; Faust's per-event path is not involved (design.md measured
+~3.5k events/s for a Faust worker, ~88k/s for a plain aiokafka consume loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from adp import codec
+from adp.config import settings
+from adp.contracts import StepEvent, Trajectory
+from connectors.sinks.base import BaseSink, make_sink
+from streams.assembly import DEFAULT_EXPIRE_AFTER, InvalidEvent, TrajectoryAssembler
+from streams.topics import STEPS, TRAJECTORIES
+
+log = logging.getLogger(__name__)
+
+SOURCES = {"steps": STEPS, "trajectories": TRAJECTORIES}
+MAX_RECORDS = 20_000          # per getmany
+FETCH_BYTES = 64 * 1024 * 1024  # per fetch request; a single record may be up to 32 MiB
+WRITE_CONCURRENCY = 32  # sink writes in flight; the file sink fsyncs each file in a thread
+
+
+class ReplayError(RuntimeError):
+    """A failure worth one clear line (no traceback): broker, topic or destination."""
+
+
+@dataclass
+class ReplaySummary:
+    source: str
+    destination: str
+    since: float | None = None
+    until: float | None = None
+    total_in_range: int = 0          # offsets between the start and the captured end offsets
+    records_read: int = 0            # records fetched in that range
+    outside_window: int = 0          # skipped by their record timestamp
+    undecodable: int = 0             # not a record of this platform (the aggregator's DLQ ones)
+    invalid: int = 0                 # decodable but contract-breaking events (DLQ too)
+    tombstones: int = 0              # null values on adp.trajectories
+    trajectories_written: int = 0    # sink writes
+    task_ids: int = 0                # distinct task_ids written
+    incomplete_attempts: int = 0     # attempts still open at the end of the range / window
+    assembler: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.records_read / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "records_per_second": round(self.rate, 1)}
+
+    def lines(self) -> list[str]:
+        window = ""
+        if self.since is not None or self.until is not None:
+            window = f" in window [{_iso(self.since)}, {_iso(self.until)})"
+        out = [f"replayed {self.source} -> {self.destination}{window}",
+               f"  records read: {self.records_read} of {self.total_in_range} in range "
+               f"({self.rate:,.0f}/s, {self.seconds:.1f}s)",
+               f"  trajectories written: {self.trajectories_written} "
+               f"({self.task_ids} task ids)"]
+        skipped = {"outside window": self.outside_window, "undecodable": self.undecodable,
+                   "invalid": self.invalid, "tombstones": self.tombstones}
+        if any(skipped.values()):
+            out.append("  skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items() if v))
+        if self.assembler:
+            a = self.assembler
+            out.append(f"  assembler: events {a['events']}, completed {a['completed']}, "
+                       f"duplicates {a['duplicates_dropped']}, "
+                       f"superseded {a['attempts_superseded']}, "
+                       f"expired {a['attempts_expired']}, late {a['late_events_dropped']}, "
+                       f"incomplete {self.incomplete_attempts} (not written)")
+        return out
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return "…"
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+
+
+# ---- writing ------------------------------------------------------------------------------------
+
+class Writer:
+    """Bounded concurrent sink writes; writes of one task_id stay in order (last one wins)."""
+
+    def __init__(self, sink: BaseSink, concurrency: int = WRITE_CONCURRENCY) -> None:
+        self.sink = sink
+        self._slots = asyncio.Semaphore(concurrency)
+        self._pending: set[asyncio.Task] = set()
+        self._last: dict[str, asyncio.Task] = {}
+        self.error: BaseException | None = None
+        self.written = 0
+        self.task_ids: set[str] = set()
+
+    async def put(self, trajectory: Trajectory) -> None:
+        if self.error is not None:
+            raise self.error
+        await self._slots.acquire()
+        before = self._last.get(trajectory.task_id)
+        task = asyncio.create_task(self._write(trajectory, before))
+        self._pending.add(task)
+        self._last[trajectory.task_id] = task
+        task.add_done_callback(lambda t, key=trajectory.task_id: self._done(key, t))
+
+    def _done(self, key: str, task: asyncio.Task) -> None:
+        self._pending.discard(task)
+        if self._last.get(key) is task:
+            del self._last[key]
+
+    async def _write(self, trajectory: Trajectory, before: asyncio.Task | None) -> None:
+        try:
+            if before is not None:
+                await before  # never raises: errors are kept in self.error
+            if self.error is None:
+                await self.sink.write(trajectory)
+                self.written += 1
+                self.task_ids.add(trajectory.task_id)
+        except Exception as exc:  # noqa: BLE001 - reported once, by drain()/put()
+            if self.error is None:
+                self.error = exc
+        finally:
+            self._slots.release()
+
+    async def drain(self) -> None:
+        while self._pending:
+            await asyncio.gather(*list(self._pending))
+        if self.error is not None:
+            raise self.error
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+@dataclass
+class Range:
+    start: dict[TopicPartition, int]
+    end: dict[TopicPartition, int]
+
+    @property
+    def total(self) -> int:
+        return sum(max(0, self.end[tp] - self.start[tp]) for tp in self.start)
+
+
+async def open_consumer(bootstrap: str) -> AIOKafkaConsumer:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", max_partition_fetch_bytes=FETCH_BYTES,
+        fetch_max_bytes=FETCH_BYTES, request_timeout_ms=30000)
+    try:
+        await consumer.start()
+    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        await consumer.stop()
+        raise ReplayError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+    # let aiokafka's no-group coordinator task start: stopping it before it ever ran raises
+    # CancelledError out of consumer.stop() (aiokafka 0.14)
+    await asyncio.sleep(0)
+    return consumer
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    """The topic's partitions, asked of the cluster (a fresh consumer's metadata cache is
+    empty until it subscribes)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    try:
+        await admin.start()
+    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        await admin.close()
+        raise ReplayError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+    try:
+        [described] = await admin.describe_topics([topic])
+    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        raise ReplayError(f"cannot describe {topic} at {bootstrap}: {exc}") from exc
+    finally:
+        await admin.close()
+    if described.get("error_code") or not described.get("partitions"):
+        raise ReplayError(f"topic {topic} does not exist at {bootstrap} (nothing produced yet, "
+                          f"or another cluster?)")
+    return [TopicPartition(topic, p["partition"])
+            for p in sorted(described["partitions"], key=lambda p: p["partition"])]
+
+
+async def capture_range(consumer: AIOKafkaConsumer, parts: list[TopicPartition],
+                        since: float | None) -> Range:
+    """Start offsets (beginning, or the first record at/after `since`) and the end offsets now."""
+    end = await consumer.end_offsets(parts)
+    if since is None:
+        start = await consumer.beginning_offsets(parts)
+    else:
+        found = await consumer.offsets_for_times({tp: int(since * 1000) for tp in parts})
+        start = {tp: found[tp].offset if found.get(tp) is not None else end[tp] for tp in parts}
+    return Range(start={tp: min(start[tp], end[tp]) for tp in parts}, end=end)
+
+
+async def read_range(consumer: AIOKafkaConsumer, rng: Range,
+                     on_records: Callable[[TopicPartition, list], Any],
+                     on_progress: Callable[[int], None] | None = None) -> int:
+    """Feed each partition's records in [start, end) to `on_records(tp, records)` (awaited if
+    it returns an awaitable), batch by batch, in offset order per partition. Returns the number
+    of records read."""
+    remaining = [tp for tp in rng.start if rng.start[tp] < rng.end[tp]]
+    consumer.assign(list(rng.start))
+    for tp in rng.start:
+        consumer.seek(tp, rng.start[tp])
+    done_parts = [tp for tp in rng.start if tp not in remaining]
+    if done_parts:
+        consumer.pause(*done_parts)
+    read = 0
+    while remaining:
+        batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=MAX_RECORDS)
+        for tp, records in batches.items():
+            end = rng.end[tp]
+            records = [r for r in records if r.offset < end]
+            if records:
+                read += len(records)
+                result = on_records(tp, records)
+                if asyncio.iscoroutine(result):
+                    await result
+        finished = []
+        for tp in remaining:
+            if await consumer.position(tp) >= rng.end[tp]:
+                finished.append(tp)
+        if finished:
+            consumer.pause(*finished)
+            remaining = [tp for tp in remaining if tp not in finished]
+        if on_progress is not None:
+            done = 0
+            for tp in rng.start:
+                pos = rng.end[tp] if tp not in remaining else await consumer.position(tp)
+                done += max(0, min(pos, rng.end[tp]) - rng.start[tp])
+            on_progress(done)
+    return read
+
+
+# ---- the two sources ----------------------------------------------------------------------------
+
+def _in_window(ts_ms: int, since: float | None, until: float | None) -> bool:
+    if since is not None and ts_ms < since * 1000:
+        return False
+    if until is not None and ts_ms >= until * 1000:
+        return False
+    return True
+
+
+async def replay(bootstrap: str, sink: BaseSink, source: str = "steps",
+                 since: float | None = None, until: float | None = None,
+                 expire_after: float = DEFAULT_EXPIRE_AFTER, destination: str = "",
+                 progress: Callable[[int, int], None] | None = None) -> ReplaySummary:
+    """Run one replay; `progress(done, total)` is called as records are read. The sink is
+    closed at the end (so a buffering S3 layout is flushed)."""
+    topic = SOURCES[source]
+    summary = ReplaySummary(source=topic, destination=destination or repr(sink),
+                            since=since, until=until)
+    started = time.monotonic()
+    writer = Writer(sink)
+    assemblers: dict[int, TrajectoryAssembler] = {}
+
+    async def on_steps(tp: TopicPartition, records: list) -> None:
+        assembler = assemblers.get(tp.partition)
+        if assembler is None:
+            assembler = assemblers[tp.partition] = TrajectoryAssembler(expire_after=expire_after)
+        for r in records:
+            if not _in_window(r.timestamp, since, until):
+                summary.outside_window += 1
+                continue
+            try:
+                event = codec.decode(r.value, expect=StepEvent)
+            except (codec.DecodeError, ValidationError):
+                summary.undecodable += 1
+                continue
+            try:
+                done = assembler.feed(event, scope=tp.partition)
+            except InvalidEvent:
+                summary.invalid += 1
+                continue
+            for trajectory in done:
+                # the aggregator publishes codec.encode(t) and its sink writes what it decodes
+                await writer.put(codec.decode(codec.encode(trajectory), expect=Trajectory))
+
+    async def on_trajectories(tp: TopicPartition, records: list) -> None:
+        for r in records:
+            if not _in_window(r.timestamp, since, until):
+                summary.outside_window += 1
+                continue
+            if r.value is None:
+                summary.tombstones += 1
+                continue
+            try:
+                trajectory = codec.decode(r.value, expect=Trajectory)
+            except (codec.DecodeError, ValidationError):
+                summary.undecodable += 1
+                continue
+            await writer.put(trajectory)
+
+    parts = await topic_partitions(bootstrap, topic)
+    consumer = await open_consumer(bootstrap)
+    try:
+        try:
+            rng = await capture_range(consumer, parts, since)
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            raise ReplayError(f"cannot read offsets of {topic} at {bootstrap}: {exc}") from exc
+        summary.total_in_range = rng.total
+        if progress is not None:
+            progress(0, rng.total)
+        try:
+            summary.records_read = await read_range(
+                consumer, rng, on_steps if source == "steps" else on_trajectories,
+                (lambda done: progress(done, rng.total)) if progress is not None else None)
+            await writer.drain()
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            raise ReplayError(f"reading {topic} from {bootstrap} failed: {exc}") from exc
+    finally:
+        try:
+            await writer.drain()
+        except Exception:  # noqa: BLE001 - the first error is raised below / already raised
+            pass
+        await consumer.stop()
+    try:
+        await sink.close()
+    except Exception as exc:  # noqa: BLE001
+        raise ReplayError(f"closing the sink {summary.destination} failed: {exc}") from exc
+    summary.trajectories_written = writer.written
+    summary.task_ids = len(writer.task_ids)
+    if source == "steps":
+        counters: dict[str, int] = {}
+        for assembler in assemblers.values():
+            for name, value in assembler.counters.items():
+                counters[name] = counters.get(name, 0) + value
+            summary.incomplete_attempts += sum(
+                len(v["attempts"]) for k, v in assembler.store.items()
+                if "\x00" not in k and "attempts" in v)
+        if not counters:
+            counters = dict(TrajectoryAssembler().counters)
+        summary.assembler = counters
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+# ---- destination --------------------------------------------------------------------------------
+
+async def open_destination(out: str) -> BaseSink:
+    """The sink for --out, checked before anything is read: a folder that can be written, or an
+    s3://bucket/prefix whose bucket answers."""
+    if out.startswith("s3://"):
+        try:
+            sink = make_sink("s3", out)
+        except ValueError as exc:
+            raise ReplayError(f"bad destination {out!r}: {exc}") from exc
+        if not getattr(sink, "create_bucket", False):
+            from connectors.sinks.s3 import S3SinkError
+            try:
+                await sink._call("head bucket", None,  # noqa: SLF001 - the sink's retry/err path
+                                 lambda c: c.head_bucket(Bucket=sink.bucket))
+            except S3SinkError as exc:
+                await sink.close()
+                raise ReplayError(f"bad destination {out}: {exc}") from exc
+        return sink
+    if "://" in out:
+        raise ReplayError(f"bad destination {out!r}: a folder or s3://bucket/prefix")
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReplayError(f"bad destination {out}: cannot create the folder: "
+                          f"{exc.strerror or exc}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ReplayError(f"bad destination {out}: the folder is not writable")
+    return make_sink("file", path)
+
+
+# ---- command ------------------------------------------------------------------------------------
+
+def _progress_bar() -> tuple[Any, Callable[[int, int], None]] | tuple[None, None]:
+    if not sys.stderr.isatty():
+        return None, None
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
+                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+
+    bar = Progress(TextColumn("[bold]replay[/] {task.description}"), BarColumn(),
+                   MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+    task_id = bar.add_task("events", total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task_id, completed=done, total=total)
+
+    return bar, update
+
+
+@click.command("replay")
+@click.option("--out", "out", required=True,
+              help="new destination: a folder, or s3://bucket/prefix (same names and bytes as "
+                   "the aggregator's sinks; files of the same name are replaced)")
+@click.option("--source", type=click.Choice(sorted(SOURCES)), default="steps",
+              show_default=True,
+              help="steps: rebuild from adp.steps with the assembler; trajectories: re-sink "
+                   "the published records of adp.trajectories (last per task_id wins)")
+@click.option("--from-beginning", is_flag=True, default=False,
+              help="read from the oldest record kept (the default without --since)")
+@click.option("--since", default=None,
+              help="only records with a timestamp at/after this: 10m, 2h, 1d ago or ISO time")
+@click.option("--until", default=None,
+              help="only records with a timestamp before this (same forms as --since)")
+@click.option("--expire-after", type=float, default=DEFAULT_EXPIRE_AFTER, show_default=True,
+              help="as the aggregator's --expire-after; use the same value to get its files")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap servers [ADP_BOOTSTRAP]")
+@click.option("--json", "json_out", is_flag=True, help="print the summary as one JSON object")
+def replay_command(out: str, source: str, from_beginning: bool, since: str | None,
+                   until: str | None, expire_after: float, bootstrap: str | None,
+                   json_out: bool) -> None:
+    """Rebuild trajectories from the log into a NEW destination, without disturbing the live
+    aggregator: no consumer group, nothing committed, nothing produced. Reads up to the end
+    offsets at start, then stops; prints a summary (events read, trajectories written,
+    duplicates / expired / incomplete attempts)."""
+    from streams.tail import parse_since
+
+    if from_beginning and since:
+        raise click.UsageError("--from-beginning and --since exclude each other")
+    if expire_after <= 0:
+        raise click.BadParameter("must be positive", param_hint="--expire-after")
+    now = time.time()
+    t_since = parse_since(since, now) if since else None
+    t_until = parse_since(until, now) if until else None
+    if t_since is not None and t_until is not None and t_until <= t_since:
+        raise click.UsageError("--until must be after --since")
+    bootstrap = bootstrap or settings().bootstrap
+    if not logging.getLogger("streams").isEnabledFor(logging.DEBUG):  # no -v
+        logging.getLogger("streams.assembly").setLevel(logging.WARNING)  # one line per expiry
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # our error says it once
+
+    async def main() -> ReplaySummary:
+        # the file sink writes (and fsyncs) each file in asyncio.to_thread: give it as many
+        # threads as writes in flight (the default pool is cpu_count + 4); asyncio.run shuts it
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(
+            max_workers=WRITE_CONCURRENCY, thread_name_prefix="replay-write"))
+        sink = await open_destination(out)
+        bar, update = _progress_bar()
+        if bar is not None:
+            bar.start()
+        try:
+            return await replay(bootstrap, sink, source=source, since=t_since, until=t_until,
+                                expire_after=expire_after, destination=out, progress=update)
+        except ReplayError:
+            raise
+        except Exception as exc:  # a sink write that failed: OSError, S3SinkError, ...
+            raise ReplayError(f"writing to {out} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if bar is not None:
+                bar.stop()
+            await sink.close()
+
+    try:
+        summary = asyncio.run(main())
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from None
+    if json_out:
+        click.echo(json.dumps(summary.as_dict()))
+    else:
+        for line in summary.lines():
+            click.echo(line)
