@@ -49,6 +49,8 @@ from streams.topics import DLQ, STEPS, TRAJECTORIES
 log = logging.getLogger("streams.aggregator")
 
 DEFAULT_APP_ID = "adp-aggregator"
+STALL_CHECK_EVERY = 5.0  # seconds between checks for partitions Faust stopped delivering
+STALL_AFTER = 10.0  # a partition with records pending and none delivered for this long
 TABLE_NAME = "assembly"
 STEP_PARTITIONS = 6
 
@@ -75,8 +77,9 @@ class Aggregator:
         self.config = config
         self.assembler = TrajectoryAssembler(expire_after=config.expire_after)
         self.stats = {"trajectories_published": 0, "trajectories_written": 0, "dlq": 0,
-                      "skipped_records_recovered": 0}
+                      "skipped_records_recovered": 0, "stalled_refetches": 0}
         self._next_offset: dict[int, int] = {}  # adp.steps partition -> next expected offset
+        self._last_seen: dict[int, float] = {}  # adp.steps partition -> monotonic time
         self.health = metrics.Health(f"aggregator {config.app_id}",
                                      busy=lambda: self.assembler.in_flight > 0)
         datadir = config.datadir or settings().home / "aggregator"
@@ -107,6 +110,7 @@ class Aggregator:
         app.agent(self.steps, name="assemble", concurrency=1)(self._assemble_agent)
         app.agent(self.trajectories, name="sink", concurrency=1)(self._sink_agent)
         app.timer(config.log_every, name="report")(self._report)
+        app.timer(STALL_CHECK_EVERY, name="stall-watch")(self._refetch_stalled)
         app.task(self._on_startup)
         app.task(self._serve_metrics)
         app.on_partitions_revoked.connect(self._forget_offsets)
@@ -119,9 +123,11 @@ class Aggregator:
             await self._fill_gap(event.message)
             await self.on_step(event.message, event.value)
             self._next_offset[event.message.partition] = event.message.offset + 1
+            self._last_seen[event.message.partition] = time.monotonic()
 
     async def _forget_offsets(self, *_: Any, **__: Any) -> None:
         self._next_offset.clear()  # after a rebalance Faust seeks back to committed offsets
+        self._last_seen.clear()
 
     async def _fill_gap(self, message: Any) -> None:
         """Feed records Faust skipped before this one (streams/faust_guard.py)."""
@@ -142,6 +148,30 @@ class Aggregator:
             self.stats["skipped_records_recovered"] += len(missed)
         for record in missed:
             await self.on_step(record, record.value)
+
+    async def _refetch_stalled(self) -> None:
+        """The other half of the skip guard: records Faust skipped at the END of a partition
+        are never followed by one that reveals the hole. A partition whose end lies beyond
+        what the agent has seen, and that delivered nothing for a while, is sought back to
+        the next expected offset so Faust fetches the rest again."""
+        consumer = self.app.consumer
+        now = time.monotonic()
+        for tp in list(consumer.assignment()):
+            if tp.topic != STEPS or now - self._last_seen.get(tp.partition, now) < STALL_AFTER:
+                self._last_seen.setdefault(tp.partition, now)
+                continue
+            end = consumer.highwater(tp)
+            expected = self._next_offset.get(tp.partition)
+            if expected is None:
+                expected = await committed_offset(self.config.bootstrap, self.config.app_id,
+                                                  tp.topic, tp.partition)
+            if end is not None and end > expected:
+                log.warning("%s[%d]: %d records up to offset %d not delivered for %.0fs; "
+                            "fetching again from %d", tp.topic, tp.partition, end - expected,
+                            end - 1, now - self._last_seen[tp.partition], expected)
+                self.stats["stalled_refetches"] += 1
+                self._last_seen[tp.partition] = now
+                await consumer.seek(tp, expected)
 
     async def on_step(self, message: Any, value: bytes | None) -> None:
         try:

@@ -10,7 +10,9 @@ adp.steps has no compaction and no transactions, so its offsets are contiguous. 
 tracks the next offset it expects per partition (after an assignment: the group's committed
 offset) and, when a record arrives beyond it, reads the hole itself with `read_range` and feeds
 those records first, in order. Events Faust delivers again later are duplicates, which the
-assembler drops.
+assembler drops. A hole at the very end of a partition is never followed by a record that
+reveals it, so a timer also seeks Faust back on partitions whose end lies beyond what the agent
+has seen and that delivered nothing for a while (Aggregator._refetch_stalled).
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ class RuntimeWorker:
     def __init__(self, runtime: Runtime, task_type: str, bootstrap: str, concurrency: int = 4,
                  runtime_id: str | None = None, group_id: str | None = None,
                  poll_interval_ms: int = 200, poison_limit: int = 3,
-                 limit: AdaptiveLimit | None = None):
+                 limit: AdaptiveLimit | None = None,
+                 consumer_options: dict | None = None):
         self.runtime, self.task_type = runtime, task_type
         self.bootstrap, self.concurrency = bootstrap, max(1, concurrency)
         self.runtime_id = runtime_id or default_runtime_id(task_type)
@@ -72,6 +73,9 @@ class RuntimeWorker:
         # The LLM client lowers this limit on 429s and raises it on successes (AIMD); the
         # worker takes new tasks only below it, so a throttled endpoint slows intake.
         self.limit = limit
+        # extra AIOKafkaConsumer settings (e.g. max_poll_interval_ms, session_timeout_ms,
+        # heartbeat_interval_ms); they override the defaults below
+        self.consumer_options = dict(consumer_options or {})
         self._capacity = self.concurrency
         self.ledgers: dict[TopicPartition, PoisonLedger] = {}
         # quarantine: a suspect task runs alone; `_open` is cleared while it does
@@ -108,12 +112,12 @@ class RuntimeWorker:
             bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
             linger_ms=5, max_request_size=33554432, compression_type="gzip",
         )
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group_id,
-            client_id=self.runtime_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_partition_fetch_bytes=33554432,
-            fetch_max_bytes=67108864,
-        )
+        self.consumer = AIOKafkaConsumer(**{
+            "bootstrap_servers": self.bootstrap, "group_id": self.group_id,
+            "client_id": self.runtime_id, "enable_auto_commit": False,
+            "auto_offset_reset": "earliest", "max_partition_fetch_bytes": 33554432,
+            "fetch_max_bytes": 67108864, **self.consumer_options,
+        })
         self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await self.producer.start()
         await self.admin.start()

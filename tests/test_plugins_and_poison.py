@@ -86,11 +86,13 @@ def test_poison_task_goes_to_dlq_and_the_rest_complete(kafka, tmp_path):
         return all((out / f"{t}.json").exists() for t in good)
 
     try:
+        def dead_lettered() -> list:
+            return [r for r in asyncio.run(read_topic(kafka.bootstrap, topics.DLQ))
+                    if r.key == b"poison-bad"]
+
         produce(agg.env, write_tasks(tmp_path / "t.jsonl", tasks))
-        wait_for(supervise, 240, "every good task's trajectory")
-        poisoned = wait_for(
-            lambda: [r for r in asyncio.run(read_topic(kafka.bootstrap, topics.DLQ))
-                     if r.key == b"poison-bad"], 60, "the poison task in adp.dlq")
+        poisoned = wait_for(lambda: supervise() and dead_lettered(), 300,
+                            "every good trajectory and the poison task in adp.dlq")
     finally:
         for rt in runtimes:
             rt.stop()

@@ -314,7 +314,7 @@ async def test_concurrency_limit_and_contiguous_commits(kafka):
                                 before_commit=finished_before_commit)
         async with running(worker) as wt:
             ws = (wt,)
-            await until(lambda: len(runtime.started) == 3, "three tasks running", workers=ws)
+            await until(lambda: len(runtime.started) >= 3, "three tasks running", workers=ws)
             # at the limit every assigned partition is paused, and the loop keeps polling
             await until(lambda: worker.consumer.paused() == worker.consumer.assignment(),
                         "the assigned partitions to be paused", workers=ws)
@@ -608,3 +608,50 @@ async def test_429s_lower_the_worker_concurrency_and_every_task_finishes(kafka):
     for i in ids:
         assert kinds(events[i]) == ["started", "step", "finished"], kinds(events[i])
         assert events[i][-1].finish.success and events[i][-1].finish.final_result == "ok"
+
+
+# --------------------------------------------------------------------------- 5. fetched, then revoked
+
+
+async def test_task_fetched_just_before_a_revocation_is_not_started_by_the_old_owner(kafka):
+    """A rebalance can land between getmany() handing a record over and the task starting
+    (the worker awaits its "running" commit in between). The record belongs to whoever owns the
+    partition after the rebalance: the old owner must not start it, or it runs twice."""
+    bootstrap = kafka.bootstrap
+    group = await fresh_group(bootstrap, "fetched")
+    runtime = GateRuntime()
+    (task,) = gated_tasks("fetched", 1)
+    runtime.gates[task.task_id].set()  # no gating: it finishes as soon as it runs
+    reached = asyncio.Event()
+    armed = True
+    a: ObservedWorker
+
+    async def hold_until_revoked(commit: dict[int, int]) -> None:
+        # Hold the commit _start_batch makes before starting the task, until the rebalance
+        # has revoked A's partitions (fault injection: it only widens a real window).
+        nonlocal armed
+        if armed and 0 in commit:
+            armed = False
+            reached.set()
+            await until(lambda: a.revocations, "A's partitions to be revoked")
+
+    a = ObservedWorker(runtime, "code", bootstrap, concurrency=4, group_id=group,
+                       runtime_id="worker-A", consumer_options=FAST_GROUP,
+                       before_commit=hold_until_revoked)
+    b = ObservedWorker(runtime, "code", bootstrap, concurrency=4, group_id=group,
+                       runtime_id="worker-B", consumer_options=FAST_GROUP)
+    async with Committed(bootstrap, group) as committed:
+        async with running(a) as at:
+            where = await produce(bootstrap, [(task, 0)])
+            await until(reached.is_set, "A to fetch the task", workers=(at,))
+            async with running(b) as bt:
+                await until(lambda: _at(committed, 0, where[task.task_id][1] + 1),
+                            "the task committed", workers=(at, bt))
+                # both members settled: nothing else is going to run it
+                await until(lambda: a.consumer.assignment() and b.consumer.assignment()
+                            and not a.inflight and not b.inflight, "both workers idle",
+                            workers=(at, bt))
+    events = (await events_of(bootstrap, {task.task_id}))[task.task_id]
+    attempts = attempts_of(events)
+    assert len(attempts) == 1, [(e.runtime_id, e.event_type) for e in events]
+    assert runtime.started == [task.task_id]
