@@ -39,7 +39,9 @@ class LazyGroup(click.Group):
             # A command whose module is missing is reported, not fatal for the others.
             reason = f"{type(exc).__name__}: {exc}"
 
-            @click.command(name=name, help=f"(unavailable: {reason})")
+            @click.command(name=name, help=f"(unavailable: {reason})",
+                           context_settings={"ignore_unknown_options": True,
+                                             "allow_extra_args": True})
             def unavailable() -> None:
                 raise click.ClickException(f"command {name!r} is unavailable: {reason}")
 

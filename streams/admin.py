@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.structs import ConsumerRecord
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.topics import TopicSpec, platform_topics
@@ -46,29 +44,3 @@ async def ensure_topics(bootstrap: str, replication: int = 1,
         return [s.name for s in missing]
     finally:
         await admin.close()
-
-
-async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
-    """Every record in `topic` up to its current end (no consumer group, nothing committed).
-    For inspection tools and tests; streaming consumers read incrementally instead."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                max_partition_fetch_bytes=33554432)
-    await consumer.start()
-    records: list[ConsumerRecord] = []
-    try:
-        ends = await consumer.end_offsets(list(consumer.assignment()))
-        while await behind(consumer, ends):
-            for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
-
-
-async def behind(consumer: AIOKafkaConsumer, ends: dict) -> bool:
-    """Is the consumer's position still below any of the given end offsets?"""
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return True
-    return False

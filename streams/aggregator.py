@@ -43,7 +43,8 @@ from connectors.sinks.base import BaseSink, make_sink
 from streams.assembly import (DEFAULT_EXPIRE_AFTER, InvalidEvent, StagedStore,
                               TrajectoryAssembler)
 from streams.dlq import dlq_headers
-from streams.faust_guard import committed_offset, read_range
+from streams.faust_guard import committed_offset
+from streams.reader import read_partition
 from streams.topics import DLQ, STEPS, TRAJECTORIES
 
 log = logging.getLogger("streams.aggregator")
@@ -139,7 +140,7 @@ class Aggregator:
                                               message.topic, message.partition)
         if message.offset <= expected:
             return
-        missed = await read_range(self.config.bootstrap, message.topic, message.partition,
+        missed = await read_partition(self.config.bootstrap, message.topic, message.partition,
                                   expected, message.offset)
         if missed:
             log.warning("%s[%d]: the consumer skipped %d records in offsets %d..%d; "

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from adp.config import settings
 from streams import topics
-from streams.admin import read_topic
+from streams.reader import read_topic
 
 REASON, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET, COMPONENT = (
     "adp-reason", "adp-source-topic", "adp-source-partition", "adp-source-offset",

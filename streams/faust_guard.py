@@ -8,7 +8,7 @@ see those events and their tasks would never complete.
 
 adp.steps has no compaction and no transactions, so its offsets are contiguous. The aggregator
 tracks the next offset it expects per partition (after an assignment: the group's committed
-offset) and, when a record arrives beyond it, reads the hole itself with `read_range` and feeds
+offset) and, when a record arrives beyond it, reads the hole itself (streams.reader.read_partition) and feeds
 those records first, in order. Events Faust delivers again later are duplicates, which the
 assembler drops. A hole at the very end of a partition is never followed by a record that
 reveals it, so a timer also seeks Faust back on partitions whose end lies beyond what the agent
@@ -17,9 +17,8 @@ has seen and that delivered nothing for a while (Aggregator._refetch_stalled).
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.structs import ConsumerRecord
 
 
 async def committed_offset(bootstrap: str, group: str, topic: str, partition: int) -> int:
@@ -33,22 +32,3 @@ async def committed_offset(bootstrap: str, group: str, topic: str, partition: in
         await admin.close()
     found = offsets.get(tp)
     return max(found.offset, 0) if found is not None else 0
-
-
-async def read_range(bootstrap: str, topic: str, partition: int, start: int,
-                     end: int) -> list[ConsumerRecord]:
-    """The records of one partition in [start, end), in offset order."""
-    tp = TopicPartition(topic, partition)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_partition_fetch_bytes=33554432)
-    await consumer.start()
-    records: list[ConsumerRecord] = []
-    try:
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=end - start)
-            records.extend(r for r in batch.get(tp, []) if r.offset < end)
-        return records
-    finally:
-        await consumer.stop()

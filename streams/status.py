@@ -29,7 +29,7 @@ from adp import codec
 from adp.config import settings
 from adp.contracts import TaskType, Trajectory
 from streams import topics
-from streams.admin import behind
+from streams.reader import behind
 
 
 @dataclass

@@ -88,6 +88,8 @@ class RuntimeWorker:
         self.offsets: dict[TopicPartition, PartitionOffsets] = {}
         self.inflight: dict[asyncio.Task, tuple[TopicPartition, int]] = {}
         self._commit_lock = asyncio.Lock()
+        # bumped on every revocation: records fetched before one are not ours to start
+        self._revocations = 0
         self._slot_freed = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -159,8 +161,12 @@ class RuntimeWorker:
                 batch = await self.consumer.getmany(
                     timeout_ms=self.poll_interval_ms, max_records=max(free, 1)
                 )
+                # aiokafka returns records only outside a reassignment, so these belong to
+                # the current assignment; a revocation after this point moves them (eager
+                # rebalance: the next assignment re-reads positions from the commit)
+                epoch = self._revocations
                 for tp, records in batch.items():
-                    await self._start_batch(tp, records)
+                    await self._start_batch(tp, records, epoch)
                 if free <= 0 and not batch:
                     self._slot_freed.clear()
                     waiter = asyncio.ensure_future(self._slot_freed.wait())
@@ -196,13 +202,24 @@ class RuntimeWorker:
 
     # ---- one task --------------------------------------------------------------------------
 
-    async def _start_batch(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+    async def _start_batch(self, tp: TopicPartition, records: list[ConsumerRecord],
+                           epoch: int) -> None:
+        # A rebalance can run (in aiokafka's coordinator task) after getmany() returned these
+        # records, or while the commit below is awaited: then they belong to whoever owns the
+        # partition now, which fetches them again from the committed offset. Starting them
+        # here too would run the task twice.
+        if self._revocations != epoch:
+            return
         tracker = self.offsets.setdefault(tp, PartitionOffsets())
         for record in records:
             tracker.start(record.offset)
         # Record what is about to run before it runs: if it kills this process, the next
         # owner of the partition finds it in the commit metadata (streams/poison.py).
         await self._commit([tp])
+        if self._revocations != epoch:  # revoke() already dropped this partition's tracker
+            log.info("not starting %d task(s) of %s[%d]: the partition was revoked meanwhile",
+                     len(records), tp.topic, tp.partition)
+            return
         for record in records:
             self.stats.received += 1
             metrics.TASKS_RECEIVED.labels(self.task_type).inc()
@@ -349,6 +366,7 @@ class RuntimeWorker:
     # ---- rebalance -------------------------------------------------------------------------
 
     async def revoke(self, revoked: set[TopicPartition]) -> None:
+        self._revocations += 1
         victims = [t for t, (tp, _) in self.inflight.items() if tp in revoked]
         for t in victims:
             t.cancel()

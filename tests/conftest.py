@@ -48,7 +48,11 @@ def kafka(adp_home: Path, request: pytest.FixtureRequest) -> KafkaCluster:
     consumer groups, offsets and Faust tables of one module never leak into another."""
     cluster = KafkaCluster(home=adp_home, bootstrap=f"127.0.0.1:{free_port_block()}",
                            name=request.module.__name__.rsplit(".", 1)[-1])
-    cluster.up(timeout=180)
+    try:
+        cluster.up(timeout=180)
+    except BaseException:
+        cluster.down()  # a failed start must not leave a broker behind
+        raise
     previous = os.environ.get("ADP_BOOTSTRAP")
     os.environ["ADP_BOOTSTRAP"] = cluster.bootstrap
     yield cluster

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from streams import topics
-from streams.admin import read_topic
+from streams.reader import read_topic
 from tests.helpers import ADP, AdpProcess, trajectory_files, wait_for, write_tasks
 
 pytestmark = pytest.mark.kafka

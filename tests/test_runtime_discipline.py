@@ -32,7 +32,7 @@ from runtimes.llm.client import AdaptiveLimit, build_model
 from runtimes.llm.providers import Provider
 from runtimes.llm.stub import StubServer
 from streams import topics
-from streams.admin import behind, read_topic
+from streams.reader import read_topic
 from streams.worker import RuntimeWorker
 
 pytestmark = pytest.mark.kafka
@@ -141,7 +141,7 @@ class StepsReader:
     async def catch_up(self) -> list[StepEvent]:
         """Everything the broker acknowledged so far (up to the current end offsets)."""
         ends = await self.consumer.end_offsets(self.tps)
-        while await behind(self.consumer, ends):
+        while [tp for tp, end in ends.items() if await self.consumer.position(tp) < end]:
             for records in (await self.consumer.getmany(timeout_ms=500)).values():
                 self.events.extend(codec.decode(r.value, expect=StepEvent) for r in records)
         return self.events
@@ -190,9 +190,9 @@ class ObservedWorker(RuntimeWorker):
         self.capacities.append(current)
         return current
 
-    async def _start_batch(self, tp, records) -> None:
+    async def _start_batch(self, tp, records, *args: Any) -> None:
         self.intakes.append((len(self.inflight), len(records), self._capacity))
-        await super()._start_batch(tp, records)
+        await super()._start_batch(tp, records, *args)
 
     async def revoke(self, revoked) -> None:
         if revoked:  # aiokafka also calls the listener with nothing on the first join

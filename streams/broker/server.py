@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adp.config import settings
+from adp.process import pid_alive, tail
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +70,6 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours still answers kill(0); treat it as dead
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @dataclass
 class Node:
     index: int
@@ -109,7 +94,7 @@ class Node:
 
     def running(self) -> bool:
         pid = self.pid()
-        if not _alive(pid):
+        if pid is None or not pid_alive(pid):
             return False
         try:  # a recycled pid is not our broker
             return b"kafka.Kafka" in Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -213,21 +198,17 @@ class KafkaCluster:
 
     def stop_node(self, node: Node, sig: int = signal.SIGTERM, grace: float = 30.0) -> None:
         """Stop one node; SIGKILL after `grace` seconds. sig=SIGKILL is the fault tests' kill -9."""
-        pid = node.pid()
-        if _alive(pid):
+        pid = node.pid() if node.running() else None
+        if pid is not None:
             os.kill(pid, sig)
             deadline = time.monotonic() + grace
-            while _alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _alive(pid):
+            if pid_alive(pid):
                 log.warning("Kafka node %d did not stop in %.0fs; killing it", node.index, grace)
                 os.kill(pid, signal.SIGKILL)
-                while _alive(pid):
+                while pid_alive(pid):
                     time.sleep(0.05)
-            try:  # reap it if it was our child (tests start and kill nodes in-process)
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
         node.pid_file.unlink(missing_ok=True)
 
     def up(self, timeout: float = 120.0, topics: bool = True) -> None:
@@ -247,9 +228,10 @@ class KafkaCluster:
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             for n in nodes or self.nodes:
-                if not n.running():
+                pid = n.pid()
+                if pid is None or not pid_alive(pid):
                     raise BrokerError(f"Kafka node {n.index} exited; see {n.log_file}:\n"
-                                      + _tail(n.log_file))
+                                      + tail(n.log_file))
             if not all(_port_open(n.host, n.port) for n in nodes or self.nodes):
                 await asyncio.sleep(0.3)  # JVM still starting; asking now only logs errors
                 continue
@@ -275,10 +257,3 @@ class KafkaCluster:
         """Stop and delete all data (tests use this to start from an empty cluster)."""
         self.down()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

@@ -14,7 +14,7 @@ from pathlib import Path
 from adp import codec
 from adp.contracts import Trajectory
 from streams import topics
-from streams.admin import read_topic
+from streams.reader import read_topic
 from tests.helpers import ADP, AdpProcess, trajectory_files, wait_for, write_tasks
 
 
