@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from aiokafka.errors import KafkaError
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily
 from pydantic import ValidationError
@@ -44,7 +45,7 @@ from streams.assembly import (DEFAULT_EXPIRE_AFTER, InvalidEvent, StagedStore,
                               TrajectoryAssembler)
 from streams.dlq import dlq_headers
 from streams.faust_guard import committed_offset
-from streams.reader import read_partition
+from streams.reader import KafkaReadError, read_partition
 from streams.topics import DLQ, STEPS, TRAJECTORIES
 
 log = logging.getLogger("streams.aggregator")
@@ -136,12 +137,14 @@ class Aggregator:
         if expected is None:
             # first record of this partition since the (re)assignment: it must be the group's
             # committed offset (asked of the broker: Faust's own map may not be filled yet)
-            expected = await committed_offset(self.config.bootstrap, self.config.app_id,
-                                              message.topic, message.partition)
+            expected = await _until_broker_answers(
+                committed_offset, self.config.bootstrap, self.config.app_id, message.topic,
+                message.partition)
         if message.offset <= expected:
             return
-        missed = await read_partition(self.config.bootstrap, message.topic, message.partition,
-                                  expected, message.offset)
+        missed = await _until_broker_answers(read_partition, self.config.bootstrap,
+                                             message.topic, message.partition, expected,
+                                             message.offset)
         if missed:
             log.warning("%s[%d]: the consumer skipped %d records in offsets %d..%d; "
                         "feeding them first", message.topic, message.partition, len(missed),
@@ -155,6 +158,13 @@ class Aggregator:
         are never followed by one that reveals the hole. A partition whose end lies beyond
         what the agent has seen, and that delivered nothing for a while, is sought back to
         the next expected offset so Faust fetches the rest again."""
+        try:
+            await self._seek_stalled_partitions()
+        except Exception as exc:  # a broker outage must not crash the app; next round retries
+            log.warning("stall check failed (%s: %s); retrying in %.0fs", type(exc).__name__,
+                        exc, STALL_CHECK_EVERY)
+
+    async def _seek_stalled_partitions(self) -> None:
         consumer = self.app.consumer
         now = time.monotonic()
         for tp in list(consumer.assignment()):
@@ -275,6 +285,17 @@ class Aggregator:
                 f"{k}={v}" for k, v in self.counters().items()))
             if exc.code not in (0, None):
                 raise
+
+
+async def _until_broker_answers(call: Any, *args: Any, pause: float = 1.0) -> Any:
+    """Await `call(*args)` until the broker answers: a hole must be read, not skipped, so the
+    agent waits out a broker outage here."""
+    while True:
+        try:
+            return await call(*args)
+        except (KafkaError, KafkaReadError, OSError, asyncio.TimeoutError) as exc:
+            log.warning("waiting for the broker (%s: %s)", type(exc).__name__, exc)
+            await asyncio.sleep(pause)
 
 
 async def _prepare(bootstrap: str, replication: int | None) -> int:
