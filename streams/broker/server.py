@@ -244,9 +244,15 @@ class KafkaCluster:
         raise BrokerError(f"Kafka not ready after {timeout:.0f}s ({last_error}); "
                           f"see {self.nodes[0].log_file}")
 
-    def down(self) -> None:
+    def down(self, grace: float = 30.0) -> None:
+        """Stop every node. All get SIGTERM at once: stopped one by one, the last ones wait
+        for a controller quorum that is already gone."""
         for node in self.nodes:
-            self.stop_node(node)
+            if node.running():
+                os.kill(node.pid(), signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for node in self.nodes:
+            self.stop_node(node, grace=max(0.0, deadline - time.monotonic()))
 
     def status(self) -> list[dict]:
         return [{"node": n.index, "pid": n.pid() if n.running() else None,
