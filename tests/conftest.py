@@ -82,3 +82,16 @@ def site() -> str:
 async def pool():
     async with BrowserPool(size=1) as p:
         yield p
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """moto's S3 server as a real HTTP endpoint (its own process); yields its URL."""
+    from tests.helpers import MotoServer
+
+    server = MotoServer(free_port_block(), tmp_path_factory.mktemp("moto") / "moto.log").start()
+    try:
+        server.wait_ready()
+        yield server.url
+    finally:
+        server.stop()

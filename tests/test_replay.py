@@ -27,7 +27,6 @@ from adp.contracts import Finish, Step, StepEvent, Task
 from streams import topics
 from tests.conftest import free_port_block
 from tests.helpers import ADP, AdpProcess, wait_for, write_tasks
-from tests.test_s3_sink import MotoServer
 
 pytestmark = pytest.mark.kafka
 
@@ -193,16 +192,6 @@ def test_replay_of_published_trajectories_is_byte_identical(pipeline, tmp_path):
     assert read_folder(c) == a
     assert summary["source"] == topics.TRAJECTORIES and summary["task_ids"] == len(a)
     assert summary["assembler"] == {}
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory) -> str:
-    server = MotoServer(free_port_block(), tmp_path_factory.mktemp("moto") / "moto.log").start()
-    try:
-        server.wait_ready()
-        yield server.url
-    finally:
-        server.stop()
 
 
 async def _s3(endpoint: str, op):

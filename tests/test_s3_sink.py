@@ -8,11 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from adp.contracts import LlmExchange, Step, Trajectory, TrajectoryMetadata
 from connectors.sinks.base import make_sink, render
 from connectors.sinks.s3 import S3Sink, S3SinkError, parse_destination
 from tests.conftest import free_port_block
+from tests.helpers import MotoServer
 
 # 2026-03-14 23:59:30 UTC and a minute later (next day), and 2026-03-14 10:15:00 UTC.
 LATE = 1773532770.0
@@ -66,47 +64,6 @@ def _answers(port: int) -> bool:
         return False
 
 
-class MotoServer:
-    """`python -m moto.server` as a child process on 127.0.0.1:port."""
-
-    def __init__(self, port: int, log: Path):
-        self.port, self.log = port, log
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "MotoServer":
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
-        return self
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"moto server exited: {self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"moto server not answering on {self.url} after {timeout}s")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture(scope="module", autouse=True)
 def aws_env():
     """Dummy credentials; nothing from the developer's own AWS set-up leaks in."""
@@ -121,16 +78,6 @@ def aws_env():
                      "ADP_S3_CREATE_BUCKET"):
             mp.delenv(name, raising=False)
         yield
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> str:
-    server = MotoServer(free_port_block(), tmp_path_factory.mktemp("moto") / "moto.log").start()
-    try:
-        server.wait_ready()
-        yield server.url
-    finally:
-        server.stop()
 
 
 async def _client(endpoint: str):
