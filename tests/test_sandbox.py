@@ -182,7 +182,8 @@ async def test_host_files_are_invisible(sb):
             continue
         planted.append(str(p))
     assert planted, "could not plant a secret file on the host"
-    paths = planted + ["/etc/shadow", "/root", "/work/main", "/home", "/var", "/etc/hostname",
+    paths = planted + ["/etc/shadow", "/root", str(Path(__file__).resolve().parent.parent),
+                       "/home", "/var", "/etc/hostname",
                        str(Path(__file__).resolve())]
     code = (
         "import os\n"
