@@ -10,6 +10,7 @@ this broker over TCP like any user would.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import re
@@ -62,6 +63,15 @@ def ensure_jars() -> Path:
     tmp.rename(libs)
     marker.touch()
     return libs
+
+
+def new_cluster_id() -> str:
+    """16 random bytes, url-safe base64 without padding -- as Kafka's own random-uuid, which
+    also never starts with '-' (a command line would read that as an option)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -155,15 +165,13 @@ class KafkaCluster:
     def _format(self, libs: Path, node: Node) -> None:
         cluster_id_file = self.dir / "cluster.id"
         if not cluster_id_file.exists():
-            # any 16 random bytes, url-safe base64 without padding, is a valid cluster id
-            import base64
-            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            cluster_id_file.write_text(cid)
+            cluster_id_file.write_text(new_cluster_id())
         if (node.dir / "data" / "meta.properties").exists():
             return
         proc = subprocess.run(
             ["java", "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={HERE / 'log4j2.yaml'}",
-             "kafka.tools.StorageTool", "format", "-t", cluster_id_file.read_text().strip(),
+             "kafka.tools.StorageTool", "format",
+             f"--cluster-id={cluster_id_file.read_text().strip()}",
              "-c", str(node.dir / "server.properties")],
             capture_output=True, text=True,
         )
