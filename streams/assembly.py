@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 DEFAULT_EXPIRE_AFTER = 900.0
 WATERMARK_PREFIX = "\x00wm:"
 COUNTERS = ("events", "completed", "duplicates_dropped", "attempts_superseded",
-            "attempts_expired", "late_events_dropped")
+            "attempts_expired", "late_events_dropped", "inconsistent_attempts")
 
 
 class InvalidEvent(ValueError):
@@ -202,7 +202,13 @@ class TrajectoryAssembler:
         n = finished["finish"]["step_count"]
         if attempt["steps"] != list(range(1, n + 1)):
             return None
-        steps = [self.store[step_key(tid, aid, i)] for i in range(1, n + 1)]
+        try:
+            steps = [self.store[step_key(tid, aid, i)] for i in range(1, n + 1)]
+        except KeyError as missing:  # state cut by a crash: this attempt cannot be assembled
+            log.error("task %s attempt %s: step entry %r missing from the state; the attempt "
+                      "is left to expire", tid, aid, missing.args[0])
+            self.counters["inconsistent_attempts"] += 1
+            return None
         return build_trajectory(tid, aid, started, finished, steps)
 
     def _drop(self, tid: str, aid: str, attempt: dict) -> None:
@@ -326,9 +332,13 @@ class StagedStore(MutableMapping):
         return sum(1 for _ in self)
 
     def apply(self) -> None:
+        # Each write is its own changelog record, so a kill -9 can keep any prefix of them.
+        # Sets go first, deletions last: a cut-off prefix then leaves at worst orphan step
+        # entries, never a task header that points at steps already deleted.
+        for key, value in self.staged.items():
+            if value is not _DELETED:
+                self.table[key] = value
         for key, value in self.staged.items():
             if value is _DELETED:
                 self.table.pop(key, None)
-            else:
-                self.table[key] = value
         self.staged.clear()
