@@ -1,6 +1,14 @@
 # The platform image: every `adp` command (runtimes, aggregator, produce, replay, ...).
 #   docker build -t agent-data-platform .
 #   docker run --rm agent-data-platform --help
+# Stage 1 builds the wheel; stage 2 installs that wheel (not the checkout), so the image holds
+# exactly what `pip install agent-data-platform` holds: the adp package with its schemas and site.
+FROM python:3.11-slim-bookworm AS wheel
+WORKDIR /src
+COPY . /src
+RUN pip install --no-cache-dir -q "build>=1.2" \
+ && python -m build --wheel --outdir /dist /src
+
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,16 +28,16 @@ RUN apt-get update \
 
 WORKDIR /app
 
-# Dependencies first, in their own layer: source edits then rebuild in seconds.
-COPY pyproject.toml README.md ./
+# Dependencies first, in their own layer, at the versions of constraints.txt: source edits then
+# rebuild in seconds.
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(d))" \
- && pip install -r /tmp/requirements.txt \
+ && pip install -q -c constraints.txt -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 
-# The whole repository: adp/codec.py reads schemas/ from the repo root beside the packages,
-# so the project is installed editable from /app rather than as a wheel without schemas/.
-COPY . /app
-RUN pip install --no-deps -e /app
+# The platform itself, from the wheel built above.
+COPY --from=wheel /dist/ /tmp/dist/
+RUN pip install -q --no-deps /tmp/dist/*.whl && rm -rf /tmp/dist
 
 # Non-root. Trade-off: bubblewrap then creates its user namespace unprivileged, which needs the
 # container to allow unshare(CLONE_NEWUSER): run runtime-code with seccomp=unconfined and

@@ -19,10 +19,11 @@ help:
 	@echo "make test   - set up everything and run the test suite"
 	@echo "make clean  - stop local services and delete .adp/ and output/"
 
-$(BIN)/adp: pyproject.toml
+# constraints.txt pins every package to the versions the tests ran with (reproducible installs).
+$(BIN)/adp: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -qq --disable-pip-version-check -c constraints.txt -e '.[test]'
 	@touch $@
 
 venv: $(BIN)/adp

@@ -8,18 +8,20 @@ import logging
 
 import click
 
+from adp import __version__
+
 # command name -> "module:click_object". The folders read as the data flow.
 COMMANDS = {
-    "kafka": "streams.broker.cli:kafka",
-    "produce": "streams.producer:produce_command",
-    "runtime": "streams.runtime_cli:runtime_command",
-    "aggregate": "streams.aggregator:aggregate_command",
-    "tail": "streams.tail:tail_command",
-    "replay": "streams.replay:replay_command",
-    "status": "streams.status:status_command",
-    "dlq": "streams.dlq:dlq_command",
-    "llm": "runtimes.llm.server:llm_command",
-    "llm-stub": "runtimes.llm.stub:stub_command",
+    "kafka": "adp.streams.broker.cli:kafka",
+    "produce": "adp.streams.producer:produce_command",
+    "runtime": "adp.streams.runtime_cli:runtime_command",
+    "aggregate": "adp.streams.aggregator:aggregate_command",
+    "tail": "adp.streams.tail:tail_command",
+    "replay": "adp.streams.replay:replay_command",
+    "status": "adp.streams.status:status_command",
+    "dlq": "adp.streams.dlq:dlq_command",
+    "llm": "adp.runtimes.llm.server:llm_command",
+    "llm-stub": "adp.runtimes.llm.stub:stub_command",
     "demo": "adp.demo:demo_command",
 }
 
@@ -49,6 +51,8 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="adp",
+                      message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", count=True, help="More log output (-v: debug for adp, -vv: also libraries).")
 def main(verbose: int) -> None:
     """Agent Data Platform: tasks.jsonl -> Kafka -> agent runtimes -> step events ->
@@ -62,8 +66,7 @@ def main(verbose: int) -> None:
         level=logging.DEBUG if verbose >= 2 else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for ours in ("adp", "streams", "runtimes", "connectors"):
-        logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("adp").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 if __name__ == "__main__":
     main()

@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adp.config import settings
-from adp.process import ChildProcesses, ProcessError
-from streams.broker.server import BrokerError, KafkaCluster
+from adp.core.settings import settings
+from adp.core.process import ChildProcesses, ProcessError
+from adp.streams.broker.server import BrokerError, KafkaCluster
 
 console = Console(stderr=True)
 ADP = [sys.executable, "-m", "adp.cli"]
@@ -38,7 +38,7 @@ def _free_port() -> int:
 
 def _task_ids(path: Path) -> dict[str, str]:
     """task_id -> task_type of the file's valid lines (`adp produce` reports the bad ones)."""
-    from connectors.tasks_source import read_tasks
+    from adp.connectors.tasks_source import read_tasks
 
     return {item.task.task_id: item.task.task_type for item in read_tasks(path) if item.task}
 
@@ -98,7 +98,7 @@ def _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s) ->
         _start_llm(llm, children, env, cleanup)
         if set(wanted.values()) & {"web", "reasoning"}:
             # the sample web and reasoning tasks browse the shipped site/, no internet needed
-            from runtimes.tools.site_server import SiteServer
+            from adp.site_server import SiteServer
 
             site = SiteServer(port=SITE_PORT)
             console.print(f"[bold]Site[/] serving site/ at {site.start()}")
@@ -121,7 +121,7 @@ def _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s) ->
 
 
 def _start_llm(llm: str, children: ChildProcesses, env: dict[str, str], cleanup: ExitStack) -> None:
-    from runtimes.llm.providers import resolve_providers
+    from adp.runtimes.llm.providers import resolve_providers
 
     if llm == "stub":
         port = _free_port()

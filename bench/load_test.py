@@ -25,17 +25,17 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from adp.config import settings
-from adp.process import ChildProcesses, http_ok
-from streams.broker.server import KafkaCluster
-from streams.status import StatusReader
+from adp.core.settings import settings
+from adp.core.process import ChildProcesses, http_ok
+from adp.streams.broker.server import KafkaCluster
+from adp.streams.status import StatusReader
 
 ADP = [sys.executable, "-m", "adp.cli"]
 console = Console()
 
 
 async def sandbox_baseline(n: int, concurrency: int) -> float:
-    from runtimes.tools.sandbox import SandboxLimits, make_sandbox
+    from adp.runtimes.tools.sandbox import SandboxLimits, make_sandbox
 
     sandbox, limits, gate = make_sandbox(), SandboxLimits(), asyncio.Semaphore(concurrency)
 
@@ -52,8 +52,8 @@ async def sandbox_baseline(n: int, concurrency: int) -> float:
 async def kafka_baseline(bootstrap: str, n: int) -> float:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from streams.admin import ensure_topics
-    from streams.topics import TopicSpec
+    from adp.streams.admin import ensure_topics
+    from adp.streams.topics import TopicSpec
 
     topic = "bench.raw"
     await ensure_topics(bootstrap, specs=[TopicSpec(topic, 6)])

@@ -1,6 +1,6 @@
 """The tasks.jsonl source: read a file of tasks line by line and validate each one.
 
-One line is one JSON object (see adp.contracts.Task). The file is read in binary, one line at a
+One line is one JSON object (see adp.schemas.contracts.Task). The file is read in binary, one line at a
 time, so a file of any size streams through in constant memory (a single line may be large: a
 10 MB description is fine; a line over MAX_LINE_BYTES is rejected without being held in memory).
 
@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from adp.contracts import Task
+from adp.schemas.contracts import Task
 
 # Bigger than any task the broker accepts (32 MiB per record batch), so a longer line cannot be
 # sent anyway; it is skipped in chunks instead of read into memory.

@@ -7,8 +7,8 @@
 - Runtime:  the agent for one task type. `run()` drives Model and tools for one task, reports
             each Step through `emit` as it happens, and returns an Outcome.
 
-streams/consumer.py owns everything Kafka: it wraps each Step in a StepEvent, enforces the
-task's timeout and commits offsets. A runtime never sees Kafka.
+streams/worker.py and streams/attempt.py own everything Kafka: they wrap each Step in a
+StepEvent, enforce the task's timeout and commit offsets. A runtime never sees Kafka.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, ClassVar, Protocol, runtime_checkable
 
-from adp.contracts import ErrorType, LlmExchange, Step, Task
+from adp.schemas.contracts import ErrorType, LlmExchange, Step, Task
 
 
 @dataclass

@@ -12,9 +12,9 @@ import re
 import time
 from typing import Any, ClassVar
 
-from adp.contracts import ErrorType, Step, Task
-from runtimes.base import EmitStep, Outcome, RuntimeContext
-from runtimes.tools.sandbox import SandboxLimits, make_sandbox
+from adp.schemas.contracts import ErrorType, Step, Task
+from adp.runtimes.base import EmitStep, Outcome, RuntimeContext
+from adp.runtimes.tools.sandbox import SandboxLimits, make_sandbox
 
 SYSTEM_PROMPT = """You are a careful Python programmer solving a task step by step.
 To run code, reply with a short thought and exactly one fenced block:

@@ -1,7 +1,7 @@
 """The reasoning runtime: multi-step problems solved with a browser and a Python sandbox.
 
 Tools: the web runtime's browser tools (goto, click, fill, press, scroll, read_page,
-extract_links, back), `python` {"code"} (runs in the sandbox of runtimes/tools/sandbox.py; the
+extract_links, back), `python` {"code"} (runs in the sandbox of runtimes/tools/sandbox/; the
 observation is what the program printed, or its traceback), and finish {"answer"}. The model's
 own text of each step (and any reasoning_content the endpoint returns) is kept as the step's
 `thinking`. The browser context is created only if the task uses a browser tool; a
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from runtimes.base import RuntimeContext
-from runtimes.toolagent import Tool, python_tool
-from runtimes.tools.browser import BrowserSession
-from runtimes.tools.sandbox import SandboxLimits, make_sandbox
-from runtimes.web import WebRuntime, browser_tools
+from adp.runtimes.base import RuntimeContext
+from adp.runtimes.toolagent import Tool, python_tool
+from adp.runtimes.tools.browser import BrowserSession
+from adp.runtimes.tools.sandbox import SandboxLimits, make_sandbox
+from adp.runtimes.web import WebRuntime, browser_tools
 
 SYSTEM_PROMPT = """You are a careful problem solver. Think step by step and say briefly what you
 are doing and why before each action. Use the `python` tool to compute (print every value you

@@ -27,8 +27,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from adp.contracts import ErrorType, Step, Task
-from runtimes.base import EmitStep, Model, ModelReply, Outcome, ToolCall
+from adp.schemas.contracts import ErrorType, Step, Task
+from adp.runtimes.base import EmitStep, Model, ModelReply, Outcome, ToolCall
 
 PROTOCOLS = ("auto", "tools", "text")
 FINAL_ANSWER = re.compile(r"FINAL ANSWER:\s*(.*)", re.DOTALL | re.IGNORECASE)

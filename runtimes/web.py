@@ -20,10 +20,10 @@ import os
 import time
 from typing import Any, ClassVar
 
-from adp.contracts import Step, Task
-from runtimes.base import EmitStep, Outcome, RuntimeContext
-from runtimes.toolagent import Tool, ToolAgent
-from runtimes.tools.browser import BrowserOptions, BrowserPool, BrowserSession
+from adp.schemas.contracts import Step, Task
+from adp.runtimes.base import EmitStep, Outcome, RuntimeContext
+from adp.runtimes.toolagent import Tool, ToolAgent
+from adp.runtimes.tools.browser import BrowserOptions, BrowserPool, BrowserSession
 
 SYSTEM_PROMPT = """You are a web agent operating a real Chromium browser to complete a task.
 Use the browser tools to open pages, click links and buttons, fill in forms and read what the

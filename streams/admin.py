@@ -7,7 +7,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streams.topics import TopicSpec, platform_topics
+from adp.streams.topics import TopicSpec, platform_topics
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
         adp.trajectories (Avro, key task_id) --agent "sink"--> BaseSink (file | s3)
 
 - Agent "assemble" reads adp.steps (raw bytes, concurrency 1: faust-streaming #606), decodes with
-  adp.codec and feeds streams.assembly.TrajectoryAssembler with scope = partition. Its state is a
+  adp.schemas.codec and feeds streams.assembly.TrajectoryAssembler with scope = partition. Its state is a
   Faust table (memory store, changelog topic <app_id>-assembly-changelog, 6 partitions like
   adp.steps), so a kill -9'd aggregator resumes where its changelog and committed offsets left it.
   The assembler's writes for one event are staged and reach the table only AFTER the trajectory
@@ -37,18 +37,19 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily
 from pydantic import ValidationError
 
-from adp import codec, metrics
-from adp.config import settings
-from adp.contracts import StepEvent, Trajectory
-from connectors.sinks.base import BaseSink, make_sink
-from streams.assembly import (DEFAULT_EXPIRE_AFTER, InvalidEvent, StagedStore,
+from adp.schemas import codec
+from adp.core import metrics
+from adp.core.settings import settings
+from adp.schemas.contracts import StepEvent, Trajectory
+from adp.connectors.sinks.base import BaseSink, make_sink
+from adp.streams.assembly import (DEFAULT_EXPIRE_AFTER, InvalidEvent, StagedStore,
                               TrajectoryAssembler)
-from streams.dlq import dlq_headers
-from streams.faust_guard import committed_offset
-from streams.reader import KafkaReadError, read_partition
-from streams.topics import DLQ, STEPS, TRAJECTORIES
+from adp.streams.dlq import dlq_headers
+from adp.streams.faust_guard import committed_offset
+from adp.streams.reader import KafkaReadError, read_partition
+from adp.streams.topics import DLQ, STEPS, TRAJECTORIES
 
-log = logging.getLogger("streams.aggregator")
+log = logging.getLogger(__name__)
 
 DEFAULT_APP_ID = "adp-aggregator"
 STALL_CHECK_EVERY = 5.0  # seconds between checks for partitions Faust stopped delivering
@@ -298,13 +299,27 @@ async def _until_broker_answers(call: Any, *args: Any, pause: float = 1.0) -> An
             await asyncio.sleep(pause)
 
 
-async def _prepare(bootstrap: str, replication: int | None) -> int:
-    """Make sure the platform topics exist; returns the replication factor to use."""
-    from streams.admin import cluster_broker_ids, ensure_topics
+def changelog_topic(app_id: str) -> str:
+    """The Faust table's changelog topic (Faust names it <app_id>-<table>-changelog)."""
+    return f"{app_id}-{TABLE_NAME}-changelog"
+
+
+async def _prepare(bootstrap: str, replication: int | None, app_id: str) -> int:
+    """Make sure the platform topics and the table's changelog exist; returns the replication
+    factor to use. The changelog is created here, before Faust starts: left to Faust, a loaded
+    machine can see the table's first write verify partitions against a consumer whose metadata
+    does not know the new topic yet (PartitionsMismatch "... has 0 partitions"), which crashes
+    the agent."""
+    from adp.streams.admin import cluster_broker_ids, ensure_topics
+    from adp.streams.topics import TopicSpec, platform_topics
 
     if replication is None:
         replication = min(3, len(await cluster_broker_ids(bootstrap)))
-    await ensure_topics(bootstrap, replication=replication)
+    specs = platform_topics(min_insync_replicas=min(2, replication))
+    durable = next(s for s in specs if s.name == STEPS).configs
+    specs.append(TopicSpec(changelog_topic(app_id), STEP_PARTITIONS,
+                           {**durable, "retention.ms": "-1", "cleanup.policy": "compact"}))
+    await ensure_topics(bootstrap, replication=replication, specs=specs)
     return replication
 
 
@@ -341,7 +356,7 @@ def aggregate_command(sink_kind: str, out: str | None, bootstrap: str | None,
         raise click.ClickException(str(exc)) from exc
     started = time.monotonic()
     try:
-        replication = asyncio.run(_prepare(bootstrap, replication))
+        replication = asyncio.run(_prepare(bootstrap, replication, app_id))
     except Exception as exc:  # no broker: say so instead of a traceback
         raise click.ClickException(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
     log.info("topics ready on %s in %.1fs", bootstrap, time.monotonic() - started)

@@ -4,7 +4,7 @@ The Faust aggregator (streams/aggregator.py) and `adp replay` both feed events t
 TrajectoryAssembler in the order a partition of adp.steps holds them, so the same events give
 the same trajectories, byte for byte once rendered (connectors.sinks.base.render).
 
-Rules (design.md, "Aggregator"):
+Rules (README, "Delivery guarantees"):
 - one trajectory per task_id, built from exactly ONE attempt that has its started event, its
   finished event and steps 1..n with n = finish.step_count (no gap, nothing extra);
 - the first attempt to complete wins; every other attempt of that task is dropped
@@ -38,7 +38,7 @@ import logging
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from adp.contracts import EventType, StepEvent, Trajectory
+from adp.schemas.contracts import EventType, StepEvent, Trajectory
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,11 @@ import uuid
 
 from aiokafka import AIOKafkaProducer
 
-from adp import codec, metrics
-from adp.contracts import ErrorType, EventType, Finish, Step, StepEvent, Task
-from runtimes.base import Outcome, Runtime
-from streams import topics
+from adp.schemas import codec
+from adp.core import metrics
+from adp.schemas.contracts import ErrorType, EventType, Finish, Step, StepEvent, Task
+from adp.runtimes.base import Outcome, Runtime
+from adp.streams import topics
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from adp.config import settings
-from streams import topics
-from streams.reader import read_topic
+from adp.core.settings import settings
+from adp.streams import topics
+from adp.streams.reader import read_topic
 
 REASON, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET, COMPONENT = (
     "adp-reason", "adp-source-topic", "adp-source-partition", "adp-source-offset",

@@ -1,6 +1,6 @@
 """`adp produce FILE`: validate a tasks.jsonl file and publish its tasks to Kafka.
 
-Each good line becomes one Avro-encoded Task (adp.codec) on adp.tasks.<task_type>, keyed by its
+Each good line becomes one Avro-encoded Task (adp.schemas.codec) on adp.tasks.<task_type>, keyed by its
 task_id, sent by an idempotent producer with acks=all. Sends are pipelined (a bounded number of
 records and bytes in flight) and every one is confirmed by the broker before the command ends.
 Bad lines are reported with their line number and reason; they never stop the good ones.
@@ -27,11 +27,11 @@ from pathlib import Path
 import click
 from aiokafka import AIOKafkaProducer
 
-from adp import codec
-from adp.config import settings
-from adp.contracts import Task, TaskType
-from connectors.tasks_source import TaskFileError, read_tasks
-from streams.topics import task_topic
+from adp.schemas import codec
+from adp.core.settings import settings
+from adp.schemas.contracts import Task, TaskType
+from adp.connectors.tasks_source import TaskFileError, read_tasks
+from adp.streams.topics import task_topic
 
 log = logging.getLogger(__name__)
 
@@ -271,8 +271,7 @@ def produce_command(file: Path, bootstrap: str | None, dry_run: bool, quiet: boo
     out = Console(soft_wrap=False)
     err = Console(stderr=True)
     if quiet:
-        logging.getLogger("streams").setLevel(logging.WARNING)
-        logging.getLogger("connectors").setLevel(logging.WARNING)
+        logging.getLogger("adp").setLevel(logging.WARNING)
     bootstrap = bootstrap or settings().bootstrap
     show_bar = not quiet and sys.stderr.isatty()
     bar = Progress(TextColumn("[bold]produce"), BarColumn(), DownloadColumn(),

@@ -35,7 +35,7 @@ window: a task that had already completed before it but ran again inside it (a r
 live aggregator dropped as late) gets the in-window attempt's trajectory.
 
 Speed: records are fetched in large batches (getmany, max_records) and decoded in-process, with
-bounded concurrent sink writes; Faust's per-event path is not involved (design.md measured
+bounded concurrent sink writes; Faust's per-event path is not involved (measured
 ~3.5k events/s for a Faust worker, ~88k/s for a plain aiokafka consume loop).
 """
 
@@ -58,13 +58,13 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from adp import codec
-from adp.config import settings
-from adp.contracts import StepEvent, Trajectory
-from connectors.sinks.base import BaseSink, make_sink
-from streams.assembly import DEFAULT_EXPIRE_AFTER, InvalidEvent, TrajectoryAssembler
-from streams.reader import KafkaReadError, capture_range, open_consumer, read_range, topic_partitions
-from streams.topics import STEPS, TRAJECTORIES
+from adp.schemas import codec
+from adp.core.settings import settings
+from adp.schemas.contracts import StepEvent, Trajectory
+from adp.connectors.sinks.base import BaseSink, make_sink
+from adp.streams.assembly import DEFAULT_EXPIRE_AFTER, InvalidEvent, TrajectoryAssembler
+from adp.streams.reader import KafkaReadError, capture_range, open_consumer, read_range, topic_partitions
+from adp.streams.topics import STEPS, TRAJECTORIES
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ async def open_destination(out: str) -> BaseSink:
         except ValueError as exc:
             raise ReplayError(f"bad destination {out!r}: {exc}") from exc
         if not getattr(sink, "create_bucket", False):
-            from connectors.sinks.s3 import S3SinkError
+            from adp.connectors.sinks.s3 import S3SinkError
             try:
                 await sink._call("head bucket", None,  # noqa: SLF001 - the sink's retry/err path
                                  lambda c: c.head_bucket(Bucket=sink.bucket))
@@ -362,7 +362,7 @@ def replay_command(out: str, source: str, from_beginning: bool, since: str | Non
     aggregator: no consumer group, nothing committed, nothing produced. Reads up to the end
     offsets at start, then stops; prints a summary (events read, trajectories written,
     duplicates / expired / incomplete attempts)."""
-    from streams.tail import parse_since
+    from adp.streams.tail import parse_since
 
     if from_beginning and since:
         raise click.UsageError("--from-beginning and --since exclude each other")
@@ -374,8 +374,8 @@ def replay_command(out: str, source: str, from_beginning: bool, since: str | Non
     if t_since is not None and t_until is not None and t_until <= t_since:
         raise click.UsageError("--until must be after --since")
     bootstrap = bootstrap or settings().bootstrap
-    if not logging.getLogger("streams").isEnabledFor(logging.DEBUG):  # no -v
-        logging.getLogger("streams.assembly").setLevel(logging.WARNING)  # one line per expiry
+    if not logging.getLogger("adp").isEnabledFor(logging.DEBUG):  # no -v
+        logging.getLogger("adp.streams.assembly").setLevel(logging.WARNING)  # one line per expiry
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # our error says it once
 
     async def main() -> ReplaySummary:

@@ -8,10 +8,10 @@ import signal
 
 import click
 
-from adp.config import settings
-from runtimes.base import RuntimeContext
-from runtimes.registry import UnknownRuntime, available, load_runtime
-from streams.worker import RuntimeWorker, default_runtime_id
+from adp.core.settings import settings
+from adp.runtimes.base import RuntimeContext
+from adp.runtimes.registry import UnknownRuntime, available, load_runtime
+from adp.streams.worker import RuntimeWorker, default_runtime_id
 
 
 @click.command("runtime")
@@ -35,7 +35,7 @@ def runtime_command(name: str, concurrency: int, bootstrap: str | None, runtime_
         runtime_cls = load_runtime(name)
     except UnknownRuntime as exc:
         raise click.ClickException(str(exc)) from exc
-    from runtimes.llm.client import AdaptiveLimit, build_model
+    from adp.runtimes.llm.client import AdaptiveLimit, build_model
 
     task_type = runtime_cls.task_type
     rid = runtime_id or default_runtime_id(name)

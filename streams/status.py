@@ -25,11 +25,11 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from adp import codec
-from adp.config import settings
-from adp.contracts import TaskType, Trajectory
-from streams import topics
-from streams.reader import behind
+from adp.schemas import codec
+from adp.core.settings import settings
+from adp.schemas.contracts import TaskType, Trajectory
+from adp.streams import topics
+from adp.streams.reader import behind
 
 
 @dataclass

@@ -16,10 +16,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.markup import escape
 
-from adp import codec
-from adp.config import settings
-from adp.contracts import StepEvent
-from streams import topics
+from adp.schemas import codec
+from adp.core.settings import settings
+from adp.schemas.contracts import StepEvent
+from adp.streams import topics
 
 
 def parse_since(text: str, now: float | None = None) -> float:

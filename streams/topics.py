@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from adp.contracts import TaskType
+from adp.schemas.contracts import TaskType
 
 STEPS = "adp.steps"
 TRAJECTORIES = "adp.trajectories"

@@ -3,7 +3,7 @@
 Each task taken runs as an Attempt (streams/attempt.py), which puts its step events on the
 wire.
 
-Delivery discipline (design.md, "Delivery guarantees"):
+Delivery discipline (README, "Delivery guarantees"):
 - a plain aiokafka consumer in group adp-runtime-<type>, auto-commit off;
 - up to `concurrency` tasks run at once; at the limit every assigned partition is paused, and
   the loop keeps polling so the consumer never exceeds max.poll.interval.ms however long a
@@ -31,15 +31,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from adp import codec, metrics
-from adp.contracts import Task
-from runtimes.base import Outcome, Runtime
-from runtimes.llm.client import AdaptiveLimit
-from streams import topics
-from streams.attempt import Attempt
-from streams.dlq import dlq_headers
-from streams.offsets import PartitionOffsets
-from streams.poison import PoisonLedger
+from adp.schemas import codec
+from adp.core import metrics
+from adp.schemas.contracts import Task
+from adp.runtimes.base import Outcome, Runtime
+from adp.runtimes.llm.client import AdaptiveLimit
+from adp.streams import topics
+from adp.streams.attempt import Attempt
+from adp.streams.dlq import dlq_headers
+from adp.streams.offsets import PartitionOffsets
+from adp.streams.poison import PoisonLedger
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from runtimes.tools.browser import BrowserPool
-from runtimes.tools.site_server import SiteServer
-from streams.broker.server import KafkaCluster
+from adp.runtimes.tools.browser import BrowserPool
+from adp.site_server import SiteServer
+from adp.streams.broker.server import KafkaCluster
 
 
 def free_port_block(size: int = 1) -> int:

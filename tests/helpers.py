@@ -13,10 +13,10 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
-from adp.contracts import Step, Task
-from adp.process import http_ok
-from runtimes.llm.client import LLMClient, RetryPolicy
-from runtimes.llm.providers import Provider
+from adp.schemas.contracts import Step, Task
+from adp.core.process import http_ok
+from adp.runtimes.llm.client import LLMClient, RetryPolicy
+from adp.runtimes.llm.providers import Provider
 
 T = TypeVar("T")
 ADP = [sys.executable, "-m", "adp.cli"]
@@ -41,17 +41,19 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str,
 class AdpProcess:
     """One `adp ...` child process with its output in a log file."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 command: list[str] | None = None, cwd: Path | None = None):
         self.args, self.log_path = args, log_path
         self.env = dict(os.environ, **(env or {}))
+        self.command, self.cwd = command or ADP, cwd
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "AdpProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(ADP + self.args, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=self.env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(self.command + self.args, stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=self.env, cwd=self.cwd, start_new_session=True)
         return self
 
     @property

@@ -14,9 +14,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from adp.codec import decode, encode
-from adp.contracts import StepEvent, Trajectory
-from streams.topics import DLQ, STEPS, TRAJECTORIES, platform_topics
+from adp.schemas.codec import decode, encode
+from adp.schemas.contracts import StepEvent, Trajectory
+from adp.streams.topics import DLQ, STEPS, TRAJECTORIES, platform_topics
 from tests.helpers import AdpProcess
 from tests.test_assembly import T0, attempt_events
 

@@ -1,4 +1,4 @@
-"""streams.assembly: step events in, trajectories and counters out (pure, no broker)."""
+"""adp.streams.assembly: step events in, trajectories and counters out (pure, no broker)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from adp.contracts import StepEvent, Trajectory
-from connectors.sinks.base import render
-from streams.assembly import InvalidEvent, TrajectoryAssembler, assemble
+from adp.schemas.contracts import StepEvent, Trajectory
+from adp.connectors.sinks.base import render
+from adp.streams.assembly import InvalidEvent, TrajectoryAssembler, assemble
 
 T0 = 1_700_000_000.0
 

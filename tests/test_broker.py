@@ -11,8 +11,8 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams.broker.server import new_cluster_id
-from streams.topics import platform_topics
+from adp.streams.broker.server import new_cluster_id
+from adp.streams.topics import platform_topics
 from tests.conftest import free_port_block
 from tests.helpers import ADP
 

@@ -7,8 +7,8 @@ import os
 import signal
 
 
-from runtimes.tools.browser import BrowserOptions, BrowserPool, truncate
-from runtimes.tools.site_server import SiteServer
+from adp.runtimes.tools.browser import BrowserOptions, BrowserPool, truncate
+from adp.site_server import SiteServer
 
 
 async def test_search_form_finds_an_item(site, pool):

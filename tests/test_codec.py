@@ -1,4 +1,4 @@
-"""adp.codec: Avro single-object encoding round-trips every record exactly, and anything that is
+"""adp.schemas.codec: Avro single-object encoding round-trips every record exactly, and anything that is
 not such a record is refused with DecodeError (never another exception, never a wrong record)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adp import codec
-from adp.codec import DecodeError, decode, encode
-from adp.contracts import (ErrorType, EventType, Finish, LlmExchange, Step, StepEvent, Task,
+from adp.schemas import codec
+from adp.schemas.codec import DecodeError, decode, encode
+from adp.schemas.contracts import (ErrorType, EventType, Finish, LlmExchange, Step, StepEvent, Task,
                            TaskType, Trajectory, TrajectoryMetadata)
 
 # --- examples ------------------------------------------------------------------------------------

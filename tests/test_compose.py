@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from adp.cli import COMMANDS
-from adp.contracts import TaskType
+from adp.schemas.contracts import TaskType
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_DIR = ROOT / "compose"
@@ -328,7 +328,7 @@ def _registered_metrics() -> set[str]:
     """Names the code really registers (imports the modules that define the metrics)."""
     from prometheus_client import REGISTRY
 
-    for module in ("adp.metrics", "runtimes.llm.client", "runtimes.llm.cache"):
+    for module in ("adp.core.metrics", "adp.runtimes.llm.client", "adp.runtimes.llm.cache"):
         try:
             importlib.import_module(module)
         except ImportError:
@@ -442,9 +442,12 @@ def test_dockerfile_builds_the_platform_image() -> None:
         assert re.search(rf"\b{package}\b", runs), f"apt-get install {package} missing"
     envs = " ".join(a for i, a in steps if i == "ENV")
     assert "ADP_CHROMIUM=/usr/bin/chromium" in envs
+    # the image installs the wheel built from the repo (not an editable checkout)
+    assert "python -m build --wheel" in runs
     copies = [a for i, a in steps if i == "COPY"]
-    assert any(a.split()[0] == "." for a in copies), "the whole repo (with schemas/) must be copied"
-    assert "pip install" in runs and "-e /app" in runs
+    assert any(a.startswith("--from=wheel ") for a in copies), "the wheel must reach the image"
+    assert re.search(r"pip install [^&]*\.whl", runs) and "-e /app" not in runs
+    assert any("constraints.txt" in a for a in copies), "installs use the pinned constraints"
     users = [a for i, a in steps if i == "USER"]
     assert users and users[-1] not in ("root", "0"), "the image should not run as root"
     ignored = set((ROOT / ".dockerignore").read_text().split())

@@ -20,7 +20,7 @@ from typing import Any, Union
 import pytest
 from pydantic import BaseModel, create_model
 
-from adp import codec, contracts
+from adp.schemas import codec, contracts
 
 SCHEMA_DIR = Path(codec.SCHEMA_DIR)
 PRIMITIVES: dict[str, tuple[type, ...]] = {
@@ -174,7 +174,7 @@ def check_all(schemas: dict[str, dict], models: dict[str, type] | None = None) -
     for name, schema in schemas.items():
         model = checker.python_type(name)
         if model is None:
-            checker.problems.append(f"{name}: no pydantic model of that name in adp.contracts")
+            checker.problems.append(f"{name}: no pydantic model of that name in adp.schemas.contracts")
             continue
         checker.check_named(schema, model, name, "adp", defined=False)
     return checker

@@ -8,10 +8,10 @@ import logging
 
 import pytest
 
-from runtimes.llm.cache import LLMCache, fingerprint
-from runtimes.llm.client import AdaptiveLimit, LLMClient, LLMError, RetryPolicy, build_model
-from runtimes.llm.providers import Provider, Secret, resolve_providers
-from runtimes.llm.stub import StubServer
+from adp.runtimes.llm.cache import LLMCache, fingerprint
+from adp.runtimes.llm.client import AdaptiveLimit, LLMClient, LLMError, RetryPolicy, build_model
+from adp.runtimes.llm.providers import Provider, Secret, resolve_providers
+from adp.runtimes.llm.stub import StubServer
 
 FAST = RetryPolicy(attempts=3, base=0.001, cap=0.002)
 PYTHON_TOOL = {"type": "function", "function": {"name": "python", "parameters": {"type": "object"}}}

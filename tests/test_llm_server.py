@@ -1,5 +1,5 @@
 """`adp llm up|status|down` with the real llama.cpp server and SmolLM2 GGUF (skipped with the
-reason when they are not installed), plus adp.process.ManagedProcess on a plain HTTP server."""
+reason when they are not installed), plus adp.core.process.ManagedProcess on a plain HTTP server."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from adp.process import ManagedProcess, ProcessError, http_ok, pid_alive
-from runtimes.llm import server as llm_server
-from runtimes.llm.client import LLMClient, RetryPolicy
-from runtimes.llm.providers import LOCAL_MODEL, Provider
+from adp.core.process import ManagedProcess, ProcessError, http_ok, pid_alive
+from adp.runtimes.llm import server as llm_server
+from adp.runtimes.llm.client import LLMClient, RetryPolicy
+from adp.runtimes.llm.providers import LOCAL_MODEL, Provider
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ import sys
 import openai
 import pytest
 
-from runtimes.llm.stub import StubServer, load_script
+from adp.runtimes.llm.stub import StubServer, load_script
 
 PYTHON_TOOL = {"type": "function", "function": {"name": "python", "parameters": {"type": "object"}}}
 READ_TOOL = {"type": "function", "function": {"name": "read_page", "parameters": {"type": "object"}}}

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.offsets import PartitionOffsets
+from adp.streams.offsets import PartitionOffsets
 
 
 def test_out_of_order_finishes_commit_only_the_contiguous_prefix():

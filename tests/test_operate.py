@@ -14,10 +14,10 @@ import time
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from adp import codec
-from adp.contracts import Finish, Step, StepEvent, Task, Trajectory, TrajectoryMetadata
-from streams import topics
-from streams.tail import StepFilter, parse_since
+from adp.schemas import codec
+from adp.schemas.contracts import Finish, Step, StepEvent, Task, Trajectory, TrajectoryMetadata
+from adp.streams import topics
+from adp.streams.tail import StepFilter, parse_since
 from tests.helpers import ADP, AdpProcess, wait_for, write_tasks
 
 pytestmark = pytest.mark.kafka

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import topics
-from streams.reader import read_topic
+from adp.streams import topics
+from adp.streams.reader import read_topic
 from tests.helpers import ADP, AdpProcess, trajectory_files, wait_for, write_tasks
 
 pytestmark = pytest.mark.kafka
@@ -37,7 +37,7 @@ def produce(env: dict, tasks: Path) -> None:
 
 
 def test_example_custom_runtime_runs_a_task(kafka, tmp_path):
-    from runtimes.llm.stub import StubServer
+    from adp.runtimes.llm.stub import StubServer
 
     pythonpath = pip_install_target(ROOT / "examples" / "custom_runtime", tmp_path / "site")
     script = [{"match": "six times seven", "replies": ["CALC: 6 * 7", "FINAL ANSWER: 42"]}]

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from adp import codec
-from adp.contracts import Task, TaskType
-from streams import producer as producer_mod
-from streams.producer import ProduceError, produce_tasks
-from streams.topics import platform_topics, task_topic
+from adp.schemas import codec
+from adp.schemas.contracts import Task, TaskType
+from adp.streams import producer as producer_mod
+from adp.streams.producer import ProduceError, produce_tasks
+from adp.streams.topics import platform_topics, task_topic
 
 pytestmark = pytest.mark.kafka
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from adp.contracts import ErrorType
-from runtimes.base import RuntimeContext
-from runtimes.reasoning import ReasoningRuntime
-from runtimes.tools.browser import BrowserPool
-from runtimes.tools.sandbox import SandboxLimits, make_sandbox
+from adp.schemas.contracts import ErrorType
+from adp.runtimes.base import RuntimeContext
+from adp.runtimes.reasoning import ReasoningRuntime
+from adp.runtimes.tools.browser import BrowserPool
+from adp.runtimes.tools.sandbox import SandboxLimits, make_sandbox
 from tests.helpers import call, client, reply, run_task, scripted_stub
 
 

@@ -22,9 +22,9 @@ from aiobotocore.session import get_session
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from adp import codec
-from adp.contracts import Finish, Step, StepEvent, Task
-from streams import topics
+from adp.schemas import codec
+from adp.schemas.contracts import Finish, Step, StepEvent, Task
+from adp.streams import topics
 from tests.conftest import free_port_block
 from tests.helpers import ADP, AdpProcess, wait_for, write_tasks
 

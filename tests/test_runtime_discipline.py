@@ -24,16 +24,16 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from adp import codec
-from adp.contracts import Step, StepEvent, Task
-from runtimes.base import Outcome, RuntimeContext
-from runtimes.code import CodeRuntime
-from runtimes.llm.client import AdaptiveLimit, build_model
-from runtimes.llm.providers import Provider
-from runtimes.llm.stub import StubServer
-from streams import topics
-from streams.reader import read_topic
-from streams.worker import RuntimeWorker
+from adp.schemas import codec
+from adp.schemas.contracts import Step, StepEvent, Task
+from adp.runtimes.base import Outcome, RuntimeContext
+from adp.runtimes.code import CodeRuntime
+from adp.runtimes.llm.client import AdaptiveLimit, build_model
+from adp.runtimes.llm.providers import Provider
+from adp.runtimes.llm.stub import StubServer
+from adp.streams import topics
+from adp.streams.reader import read_topic
+from adp.streams.worker import RuntimeWorker
 
 pytestmark = pytest.mark.kafka
 

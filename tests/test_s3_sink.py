@@ -18,9 +18,9 @@ from aiobotocore.session import get_session
 from aiohttp import ClientSession, web
 from prometheus_client import REGISTRY
 
-from adp.contracts import LlmExchange, Step, Trajectory, TrajectoryMetadata
-from connectors.sinks.base import make_sink, render
-from connectors.sinks.s3 import S3Sink, S3SinkError, parse_destination
+from adp.schemas.contracts import LlmExchange, Step, Trajectory, TrajectoryMetadata
+from adp.connectors.sinks.base import make_sink, render
+from adp.connectors.sinks.s3 import S3Sink, S3SinkError, parse_destination
 from tests.conftest import free_port_block
 from tests.helpers import MotoServer
 

@@ -16,15 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from runtimes.tools.sandbox import (
-    BubblewrapSandbox,
-    DockerSandbox,
-    ExecResult,
-    Sandbox,
-    SandboxLimits,
-    make_sandbox,
-    sandbox_available,
-)
+from adp.runtimes.tools.sandbox import ExecResult, Sandbox, SandboxLimits, make_sandbox
+from adp.runtimes.tools.sandbox.bwrap import BubblewrapSandbox, sandbox_available
+from adp.runtimes.tools.sandbox.docker import DockerSandbox
 
 REASON = sandbox_available()
 needs_bwrap = pytest.mark.skipif(REASON is not None, reason=f"bubblewrap sandbox unusable: {REASON}")

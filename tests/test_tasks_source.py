@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors import tasks_source
-from connectors.tasks_source import SourceItem, TaskFileError, read_tasks
+from adp.connectors import tasks_source
+from adp.connectors.tasks_source import SourceItem, TaskFileError, read_tasks
 
 
 def good(task_id: str, task_type: str = "code", **extra) -> str:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from adp.contracts import ErrorType
-from runtimes.base import RuntimeContext
-from runtimes.web import WebRuntime
+from adp.schemas.contracts import ErrorType
+from adp.runtimes.base import RuntimeContext
+from adp.runtimes.web import WebRuntime
 from tests.helpers import call, client, reply, run_task, scripted_stub
 
 

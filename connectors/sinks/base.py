@@ -14,7 +14,7 @@ import importlib
 import json
 from pathlib import Path
 
-from adp.contracts import Trajectory
+from adp.schemas.contracts import Trajectory
 
 
 def render(trajectory: Trajectory) -> bytes:
@@ -52,8 +52,8 @@ class BaseSink(abc.ABC):
 # kind -> "module:Class". The S3 sink (connectors/sinks/s3.py) takes an s3://bucket/prefix
 # destination; it is imported only when asked for.
 SINKS = {
-    "file": "connectors.sinks.file:FileSink",
-    "s3": "connectors.sinks.s3:S3Sink",
+    "file": "adp.connectors.sinks.file:FileSink",
+    "s3": "adp.connectors.sinks.s3:S3Sink",
 }
 
 

@@ -9,9 +9,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from adp.contracts import Trajectory
-from adp.metrics import SINK_WRITES
-from connectors.sinks.base import BaseSink, object_name, render
+from adp.schemas.contracts import Trajectory
+from adp.core.metrics import SINK_WRITES
+from adp.connectors.sinks.base import BaseSink, object_name, render
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -60,9 +60,9 @@ from botocore.exceptions import (
     HTTPClientError,
     NoCredentialsError,
 )
-from adp.contracts import Trajectory
-from adp.metrics import SINK_WRITES  # adp_sink_writes_total{sink,outcome}: ok, error, retry
-from connectors.sinks.base import BaseSink, object_name, render
+from adp.schemas.contracts import Trajectory
+from adp.core.metrics import SINK_WRITES  # adp_sink_writes_total{sink,outcome}: ok, error, retry
+from adp.connectors.sinks.base import BaseSink, object_name, render
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

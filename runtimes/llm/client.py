@@ -29,12 +29,12 @@ from typing import Any, Sequence
 import openai
 from prometheus_client import Counter, Histogram
 
-from adp.contracts import LlmExchange
-from runtimes.base import ModelReply, ToolCall
-from runtimes.llm.cache import LLMCache, fingerprint
-from runtimes.llm.providers import Provider, resolve_providers
+from adp.schemas.contracts import LlmExchange
+from adp.runtimes.base import ModelReply, ToolCall
+from adp.runtimes.llm.cache import LLMCache, fingerprint
+from adp.runtimes.llm.providers import Provider, resolve_providers
 
-log = logging.getLogger("runtimes.llm")
+log = logging.getLogger(__name__)
 
 LLM_REQUESTS = Counter("adp_llm_requests_total", "LLM HTTP requests by outcome", ["provider", "outcome"])
 LLM_LATENCY = Histogram("adp_llm_latency_seconds", "Latency of successful LLM requests",
@@ -137,7 +137,7 @@ class _Retryable(Exception):
 
 
 class LLMClient:
-    """runtimes.base.Model over a provider chain."""
+    """adp.runtimes.base.Model over a provider chain."""
 
     def __init__(self, providers: Sequence[Provider] | None = None, *, temperature: float = 0.0,
                  max_tokens: int = 512, params: dict[str, Any] | None = None,

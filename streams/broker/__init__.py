@@ -1,3 +1,3 @@
-from streams.broker.server import KAFKA_VERSION, BrokerError, KafkaCluster
+from adp.streams.broker.server import KAFKA_VERSION, BrokerError, KafkaCluster
 
 __all__ = ["KAFKA_VERSION", "BrokerError", "KafkaCluster"]

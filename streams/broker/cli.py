@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from streams.broker.server import KAFKA_VERSION, BrokerError, KafkaCluster
+from adp.streams.broker.server import KAFKA_VERSION, BrokerError, KafkaCluster
 
 nodes_option = click.option("--nodes", default=1, show_default=True,
                             help="Brokers in the cluster (each is also a KRaft controller).")

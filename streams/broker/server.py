@@ -23,8 +23,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from adp.config import settings
-from adp.process import pid_alive, tail
+from adp.core.settings import settings
+from adp.core.process import pid_alive, tail
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +224,12 @@ class KafkaCluster:
             self.start_node(node)
         asyncio.run(self.wait_ready(timeout))
         if topics:
-            from streams.admin import ensure_topics
+            from adp.streams.admin import ensure_topics
             asyncio.run(ensure_topics(self.bootstrap, replication=min(3, len(self.nodes))))
 
     async def wait_ready(self, timeout: float = 120.0, nodes: list[Node] | None = None) -> None:
         """Wait until every node answers metadata requests as a broker of this cluster."""
-        from streams.admin import cluster_broker_ids
+        from adp.streams.admin import cluster_broker_ids
 
         want = {n.index + 1 for n in (nodes or self.nodes)}
         deadline = time.monotonic() + timeout

@@ -11,10 +11,10 @@ from collections import defaultdict
 from pathlib import Path
 
 
-from adp import codec
-from adp.contracts import Trajectory
-from streams import topics
-from streams.reader import read_topic
+from adp.schemas import codec
+from adp.schemas.contracts import Trajectory
+from adp.streams import topics
+from adp.streams.reader import read_topic
 from tests.helpers import ADP, AdpProcess, trajectory_files, wait_for, write_tasks
 
 

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from streams.broker.server import KafkaCluster
+from adp.streams.broker.server import KafkaCluster
 from tests.conftest import free_port_block
 from tests.faults.harness import Pipeline
 from tests.helpers import llm_stub_process

@@ -13,8 +13,8 @@ import re
 import time
 from typing import ClassVar
 
-from adp.contracts import ErrorType, Step, Task
-from runtimes.base import EmitStep, Outcome, RuntimeContext
+from adp.schemas.contracts import ErrorType, Step, Task
+from adp.runtimes.base import EmitStep, Outcome, RuntimeContext
 
 PROMPT = ("Solve the task. To compute, reply with `CALC: <arithmetic expression>`. "
           "When you know the answer, reply with `FINAL ANSWER: <answer>`.")

@@ -9,8 +9,8 @@ import signal
 import time
 from typing import ClassVar
 
-from adp.contracts import Step, Task
-from runtimes.base import EmitStep, Outcome, RuntimeContext
+from adp.schemas.contracts import Step, Task
+from adp.runtimes.base import EmitStep, Outcome, RuntimeContext
 
 
 class CrashyRuntime:

@@ -20,9 +20,10 @@ import fastavro.write
 from fastavro.schema import expand_schema, fingerprint, to_parsing_canonical_form
 from pydantic import BaseModel, ValidationError
 
-from adp import contracts
+from adp.schemas import contracts
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# The .avsc files ship inside the package beside this module (package data of adp.schemas).
+SCHEMA_DIR = Path(__file__).resolve().parent
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
 

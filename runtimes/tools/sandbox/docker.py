@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 
-from runtimes.tools.sandbox import _ENV, ExecResult, SandboxLimits, _Capture, MAX_DRAIN_BYTES
+from adp.runtimes.tools.sandbox.base import ENV, MAX_DRAIN_BYTES, Capture, ExecResult, SandboxLimits
 
 
 class DockerSandbox:
@@ -37,7 +37,7 @@ class DockerSandbox:
         # (Linux caps one argument at 128 KiB) and a bootstrap writes it to /code/main.py
         return self.client.containers.create(
             self.image, ["python3", "-I", "-S", "-c", _BOOT, code], user="65534:65534",
-            working_dir="/work", environment=dict(_ENV), network_mode="none", read_only=True,
+            working_dir="/work", environment=dict(ENV), network_mode="none", read_only=True,
             mem_limit=mem, memswap_limit=mem, pids_limit=limits.max_processes,
             cap_drop=["ALL"], security_opt=["no-new-privileges"], detach=True,
             tmpfs={"/work": "rw,size=256m,mode=1777", "/tmp": "rw,size=64m,mode=1777",
@@ -53,7 +53,7 @@ class DockerSandbox:
         except docker.errors.ImageNotFound:
             self.client.images.pull(self.image)
             c = self._create(code, limits)
-        out, err = _Capture(limits.output_limit), _Capture(limits.output_limit)
+        out, err = Capture(limits.output_limit), Capture(limits.output_limit)
         notes: list[str] = []
         timed_out = threading.Event()
         try:

@@ -1,6 +1,6 @@
-"""The python sandbox: runs LLM-written Python and returns exactly what it printed.
+"""The bubblewrap backend of the python sandbox (Debian package `bubblewrap`), the default.
 
-Default backend: bubblewrap (Debian package `bubblewrap`). Each run gets
+Each run gets
 - its own user, pid, net, ipc, uts and cgroup namespaces; no network at all (only a loopback
   of its own), no nested user namespaces (--disable-userns);
 - a read-only view of /usr (plus the /bin, /lib, /lib64, /sbin symlinks of a merged-/usr
@@ -32,14 +32,13 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from adp.runtimes.tools.sandbox.base import (MAX_DRAIN_BYTES, ENV, Capture, ExecResult,
+                                              SandboxLimits)
 
-BWRAP = "/usr/bin/bwrap"
+BWRAP = "/usr/bin/bwrap"  # also in __init__.make_sandbox ("auto")
 PYTHON = "/usr/bin/python3"  # Debian's interpreter, never the runtime's venv
 INNER_UID = 1000  # what the program sees as its uid/gid
 _UID_BASE, _UID_SPAN = 1_500_000_000, 1 << 24  # host uids for runs when we are root
-MAX_DRAIN_BYTES = 64 << 20  # per stream; past this the run is killed (the text was cut long ago)
 _CHUNK = 1 << 16
 
 # Runs inside the sandbox: set the rlimits, then become the program.
@@ -59,107 +58,6 @@ _ETC = {
     "hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
     "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
 }
-_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "HOME": "/work",
-    "TMPDIR": "/tmp",
-    "LANG": "C.UTF-8",
-    "PYTHONIOENCODING": "utf-8",
-    "PYTHONUNBUFFERED": "1",  # what was printed before a kill is still seen
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "PYTHONPATH": "/work",  # modules the program writes into its cwd are importable
-}
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    cpu_seconds: int = 10  # RLIMIT_CPU
-    memory_mb: int = 512  # RLIMIT_AS
-    max_processes: int = 64  # fork-bomb containment (RLIMIT_NPROC in the run's own user ns)
-    file_size_mb: int = 16  # RLIMIT_FSIZE
-    wall_timeout: float = 30.0  # wall clock, kill the whole process tree
-    output_limit: int = 10_000  # characters kept of stdout and of stderr each
-
-
-@dataclass
-class ExecResult:
-    stdout: str
-    stderr: str
-    exit_code: int | None  # None when we killed it; -N when a signal ended it (subprocess style)
-    timed_out: bool
-    truncated: bool
-    duration: float
-    notes: tuple[str, ...] = ()  # e.g. "[killed: output exceeded 64 MiB]"
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
-
-    def observation(self) -> str:
-        """What the LLM sees. A clean run with only stdout gives exactly the stdout."""
-        parts: list[str] = []
-        if self.stdout:
-            parts.append(self.stdout)
-        if self.stderr:
-            parts.append("[stderr]\n" + self.stderr)
-        parts.extend(self.notes)
-        if self.exit_code not in (0, None):
-            if self.exit_code < 0:
-                parts.append(f"[killed by signal {_signame(-self.exit_code)}"
-                             f"{_SIGNAL_HINT.get(-self.exit_code, '')}]")
-            else:
-                parts.append(f"[exit code {self.exit_code}]")
-        out = ""
-        for p in parts:
-            out += p if not out or out.endswith("\n") else "\n" + p
-        return out
-
-
-_SIGNAL_HINT = {
-    signal.SIGXCPU: ": CPU time limit exceeded",
-    signal.SIGXFSZ: ": file size limit exceeded",
-}
-
-
-def _signame(n: int) -> str:
-    try:
-        return signal.Signals(n).name
-    except ValueError:
-        return str(n)
-
-
-@runtime_checkable
-class Sandbox(Protocol):
-    async def run_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult: ...
-
-
-class _Capture:
-    """Keeps the first `limit` characters of a stream and counts the rest; memory stays bounded."""
-
-    def __init__(self, limit: int):
-        import codecs
-
-        self.limit, self.kept, self.dropped, self.nbytes = limit, 0, 0, 0
-        self.parts: list[str] = []
-        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def feed(self, data: bytes, final: bool = False) -> None:
-        self.nbytes += len(data)
-        s = self._dec.decode(data, final)
-        room = self.limit - self.kept
-        if room > 0 and s:
-            head = s[:room]
-            self.parts.append(head)
-            self.kept += len(head)
-            s = s[room:]
-        self.dropped += len(s)
-
-    def text(self) -> str:
-        self.feed(b"", final=True)
-        t = "".join(self.parts)
-        if self.dropped:
-            t += ("" if t.endswith("\n") else "\n") + f"[output truncated: {self.dropped} more characters]"
-        return t
 
 
 @functools.cache
@@ -195,7 +93,7 @@ def _bwrap_argv(root: str, limits: SandboxLimits) -> list[str]:
         argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     argv += ["--ro-bind", f"{root}/code", "/code", "--bind", f"{root}/work", "/work",
              "--remount-ro", "/", "--chdir", "/work"]
-    for k, v in _ENV.items():
+    for k, v in ENV.items():
         argv += ["--setenv", k, v]
     return argv + [
         "--", PYTHON, "-I", "-S", "-c", _LAUNCHER,
@@ -269,7 +167,7 @@ class BubblewrapSandbox:
     async def run_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult:
         limits = limits or SandboxLimits()
         uid = self._alloc_uid()
-        out, err = _Capture(limits.output_limit), _Capture(limits.output_limit)
+        out, err = Capture(limits.output_limit), Capture(limits.output_limit)
         notes: list[str] = []
         proc: asyncio.subprocess.Process | None = None
         main: asyncio.Future | None = None
@@ -282,7 +180,7 @@ class BubblewrapSandbox:
                 *_bwrap_argv(root, limits), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, env={}, start_new_session=True, close_fds=True, **kw)
 
-            async def pump(stream: asyncio.StreamReader, cap: _Capture) -> None:
+            async def pump(stream: asyncio.StreamReader, cap: Capture) -> None:
                 while data := await stream.read(_CHUNK):
                     cap.feed(data)
                     if cap.nbytes > MAX_DRAIN_BYTES and not notes:
@@ -400,35 +298,3 @@ def _probe_bwrap() -> str | None:
         return ("bubblewrap cannot create an unprivileged sandbox here (are user namespaces "
                 f"disabled or restricted?): exit {r.returncode}: {why}")
     return None
-
-
-def make_sandbox(backend: str = "auto") -> Sandbox:
-    """"auto": bubblewrap if /usr/bin/bwrap exists, else docker if an engine answers."""
-    if backend in ("bwrap", "bubblewrap"):
-        return BubblewrapSandbox()
-    from runtimes.tools.sandbox_docker import DockerSandbox
-
-    if backend == "docker":
-        return DockerSandbox()
-    if backend != "auto":
-        raise ValueError(f"unknown sandbox backend {backend!r} (auto, bubblewrap, docker)")
-    if os.path.exists(BWRAP):
-        return BubblewrapSandbox()
-    try:
-        return DockerSandbox()
-    except RuntimeError as e:
-        raise RuntimeError(
-            "no python sandbox available: install bubblewrap (apt-get install bubblewrap) "
-            f"or make a Docker engine reachable ({e})") from None
-
-
-def __getattr__(name: str):
-    # lazy, so that sandbox_docker (which uses the names above) can be imported first too
-    if name == "DockerSandbox":
-        from runtimes.tools.sandbox_docker import DockerSandbox
-
-        return DockerSandbox
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-__all__ = ["SandboxLimits", "ExecResult", "Sandbox", "BubblewrapSandbox", "DockerSandbox",
-           "make_sandbox", "sandbox_available"]

@@ -7,7 +7,7 @@ In-process (tests, the demo):
 
     server = SiteServer(port=8090); url = server.start(); ...; server.stop()
 
-As a process: `python -m runtimes.tools.site_server --port 8090 [--root DIR]`.
+As a process: `python -m adp.site_server --port 8090 [--root DIR]`.
 The site is plain HTML + JS (search, paged list, contact form); no server code runs for it.
 """
 
@@ -21,7 +21,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
-SITE_DIR = Path(os.environ.get("ADP_SITE_DIR") or Path(__file__).resolve().parents[2] / "site")
+SITE_DIR = Path(os.environ.get("ADP_SITE_DIR") or Path(__file__).resolve().parent / "site")
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -5,12 +5,13 @@ Python code builds and reads those records. tests/test_contracts.py proves that 
 fields match its schema's (names, types, optionality, defaults), so the two cannot drift.
 
 Fields whose Avro type is `{"type": "string", "logicalType": "json"}` are plain Python
-objects here; adp.codec turns them into JSON text on the wire.
+objects here; adp.schemas.codec turns them into JSON text on the wire.
 
 Where a step event is born, travels and lands:
-  runtimes/<type>.py makes Step objects -> streams/consumer.py wraps them in StepEvent and
-  sends them to adp.steps -> streams/aggregator.py (Faust) feeds them to streams/assembly.py ->
-  Trajectory -> adp.trajectories -> connectors/sinks/ write output/trajectories/<task_id>.json.
+  runtimes/<type>.py reports each step -> streams/attempt.py (Attempt.emit) numbers it, wraps it
+  in a StepEvent and sends it to adp.steps -> streams/aggregator.py (Faust) feeds it to
+  streams/assembly.py -> Trajectory -> adp.trajectories -> connectors/sinks/ write
+  output/trajectories/<task_id>.json.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ class Health:
 async def serve(health: Health, port: int | None = None, host: str = "0.0.0.0",
                 tries: int = 20) -> web.AppRunner | None:
     """Serve /metrics and /health. port None -> ADP_METRICS_PORT or 8001; 0 disables."""
-    from adp.config import settings
+    from adp.core.settings import settings
 
     port = settings().metrics_port if port is None else port
     if port == 0:

@@ -1,0 +1,5 @@
+"""`python -m adp` is the `adp` command."""
+
+from adp.cli import main
+
+main()
