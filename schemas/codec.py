@@ -1,15 +1,29 @@
-"""Avro single-object encoding of the platform's records (fastavro).
+"""Avro single-object encoding of the platform's records (fastavro), with schema evolution.
 
 Wire format (Avro spec, "Single object encoding"): 0xC3 0x01, the 8-byte little-endian
 CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form, then the Avro binary
 body. A reader looks the fingerprint up among the schemas it knows and refuses anything else
 with DecodeError, so bytes from another producer are never decoded as garbage.
+
+Evolution (README "Changing a schema"): schemas/*.avsc are the current schemas, the ones this
+code writes and the reader schema everything is decoded into. schemas/history/v<N>/ keeps
+every released version unchanged. A record's fingerprint names its writer schema (current or
+any released version); the body is read with that writer schema and resolved to the current
+one (Avro schema resolution: fields added since carry their defaults), so adp.steps records
+written years ago still decode, replay and export.
+
+Fingerprints follow the spec's Parsing Canonical Form, where a named type is defined once, at
+its first use, and referred to by name afterwards (as Apache Avro's Java library computes it).
+Version 1 of the platform computed StepEvent's fingerprint from fastavro's expanded schema,
+which defines adp.TaskType twice (in StepEvent and again inside Task); records it wrote carry
+that fingerprint, so for the versions in LEGACY_VERSIONS the reader also knows it.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,13 +31,14 @@ from typing import Any, TypeVar
 import fastavro
 import fastavro.read
 import fastavro.write
-from fastavro.schema import expand_schema, fingerprint, to_parsing_canonical_form
+from fastavro.schema import fingerprint
 from pydantic import BaseModel, ValidationError
 
 from adp.schemas import contracts
 
 # The .avsc files ship inside the package beside this module (package data of adp.schemas).
 SCHEMA_DIR = Path(__file__).resolve().parent
+HISTORY_DIR = SCHEMA_DIR / "history"
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
 
@@ -38,6 +53,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "adp.StepEvent": contracts.StepEvent,
     "adp.Trajectory": contracts.Trajectory,
 }
+# Released versions whose records carry the fingerprint of fastavro's expanded form.
+LEGACY_VERSIONS = ("v1",)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -60,40 +77,200 @@ fastavro.write.LOGICAL_WRITERS["string-json"] = _json_dumps
 fastavro.read.LOGICAL_READERS["string-json"] = _json_loads
 
 
-@lru_cache(maxsize=1)
-def _registry() -> tuple[dict[str, Any], dict[bytes, str]]:
-    """Parse every schema once: name -> parsed schema, fingerprint -> name."""
-    named: dict[str, Any] = {}
-    parsed: dict[str, Any] = {}
-    by_fingerprint: dict[bytes, str] = {}
+# --- Parsing Canonical Form (Avro spec, "Transforming into Parsing Canonical Form") -----------
+
+_PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+_NAMED = {"record", "enum", "fixed", "error"}
+_KEEP = ("name", "type", "fields", "symbols", "items", "values", "size")  # [STRIP] + [ORDER]
+
+
+def _fullname(name: str, namespace: str | None) -> str:
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def canonical_form(schema: Any, named: dict[str, Any] | None = None,
+                   define_once: bool = True) -> str:
+    """The schema's Parsing Canonical Form as the spec defines it.
+
+    `named`: full name -> raw definition of named types defined in earlier files (a reference
+    to one is replaced by its definition at first use). define_once=False writes every
+    reference as a full definition: the form fastavro's expand_schema gives, which platform
+    version 1 fingerprinted (LEGACY_VERSIONS)."""
+    known = dict(named or {})
+    defined: set[str] = set()
+
+    def walk(node: Any, ns: str | None) -> Any:
+        if isinstance(node, str):
+            if node in _PRIMITIVES:
+                return node
+            full = _fullname(node, ns)
+            if full in defined and define_once:
+                return full
+            if full not in known:
+                raise ValueError(f"unknown named type {full!r}")
+            return walk(known[full], full.rsplit(".", 1)[0] if "." in full else None)
+        if isinstance(node, list):
+            return [walk(branch, ns) for branch in node]
+        kind = node["type"]
+        if isinstance(kind, (dict, list)) or kind not in _NAMED | {"array", "map"}:
+            return walk(kind, ns)  # {"type": "int", ...}, {"type": {...}}, logical types
+        out: dict[str, Any] = {}
+        if kind in _NAMED:
+            full = _fullname(node["name"], node.get("namespace", ns))
+            if full in defined and define_once:  # an inline definition met again
+                return full
+            ns = full.rsplit(".", 1)[0] if "." in full else None
+            known.setdefault(full, node)
+            defined.add(full)
+            out["name"] = full
+        out["type"] = kind
+        if kind in ("record", "error"):
+            out["fields"] = [{"name": f["name"], "type": walk(f["type"], ns)}
+                             for f in node["fields"]]
+        elif kind == "enum":
+            out["symbols"] = list(node["symbols"])
+        elif kind == "array":
+            out["items"] = walk(node["items"], ns)
+        elif kind == "map":
+            out["values"] = walk(node["values"], ns)
+        elif kind == "fixed":
+            out["size"] = int(node["size"])
+        return {k: out[k] for k in _KEEP if k in out}
+
+    return json.dumps(walk(schema, None), ensure_ascii=False, separators=(",", ":"))
+
+
+def named_types(schema: Any, namespace: str | None = None,
+                into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every named type a raw schema defines: full name -> definition."""
+    into = {} if into is None else into
+    if isinstance(schema, list):
+        for branch in schema:
+            named_types(branch, namespace, into)
+    elif isinstance(schema, dict):
+        kind = schema.get("type")
+        if kind in _NAMED:
+            full = _fullname(schema["name"], schema.get("namespace", namespace))
+            into.setdefault(full, schema)
+            namespace = full.rsplit(".", 1)[0] if "." in full else None
+            for f in schema.get("fields", ()):
+                named_types(f["type"], namespace, into)
+        elif kind in ("array", "map"):
+            named_types(schema.get("items", schema.get("values")), namespace, into)
+        elif isinstance(kind, (dict, list)):
+            named_types(kind, namespace, into)
+    return into
+
+
+def crc64_fingerprint(canonical: str) -> bytes:
+    """CRC-64-AVRO of a canonical form, in the byte order of the single-object header."""
+    return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+
+
+# --- the registry: writer schemas by fingerprint, the current schema as reader ----------------
+
+@dataclass(frozen=True)
+class WriterSchema:
+    """One schema a record may have been written with."""
+
+    name: str      # adp.StepEvent
+    version: str   # "v1", ... or "current" for schemas/*.avsc not yet released
+    canonical: str
+    parsed: Any    # fastavro's parsed schema, within its own version's named types
+
+
+@dataclass(frozen=True)
+class Registry:
+    current: dict[str, WriterSchema]       # name -> the schema this code writes and reads into
+    writers: dict[bytes, WriterSchema]     # fingerprint -> writer schema
+    fingerprints: dict[str, bytes]         # name -> fingerprint this code writes
+
+
+def load_version(folder: Path, version: str) -> dict[str, WriterSchema]:
+    """The three schemas of one folder, parsed together (later files use earlier types)."""
+    parsed_named: dict[str, Any] = {}
+    raw_named: dict[str, Any] = {}
+    out: dict[str, WriterSchema] = {}
     for name, file in SCHEMA_FILES.items():
-        raw = json.loads((SCHEMA_DIR / file).read_text())
-        parsed[name] = fastavro.parse_schema(raw, named_schemas=named)
-        canonical = to_parsing_canonical_form(expand_schema(parsed[name]))
-        by_fingerprint[bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))] = name
-    return parsed, by_fingerprint
+        raw = json.loads((folder / file).read_text())
+        canonical = canonical_form(raw, raw_named)
+        named_types(raw, into=raw_named)
+        out[name] = WriterSchema(name, version, canonical,
+                                 fastavro.parse_schema(raw, named_schemas=parsed_named))
+    return out
+
+
+def released_versions(history_dir: Path = HISTORY_DIR) -> list[str]:
+    """Folders of schemas/history, oldest first (v1, v2, ..., v10)."""
+    if not history_dir.is_dir():
+        return []
+    return sorted((p.name for p in history_dir.iterdir() if p.is_dir() and p.name[1:].isdigit()
+                   and p.name.startswith("v")), key=lambda v: int(v[1:]))
+
+
+def legacy_fingerprint(folder: Path, name: str) -> bytes:
+    """The fingerprint platform version 1 wrote: of the form with every reference expanded."""
+    raw_named: dict[str, Any] = {}
+    for other, file in SCHEMA_FILES.items():
+        raw = json.loads((folder / file).read_text())
+        if other == name:
+            return crc64_fingerprint(canonical_form(raw, raw_named, define_once=False))
+        named_types(raw, into=raw_named)
+    raise KeyError(name)
+
+
+def build_registry(schema_dir: Path = SCHEMA_DIR, history_dir: Path = HISTORY_DIR) -> Registry:
+    """Every released version's schemas by fingerprint, and the current ones."""
+    writers: dict[bytes, WriterSchema] = {}
+    for version in released_versions(history_dir):
+        folder = history_dir / version
+        for name, schema in load_version(folder, version).items():
+            writers.setdefault(crc64_fingerprint(schema.canonical), schema)
+            if version in LEGACY_VERSIONS:
+                writers.setdefault(legacy_fingerprint(folder, name), schema)
+    current = load_version(schema_dir, "current")
+    fingerprints = {}
+    for name, schema in current.items():
+        fp = crc64_fingerprint(schema.canonical)
+        known = writers.get(fp)
+        if known is None or known.canonical != schema.canonical:
+            writers[fp] = schema
+        fingerprints[name] = fp
+    return Registry(current, writers, fingerprints)
+
+
+_registry = lru_cache(maxsize=1)(build_registry)
 
 
 def schema_fingerprint(name: str) -> bytes:
-    _, by_fingerprint = _registry()
-    return next(fp for fp, n in by_fingerprint.items() if n == name)
+    """The fingerprint this code writes for `name` (e.g. "adp.Task")."""
+    return _registry().fingerprints[name]
+
+
+def writer_schema(fp: bytes) -> WriterSchema | None:
+    return _registry().writers.get(bytes(fp))
+
+
+def current_schema(name: str) -> Any:
+    """fastavro's parsed current schema of `name`."""
+    return _registry().current[name].parsed
 
 
 def encode(record: BaseModel) -> bytes:
-    """A pydantic contract record -> single-object-encoded Avro bytes."""
+    """A pydantic contract record -> single-object-encoded Avro bytes (current schema)."""
     name = "adp." + type(record).__name__
-    parsed, _ = _registry()
-    if name not in parsed:
+    registry = _registry()
+    if name not in registry.current:
         raise TypeError(f"{type(record).__name__} is not a top-level contract record")
     buf = io.BytesIO()
     buf.write(MAGIC)
-    buf.write(schema_fingerprint(name))
-    fastavro.schemaless_writer(buf, parsed[name], record.model_dump(mode="json"))
+    buf.write(registry.fingerprints[name])
+    fastavro.schemaless_writer(buf, registry.current[name].parsed, record.model_dump(mode="json"))
     return buf.getvalue()
 
 
 def decode(data: bytes, expect: type[M] | None = None) -> BaseModel:
-    """Single-object-encoded bytes -> the contract record they name.
+    """Single-object-encoded bytes -> the contract record they name, in the current schema.
 
     Raises DecodeError for bytes without the Avro header, an unknown fingerprint, a record of
     another type than `expect`, or a body that does not parse."""
@@ -104,18 +281,24 @@ def decode(data: bytes, expect: type[M] | None = None) -> BaseModel:
         raise DecodeError(
             f"not Avro single-object encoded (header {data[:2].hex() or 'empty'}, want c301)"
         )
-    parsed, by_fingerprint = _registry()
-    name = by_fingerprint.get(data[2:HEADER_LEN])
-    if name is None:
+    registry = _registry()
+    writer = registry.writers.get(data[2:HEADER_LEN])
+    if writer is None:
         raise DecodeError(f"unknown schema fingerprint {data[2:HEADER_LEN].hex()}")
+    name = writer.name
     model = MODELS[name]
     if expect is not None and model is not expect:
         raise DecodeError(f"got a {name} record, expected adp.{expect.__name__}")
+    reader = registry.current[name]
     body = io.BytesIO(data[HEADER_LEN:])
     try:
-        obj = fastavro.schemaless_reader(body, parsed[name], parsed[name])
+        if writer.canonical == reader.canonical:
+            obj = fastavro.schemaless_reader(body, reader.parsed, reader.parsed)
+        else:  # written with an older version: Avro schema resolution to the current one
+            obj = fastavro.schemaless_reader(body, writer.parsed, reader.parsed)
     except Exception as exc:  # fastavro raises many types on truncated or corrupt input
-        raise DecodeError(f"corrupt {name} body: {type(exc).__name__}: {exc}") from exc
+        raise DecodeError(f"corrupt {name} body ({writer.version} schema): "
+                          f"{type(exc).__name__}: {exc}") from exc
     if body.tell() != len(data) - HEADER_LEN:
         raise DecodeError(f"{len(data) - HEADER_LEN - body.tell()} trailing bytes after {name}")
     try:

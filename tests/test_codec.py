@@ -217,5 +217,41 @@ def test_avro_valid_but_model_invalid_bodies_only_raise_decode_error(obj):
     # Bytes another writer could send with our schema: Avro-valid, yet free to break the
     # model's rules (empty or unsafe task_id, max_steps 0, NaN timeout, constraints a list).
     buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, codec._registry()[0]["adp.Task"], obj)
+    fastavro.schemaless_writer(buf, codec.current_schema("adp.Task"), obj)
     _only_decode_error(codec.MAGIC + codec.schema_fingerprint("adp.Task") + buf.getvalue())
+
+
+# --- records of an older schema version resolve to the current one -------------------------------
+
+def test_a_record_written_with_an_older_version_decodes_with_defaults(tmp_path, monkeypatch):
+    """An older version lacked fields the current schema has (with defaults): its records are
+    read with their own writer schema and resolved to the current one."""
+    import json
+    import shutil
+
+    old = tmp_path / "history" / "v1"
+    old.mkdir(parents=True)
+    for file in codec.SCHEMA_FILES.values():
+        shutil.copy(codec.SCHEMA_DIR / file, old / file)
+    step_event = json.loads((old / "StepEvent.avsc").read_text())
+    step = next(f for f in step_event["fields"] if f["name"] == "step")["type"][1]
+    llm = next(f for f in step["fields"] if f["name"] == "llm")["type"][1]
+    llm["fields"] = [f for f in llm["fields"] if f["name"] not in ("latency", "cached")]
+    (old / "StepEvent.avsc").write_text(json.dumps(step_event))
+
+    registry = codec.build_registry(codec.SCHEMA_DIR, tmp_path / "history")
+    monkeypatch.setattr(codec, "_registry", lambda: registry)
+    writer = codec.load_version(old, "v1")["adp.StepEvent"]
+    fp = codec.crc64_fingerprint(writer.canonical)
+    assert registry.writers[fp].version == "v1" and fp != codec.schema_fingerprint("adp.StepEvent")
+
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, writer.parsed, EVENTS["step"].model_dump(mode="json"))
+    back = decode(codec.MAGIC + fp + buf.getvalue(), expect=StepEvent)
+    assert back.step.llm.cached is False and back.step.llm.latency == 0.0
+    assert back.model_copy(update={"step": back.step.model_copy(
+        update={"llm": back.step.llm.model_copy(update={"cached": True, "latency": 0.25})})}) \
+        == EVENTS["step"]
+    # and a truncated old record is still only a DecodeError naming the version
+    with pytest.raises(DecodeError, match=r"corrupt adp.StepEvent body \(v1 schema\)"):
+        decode(codec.MAGIC + fp + buf.getvalue()[:-3])

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from adp.schemas import codec
 from tests.helpers import AdpProcess, trajectory_files, wait_for, write_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +85,7 @@ def test_the_installed_wheel_runs_outside_the_checkout(fresh_env: Path, tmp_path
     assert not report["unmet"], f"declared dependencies not met: {report['unmet']}"
     assert all(not p.startswith(str(ROOT)) for p in report["files"]), report["files"]
     assert report["schemas"] == 3 and report["site"]
+    assert report["released"] == codec.released_versions()  # schemas/history ships too
     version = subprocess.run([str(fresh_env / "adp"), "--version"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=60, env=_clean_env())
     assert version.returncode == 0 and version.stdout.strip() == f"adp {report['version']}"
@@ -151,6 +153,7 @@ print(json.dumps({
     "files": files, "unmet": unmet, "version": md.version("agent-data-platform"),
     "schemas": len([p for p in res.files("adp.schemas").iterdir() if p.name.endswith(".avsc")]),
     "fingerprint": codec.schema_fingerprint("adp.Task").hex(),
+    "released": codec.released_versions(),
     "site": res.files("adp").joinpath("site", "index.html").is_file(),
 }))
 """

@@ -40,24 +40,30 @@ class BrokerError(RuntimeError):
 
 def ensure_jars() -> Path:
     """Resolve the broker's jars once per machine into $ADP_CACHE_DIR/kafka-<version>/libs."""
-    libs = settings().cache_dir / f"kafka-{KAFKA_VERSION}" / "libs"
+    return resolve_jars(POM, settings().cache_dir / f"kafka-{KAFKA_VERSION}" / "libs",
+                        f"Apache Kafka {KAFKA_VERSION}")
+
+
+def resolve_jars(pom: Path, libs: Path, what: str) -> Path:
+    """Copy the runtime dependencies `pom` names into `libs` with Maven, once (a marker file
+    says the copy is complete). Also used by the tests for Apache Avro's Java library."""
     marker = libs / ".complete"
     if marker.exists():
         return libs
     if shutil.which("mvn") is None:
-        raise BrokerError("Maven (mvn) is needed to fetch the Kafka jars: apt-get install maven")
+        raise BrokerError(f"Maven (mvn) is needed to fetch the {what} jars: apt-get install maven")
     if shutil.which("java") is None:
         raise BrokerError("Java 17+ is needed to run Kafka: apt-get install openjdk-17-jre-headless")
-    log.info("resolving Apache Kafka %s jars with Maven into %s", KAFKA_VERSION, libs)
+    log.info("resolving %s jars with Maven into %s", what, libs)
     tmp = libs.with_name(libs.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     proc = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+        ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
          f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"],
         capture_output=True, text=True,
     )
     if proc.returncode != 0:
-        raise BrokerError(f"mvn could not resolve Kafka {KAFKA_VERSION}:\n{proc.stdout[-3000:]}")
+        raise BrokerError(f"mvn could not resolve {what}:\n{proc.stdout[-3000:]}")
     shutil.rmtree(libs, ignore_errors=True)
     libs.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(libs)
