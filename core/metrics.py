@@ -34,6 +34,13 @@ DLQ_MESSAGES = Counter("adp_dlq_messages_total", "Messages sent to adp.dlq", ["c
 SINK_WRITES = Counter("adp_sink_writes_total", "Trajectory writes by sinks", ["sink", "outcome"])
 TRAJECTORIES = Counter("adp_trajectories_total", "Trajectories assembled by the aggregator",
                        ["task_type", "success"])
+LLM_REQUESTS = Counter("adp_llm_requests_total", "LLM HTTP requests by outcome",
+                       ["provider", "outcome"])
+LLM_LATENCY = Histogram("adp_llm_latency_seconds", "Latency of successful LLM requests",
+                        ["provider"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
+LLM_TOKENS = Counter("adp_llm_tokens_total", "LLM tokens by kind", ["provider", "kind"])
+CACHE_HITS = Counter("adp_llm_cache_hits_total", "LLM responses served from the cache")
+CACHE_MISSES = Counter("adp_llm_cache_misses_total", "LLM cache lookups that found nothing")
 AGGREGATOR_DROPPED = Counter("adp_aggregator_dropped_total",
                              "Events or attempts the aggregator dropped", ["reason"])
 

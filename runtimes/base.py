@@ -5,16 +5,20 @@
 - a tool:   something that really acts (python sandbox, browser). It returns what it observed;
             nothing is invented.
 - Runtime:  the agent for one task type. `run()` drives Model and tools for one task, reports
-            each Step through `emit` as it happens, and returns an Outcome.
+            each step (a StepReport) through `emit` as it happens, and returns an Outcome.
+
+runtimes/agent.py is the one loop (query -> parse -> act -> observe) the built-in runtimes drive.
 
 streams/worker.py and streams/attempt.py own everything Kafka: they wrap each Step in a
-StepEvent, enforce the task's timeout and commit offsets. A runtime never sees Kafka.
+StepEvent, enforce the task's timeout and commit offsets. A runtime never sees Kafka, and never numbers its steps: the attempt does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
 
 from adp.schemas.contracts import ErrorType, LlmExchange, Step, Task
 
@@ -55,7 +59,28 @@ class Outcome:
     error_type: ErrorType | None = None
 
 
-EmitStep = Callable[[Step], Awaitable[None]]
+class StepReport(BaseModel):
+    """One step as a runtime reports it: every field of the Step contract except step_id, which
+    the attempt assigns (1..n in emit order). tests/test_contracts.py keeps the two in step."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+
+    action_type: str
+    action_params: Any
+    observation: str
+    thinking: str | None = None
+    success: bool
+    error: str | None = None
+    timestamp: float
+    duration: float
+    llm: LlmExchange | None = None
+
+    def numbered(self, step_id: int) -> Step:
+        return Step(step_id=step_id, **{name: getattr(self, name) for name in type(self).model_fields})
+
+
+# A runtime reports StepReports; a full Step is accepted too (its step_id is replaced).
+EmitStep = Callable[[StepReport | Step], Awaitable[None]]
 
 
 @dataclass

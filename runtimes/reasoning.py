@@ -16,8 +16,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from adp.runtimes.base import RuntimeContext
-from adp.runtimes.toolagent import Tool, python_tool
+from adp.runtimes.tools.base import Tool
 from adp.runtimes.tools.browser import BrowserSession
+from adp.runtimes.tools.python import python_tool
 from adp.runtimes.tools.sandbox import SandboxLimits, make_sandbox
 from adp.runtimes.web import WebRuntime, browser_tools
 

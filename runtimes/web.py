@@ -20,9 +20,10 @@ import os
 import time
 from typing import Any, ClassVar
 
-from adp.schemas.contracts import Step, Task
-from adp.runtimes.base import EmitStep, Outcome, RuntimeContext
-from adp.runtimes.toolagent import Tool, ToolAgent
+from adp.schemas.contracts import Task
+from adp.runtimes.agent import Agent
+from adp.runtimes.base import EmitStep, Outcome, RuntimeContext, StepReport
+from adp.runtimes.tools.base import Tool
 from adp.runtimes.tools.browser import BrowserOptions, BrowserPool, BrowserSession
 
 SYSTEM_PROMPT = """You are a web agent operating a real Chromium browser to complete a task.
@@ -126,7 +127,7 @@ class WebRuntime:
 
     async def run(self, task: Task, emit: EmitStep) -> Outcome:
         async with self.pool.session(self.browser_options) as browser:
-            agent = ToolAgent(self.model, self.tools(browser), self.system_prompt,
+            agent = Agent(self.model, self.tools(browser), self.system_prompt,
                               protocol=self.protocol)
             context = None
             start_url = (task.constraints or {}).get("start_url")
@@ -134,9 +135,9 @@ class WebRuntime:
                 url = str(start_url)
                 started = time.time()
                 result = await browser.goto(url)
-                await emit(Step(step_id=1, action_type="goto", action_params={"url": url},
-                                observation=result.observation, success=result.ok,
-                                error=result.error, timestamp=started,
-                                duration=time.time() - started, llm=None))
+                await emit(StepReport(action_type="goto", action_params={"url": url},
+                                      observation=result.observation, success=result.ok,
+                                      error=result.error, timestamp=started,
+                                      duration=time.time() - started, llm=None))
                 context = f"The browser has opened {url}. It shows:\n\n{result.observation}"
             return await agent.run(task, emit, context=context)

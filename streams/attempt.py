@@ -1,6 +1,7 @@
 """One execution of one task: where a step event is born on the wire.
 
-A runtime reports each Step through `emit`; `Attempt.emit` wraps it in a StepEvent (task_id,
+A runtime reports each step (a StepReport) through `emit`; `Attempt.emit` numbers it (step_id
+1..n in the order reported), wraps it in a StepEvent (task_id,
 attempt_id, runtime_id, timestamp) and sends it to adp.steps keyed by task_id, so every event
 of a task lands on one partition, in order. `run` brackets the runtime with the `started` and
 `finished` events, enforces the task's timeout, and returns only when the broker has
@@ -20,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from adp.schemas import codec
 from adp.core import metrics
 from adp.schemas.contracts import ErrorType, EventType, Finish, Step, StepEvent, Task
-from adp.runtimes.base import Outcome, Runtime
+from adp.runtimes.base import Outcome, Runtime, StepReport
 from adp.streams import topics
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,13 @@ class Attempt:
         self.pending.append(fut)
         return fut
 
-    async def emit(self, step: Step) -> None:
+    async def emit(self, report: StepReport | Step) -> None:
         # Step ids are the attempt's own count, so they are contiguous whatever the runtime does.
         self.steps += 1
+        step = report.numbered(self.steps) if isinstance(report, StepReport) \
+            else report.model_copy(update={"step_id": self.steps})
         metrics.STEP_DURATION.labels(self.task.task_type, step.action_type).observe(step.duration)
-        await self.send(EventType.step, step=step.model_copy(update={"step_id": self.steps}))
+        await self.send(EventType.step, step=step)
 
     async def run(self, runtime: Runtime) -> Outcome:
         await self.send(EventType.started, task=self.task)

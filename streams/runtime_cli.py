@@ -35,7 +35,8 @@ def runtime_command(name: str, concurrency: int, bootstrap: str | None, runtime_
         runtime_cls = load_runtime(name)
     except UnknownRuntime as exc:
         raise click.ClickException(str(exc)) from exc
-    from adp.runtimes.llm.client import AdaptiveLimit, build_model
+    from adp.core.limit import AdaptiveLimit
+    from adp.runtimes.llm.client import build_model
 
     task_type = runtime_cls.task_type
     rid = runtime_id or default_runtime_id(name)

@@ -35,7 +35,7 @@ from adp.schemas import codec
 from adp.core import metrics
 from adp.schemas.contracts import Task
 from adp.runtimes.base import Outcome, Runtime
-from adp.runtimes.llm.client import AdaptiveLimit
+from adp.core.limit import AdaptiveLimit
 from adp.streams import topics
 from adp.streams.attempt import Attempt
 from adp.streams.dlq import dlq_headers

@@ -295,3 +295,19 @@ def test_json_logical_type_must_map_to_any_or_dict(bad):
     def edit(s):
         s["adp.Trajectory"]["fields"][7]["type"]["fields"][10]["type"] = bad
     assert any("adp.TrajectoryMetadata.task" in p for p in problems_after(edit))
+
+
+def test_step_report_is_the_step_contract_without_step_id():
+    """Runtimes report StepReports and the attempt numbers them into Steps: the two must carry the
+    same fields (name, type, default), in the same order, but for step_id."""
+    from adp.runtimes.base import StepReport
+
+    def shape(model: type[BaseModel]) -> list[tuple]:
+        return [(name, f.annotation, f.is_required(), f.default)
+                for name, f in model.model_fields.items()]
+
+    assert shape(StepReport) == [f for f in shape(contracts.Step) if f[0] != "step_id"]
+    report = StepReport(action_type="python", action_params={"code": "print(1)"},
+                        observation="1\n", success=True, timestamp=1.0, duration=0.5)
+    step = report.numbered(3)
+    assert step.step_id == 3 and step.model_dump(exclude={"step_id"}) == report.model_dump()

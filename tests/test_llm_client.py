@@ -9,7 +9,8 @@ import logging
 import pytest
 
 from adp.runtimes.llm.cache import LLMCache, fingerprint
-from adp.runtimes.llm.client import AdaptiveLimit, LLMClient, LLMError, RetryPolicy, build_model
+from adp.core.limit import AdaptiveLimit
+from adp.runtimes.llm.client import LLMClient, LLMError, RetryPolicy, build_model
 from adp.runtimes.llm.providers import Provider, Secret, resolve_providers
 from adp.runtimes.llm.stub import StubServer
 

@@ -25,10 +25,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from adp.schemas import codec
-from adp.schemas.contracts import Step, StepEvent, Task
-from adp.runtimes.base import Outcome, RuntimeContext
+from adp.schemas.contracts import StepEvent, Task
+from adp.runtimes.base import Outcome, RuntimeContext, StepReport
 from adp.runtimes.code import CodeRuntime
-from adp.runtimes.llm.client import AdaptiveLimit, build_model
+from adp.core.limit import AdaptiveLimit
+from adp.runtimes.llm.client import build_model
 from adp.runtimes.llm.providers import Provider
 from adp.runtimes.llm.stub import StubServer
 from adp.streams import topics
@@ -254,18 +255,18 @@ class GateRuntime:
         return sum(self.active.values())
 
     @staticmethod
-    def step(n: int, what: str) -> Step:
-        return Step(step_id=n, action_type=what, action_params={}, observation=what,
-                    success=True, timestamp=0.0, duration=0.0)
+    def step(what: str) -> StepReport:
+        return StepReport(action_type=what, action_params={}, observation=what,
+                          success=True, timestamp=0.0, duration=0.0)
 
     async def run(self, task: Task, emit) -> Outcome:
         self.started.append(task.task_id)
         self.active[task.task_id] += 1
         self.peak = max(self.peak, self.running())
         try:
-            await emit(self.step(1, "waiting"))
+            await emit(self.step("waiting"))
             await self.gates[task.task_id].wait()
-            await emit(self.step(2, "released"))
+            await emit(self.step("released"))
             return Outcome(True, f"done {task.task_id}")
         except asyncio.CancelledError:
             self.cancelled.append(task.task_id)

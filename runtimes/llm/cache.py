@@ -15,10 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter
-
-CACHE_HITS = Counter("adp_llm_cache_hits_total", "LLM responses served from the cache")
-CACHE_MISSES = Counter("adp_llm_cache_misses_total", "LLM cache lookups that found nothing")
+from adp.core.metrics import CACHE_HITS, CACHE_MISSES
 
 
 def default_path() -> Path:

@@ -8,14 +8,13 @@ The SDK's own retries are off (max_retries=0): retries are ours, visible and cou
 
 Every reply carries an LlmExchange (request messages/tools/params, the raw response dict, tokens,
 latency, cached). An optional LLMCache answers exact repeats without a request. An optional
-AdaptiveLimit (AIMD) hears about 429s and successes; the runtime consumer gates tasks with it.
+AdaptiveLimit (AIMD, core/limit.py) hears about 429s and successes; the runtime consumer gates tasks with it.
 API keys never reach logs, exceptions, exchanges or reprs (they live in providers.Secret).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import copy
 import json
 import logging
@@ -27,8 +26,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import openai
-from prometheus_client import Counter, Histogram
 
+from adp.core.limit import AdaptiveLimit
+from adp.core.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
 from adp.schemas.contracts import LlmExchange
 from adp.runtimes.base import ModelReply, ToolCall
 from adp.runtimes.llm.cache import LLMCache, fingerprint
@@ -36,84 +36,9 @@ from adp.runtimes.llm.providers import Provider, resolve_providers
 
 log = logging.getLogger(__name__)
 
-LLM_REQUESTS = Counter("adp_llm_requests_total", "LLM HTTP requests by outcome", ["provider", "outcome"])
-LLM_LATENCY = Histogram("adp_llm_latency_seconds", "Latency of successful LLM requests",
-                        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
-LLM_TOKENS = Counter("adp_llm_tokens_total", "LLM tokens by kind", ["provider", "kind"])
-
 
 class LLMError(RuntimeError):
     """Every provider in the chain failed (or the reply was unusable)."""
-
-
-# --------------------------------------------------------------------------- AIMD limit
-
-
-class AdaptiveLimit:
-    """An AIMD concurrency limit: `async with limit:` (or acquire/release) gates work.
-
-    On a 429 (`on_overload`) the limit is multiplied by `decrease`; each success (`on_success`)
-    adds `increase / limit`, i.e. about +increase per window of `limit` successes, up to
-    `maximum`. It never drops below `minimum` (>= 1), so work never stalls."""
-
-    def __init__(self, initial: int = 4, maximum: int = 64, minimum: int = 1,
-                 increase: float = 1.0, decrease: float = 0.5) -> None:
-        self.minimum = max(1, int(minimum))
-        self.maximum = max(self.minimum, int(maximum))
-        self._limit = float(min(max(initial, self.minimum), self.maximum))
-        self.increase, self.decrease = increase, decrease
-        self.in_flight = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    @property
-    def current(self) -> int:
-        return max(self.minimum, int(self._limit))
-
-    async def acquire(self) -> None:
-        while self.in_flight >= self.current:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake()  # we were handed a slot we will not use: pass it on
-                raise
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-        self.in_flight += 1
-
-    def release(self) -> None:
-        self.in_flight = max(0, self.in_flight - 1)
-        self._wake()
-
-    def _wake(self) -> None:
-        free = self.current - self.in_flight
-        while free > 0 and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                free -= 1
-
-    def on_success(self) -> None:
-        before = self.current
-        self._limit = min(float(self.maximum), self._limit + self.increase / max(self._limit, 1.0))
-        if self.current > before:
-            self._wake()
-
-    def on_overload(self) -> None:
-        self._limit = max(float(self.minimum), self._limit * self.decrease)
-
-    async def __aenter__(self) -> "AdaptiveLimit":
-        await self.acquire()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.release()
-
-    def __repr__(self) -> str:
-        return f"AdaptiveLimit(current={self.current}, in_flight={self.in_flight}, max={self.maximum})"
 
 
 # --------------------------------------------------------------------------- client
@@ -225,7 +150,7 @@ class LLMClient:
                     log.warning("LLM %s refused the request (%s)", provider.name, exc)
                     break
                 LLM_REQUESTS.labels(provider.name, "ok").inc()
-                LLM_LATENCY.observe(latency)
+                LLM_LATENCY.labels(provider.name).observe(latency)
                 LLM_TOKENS.labels(provider.name, "prompt").inc(reply.exchange.prompt_tokens)
                 LLM_TOKENS.labels(provider.name, "completion").inc(reply.exchange.completion_tokens)
                 if self.limit is not None:

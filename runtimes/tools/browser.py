@@ -30,7 +30,7 @@ from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Locator, Page, Playwright, async_playwright
 
-from adp.runtimes.toolagent import ToolResult
+from adp.runtimes.tools.base import ToolResult
 
 log = logging.getLogger(__name__)
 

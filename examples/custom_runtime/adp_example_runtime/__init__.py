@@ -13,8 +13,8 @@ import re
 import time
 from typing import ClassVar
 
-from adp.schemas.contracts import ErrorType, Step, Task
-from adp.runtimes.base import EmitStep, Outcome, RuntimeContext
+from adp.schemas.contracts import ErrorType, Task
+from adp.runtimes.base import EmitStep, Outcome, RuntimeContext, StepReport
 
 PROMPT = ("Solve the task. To compute, reply with `CALC: <arithmetic expression>`. "
           "When you know the answer, reply with `FINAL ANSWER: <answer>`.")
@@ -63,16 +63,16 @@ class CalculatorRuntime:
             calc = re.search(r"CALC:\s*(.+)", reply.content)
             if final or not calc:
                 answer = (final.group(1) if final else reply.content).strip()
-                await emit(Step(step_id=1, action_type="final_answer",
-                                action_params={"answer": answer}, observation="", success=True,
-                                timestamp=started, duration=time.time() - started,
-                                llm=reply.exchange))
+                # the attempt numbers the steps (step_id 1..n in the order they are reported)
+                await emit(StepReport(action_type="final_answer", action_params={"answer": answer},
+                                      observation="", success=True, timestamp=started,
+                                      duration=time.time() - started, llm=reply.exchange))
                 return Outcome(True, answer)
             result = calculate(calc.group(1).strip())
-            await emit(Step(step_id=1, action_type="calculate",
-                            action_params={"expression": calc.group(1).strip()},
-                            observation=result, success=not result.startswith("error"),
-                            timestamp=started, duration=time.time() - started,
-                            llm=reply.exchange))
+            await emit(StepReport(action_type="calculate",
+                                  action_params={"expression": calc.group(1).strip()},
+                                  observation=result, success=not result.startswith("error"),
+                                  timestamp=started, duration=time.time() - started,
+                                  llm=reply.exchange))
             messages += [reply.message, {"role": "user", "content": f"Observation: {result}"}]
         return Outcome(False, "", "no final answer", ErrorType.max_steps)

@@ -9,8 +9,8 @@ import signal
 import time
 from typing import ClassVar
 
-from adp.schemas.contracts import Step, Task
-from adp.runtimes.base import EmitStep, Outcome, RuntimeContext
+from adp.schemas.contracts import Task
+from adp.runtimes.base import EmitStep, Outcome, RuntimeContext, StepReport
 
 
 class CrashyRuntime:
@@ -29,6 +29,7 @@ class CrashyRuntime:
         if "POISON" in task.description:
             os.kill(os.getpid(), signal.SIGKILL)
         now = time.time()
-        await emit(Step(step_id=1, action_type="echo", action_params={"text": task.description},
-                        observation=task.description, success=True, timestamp=now, duration=0.0))
+        await emit(StepReport(action_type="echo", action_params={"text": task.description},
+                              observation=task.description, success=True, timestamp=now,
+                              duration=0.0))
         return Outcome(True, task.description)
