@@ -256,6 +256,39 @@ def current_schema(name: str) -> Any:
     return _registry().current[name].parsed
 
 
+def _decode_json_defaults(reader: Any, writer: Any, value: Any) -> None:
+    """fastavro fills a field the writer lacked with the reader schema's default as written in
+    the schema, without the field's logical type (the same gap as fastavro#814 on the write
+    side): a "json" field added with default "null" would come back as the string "null".
+    Decode such defaults here, in place. Our unions are all ["null", X] (test_contracts)."""
+    rnamed, wnamed = reader.get("__named_schemas", {}), writer.get("__named_schemas", {})
+
+    def named(schema: Any, table: dict[str, Any]) -> Any:
+        return table.get(schema, schema) if isinstance(schema, str) else schema
+
+    def walk(r: Any, w: Any, v: Any) -> None:
+        r, w = named(r, rnamed), named(w, wnamed)
+        if v is None:
+            return
+        if isinstance(r, list) and isinstance(w, list):
+            walk(next(b for b in r if b != "null"), next(b for b in w if b != "null"), v)
+        elif isinstance(r, dict) and isinstance(w, dict) and r.get("type") == "record":
+            have = {f["name"]: f["type"] for f in w.get("fields", ())}
+            for f in r["fields"]:
+                t = f["type"]
+                if f["name"] not in have:
+                    if isinstance(t, dict) and t.get("logicalType") == "json" \
+                            and isinstance(v.get(f["name"]), str):
+                        v[f["name"]] = json.loads(v[f["name"]])
+                else:
+                    walk(t, have[f["name"]], v.get(f["name"]))
+        elif isinstance(r, dict) and isinstance(w, dict) and r.get("type") == "array":
+            for item in v:
+                walk(r["items"], w["items"], item)
+
+    walk(reader, writer, value)
+
+
 def encode(record: BaseModel) -> bytes:
     """A pydantic contract record -> single-object-encoded Avro bytes (current schema)."""
     name = "adp." + type(record).__name__
@@ -296,6 +329,7 @@ def decode(data: bytes, expect: type[M] | None = None) -> BaseModel:
             obj = fastavro.schemaless_reader(body, reader.parsed, reader.parsed)
         else:  # written with an older version: Avro schema resolution to the current one
             obj = fastavro.schemaless_reader(body, writer.parsed, reader.parsed)
+            _decode_json_defaults(reader.parsed, writer.parsed, obj)
     except Exception as exc:  # fastavro raises many types on truncated or corrupt input
         raise DecodeError(f"corrupt {name} body ({writer.version} schema): "
                           f"{type(exc).__name__}: {exc}") from exc

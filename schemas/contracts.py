@@ -51,7 +51,16 @@ class _Record(BaseModel):
 TASK_FIELDS = (
     "task_id", "task_type", "description", "expected_tools",
     "max_steps", "timeout", "priority", "constraints", "metadata",
+    "verify", "samples", "sample_index", "temperature", "seed",
 )
+MAX_SAMPLES = 1000
+
+
+def sample_key(task_id: str, sample_index: int) -> str:
+    """The Kafka key (and file name stem) of one sample of a task: the task_id itself for
+    sample 0 -- so a task with one sample is keyed and named as it always was -- and
+    "<task_id>/<i>" for the others ('/' never occurs in a task_id, so keys never collide)."""
+    return task_id if sample_index == 0 else f"{task_id}/{sample_index}"
 
 
 class Task(_Record):
@@ -66,6 +75,11 @@ class Task(_Record):
     priority: int = Field(default=5, ge=1, le=10)
     constraints: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    verify: Any = None
+    samples: int = Field(default=1, ge=1, le=MAX_SAMPLES)
+    sample_index: int = Field(default=0, ge=0, lt=MAX_SAMPLES)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    seed: int | None = None
 
     @field_validator("task_id")
     @classmethod
@@ -88,6 +102,11 @@ class Task(_Record):
             known["metadata"] = {**extra, **(known.get("metadata") or {})}
         return cls.model_validate(known)
 
+    @property
+    def key(self) -> str:
+        """This sample's Kafka key: see sample_key."""
+        return sample_key(self.task_id, self.sample_index)
+
 
 class LlmExchange(_Record):
     """The raw LLM call behind a step: enough to build training data without re-running."""
@@ -100,6 +119,7 @@ class LlmExchange(_Record):
     completion_tokens: int = 0
     latency: float = 0.0
     cached: bool = False
+    cost_usd: float | None = None
 
 
 class Step(_Record):
@@ -115,6 +135,33 @@ class Step(_Record):
     llm: LlmExchange | None = None
 
 
+class Verdict(_Record):
+    """A verifier's judgement, apart from the agent's claim. `passed` is None when the task
+    names no verifier (verifier "") or the verifier could not run (`error` says why)."""
+
+    verifier: str
+    passed: bool | None = None
+    score: float | None = None
+    details: str = ""
+    error: str | None = None
+    spec: Any = None
+    llm: LlmExchange | None = None
+    verified_at: float = 0.0
+    duration: float = 0.0
+
+    @property
+    def status(self) -> str:
+        """passed | failed | error | unverified"""
+        if not self.verifier:
+            return "unverified"
+        if self.passed is None:
+            return "error"
+        return "passed" if self.passed else "failed"
+
+
+UNVERIFIED = Verdict(verifier="")
+
+
 class Finish(_Record):
     success: bool
     final_result: str
@@ -122,6 +169,7 @@ class Finish(_Record):
     error_type: ErrorType | None = None
     total_duration: float
     step_count: int = Field(ge=0)
+    verdict: Verdict | None = None
 
 
 class StepEvent(_Record):
@@ -134,6 +182,11 @@ class StepEvent(_Record):
     task: Task | None = None
     step: Step | None = None
     finish: Finish | None = None
+    sample_index: int = 0
+
+    @property
+    def key(self) -> str:
+        return sample_key(self.task_id, self.sample_index)
 
 
 class TrajectoryMetadata(_Record):
@@ -148,15 +201,34 @@ class TrajectoryMetadata(_Record):
     completion_tokens: int
     cached_llm_calls: int
     task: Any
+    cost_usd: float | None = None
 
 
 class Trajectory(_Record):
     task_id: str
     task_type: TaskType
     description: str
+    sample_index: int = 0
     success: bool
+    claimed_success: bool | None = None
+    verification: Verdict | None = None
     steps: list[Step]
     final_result: str
     total_duration: float
     metadata: TrajectoryMetadata
 
+
+    @property
+    def key(self) -> str:
+        """Kafka key on adp.trajectories and file name stem: see sample_key."""
+        return sample_key(self.task_id, self.sample_index)
+
+    @property
+    def claimed(self) -> bool:
+        """The agent's own claim (trajectories from before verification: their success)."""
+        return self.success if self.claimed_success is None else self.claimed_success
+
+    @property
+    def verdict_status(self) -> str:
+        """passed | failed | error | unverified"""
+        return (self.verification or UNVERIFIED).status

@@ -15,22 +15,27 @@ from hypothesis import strategies as st
 from adp.schemas import codec
 from adp.schemas.codec import DecodeError, decode, encode
 from adp.schemas.contracts import (ErrorType, EventType, Finish, LlmExchange, Step, StepEvent, Task,
-                           TaskType, Trajectory, TrajectoryMetadata)
+                           TaskType, Trajectory, TrajectoryMetadata, Verdict)
 
 # --- examples ------------------------------------------------------------------------------------
 
 TASK = Task(task_id="t-1", task_type="web", description="find the title ✓",
             expected_tools=["browser"], max_steps=4, timeout=12.5, priority=9,
             constraints={"start_url": "http://127.0.0.1:8000/", "depth": [1, {"a": None}]},
-            metadata={"owner": "ü", "n": 3, "f": 1.5, "ok": True})
+            metadata={"owner": "ü", "n": 3, "f": 1.5, "ok": True},
+            verify={"type": "answer", "match": "contains", "expected": "Example"}, samples=4,
+            sample_index=2, temperature=0.7, seed=44)
 LLM = LlmExchange(provider="stub", model="m", request={"messages": [{"role": "user",
                   "content": "hi"}], "temperature": 0.0}, response={"choices": []},
-                  prompt_tokens=10, completion_tokens=3, latency=0.25, cached=True)
+                  prompt_tokens=10, completion_tokens=3, latency=0.25, cached=True, cost_usd=1.5e-6)
 STEP = Step(step_id=1, action_type="python", action_params={"code": "print(1)"},
             observation="1\n", thinking="run it", success=True, timestamp=1.7e9, duration=0.1,
             llm=LLM)
+VERDICT = Verdict(verifier="judge", passed=False, score=0.25, details="wrong year",
+                  spec={"type": "judge", "rubric": "the year is 1969"}, llm=LLM,
+                  verified_at=1.7e9, duration=0.5)
 FINISH = Finish(success=False, final_result="", error="took too long", error_type="timeout",
-                total_duration=30.0, step_count=1)
+                total_duration=30.0, step_count=1, verdict=VERDICT)
 
 
 def event(kind: str, **kw) -> StepEvent:
@@ -45,13 +50,14 @@ EVENTS = {
     "finished": event("finished", finish=FINISH),
 }
 TRAJECTORY = Trajectory(
-    task_id="t-1", task_type="web", description="find the title", success=True,
+    task_id="t-1", task_type="web", description="find the title", sample_index=3, success=False,
+    claimed_success=True, verification=VERDICT,
     steps=[STEP, STEP.model_copy(update={"step_id": 2, "llm": None, "thinking": None})],
     final_result="done", total_duration=3.0,
     metadata=TrajectoryMetadata(runtime_id="r-1", attempt_id="a-1", started_at=1.0,
                                 finished_at=4.0, llm_calls=1, prompt_tokens=10,
                                 completion_tokens=3, cached_llm_calls=1,
-                                task={"max_steps": 4, "constraints": {}}))
+                                task={"max_steps": 4, "constraints": {}}, cost_usd=0.25))
 
 
 @pytest.mark.parametrize("record", [TASK, Task(task_id="m", task_type="code", description=""),
@@ -132,21 +138,27 @@ tasks = st.builds(
     expected_tools=st.lists(text, max_size=4), max_steps=st.integers(1, 1000),
     timeout=st.floats(min_value=0, max_value=86400, exclude_min=True),
     priority=st.integers(1, 10), constraints=json_objects, metadata=json_objects,
+    verify=json_values, samples=st.integers(1, 1000), sample_index=st.integers(0, 999),
+    temperature=st.none() | st.floats(0, 2), seed=st.none() | st.integers(-(2**63), 2**63 - 1),
 )
 llms = st.builds(LlmExchange, provider=text, model=text, request=json_values,
                  response=json_values, prompt_tokens=int32, completion_tokens=int32,
-                 latency=doubles, cached=st.booleans())
+                 latency=doubles, cached=st.booleans(), cost_usd=st.none() | doubles)
+verdicts = st.builds(Verdict, verifier=text, passed=st.none() | st.booleans(),
+                     score=st.none() | doubles, details=text, error=st.none() | text,
+                     spec=json_values, llm=st.none() | llms, verified_at=doubles, duration=doubles)
 steps = st.builds(Step, step_id=st.integers(1, 2**31 - 1), action_type=text,
                   action_params=json_values, observation=text, thinking=st.none() | text,
                   success=st.booleans(), error=st.none() | text, timestamp=doubles,
                   duration=doubles, llm=st.none() | llms)
 finishes = st.builds(Finish, success=st.booleans(), final_result=text, error=st.none() | text,
                      error_type=st.none() | st.sampled_from(ErrorType), total_duration=doubles,
-                     step_count=st.integers(0, 2**31 - 1))
+                     step_count=st.integers(0, 2**31 - 1), verdict=st.none() | verdicts)
 events = st.builds(
     StepEvent, event_type=st.sampled_from(EventType), task_id=text, attempt_id=text,
     task_type=st.sampled_from(TaskType), runtime_id=text, timestamp=doubles,
     task=st.none() | tasks, step=st.none() | steps, finish=st.none() | finishes,
+    sample_index=st.integers(0, 999),
 )
 
 
@@ -207,7 +219,9 @@ avro_tasks = st.fixed_dictionaries({
     "task_id": st.text(max_size=5), "task_type": st.sampled_from([t.value for t in TaskType]),
     "description": text, "expected_tools": st.lists(text, max_size=2),
     "max_steps": int32, "timeout": st.floats(), "priority": int32,
-    "constraints": json_values, "metadata": json_values,
+    "constraints": json_values, "metadata": json_values, "verify": json_values,
+    "samples": int32, "sample_index": int32, "temperature": st.none() | st.floats(),
+    "seed": st.none() | st.integers(-(2**63), 2**63 - 1),
 })
 
 

@@ -293,7 +293,8 @@ def test_model_side_type_changes_are_caught():
 @pytest.mark.parametrize("bad", ["int", {"type": "array", "items": "string"}])
 def test_json_logical_type_must_map_to_any_or_dict(bad):
     def edit(s):
-        s["adp.Trajectory"]["fields"][7]["type"]["fields"][10]["type"] = bad
+        meta = next(f for f in s["adp.Trajectory"]["fields"] if f["name"] == "metadata")
+        next(f for f in meta["type"]["fields"] if f["name"] == "task")["type"] = bad
     assert any("adp.TrajectoryMetadata.task" in p for p in problems_after(edit))
 
 

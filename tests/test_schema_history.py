@@ -31,6 +31,10 @@ RELEASED = {
     "v1": {"adp.Task": ("a5499122a4bf3075", "a5499122a4bf3075"),
            "adp.StepEvent": ("a58cb58210dc7b97", "5ac9978aab952852"),
            "adp.Trajectory": ("f22bf713a00ca869", "f22bf713a00ca869")},
+    # verification, samples, costs (issue 14)
+    "v2": {"adp.Task": ("dbeccaf42c357803", "dbeccaf42c357803"),
+           "adp.StepEvent": ("3c95cec52ffd2e47", "3c95cec52ffd2e47"),
+           "adp.Trajectory": ("04f52706ab419183", "04f52706ab419183")},
 }
 PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
@@ -188,7 +192,8 @@ def _step_fields(schemas: dict[str, Any]) -> list[dict]:
      "adp.Task.task_type: enum symbols"),
     (lambda s: s["adp.Task"]["fields"][7].update(type="string"),
      "adp.Task.constraints: retyped from string/json to string"),
-    (lambda s: s["adp.Trajectory"]["fields"].pop(3),
+    (lambda s: s["adp.Trajectory"]["fields"].remove(
+        next(f for f in s["adp.Trajectory"]["fields"] if f["name"] == "success")),
      "adp.Trajectory.success: removed or renamed"),
     (lambda s: _step_fields(s).__setitem__(4, {"name": "thinking", "type": "string",
                                                 "default": ""}),
@@ -218,13 +223,14 @@ def test_canonical_form_defines_a_named_type_once():
 
 
 def test_canonical_form_agrees_with_fastavro_where_nothing_repeats():
-    # Task and Trajectory define each named type once even when fully expanded
+    # Task defines each named type once even when fully expanded; StepEvent (TaskType) and
+    # Trajectory (LlmExchange, in Step and in Verdict) use one twice
     named: dict[str, Any] = {}
     expanded = {name: to_parsing_canonical_form(expand_schema(
         fastavro.parse_schema(CURRENT[name], named_schemas=named))) for name in codec.SCHEMA_FILES}
-    for name in ("adp.Task", "adp.Trajectory"):
-        assert codec._registry().current[name].canonical == expanded[name]
-    assert codec._registry().current["adp.StepEvent"].canonical != expanded["adp.StepEvent"]
+    assert codec._registry().current["adp.Task"].canonical == expanded["adp.Task"]
+    for name in ("adp.StepEvent", "adp.Trajectory"):
+        assert codec._registry().current[name].canonical != expanded[name]
 
 
 def test_canonical_form_follows_the_spec_transformations():
@@ -251,6 +257,10 @@ def test_records_the_v1_codec_wrote_still_decode():
     decoded = [codec.decode(bytes.fromhex(r["value"])) for r in records]
     assert [type(r).__name__ for r in decoded] == [
         "Task", "StepEvent", "StepEvent", "StepEvent", "StepEvent", "Trajectory"]
+    # fields added since v1 take their defaults, "json" ones decoded (not the text "null")
+    assert decoded[0].verify is None and decoded[1].task.verify is None
+    assert decoded[0].samples == 1 and decoded[-1].claimed_success is None
+    assert decoded[-1].verification is None and decoded[-1].metadata.cost_usd is None
     # decoded into today's models, re-encoded with today's (spec) fingerprints
     for record, raw in zip(decoded, records):
         again = codec.encode(record)
