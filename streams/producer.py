@@ -1,7 +1,8 @@
 """`adp produce FILE`: validate a tasks.jsonl file and publish its tasks to Kafka.
 
-Each good line becomes one Avro-encoded Task (adp.schemas.codec) on adp.tasks.<task_type>, keyed by its
-task_id, sent by an idempotent producer with acks=all. Sends are pipelined (a bounded number of
+Each good line becomes one Avro-encoded Task (adp.schemas.codec) on its type's priority lane,
+adp.tasks.<task_type>[.high|.low] (streams/topics.py: priority 8-10 high, 4-7 the plain default
+topic, 1-3 low), keyed by its task_id, sent by an idempotent producer with acks=all. Sends are pipelined (a bounded number of
 records and bytes in flight) and every one is confirmed by the broker before the command ends.
 Bad lines are reported with their line number and reason; they never stop the good ones.
 
@@ -31,7 +32,7 @@ from adp.schemas import codec
 from adp.core.settings import settings
 from adp.schemas.contracts import Task, TaskType
 from adp.connectors.tasks_source import TaskFileError, read_tasks
-from adp.streams.topics import task_topic
+from adp.streams.topics import LANES, task_topic, topic_for_task
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class ProduceReport:
     bootstrap: str
     dry_run: bool = False
     sent: Counter = field(default_factory=Counter)  # task_type -> tasks confirmed (or valid)
+    by_topic: Counter = field(default_factory=Counter)  # lane topic -> tasks confirmed
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line_no, message)
     empty: bool = False  # the file holds no task line at all
 
@@ -74,7 +76,7 @@ class ProduceReport:
 
     @property
     def topics(self) -> list[str]:
-        return [task_topic(t) for t in sorted(self.sent)]
+        return sorted(self.by_topic)
 
     @property
     def exit_code(self) -> int:
@@ -126,7 +128,7 @@ async def produce_tasks(path: str | Path, bootstrap: str | None = None,
              " (dry run)" if dry_run else "")
 
     producer: AIOKafkaProducer | None = None
-    pending: dict[asyncio.Future, tuple[str, int]] = {}  # future -> (task_type, bytes)
+    pending: dict[asyncio.Future, tuple[str, str, int]] = {}  # future -> (type, topic, bytes)
     in_flight_bytes = 0
     handed = 0
 
@@ -143,12 +145,13 @@ async def produce_tasks(path: str | Path, bootstrap: str | None = None,
     def settle(done) -> None:
         nonlocal in_flight_bytes
         for fut in done:
-            task_type, nbytes = pending.pop(fut)
+            task_type, topic, nbytes = pending.pop(fut)
             in_flight_bytes -= nbytes
             exc = fut.exception()
             if exc is not None:
                 raise fail("send failed on", exc)
             report.sent[task_type] += 1
+            report.by_topic[topic] += 1
 
     try:
         for item in items:
@@ -164,8 +167,10 @@ async def produce_tasks(path: str | Path, bootstrap: str | None = None,
             if isinstance(value, str):
                 report.rejected.append((item.line_no, f"line {item.line_no}: {value}"))
                 continue
+            topic = topic_for_task(task.task_type, task.priority)
             if dry_run:
                 report.sent[task.task_type] += 1
+                report.by_topic[topic] += 1
                 continue
             if producer is None:
                 producer = _make_producer(bootstrap)
@@ -178,12 +183,12 @@ async def produce_tasks(path: str | Path, bootstrap: str | None = None,
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 settle(done)
             try:
-                fut = await producer.send(task_topic(task.task_type), value=value,
+                fut = await producer.send(topic, value=value,
                                           key=task.task_id.encode("utf-8"))
             except Exception as exc:
                 raise fail("send failed on", exc) from None
             handed += 1
-            pending[fut] = (task.task_type, len(value))
+            pending[fut] = (task.task_type, topic, len(value))
             in_flight_bytes += len(value)
             if len(pending) % 256 == 0:  # harvest confirmations without waiting
                 settle([f for f in pending if f.done()])
@@ -198,7 +203,7 @@ async def produce_tasks(path: str | Path, bootstrap: str | None = None,
                 log.warning("producer did not stop cleanly", exc_info=True)
     log.info("%s %d tasks%s; rejected %d lines", "validated" if dry_run else "sent",
              report.total_sent,
-             "".join(f", {n} to {task_topic(t)}" for t, n in sorted(report.sent.items())),
+             "".join(f", {n} to {t}" for t, n in sorted(report.by_topic.items())),
              len(report.rejected))
     return report
 
@@ -220,7 +225,10 @@ def _print_summary(report: ProduceReport, out, quiet: bool) -> None:
         table.add_column("topic")
         table.add_column("tasks", justify="right")
         for t in TaskType:
-            table.add_row(t.value, task_topic(t), str(report.sent.get(t.value, 0)))
+            for lane in LANES:  # the default lane always, the others where tasks went
+                topic = task_topic(t, lane)
+                if report.by_topic.get(topic) or lane.suffix == "":
+                    table.add_row(t.value, topic, str(report.by_topic.get(topic, 0)))
         table.add_row("rejected", "", str(len([r for r in report.rejected if r[0] > 0])),
                       style="red" if report.rejected else None)
         out.print(table)
@@ -252,9 +260,10 @@ def produce_command(file: Path, bootstrap: str | None, dry_run: bool, quiet: boo
 
     FILE has one JSON object per line: task_id (unique), task_type (reasoning|code|web),
     description, and optionally expected_tools, max_steps, timeout, priority, constraints;
-    other keys are kept as metadata. Each good line is sent, Avro-encoded, to
-    adp.tasks.<task_type> keyed by task_id (idempotent producer, acks=all), and every send is
-    confirmed before the command ends. A bad line is reported with its line number and
+    other keys are kept as metadata. Each good line is sent, Avro-encoded, to its type's
+    priority lane keyed by task_id (idempotent producer, acks=all): adp.tasks.<task_type>.high
+    for priority 8-10, adp.tasks.<task_type> for 4-7 (5 is the default), adp.tasks.<task_type>.low
+    for 1-3. Runtimes take higher lanes first. Every send is confirmed before the command ends. A bad line is reported with its line number and
     reason; the other lines still go through.
 
     \b

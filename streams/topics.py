@@ -11,8 +11,77 @@ TRAJECTORIES = "adp.trajectories"
 DLQ = "adp.dlq"
 
 
-def task_topic(task_type: TaskType | str) -> str:
-    return f"adp.tasks.{TaskType(task_type).value}"
+@dataclass(frozen=True)
+class Lane:
+    """A priority lane: one task topic per task type, fed by a range of task priorities.
+
+    Kafka keeps order per partition, not priority, so priority is designed in at produce time:
+    a task goes to its type's lane topic for its priority, and runtimes take from higher lanes
+    first (streams/lanes.py decides, with a minimum share for lower lanes so they never
+    starve). The default lane is the plain adp.tasks.<type> of every earlier version: nothing
+    produced before lanes existed is stranded, and a task produced by another client without
+    choosing a lane lands there."""
+
+    name: str
+    suffix: str  # appended to adp.tasks.<type>
+    lowest: int  # priorities lowest..highest go here
+    highest: int
+
+
+# Highest first: the order runtimes serve them in.
+LANES = (
+    Lane("high", ".high", 8, 10),
+    Lane("default", "", 4, 7),
+    Lane("low", ".low", 1, 3),
+)
+DEFAULT_LANE = LANES[1]
+LANE_NAMES = tuple(lane.name for lane in LANES)
+
+
+def lane_for_priority(priority: int) -> Lane:
+    for lane in LANES:
+        if lane.lowest <= priority <= lane.highest:
+            return lane
+    raise ValueError(f"priority {priority} is outside 1..10")
+
+
+def lane_named(name: str) -> Lane:
+    for lane in LANES:
+        if lane.name == name:
+            return lane
+    raise ValueError(f"no lane {name!r}; lanes are {', '.join(LANE_NAMES)}")
+
+
+def task_topic(task_type: TaskType | str, lane: Lane | str = DEFAULT_LANE) -> str:
+    """adp.tasks.<type> (the default lane) or adp.tasks.<type>.<lane>."""
+    lane = lane if isinstance(lane, Lane) else lane_named(lane)
+    return f"adp.tasks.{TaskType(task_type).value}{lane.suffix}"
+
+
+def topic_for_task(task_type: TaskType | str, priority: int) -> str:
+    """Where `adp produce` sends a task: its type's lane for its priority."""
+    return task_topic(task_type, lane_for_priority(priority))
+
+
+def lane_topics(task_type: TaskType | str) -> list[str]:
+    """Every lane topic of a task type, highest lane first: what its runtimes subscribe to."""
+    return [task_topic(task_type, lane) for lane in LANES]
+
+
+def lane_of(topic: str) -> Lane:
+    """The lane of a task topic (adp.tasks.code.high -> high); ValueError if not a task topic."""
+    prefix, _, rest = topic.partition("adp.tasks.")
+    if prefix or not rest:
+        raise ValueError(f"{topic!r} is not a task topic")
+    for lane in LANES:
+        if lane.suffix and rest.endswith(lane.suffix) and rest[: -len(lane.suffix)] in _TYPES:
+            return lane
+    if rest in _TYPES:
+        return DEFAULT_LANE
+    raise ValueError(f"{topic!r} is not a task topic")
+
+
+_TYPES = frozenset(t.value for t in TaskType)
 
 
 def runtime_group(task_type: str) -> str:
@@ -27,12 +96,12 @@ class TopicSpec:
 
 
 def platform_topics(min_insync_replicas: int = 1) -> list[TopicSpec]:
-    """Every topic the platform uses. Tasks and steps get 6 partitions so up to 6 consumers of a
+    """Every topic the platform uses. Task topics (every lane) and steps get 6 partitions so up to 6 consumers of a
     group share the work; trajectories are compacted because only the latest per task_id counts."""
     # 32 MiB: a trajectory carries every raw LLM exchange, a task may carry a 10 MB description;
     # a deployment's broker default (1 MB) must not silently cap them.
     durable = {"min.insync.replicas": str(min_insync_replicas), "max.message.bytes": "33554432"}
-    specs = [TopicSpec(task_topic(t), 6, durable) for t in TaskType]
+    specs = [TopicSpec(topic, 6, durable) for t in TaskType for topic in lane_topics(t)]
     specs.append(TopicSpec(STEPS, 6, {**durable, "retention.ms": "-1"}))
     specs.append(TopicSpec(TRAJECTORIES, 6, {**durable, "cleanup.policy": "compact"}))
     specs.append(TopicSpec(DLQ, 1, durable))

@@ -21,12 +21,12 @@ from adp.schemas import codec
 from adp.schemas.contracts import Task, TaskType
 from adp.streams import producer as producer_mod
 from adp.streams.producer import ProduceError, produce_tasks
-from adp.streams.topics import platform_topics, task_topic
+from adp.streams.topics import lane_topics, platform_topics, task_topic
 
 pytestmark = pytest.mark.kafka
 
 ADP = str(Path(sys.executable).parent / "adp")
-TASK_TOPICS = [task_topic(t) for t in TaskType]
+TASK_TOPICS = [topic for t in TaskType for topic in lane_topics(t)]
 PARTITIONS = {spec.name: spec.partitions for spec in platform_topics()}
 
 
@@ -103,6 +103,7 @@ async def test_bad_input_battery_good_lines_go_through(kafka, tmp_path):
         b'{"task_id": "' + p.encode() + b'nu", "task_type": "code", "description": "\xc3\x28"}',
         "",                                                                # 10 blank
         line(p + "c2", "code", expected_tools=["python"]),                 # 11
+        line(p + "c3", "code", priority=2),                                # 12 low lane
     ])
     proc = await adp_produce(str(path))
     assert proc.returncode == 1, proc.stderr
@@ -115,16 +116,22 @@ async def test_bad_input_battery_good_lines_go_through(kafka, tmp_path):
     assert f"line 8: duplicate task_id '{p}c1' (first on line 1)" in err
     assert "line 9: not valid UTF-8 at byte " in err
     assert "6 rejected line(s)" in err
-    assert "line 10" not in err and "line 11" not in err
-    # the summary table: per type, and the rejected count
+    assert "line 10" not in err and "line 11" not in err and "line 12" not in err
+    # the summary table: per type and priority lane, and the rejected count
     out = " ".join(re.sub(r"[│┃]", " ", proc.stdout).split())
-    assert "code adp.tasks.code 2" in out and "web adp.tasks.web 1" in out
-    assert "reasoning adp.tasks.reasoning 1" in out and "rejected 6" in out
+    assert "code adp.tasks.code 2" in out and "code adp.tasks.code.low 1" in out
+    assert "web adp.tasks.web 1" in out and "rejected 6" in out
+    assert "reasoning adp.tasks.reasoning 0" in out  # the default lane is always listed
+    assert "reasoning adp.tasks.reasoning.high 1" in out
+    assert "web adp.tasks.web.high" not in out  # other lanes only where tasks went
 
     got = await read_back(kafka.bootstrap, p)
+    # each task on its type's lane for its priority: 9 -> high, 2 -> low, default 5 -> default
     assert sorted(k for k, _ in got["adp.tasks.code"]) == [p + "c1", p + "c2"]
+    assert [k for k, _ in got["adp.tasks.code.low"]] == [p + "c3"]
     assert [k for k, _ in got["adp.tasks.web"]] == [p + "w1"]
-    assert [k for k, _ in got["adp.tasks.reasoning"]] == [p + "r1"]
+    assert [k for k, _ in got["adp.tasks.reasoning.high"]] == [p + "r1"]
+    assert sum(map(len, got.values())) == 5
     tasks = {k: t for recs in got.values() for k, t in recs}
     assert all(k == t.task_id for k, t in tasks.items())
     assert tasks[p + "c1"].task_type == "code"  # the first c1 won, not the web duplicate
@@ -218,7 +225,7 @@ async def test_produce_tasks_api_pipelines_many_and_confirms_all(kafka, tmp_path
     assert dict(report.sent) == {"code": 500, "web": 500, "reasoning": 500}
     assert report.rejected == [(701, "line 701: invalid JSON: Expecting value (column 1)")]
     assert report.exit_code == 1 and report.total_sent == 1500
-    assert report.topics == sorted(TASK_TOPICS)
+    assert report.topics == sorted(task_topic(t) for t in TaskType)  # all priority 5
     size = path.stat().st_size
     assert seen[-1] == (size, size) and all(a <= b for (a, _), (b, _) in zip(seen, seen[1:]))
 
@@ -254,7 +261,8 @@ async def test_lone_surrogate_escape_is_rejected_not_crashing(kafka, tmp_path):
 def test_help_explains_exit_codes():
     proc = subprocess.run([ADP, "produce", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
-    for words in ("--bootstrap", "--dry-run", "--quiet", "Exit codes", "adp.tasks.<task_type>"):
+    for words in ("--bootstrap", "--dry-run", "--quiet", "Exit codes", "adp.tasks.<task_type>",
+                  "adp.tasks.<task_type>.high"):
         assert words in proc.stdout
 
 
