@@ -18,7 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 
 log = logging.getLogger(__name__)
 
-TASKS_RECEIVED = Counter("adp_tasks_received_total", "Tasks taken from Kafka", ["task_type"])
+TASKS_RECEIVED = Counter("adp_tasks_received_total", "Tasks taken from Kafka (started)",
+                         ["task_type", "lane"])
 TASKS_FINISHED = Counter("adp_tasks_finished_total", "Tasks finished (finished event acked)",
                          ["task_type", "outcome", "error_type"])
 TASKS_IN_FLIGHT = Gauge("adp_tasks_in_flight", "Tasks running now", ["task_type"])
@@ -26,7 +27,11 @@ CONCURRENCY_LIMIT = Gauge("adp_runtime_concurrency_limit",
                           "Tasks a runtime process takes at once now (lowered on LLM 429s)",
                           ["task_type"])
 CONSUMER_LAG = Gauge("adp_consumer_lag", "Messages behind the end of the assigned partitions",
-                     ["task_type"])
+                     ["task_type", "lane"])
+TASK_WAIT = Histogram("adp_task_wait_seconds",
+                      "Time from a task's produce to its start, per priority lane",
+                      ["task_type", "lane"],
+                      buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600))
 STEP_DURATION = Histogram("adp_step_duration_seconds", "Duration of one agent step",
                           ["task_type", "action_type"],
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))

@@ -15,8 +15,11 @@ offset has already been running when its process died ("strikes").
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +61,40 @@ class PoisonLedger:
 
     def clear(self, offset: int) -> None:
         self.strikes.pop(offset, None)
+
+
+class Quarantine:
+    """Where a runtime's tasks execute: ordinary tasks side by side; a suspect (a task with
+    strikes) waits until nothing else executes and runs alone, so only a real poison task
+    collects more strikes. The worker starts no new task while the quarantine is closed."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()  # cleared while a suspect waits or runs
+        self._open.set()
+        self._executing = 0
+        self._idle = asyncio.Condition()
+        self._lock = asyncio.Lock()  # one suspect at a time
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    @asynccontextmanager
+    async def slot(self, suspect: bool) -> AsyncIterator[None]:
+        if suspect:
+            await self._lock.acquire()
+            self._open.clear()
+            async with self._idle:
+                await self._idle.wait_for(lambda: self._executing == 0)
+        else:
+            await self._open.wait()
+        self._executing += 1
+        try:
+            yield
+        finally:
+            self._executing -= 1
+            async with self._idle:
+                self._idle.notify_all()
+            if suspect:
+                self._open.set()
+                self._lock.release()

@@ -11,6 +11,8 @@ import click
 from adp.core.settings import settings
 from adp.runtimes.base import RuntimeContext
 from adp.runtimes.registry import UnknownRuntime, available, load_runtime
+from adp.streams.topics import LANES
+from adp.streams.lanes import DEFAULT_MIN_SHARE, check_min_share
 from adp.streams.worker import RuntimeWorker, default_runtime_id
 
 
@@ -23,14 +25,26 @@ from adp.streams.worker import RuntimeWorker, default_runtime_id
 @click.option("--group", default=None, help="Consumer group [adp-runtime-<type>].")
 @click.option("--metrics-port", type=int, default=None,
               help="Port of /metrics and /health [ADP_METRICS_PORT or 8001, next free]; 0: off.")
+@click.option("--min-share", type=float, default=DEFAULT_MIN_SHARE, show_default=True,
+              envvar="ADP_MIN_SHARE", show_envvar=True,
+              help="Starvation guard: while higher priority lanes have work, each lower lane "
+                   "with work still gets at least this share of task starts (0: strict "
+                   "priority; at most 1/3).")
 def runtime_command(name: str, concurrency: int, bootstrap: str | None, runtime_id: str | None,
-                    group: str | None, metrics_port: int | None) -> None:
+                    group: str | None, metrics_port: int | None, min_share: float) -> None:
     """Run the runtime NAME (code, web, reasoning, or an installed plugin).
 
-    Joins consumer group adp-runtime-<type> on adp.tasks.<type>: start more processes, here or
-    on other hosts, to share the partitions. Every step goes to adp.steps as it happens.
+    Joins consumer group adp-runtime-<type> on its type's priority lanes: adp.tasks.<type>.high
+    (priority 8-10), adp.tasks.<type> (4-7) and adp.tasks.<type>.low (1-3). A free slot takes
+    the next task from the highest lane with work, except that each lower lane gets at least
+    --min-share of the starts. Start more processes, here or on other hosts, to share the
+    partitions. Every step goes to adp.steps as it happens.
     Stops cleanly on Ctrl-C / SIGTERM: running tasks get 30 s to finish, the rest are redone
     by another member."""
+    try:
+        check_min_share(min_share, len(LANES))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--min-share") from exc
     try:
         runtime_cls = load_runtime(name)
     except UnknownRuntime as exc:
@@ -43,7 +57,8 @@ def runtime_command(name: str, concurrency: int, bootstrap: str | None, runtime_
     limit = AdaptiveLimit(initial=concurrency, maximum=concurrency)
     runtime = runtime_cls(RuntimeContext(runtime_id=rid, model=build_model({"limit": limit})))
     worker = RuntimeWorker(runtime, task_type, bootstrap or settings().bootstrap,
-                           concurrency=concurrency, runtime_id=rid, group_id=group, limit=limit)
+                           concurrency=concurrency, runtime_id=rid, group_id=group, limit=limit,
+                           min_share=min_share)
 
     async def main() -> None:
         stop = asyncio.Event()

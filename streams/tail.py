@@ -8,7 +8,7 @@ import re
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import click
@@ -20,6 +20,7 @@ from adp.schemas import codec
 from adp.core.settings import settings
 from adp.schemas.contracts import StepEvent
 from adp.streams import topics
+from adp.streams.topics import LANE_NAMES, lane_for_priority
 
 
 def parse_since(text: str, now: float | None = None) -> float:
@@ -43,6 +44,11 @@ class StepFilter:
     task_type: str | None = None
     runtime_id: str | None = None
     success: bool | None = None  # on step and finished events; started events pass
+    # Priority lane (topics.LANES). Only a started event carries the task and so its priority:
+    # the attempts seen starting in the lane are remembered until they finish, and their
+    # other events pass; events of attempts that started before tail's first one do not.
+    lane: str | None = None
+    _in_lane: set[tuple[str, str]] = field(default_factory=set)  # (task_id, attempt_id)
 
     def __call__(self, e: StepEvent) -> bool:
         if self.task_ids and e.task_id not in self.task_ids:
@@ -51,11 +57,27 @@ class StepFilter:
             return False
         if self.runtime_id and e.runtime_id != self.runtime_id:
             return False
+        if self.lane and not self._lane_matches(e):
+            return False
         if self.success is not None:
             outcome = e.step.success if e.step else e.finish.success if e.finish else None
             if outcome is not None and outcome != self.success:
                 return False
         return True
+
+    def _lane_matches(self, e: StepEvent) -> bool:
+        attempt = (e.task_id, e.attempt_id)
+        if e.event_type == "started" and e.task is not None:
+            if lane_for_priority(e.task.priority).name != self.lane:
+                return False
+            self._in_lane.add(attempt)
+            return True
+        if e.event_type == "finished":
+            if attempt in self._in_lane:
+                self._in_lane.discard(attempt)
+                return True
+            return False
+        return attempt in self._in_lane
 
 
 def as_json(e: StepEvent) -> str:
@@ -66,7 +88,9 @@ def as_line(e: StepEvent, width: int = 100) -> str:
     when = datetime.fromtimestamp(e.timestamp).strftime("%H:%M:%S")
     head = f"[dim]{when}[/] [bold]{escape(e.task_id)}[/] [dim]{e.task_type}/{e.attempt_id[:8]}[/]"
     if e.event_type == "started":
-        return f"{head} [cyan]started[/] on {escape(e.runtime_id)}"
+        lane = f" [dim](priority {e.task.priority}, {lane_for_priority(e.task.priority).name} " \
+               "lane)[/]" if e.task else ""
+        return f"{head} [cyan]started[/] on {escape(e.runtime_id)}{lane}"
     if e.event_type == "finished":
         f = e.finish
         mark = "[green]✓ succeeded[/]" if f.success else f"[red]✗ failed[/] ({f.error_type})"
@@ -125,16 +149,19 @@ async def follow(bootstrap: str, keep: StepFilter, emit, from_beginning: bool = 
 @click.option("--type", "task_type", type=click.Choice(["code", "web", "reasoning"]),
               help="Only this task type.")
 @click.option("--runtime", "runtime_id", help="Only events of this runtime id.")
+@click.option("--lane", type=click.Choice(LANE_NAMES),
+              help="Only tasks of this priority lane (high: priority 8-10, default: 4-7, "
+                   "low: 1-3), from their started event on.")
 @click.option("--success/--failed", "success", default=None,
               help="Only successful / failed steps and finishes.")
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest event kept.")
 @click.option("--since", help="Start at a time: 10m, 2h, 1d ago, or an ISO time.")
 @click.option("--json", "json_out", is_flag=True, help="One JSON StepEvent per line.")
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers [ADP_BOOTSTRAP].")
-def tail_command(task_ids, task_type, runtime_id, success, from_beginning, since, json_out,
-                 bootstrap) -> None:
+def tail_command(task_ids, task_type, runtime_id, lane, success, from_beginning, since,
+                 json_out, bootstrap) -> None:
     """Follow step events on adp.steps as runtimes emit them. Ctrl-C stops."""
-    keep = StepFilter(frozenset(task_ids), task_type, runtime_id, success)
+    keep = StepFilter(frozenset(task_ids), task_type, runtime_id, success, lane)
     console, errors = Console(highlight=False), Console(stderr=True)
 
     def emit(event: StepEvent | None, warning: str | None) -> None:

@@ -1,13 +1,16 @@
-"""The runtime consumer loop: tasks in from adp.tasks.<type>, step events out to adp.steps.
+"""The runtime consumer loop: tasks in from the priority lanes of adp.tasks.<type>, step events
+out to adp.steps.
 
 Each task taken runs as an Attempt (streams/attempt.py), which puts its step events on the
-wire.
+wire. Which fetched task a free slot starts is the intake's choice (streams/intake.py: higher
+lanes first, a minimum share for lower ones).
 
 Delivery discipline (README, "Delivery guarantees"):
-- a plain aiokafka consumer in group adp-runtime-<type>, auto-commit off;
-- up to `concurrency` tasks run at once; at the limit every assigned partition is paused, and
-  the loop keeps polling so the consumer never exceeds max.poll.interval.ms however long a
-  task runs;
+- a plain aiokafka consumer in group adp-runtime-<type>, auto-commit off, subscribed to every
+  lane topic of the type;
+- up to `concurrency` tasks run at once; a lane's partitions are paused while it has enough
+  fetched and unstarted to fill every slot, and the loop keeps polling, at the limit too, so
+  the consumer never exceeds max.poll.interval.ms however long a task runs;
 - a task's offset counts as done only after its finished event is acknowledged by the broker
   (acks=all), and commits advance per partition over the contiguous prefix of done offsets
   (streams/offsets.py);
@@ -23,9 +26,8 @@ import asyncio
 import logging
 import os
 import socket
-from contextlib import asynccontextmanager
+import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -39,8 +41,10 @@ from adp.core.limit import AdaptiveLimit
 from adp.streams import topics
 from adp.streams.attempt import Attempt
 from adp.streams.dlq import dlq_headers
+from adp.streams.intake import LaneIntake
+from adp.streams.lanes import DEFAULT_MIN_SHARE, check_min_share
 from adp.streams.offsets import PartitionOffsets
-from adp.streams.poison import PoisonLedger
+from adp.streams.poison import PoisonLedger, Quarantine
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +68,15 @@ class RuntimeWorker:
                  runtime_id: str | None = None, group_id: str | None = None,
                  poll_interval_ms: int = 200, poison_limit: int = 3,
                  limit: AdaptiveLimit | None = None,
-                 consumer_options: dict | None = None):
+                 consumer_options: dict | None = None, min_share: float = DEFAULT_MIN_SHARE):
         self.runtime, self.task_type = runtime, task_type
         self.bootstrap, self.concurrency = bootstrap, max(1, concurrency)
         self.runtime_id = runtime_id or default_runtime_id(task_type)
         self.group_id = group_id or topics.runtime_group(task_type)
         self.poll_interval_ms = poll_interval_ms
         self.poison_limit = poison_limit
+        # each lower priority lane with work gets at least this share of task starts
+        self.min_share = check_min_share(min_share, len(topics.LANES))
         # The LLM client lowers this limit on 429s and raises it on successes (AIMD); the
         # worker takes new tasks only below it, so a throttled endpoint slows intake.
         self.limit = limit
@@ -79,12 +85,7 @@ class RuntimeWorker:
         self.consumer_options = dict(consumer_options or {})
         self._capacity = self.concurrency
         self.ledgers: dict[TopicPartition, PoisonLedger] = {}
-        # quarantine: a suspect task runs alone; `_open` is cleared while it does
-        self._open = asyncio.Event()
-        self._open.set()
-        self._executing = 0
-        self._idle = asyncio.Condition()
-        self._quarantine = asyncio.Lock()
+        self.quarantine = Quarantine()  # a suspect task runs alone
         self.stats = WorkerStats()
         self.offsets: dict[TopicPartition, PartitionOffsets] = {}
         self.inflight: dict[asyncio.Task, tuple[TopicPartition, int]] = {}
@@ -93,6 +94,7 @@ class RuntimeWorker:
         self._revocations = 0
         self._slot_freed = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
+        self.intake: LaneIntake | None = None
         self.producer: AIOKafkaProducer | None = None
         self.health = metrics.Health(f"runtime {self.runtime_id}",
                                      busy=lambda: bool(self.inflight))
@@ -125,14 +127,16 @@ class RuntimeWorker:
         await self.producer.start()
         await self.admin.start()
         try:
-            self.consumer.subscribe([topics.task_topic(self.task_type)],
-                                    listener=_Rebalance(self))
+            self.intake = LaneIntake(self.consumer, self.task_type, prefetch=self.concurrency,
+                                     min_share=self.min_share)
+            self.consumer.subscribe(self.intake.topics, listener=_Rebalance(self))
             await self.consumer.start()
             try:
                 async with self.runtime:
-                    log.info("runtime %s consuming %s as group %s, concurrency %d",
-                             self.runtime_id, topics.task_topic(self.task_type),
-                             self.group_id, self.concurrency)
+                    log.info("runtime %s consuming %s as group %s, concurrency %d, lower lanes "
+                             "get at least %g of the starts", self.runtime_id,
+                             ", ".join(self.intake.topics), self.group_id, self.concurrency,
+                             self.min_share)
                     watcher = asyncio.create_task(self._watch_lag(stop))
                     try:
                         await self._poll_loop(stop)
@@ -147,28 +151,30 @@ class RuntimeWorker:
         log.info("runtime %s stopped: %s", self.runtime_id, self.stats)
         return self.stats
 
+    def _free(self) -> int:
+        return self.capacity() - len(self.inflight) if self.quarantine.is_open else 0
+
     async def _poll_loop(self, stop: asyncio.Event) -> None:
-        assert self.consumer is not None
+        assert self.consumer is not None and self.intake is not None
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                free = self.capacity() - len(self.inflight) if self._open.is_set() else 0
-                assigned = self.consumer.assignment()
-                if free <= 0:
-                    self.consumer.pause(*assigned)
-                else:
-                    self.consumer.resume(*assigned)
-                # Polling goes on while paused: it is what keeps this member in the group.
-                batch = await self.consumer.getmany(
-                    timeout_ms=self.poll_interval_ms, max_records=max(free, 1)
-                )
-                # aiokafka returns records only outside a reassignment, so these belong to
-                # the current assignment; a revocation after this point moves them (eager
-                # rebalance: the next assignment re-reads positions from the commit)
+                # Polling goes on at the limit too: it is what keeps this member in the group,
+                # and lanes with room keep fetching, so urgent work is at hand when a slot frees.
+                await self.intake.fill(wait_ms=self.poll_interval_ms if self._free() > 0 else 0)
+                free = self._free()
+                # aiokafka returns records only outside a reassignment, and a revocation drops
+                # the intake's records of the revoked partitions, so what is taken here belongs
+                # to the current assignment; `epoch` catches a revocation while starting them
                 epoch = self._revocations
-                for tp, records in batch.items():
+                taken = self.intake.take(max(free, 0))
+                by_partition: dict[TopicPartition, list[ConsumerRecord]] = {}
+                for record in taken:  # in pick order: the higher lane's partition first
+                    by_partition.setdefault(TopicPartition(record.topic, record.partition),
+                                            []).append(record)
+                for tp, records in by_partition.items():
                     await self._start_batch(tp, records, epoch)
-                if free <= 0 and not batch:
+                if free <= 0 and not taken:
                     self._slot_freed.clear()
                     waiter = asyncio.ensure_future(self._slot_freed.wait())
                     await asyncio.wait({waiter, stopping}, timeout=self.poll_interval_ms / 1000,
@@ -221,9 +227,12 @@ class RuntimeWorker:
             log.info("not starting %d task(s) of %s[%d]: the partition was revoked meanwhile",
                      len(records), tp.topic, tp.partition)
             return
+        lane = topics.lane_of(tp.topic).name
         for record in records:
             self.stats.received += 1
-            metrics.TASKS_RECEIVED.labels(self.task_type).inc()
+            metrics.TASKS_RECEIVED.labels(self.task_type, lane).inc()
+            metrics.TASK_WAIT.labels(self.task_type, lane).observe(
+                max(0.0, time.time() - record.timestamp / 1000))
             metrics.TASKS_IN_FLIGHT.labels(self.task_type).inc()
             task = asyncio.create_task(self._handle(tp, record),
                                        name=f"task@{tp.topic}-{tp.partition}:{record.offset}")
@@ -254,7 +263,7 @@ class RuntimeWorker:
         if strikes:
             log.warning("task %s: its runtime died %d time(s) while running it; running it alone",
                         task.task_id, strikes)
-        async with self._slot(suspect=strikes > 0):
+        async with self.quarantine.slot(suspect=strikes > 0):
             attempt = Attempt(self.producer, self.runtime_id, task)
             log.info("task %s: attempt %s started", task.task_id, attempt.attempt_id)
             outcome = await attempt.run(self.runtime)
@@ -263,28 +272,6 @@ class RuntimeWorker:
                      attempt.steps, f" ({outcome.error_type}: {outcome.error})"
                      if outcome.error_type else "")
         await self._done(tp, record.offset)
-
-    @asynccontextmanager
-    async def _slot(self, suspect: bool) -> AsyncIterator[None]:
-        """Ordinary tasks run side by side; a suspect waits until nothing else executes and
-        runs alone, so only a real poison task collects more strikes."""
-        if suspect:
-            await self._quarantine.acquire()
-            self._open.clear()
-            async with self._idle:
-                await self._idle.wait_for(lambda: self._executing == 0)
-        else:
-            await self._open.wait()
-        self._executing += 1
-        try:
-            yield
-        finally:
-            self._executing -= 1
-            async with self._idle:
-                self._idle.notify_all()
-            if suspect:
-                self._open.set()
-                self._quarantine.release()
 
     def _count(self, outcome: Outcome) -> None:
         self.stats.finished += 1
@@ -339,23 +326,22 @@ class RuntimeWorker:
     def _assignment_check(self) -> tuple[bool, str]:
         # Members beyond the partition count legitimately get nothing; say so, don't fail.
         assigned = self.consumer.assignment() if self.consumer else set()
-        self.health.details["partitions"] = sorted(tp.partition for tp in assigned)
+        owned: dict[str, list[int]] = {}
+        for tp in sorted(assigned):
+            owned.setdefault(tp.topic, []).append(tp.partition)
+        self.health.details["partitions"] = owned  # per lane topic
         return True, ""
 
     async def _watch_lag(self, stop: asyncio.Event, every: float = 5.0) -> None:
-        """Ask the broker for end offsets periodically: gives the lag gauge, and tells /health
-        whether the broker answers."""
+        """Ask the broker for end offsets periodically: gives the lag gauge per lane, and tells
+        /health whether the broker answers."""
         while not stop.is_set():
-            assigned = list(self.consumer.assignment())
             try:
-                ends = await asyncio.wait_for(self.consumer.end_offsets(assigned), every * 2)
-                lag = 0
-                for tp, end in ends.items():
-                    tracker = self.offsets.get(tp)
-                    done_below = tracker.committable if tracker and tracker.committable is not None \
-                        else await self.consumer.position(tp)
-                    lag += max(0, end - done_below)
-                metrics.CONSUMER_LAG.labels(self.task_type).set(lag)
+                done = {tp: t.committable for tp, t in self.offsets.items()}
+                lag = await asyncio.wait_for(self.intake.lag(done), every * 2)
+                for lane, behind in lag.items():
+                    metrics.CONSUMER_LAG.labels(self.task_type, lane).set(behind)
+                self.health.details["lag"] = lag
                 self._broker_ok = (True, "")
             except Exception as exc:  # broker down, partitions moving: report, keep going
                 self._broker_ok = (False, f"broker not answering: {type(exc).__name__}: {exc}")
@@ -368,6 +354,7 @@ class RuntimeWorker:
 
     async def revoke(self, revoked: set[TopicPartition]) -> None:
         self._revocations += 1
+        self.intake.drop(revoked)
         victims = [t for t, (tp, _) in self.inflight.items() if tp in revoked]
         for t in victims:
             t.cancel()

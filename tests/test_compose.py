@@ -29,6 +29,7 @@ DOCUMENTED_METRICS = {
     "adp_consumer_lag", "adp_step_duration_seconds", "adp_llm_latency_seconds",
     "adp_llm_tokens_total", "adp_llm_cache_hits_total", "adp_llm_cache_misses_total",
     "adp_dlq_messages_total", "adp_sink_writes_total", "adp_trajectories_total",
+    "adp_task_wait_seconds",
 }
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
 SECRET_VALUE = re.compile(r"(sk-[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{20,}|AKIA[0-9A-Z]{16}|"
@@ -375,9 +376,12 @@ def test_dashboard_queries_only_documented_metrics(services: dict) -> None:
     for needle in ("adp_tasks_finished_total", "adp_consumer_lag", "adp_tasks_in_flight",
                    "error_type", "histogram_quantile(0.5, sum by (le) (rate(adp_llm_latency_seconds_bucket",
                    "histogram_quantile(0.95, sum by (le) (rate(adp_llm_latency_seconds_bucket",
-                   "adp_llm_cache_hits_total", "adp_llm_cache_misses_total"):
+                   "adp_llm_cache_hits_total", "adp_llm_cache_misses_total",
+                   "sum by (task_type, lane) (adp_consumer_lag",
+                   "sum by (le, lane) (rate(adp_task_wait_seconds_bucket"):
         assert needle in exprs, f"no panel queries {needle}"
-    for word in ("throughput", "lag", "in-flight", "error", "latency", "cache hit"):
+    for word in ("throughput", "lag", "in-flight", "error", "latency", "cache hit",
+                 "priority lane"):
         assert word in titles, f"no panel about {word}"
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))

@@ -1,6 +1,6 @@
 """Priority lanes without a broker: how priorities map to lane topics (streams/topics.py) and
 which lane a free slot takes from (streams/lanes.py). The broker-side behaviour is in
-tests/test_lanes_broker.py."""
+tests/test_runtime_discipline.py (section 6)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from adp.streams import topics
 from tests.conftest import free_port_block
 from tests.helpers import ADP, AdpProcess, wait_for, write_tasks
 
@@ -71,7 +72,13 @@ def test_metrics_count_real_work_and_health_follows_the_broker(kafka, llm_stub, 
         status, body = get(f"{runtime}/health")
         assert status == 200, body
         health = json.loads(body)
-        assert health["healthy"] and health["partitions"] == [0, 1, 2, 3, 4, 5]
+        assert health["healthy"] and health["partitions"] == {
+            topic: [0, 1, 2, 3, 4, 5] for topic in topics.lane_topics("code")}
+        # nothing left behind on any priority lane, in /health and in the lag gauge
+        wait_for(lambda: json.loads(get(f"{runtime}/health")[1]).get("lag") == {
+            "high": 0, "default": 0, "low": 0}, 30, "the lag per lane to reach 0")
+        assert metric(get(f"{runtime}/metrics")[1], "adp_consumer_lag", task_type="code",
+                      lane="high") == 0
         assert get(f"{aggregator}/health")[0] == 200
 
         node = kafka.nodes[0]

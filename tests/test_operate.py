@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from adp.schemas import codec
 from adp.schemas.contracts import Finish, Step, StepEvent, Task, Trajectory, TrajectoryMetadata
 from adp.streams import topics
-from adp.streams.tail import StepFilter, parse_since
+from adp.streams.tail import StepFilter, as_line, parse_since
 from tests.helpers import ADP, AdpProcess, wait_for, write_tasks
 
 pytestmark = pytest.mark.kafka
@@ -82,6 +82,21 @@ def test_parse_since_and_filter():
     keep = StepFilter(frozenset({"x"}), "code", None, False)
     assert keep(event("x", "step", ok=False)) and not keep(event("x", "step", ok=True))
     assert not keep(event("y", "step", ok=False)) and keep(event("x", "started"))
+
+
+def test_tail_lane_filter_follows_the_attempts_that_started_in_the_lane():
+    high = event("urgent", "started")
+    high.task.priority = 9
+    low = event("backlog", "started")
+    low.task.priority = 2
+    keep = StepFilter(lane="high")
+    assert keep(high) and not keep(low)
+    assert keep(event("urgent", "step")) and not keep(event("backlog", "step"))
+    assert keep(event("urgent", "finished"))
+    # after its finished event the attempt is forgotten: a stray event of it no longer passes
+    assert not keep(event("urgent", "step"))
+    assert "(priority 9, high lane)" in as_line(high) and "default lane" in as_line(
+        event("plain", "started"))
 
 
 def test_tail_follows_live_with_filters_and_stops_on_ctrl_c(kafka):

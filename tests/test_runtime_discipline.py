@@ -6,9 +6,10 @@ Most tests drive the worker with GateRuntime, a runtime whose tasks wait on even
 controls: the runtime is not under test here, the consumer is. The timeout/limit tests go
 through the real code runtime, the real LLM client and the scripted stub LLM.
 
-Every test uses its own consumer group, started at the current end of adp.tasks.code (the
-module's broker is shared, so a new group must not pick up earlier tests' tasks), and tells its
-tasks apart on adp.steps by a unique task_id prefix.
+Every test uses its own consumer group, started at the current end of every lane of
+adp.tasks.code (the module's broker is shared, so a new group must not pick up earlier tests'
+tasks), and tells its tasks apart on adp.steps by a unique task_id prefix. Tasks go to the
+default lane (adp.tasks.code), except in the priority-lane tests at the end.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ pytestmark = pytest.mark.kafka
 TOPIC = topics.task_topic("code")
 PARTITIONS = next(s.partitions for s in topics.platform_topics() if s.name == TOPIC)
 STEPS_PARTITIONS = next(s.partitions for s in topics.platform_topics() if s.name == topics.STEPS)
-ALL_TPS = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+ALL_TPS = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]  # the default lane's
+LANE_TPS = [TopicPartition(t, p) for t in topics.lane_topics("code") for p in range(PARTITIONS)]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -68,15 +70,16 @@ async def until(condition: Callable[[], Any], what: str, timeout: float = 60.0,
 
 
 async def fresh_group(bootstrap: str, name: str) -> str:
-    """A new consumer group whose committed offsets are the current ends of adp.tasks.code."""
+    """A new consumer group whose committed offsets are the current ends of every lane of
+    adp.tasks.code."""
     group = f"test-discipline-{name}-{uuid.uuid4().hex[:8]}"
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
-        consumer.assign(ALL_TPS)
-        ends = await consumer.end_offsets(ALL_TPS)
-        await consumer.commit({tp: ends[tp] for tp in ALL_TPS})
+        consumer.assign(LANE_TPS)
+        ends = await consumer.end_offsets(LANE_TPS)
+        await consumer.commit({tp: ends[tp] for tp in LANE_TPS})
     finally:
         await consumer.stop()
     return group
@@ -316,10 +319,12 @@ async def test_concurrency_limit_and_contiguous_commits(kafka):
         async with running(worker) as wt:
             ws = (wt,)
             await until(lambda: len(runtime.started) >= 3, "three tasks running", workers=ws)
-            # at the limit every assigned partition is paused, and the loop keeps polling
-            await until(lambda: worker.consumer.paused() == worker.consumer.assignment(),
-                        "the assigned partitions to be paused", workers=ws)
-            assert worker.consumer.assignment() == set(ALL_TPS)
+            # at the limit the three others wait fetched, and their lane is paused (it holds
+            # enough to fill every slot); the empty lanes keep fetching, the loop keeps polling
+            await until(lambda: worker.intake.waiting() == {"high": 0, "default": 3, "low": 0}
+                        and worker.consumer.paused() == set(ALL_TPS),
+                        "the default lane to be paused with three tasks at hand", workers=ws)
+            assert worker.consumer.assignment() == set(LANE_TPS)
             assert sorted(runtime.started) == sorted(ids[:3]) and len(worker.inflight) == 3
             meta = (await committed.raw())[0]
             # the running offsets were committed (as metadata) before they started
@@ -390,7 +395,7 @@ async def test_rebalance_cancels_revoked_tasks_and_they_are_redone(kafka):
         async with running(a) as at:
             await until(lambda: len(runtime.started) == len(ids), "A running every task",
                         workers=(at,))
-            assert a.consumer.assignment() == set(ALL_TPS) and runtime.cancelled == []
+            assert a.consumer.assignment() == set(LANE_TPS) and runtime.cancelled == []
             async with running(b) as bt:
                 ws = (at, bt)
 
@@ -401,7 +406,7 @@ async def test_rebalance_cancels_revoked_tasks_and_they_are_redone(kafka):
                     victims = [i for i in ids if part_of[i] in revoked]
                     owners = a.consumer.assignment() | b.consumer.assignment()
                     return (sorted(runtime.cancelled) == sorted(victims)
-                            and owners == set(ALL_TPS) and b.consumer.assignment()
+                            and owners == set(LANE_TPS) and b.consumer.assignment()
                             and all(runtime.active[i] == 1 for i in ids))
 
                 await until(settled, "the rebalance to settle and the revoked tasks to be redone",
@@ -454,19 +459,22 @@ async def test_task_longer_than_max_poll_interval_keeps_its_consumer(kafka):
     bootstrap = kafka.bootstrap
     group = await fresh_group(bootstrap, "longtask")
     runtime = GateRuntime()
-    (task,) = gated_tasks("longtask", 1)
+    task, queued = gated_tasks("longtask", 2)
+    runtime.gates[queued.task_id].set()  # the queued one finishes as soon as it may start
     max_poll_ms = 2000
     worker = ObservedWorker(runtime, "code", bootstrap, concurrency=1, group_id=group,
                             consumer_options={"max_poll_interval_ms": max_poll_ms,
                                               "session_timeout_ms": 6000,
                                               "heartbeat_interval_ms": 500})
-    where = await produce(bootstrap, [(task, 3)])
+    where = await produce(bootstrap, [(task, 3), (queued, 3)])
     async with Committed(bootstrap, group) as committed:
         async with running(worker) as wt:
             await until(lambda: runtime.started == [task.task_id], "the task to start",
                         workers=(wt,))
-            await until(lambda: worker.consumer.paused() == worker.consumer.assignment(),
-                        "the partitions paused at the limit", workers=(wt,))
+            # the queued task is at hand and its lane paused: nothing more is fetched or run
+            await until(lambda: worker.consumer.paused() == set(ALL_TPS)
+                        and worker.intake.waiting()["default"] == 1,
+                        "the default lane paused at the limit", workers=(wt,))
             loop = asyncio.get_running_loop()
             began = loop.time()
             # The one sleep of this module: elapsed time is itself the condition under test
@@ -474,12 +482,13 @@ async def test_task_longer_than_max_poll_interval_keeps_its_consumer(kafka):
             await asyncio.sleep(3 * max_poll_ms / 1000)
             assert loop.time() - began >= 3 * max_poll_ms / 1000
             assert not wt.done() and runtime.active[task.task_id] == 1
+            assert runtime.started == [task.task_id]
             runtime.gates[task.task_id].set()
-            await until(lambda: _at(committed, 3, where[task.task_id][1] + 1),
-                        "the long task committed", workers=(wt,))
-    # the member was never kicked out: no revocation, no second assignment, one attempt
+            await until(lambda: _at(committed, 3, where[queued.task_id][1] + 1),
+                        "both tasks committed", workers=(wt,))
+    # the member was never kicked out: no revocation, no second assignment, one attempt each
     assert worker.revocations == [] and len(worker.assignments) == 1
-    assert runtime.started == [task.task_id] and runtime.cancelled == []
+    assert runtime.started == [task.task_id, queued.task_id] and runtime.cancelled == []
     events = (await events_of(bootstrap, {task.task_id}))[task.task_id]
     assert len(attempts_of(events)) == 1
     assert kinds(events) == ["started", "step", "step", "finished"]
@@ -656,3 +665,96 @@ async def test_task_fetched_just_before_a_revocation_is_not_started_by_the_old_o
     attempts = attempts_of(events)
     assert len(attempts) == 1, [(e.runtime_id, e.event_type) for e in events]
     assert runtime.started == [task.task_id]
+
+
+# --------------------------------------------------------------------------- 6. priority lanes
+# Progress counted in task starts (slots), never in seconds. The kill -9 scenario across lanes
+# is in tests/faults/test_faults.py; the pure scheduling rule in tests/test_lanes.py.
+
+
+async def produce_by_priority(bootstrap: str, tasks: list[Task]) -> None:
+    """As `adp produce` does: each task to its type's lane for its priority, keyed by task_id."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for task in tasks:
+            await producer.send(topics.topic_for_task(task.task_type, task.priority),
+                                codec.encode(task), key=task.task_id.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_an_urgent_task_takes_the_next_free_slot_of_a_runtime_saturated_by_200(kafka):
+    bootstrap = kafka.bootstrap
+    group = await fresh_group(bootstrap, "urgent")
+    runtime = GateRuntime()
+    backlog = gated_tasks("backlog", 200, priority=1)
+    (urgent,) = gated_tasks("urgent", 1, priority=10)
+    await produce_by_priority(bootstrap, backlog)
+    worker = ObservedWorker(runtime, "code", bootstrap, concurrency=4, group_id=group)
+    async with running(worker) as wt:
+        ws = (wt,)
+        await until(lambda: len(runtime.started) == 4 and worker.intake.waiting()["low"] == 4,
+                    "every slot busy with low-priority work, more of it fetched", workers=ws)
+        await produce_by_priority(bootstrap, [urgent])
+        # the high lane keeps fetching while every slot is busy
+        await until(lambda: worker.intake.waiting()["high"] == 1,
+                    "the urgent task to be fetched", workers=ws)
+        assert len(runtime.started) == 4
+
+        async def free_one_slot() -> str:
+            running_now = [i for i in runtime.started if not runtime.gates[i].is_set()]
+            before = len(runtime.started)
+            runtime.gates[running_now[0]].set()
+            await until(lambda: len(runtime.started) > before, "the freed slot to be filled",
+                        workers=ws)
+            return runtime.started[before]
+
+        # slots freed from the urgent task's produce to its start: the very first one
+        assert await free_one_slot() == urgent.task_id
+        # and the backlog goes on behind it, oldest first per partition
+        next_low = await free_one_slot()
+        assert next_low.startswith("backlog-")
+        for task in [*backlog, urgent]:  # let everything running finish for a quick stop
+            runtime.gates[task.task_id].set()
+    assert runtime.started.count(urgent.task_id) == 1 and runtime.cancelled == []
+    events = (await events_of(bootstrap, {urgent.task_id}))[urgent.task_id]
+    assert [e.event_type for e in events] == ["started", "step", "step", "finished"]
+    assert events[-1].finish.success
+
+
+async def test_a_low_lane_keeps_its_minimum_share_while_high_work_keeps_coming(kafka):
+    bootstrap = kafka.bootstrap
+    share = 0.25
+    group = await fresh_group(bootstrap, "share")
+    runtime = GateRuntime()
+    high = gated_tasks("flood", 60, priority=9)
+    low = gated_tasks("trickle", 12, priority=2)
+    for task in high + low:  # no gating: each task finishes as soon as it starts
+        runtime.gates[task.task_id].set()
+    high_ids, low_ids = {t.task_id for t in high}, {t.task_id for t in low}
+    await produce_by_priority(bootstrap, low + high)
+    worker = ObservedWorker(runtime, "code", bootstrap, concurrency=2, group_id=group,
+                            min_share=share)
+    async with running(worker) as wt:
+        await until(lambda: low_ids <= set(runtime.started) and not worker.inflight,
+                    "every low-priority task to finish", workers=(wt,))
+    order = runtime.started
+    lanes = "".join("L" if i in low_ids else "H" for i in order)
+    last_low = lanes.rindex("L")
+    # the high lane never ran dry until the last low start: the low lane's starts were its
+    # guaranteed share, not leftovers
+    assert "H" in lanes[last_low:], lanes
+    # Counted in slots, from the first start after which the runtime had fetched work of both
+    # lanes (the very first fetch may bring one lane a poll before the other)...
+    both = max(lanes.index("L"), lanes.index("H"))
+    per_low = round(1 / share)
+    first = lanes.index("L", both)
+    assert first - both < per_low, lanes
+    # ... a low start comes at least every 1/share starts ...
+    gaps = [len(run) for run in lanes[first + 1: last_low].split("L")]
+    assert max(gaps) <= per_low - 1, lanes
+    # ... and not more often: while the high lane has work, it gets every other slot
+    assert min(gaps) >= per_low - 1, lanes
+    assert len(order) == len(set(order))  # each task ran once

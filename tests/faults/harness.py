@@ -19,13 +19,16 @@ from tests.helpers import ADP, AdpProcess, trajectory_files, wait_for, write_tas
 
 
 class Pipeline:
-    def __init__(self, tmp: Path, bootstrap: str, llm_url: str, prefix: str, n_tasks: int):
+    def __init__(self, tmp: Path, bootstrap: str, llm_url: str, prefix: str, n_tasks: int,
+                 priorities: tuple[int, ...] = (5,)):
         self.tmp, self.bootstrap, self.prefix = tmp, bootstrap, prefix
         self.out = tmp / "trajectories"
         self.env = {"ADP_BOOTSTRAP": bootstrap, "ADP_LLM_BASE_URL": llm_url,
                     "ADP_LLM_MODEL": "stub", "ADP_HOME": str(tmp / "home"),
                     "ADP_METRICS_PORT": "0"}
         self.ids = [f"{prefix}-{i:04d}" for i in range(n_tasks)]
+        # task i gets priorities[i % len]: with several, the tasks spread over priority lanes
+        self.priorities = priorities
         self.runtimes: list[AdpProcess] = []
         self.aggregator: AdpProcess | None = None
         self._n = 0
@@ -59,7 +62,9 @@ class Pipeline:
     def produce(self) -> None:
         tasks = write_tasks(self.tmp / "tasks.jsonl", [
             {"task_id": t, "task_type": "code", "description": f"Fault task {t}: print it.",
-             "max_steps": 4, "timeout": 120} for t in self.ids])
+             "max_steps": 4, "timeout": 120,
+             "priority": self.priorities[i % len(self.priorities)]}
+            for i, t in enumerate(self.ids)])
         done = subprocess.run(ADP + ["produce", "--quiet", str(tasks)], capture_output=True,
                               text=True, timeout=300, env={**self.aggregator.env})
         assert done.returncode == 0, done.stdout + done.stderr
