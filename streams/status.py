@@ -1,7 +1,8 @@
 """`adp status`: per task type, what was produced, what is pending, running, finished, failed.
 
 Everything comes from the broker, nothing from local files, so it works from any host:
-- produced: end offsets of adp.tasks.<type>;
+- produced: end offsets of adp.tasks.<type> and its priority lanes (.high, .low), in total and
+  per lane;
 - pending: the runtime group's lag (produced minus committed);
 - running: the offsets the runtimes listed as running in their last commit metadata
   (streams/poison.py keeps that list current);
@@ -33,6 +34,13 @@ from adp.streams.reader import behind
 
 
 @dataclass
+class LaneStatus:
+    produced: int = 0
+    pending: int = 0
+    running: int = 0
+
+
+@dataclass
 class TypeStatus:
     task_type: str
     produced: int = 0
@@ -41,6 +49,8 @@ class TypeStatus:
     finished: int = 0
     failed: int = 0
     members: int = 0
+    # per priority lane (topics.LANES), highest first; produced/pending/running sum over these
+    lanes: dict[str, LaneStatus] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,17 +79,24 @@ class StatusReader:
         rows = []
         for task_type in TaskType:
             row = TypeStatus(task_type.value)
-            topic, group = topics.task_topic(task_type), topics.runtime_group(task_type.value)
-            [described] = await self.admin.describe_topics([topic])
-            parts = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+            group = topics.runtime_group(task_type.value)
+            lane_topics = topics.lane_topics(task_type)
+            parts = [TopicPartition(d["topic"], p["partition"])
+                     for d in await self.admin.describe_topics(lane_topics)
+                     for p in d["partitions"]]
             ends = await self.consumer.end_offsets(parts) if parts else {}
-            row.produced = sum(ends.values())
             committed = await self._committed(group, parts)
+            row.lanes = {topics.lane_of(t).name: LaneStatus() for t in lane_topics}
             for tp, end in ends.items():
+                lane = row.lanes[topics.lane_of(tp.topic).name]
                 meta = committed.get(tp)
                 done = meta.offset if meta and meta.offset >= 0 else 0
-                row.pending += max(0, end - done)
-                row.running += _running(meta.metadata if meta else "")
+                lane.produced += end
+                lane.pending += max(0, end - done)
+                lane.running += _running(meta.metadata if meta else "")
+            row.produced = sum(lane.produced for lane in row.lanes.values())
+            row.pending = sum(lane.pending for lane in row.lanes.values())
+            row.running = sum(lane.running for lane in row.lanes.values())
             row.members = await self._members(group)
             for kind, ok in self.outcomes.values():
                 if kind == task_type.value:
@@ -134,6 +151,11 @@ def render_table(rows: list[TypeStatus]) -> Table:
         table.add_row(r.task_type, str(r.produced), str(r.pending), str(r.running),
                       str(r.finished), f"[red]{r.failed}[/]" if r.failed else "0",
                       str(r.members))
+        # the priority lanes under their type, once any lane but the default one was used
+        if any(lane.produced for name, lane in r.lanes.items() if name != "default"):
+            for name, lane in r.lanes.items():
+                table.add_row(f"[dim]  {name} lane[/]", f"[dim]{lane.produced}[/]",
+                              f"[dim]{lane.pending}[/]", f"[dim]{lane.running}[/]", "", "", "")
     return table
 
 
@@ -153,7 +175,9 @@ def render_progress(rows: list[TypeStatus]) -> Progress:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers [ADP_BOOTSTRAP].")
 def status_command(watch: bool, interval: float, as_json: bool, bootstrap: str | None) -> None:
-    """Per task type: produced, pending (group lag), running, finished, failed, runtimes."""
+    """Per task type: produced, pending (group lag), running, finished, failed, runtimes;
+    produced, pending and running also per priority lane (high, default, low) once tasks went
+    to a lane other than the default one."""
 
     async def main() -> None:
         async with StatusReader(bootstrap or settings().bootstrap) as reader:

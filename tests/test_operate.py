@@ -147,7 +147,8 @@ def trajectory(task_id: str, ok: bool) -> Trajectory:
 def test_status_counts_produced_pending_finished_failed(kafka, tmp_path):
     env = dict(os.environ, ADP_BOOTSTRAP=kafka.bootstrap)
     tasks = write_tasks(tmp_path / "t.jsonl", [
-        {"task_id": f"status-{i}", "task_type": "web", "description": "d"} for i in range(3)])
+        {"task_id": f"status-{i}", "task_type": "web", "description": "d"} for i in range(3)]
+        + [{"task_id": "status-urgent", "task_type": "web", "description": "d", "priority": 10}])
     assert subprocess.run(ADP + ["produce", "--quiet", str(tasks)], env=env).returncode == 0
     asyncio.run(send(kafka.bootstrap, topics.TRAJECTORIES, [
         ("status-0", codec.encode(trajectory("status-0", True)), None),
@@ -157,11 +158,19 @@ def test_status_counts_produced_pending_finished_failed(kafka, tmp_path):
     assert out.returncode == 0, out.stderr
     rows = {r["task_type"]: r for r in json.loads(out.stdout)}
     # the trajectories above are typed "code"; the produced tasks are "web"
-    assert rows["web"]["produced"] == 3 and rows["web"]["pending"] == 3
+    assert rows["web"]["produced"] == 4 and rows["web"]["pending"] == 4
     assert rows["web"]["members"] == 0 and rows["web"]["running"] == 0
+    # per priority lane, highest first
+    assert rows["web"]["lanes"] == {"high": {"produced": 1, "pending": 1, "running": 0},
+                                    "default": {"produced": 3, "pending": 3, "running": 0},
+                                    "low": {"produced": 0, "pending": 0, "running": 0}}
+    assert list(rows["web"]["lanes"]) == ["high", "default", "low"]
+    assert rows["code"]["lanes"]["high"]["produced"] == 0
     assert rows["code"]["finished"] == 2 and rows["code"]["failed"] == 1
     table = subprocess.run(ADP + ["status"], env=env, capture_output=True, text=True)
     assert "web" in table.stdout and "produced" in table.stdout
+    assert "high lane" in table.stdout  # web used a lane besides the default one
+    assert table.stdout.count("high lane") == 1  # ... and only web did
 
 
 def test_runtime_dead_letters_bad_messages_and_keeps_going(kafka, llm_stub, tmp_path):
