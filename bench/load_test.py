@@ -1,6 +1,7 @@
 """Load test: thousands of code tasks through the whole pipeline with the stub LLM.
 
     .venv/bin/python -m bench.load_test --tasks 2000 --runtimes 2 --concurrency 16
+    .venv/bin/python -m bench.load_test --tasks 2000 --priorities 1,1,1,5,10   # lanes mixed
 
 Starts its own Kafka (cluster "bench"), the stub LLM, the aggregator and R code runtimes;
 produces the tasks; prints throughput and lag every few seconds; ends with a table. Speed is
@@ -8,6 +9,8 @@ reported as ratios against baselines measured in the same run on the same machin
 - sandbox only: the same number of python runs straight through the bubblewrap sandbox at the
   same total concurrency (the work each task really does, without Kafka, LLM or aggregation);
 - raw Kafka: plain aiokafka produce + consume of as many small messages on the same broker.
+With --priorities the tasks cycle through those priorities, and a second table shows how long
+tasks waited from produce to start per priority lane (bench/lanes.py), against the lowest lane.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from adp.core.settings import settings
 from adp.core.process import ChildProcesses, http_ok
 from adp.streams.broker.server import KafkaCluster
 from adp.streams.status import StatusReader
+from bench.lanes import lane_waits, summary
 
 ADP = [sys.executable, "-m", "adp.cli"]
 console = Console()
@@ -104,7 +108,10 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=29092, help="first Kafka port of the bench cluster")
     ap.add_argument("--every", type=float, default=3.0, help="seconds between progress lines")
     ap.add_argument("--timeout", type=float, default=1800.0)
+    ap.add_argument("--priorities", default="5",
+                    help="comma-separated task priorities, cycled over the tasks (e.g. 1,1,1,5,10)")
     args = ap.parse_args()
+    priorities = [int(p) for p in args.priorities.split(",") if p.strip()]
 
     work = Path(tempfile.mkdtemp(prefix="adp-bench-"))
     out = work / "trajectories"
@@ -133,13 +140,15 @@ def main() -> None:
         tasks = work / "tasks.jsonl"
         tasks.write_text("".join(json.dumps({
             "task_id": f"load-{i:06d}", "task_type": "code",
-            "description": f"Print the number {i}.", "max_steps": 4}) + "\n"
+            "description": f"Print the number {i}.", "max_steps": 4,
+            "priority": priorities[i % len(priorities)]}) + "\n"
             for i in range(args.tasks)))
         began = time.perf_counter()
         subprocess.run(ADP + ["produce", "--quiet", str(tasks)], env=env, check=True)
         produced_in = time.perf_counter() - began
         took = asyncio.run(watch(cluster.bootstrap, out, args.tasks, args.every, args.timeout))
         took += produced_in
+        waits = summary(asyncio.run(lane_waits(cluster.bootstrap, "code", "load-")))
     finally:
         children.stop()
         cluster.down()
@@ -153,6 +162,15 @@ def main() -> None:
     table.add_row("sandbox only, same concurrency", f"{sandbox:.1f}", f"{sandbox / pipeline:.2f}")
     table.add_row("raw Kafka produce+consume", f"{raw:.0f}", f"{raw / pipeline:.1f}")
     console.print(table)
+    if len(waits) > 1:
+        lowest_p50 = waits[-1][2]
+        lanes = Table(title="waiting from produce to start, per priority lane")
+        for col in ("lane", "tasks", "p50 s", "p95 s", "max s", "p50 / lowest lane's p50"):
+            lanes.add_column(col, justify="right")
+        for lane, n, p50, p95, most in waits:
+            lanes.add_row(lane, str(n), f"{p50:.2f}", f"{p95:.2f}", f"{most:.2f}",
+                          f"{p50 / lowest_p50:.2f}" if lowest_p50 else "-")
+        console.print(lanes)
 
 
 if __name__ == "__main__":
