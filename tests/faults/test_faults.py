@@ -56,7 +56,7 @@ def test_runtime_kill9_with_every_priority_lane_busy(kafka, slow_stub, tmp_path,
                                                     record_property):
     """Tasks on all three priority lanes, a runtime killed mid-run: nothing lost or duplicated
     on any lane (lean: fewer tasks, one kill)."""
-    n = 90
+    n = 60
     p = Pipeline(tmp_path, kafka.bootstrap, slow_stub, "fault-lanes", n, priorities=(1, 5, 10))
     p.start_aggregator()
     p.start_runtime(concurrency=4)
