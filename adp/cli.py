@@ -20,6 +20,7 @@ COMMANDS = {
     "replay": "adp.streams.replay:replay_command",
     "status": "adp.streams.status:status_command",
     "dlq": "adp.streams.dlq:dlq_command",
+    "console": "adp.console.cli:console_command",
     "llm": "adp.runtimes.llm.server:llm_command",
     "llm-stub": "adp.runtimes.llm.stub:stub_command",
     "demo": "adp.demo:demo_command",

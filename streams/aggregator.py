@@ -47,11 +47,11 @@ from adp.streams.assembly import (DEFAULT_EXPIRE_AFTER, InvalidEvent, StagedStor
 from adp.streams.dlq import dlq_headers
 from adp.streams.faust_guard import committed_offset
 from adp.streams.reader import KafkaReadError, read_partition
-from adp.streams.topics import DLQ, STEPS, TRAJECTORIES
+from adp.streams.topics import AGGREGATOR_GROUP, DLQ, STEPS, TRAJECTORIES
 
 log = logging.getLogger(__name__)
 
-DEFAULT_APP_ID = "adp-aggregator"
+DEFAULT_APP_ID = AGGREGATOR_GROUP
 STALL_CHECK_EVERY = 5.0  # seconds between checks for partitions Faust stopped delivering
 STALL_AFTER = 10.0  # a partition with records pending and none delivered for this long
 TABLE_NAME = "assembly"

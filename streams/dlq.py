@@ -13,6 +13,7 @@ import sys
 from datetime import datetime, timezone
 
 import click
+from aiokafka.structs import ConsumerRecord
 from rich.console import Console
 from rich.table import Table
 
@@ -36,20 +37,24 @@ def dlq_headers(reason: str, topic: str, partition: int, offset: int,
     ]
 
 
+def dlq_row(record: ConsumerRecord) -> dict:
+    """One dead letter as `adp dlq` and the console show it: when, key, why, from where."""
+    headers = {k: v.decode("utf-8", "replace") for k, v in record.headers or ()}
+    return {
+        "time": datetime.fromtimestamp(record.timestamp / 1000, timezone.utc)
+        .isoformat(timespec="seconds"),
+        "key": record.key.decode("utf-8", "replace") if record.key else None,
+        "reason": headers.get(REASON, ""),
+        "source": f"{headers.get(SOURCE_TOPIC, '?')}[{headers.get(SOURCE_PARTITION, '?')}]"
+                  f"@{headers.get(SOURCE_OFFSET, '?')}",
+        "component": headers.get(COMPONENT, ""),
+        "bytes": len(record.value or b""),
+    }
+
+
 async def read_dlq(bootstrap: str, limit: int | None = None) -> list[dict]:
     """Everything currently in adp.dlq (oldest first), as dicts for display or JSON."""
-    rows: list[dict] = []
-    for r in await read_topic(bootstrap, topics.DLQ):
-        headers = {k: v.decode("utf-8", "replace") for k, v in r.headers or ()}
-        rows.append({
-            "time": datetime.fromtimestamp(r.timestamp / 1000, timezone.utc)
-            .isoformat(timespec="seconds"),
-            "key": r.key.decode("utf-8", "replace") if r.key else None,
-            "reason": headers.get(REASON, ""),
-            "source": f"{headers.get(SOURCE_TOPIC, '?')}[{headers.get(SOURCE_PARTITION, '?')}]"
-                      f"@{headers.get(SOURCE_OFFSET, '?')}",
-            "bytes": len(r.value or b""),
-        })
+    rows = [dlq_row(r) for r in await read_topic(bootstrap, topics.DLQ)]
     return rows[-limit:] if limit else rows
 
 

@@ -51,6 +51,19 @@ async def open_consumer(bootstrap: str) -> AIOKafkaConsumer:
     return consumer
 
 
+async def close_quietly(client: Any) -> None:
+    """Stop an aiokafka consumer or close an admin client, also when the broker is gone.
+    aiokafka 0.14 re-raises the CancelledError of its own background fetch task out of
+    `stop()` when that task was mid-retry against an unreachable node; that one is swallowed
+    here. A cancellation of the caller itself still propagates."""
+    try:
+        await (client.stop() if hasattr(client, "stop") else client.close())
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+
+
 async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
     """The topic's partitions, asked of the cluster (a fresh consumer's metadata cache is
     empty until it subscribes)."""

@@ -6,8 +6,15 @@ Everything comes from the broker, nothing from local files, so it works from any
 - pending: the runtime group's lag (produced minus committed);
 - running: the offsets the runtimes listed as running in their last commit metadata
   (streams/poison.py keeps that list current);
-- members: the group's members;
-- finished / failed: distinct task_ids on adp.trajectories and their latest success flag.
+- members: the group's members, and which partitions each one owns;
+- finished / failed: distinct trajectories (one per task, or per sample of a task with k
+  samples) on adp.trajectories and their latest success flag;
+- verified / checked: of those, how many a verifier passed, of how many it judged (None where
+  no trajectory of the type carries a verdict).
+
+`StatusReader` is the one reader of these numbers: `adp status` prints them, `adp console`
+(adp/console/monitor.py) pushes them to a web page. It also reports any group's lag per
+partition on any topic (the console shows the aggregator's on adp.steps).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 import click
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from rich.console import Console, Group
 from rich.live import Live
@@ -30,7 +38,40 @@ from adp.schemas import codec
 from adp.core.settings import settings
 from adp.schemas.contracts import TaskType, Trajectory
 from adp.streams import topics
-from adp.streams.reader import behind
+from adp.streams.reader import behind, close_quietly
+
+
+@dataclass
+class PartitionLag:
+    topic: str
+    partition: int
+    end: int           # the partition's end offset (what was produced)
+    committed: int     # the group's committed offset (0 when it never committed)
+    lag: int           # end - committed
+    running: int       # offsets the owner listed as running in its last commit
+    owner: str | None  # client id of the member it is assigned to
+
+
+@dataclass
+class Member:
+    client_id: str
+    host: str
+    partitions: dict[str, list[int]]  # topic -> the partitions of it this member owns
+
+
+@dataclass
+class GroupStatus:
+    """One consumer group on its topics: lag per partition and who owns which."""
+
+    group: str
+    topics: list[str]
+    state: str = "Empty"
+    partitions: list[PartitionLag] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
+
+    @property
+    def lag(self) -> int:
+        return sum(p.lag for p in self.partitions)
 
 
 @dataclass
@@ -49,61 +90,120 @@ class TypeStatus:
     finished: int = 0
     failed: int = 0
     members: int = 0
+    verified: int | None = None  # verdicts that passed, where trajectories carry verdicts
+    checked: int | None = None   # verdicts given (passed or failed; not errors, not unverified)
     # per priority lane (topics.LANES), highest first; produced/pending/running sum over these
     lanes: dict[str, LaneStatus] = field(default_factory=dict)
+    group: GroupStatus | None = None
+
+
+def verdict(trajectory: Trajectory | dict) -> bool | None:
+    """The verifier's verdict on a trajectory (model or its JSON document): passed, failed, or
+    None where there is none (no verifier, or it could not run)."""
+    found = (trajectory.get("verification") if isinstance(trajectory, dict)
+             else getattr(trajectory, "verification", None))
+    if found is None:
+        return None
+    passed = found.get("passed") if isinstance(found, dict) else getattr(found, "passed", None)
+    return passed if isinstance(passed, bool) else None
 
 
 @dataclass
 class StatusReader:
-    """Keeps one consumer on adp.trajectories so `--watch` reads only what is new."""
+    """Reads status from the broker without joining any group. Keeps one consumer on
+    adp.trajectories so repeated reads (`--watch`, the console) fetch only what is new."""
 
     bootstrap: str
-    outcomes: dict[str, tuple[str, bool]] = field(default_factory=dict)  # task_id -> type, ok
+    # trajectory key -> (type, success, verdict); a caller may keep it across reconnections
+    outcomes: dict[str, tuple[str, bool, bool | None]] = field(default_factory=dict)
 
     async def __aenter__(self) -> "StatusReader":
         self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        self.consumer = AIOKafkaConsumer(topics.TRAJECTORIES, bootstrap_servers=self.bootstrap,
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap,
                                          group_id=None, auto_offset_reset="earliest",
                                          enable_auto_commit=False,
                                          max_partition_fetch_bytes=33554432)
-        await self.admin.start()
-        await self.consumer.start()
+        try:
+            await self.admin.start()
+            await self.consumer.start()
+            await self._assign_trajectories()
+        except BaseException:
+            await self.__aexit__()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.consumer.stop()
-        await self.admin.close()
+        await close_quietly(self.consumer)
+        await close_quietly(self.admin)
 
     async def read(self) -> list[TypeStatus]:
         await self._catch_up_trajectories()
         rows = []
         for task_type in TaskType:
             row = TypeStatus(task_type.value)
-            group = topics.runtime_group(task_type.value)
             lane_topics = topics.lane_topics(task_type)
-            parts = [TopicPartition(d["topic"], p["partition"])
-                     for d in await self.admin.describe_topics(lane_topics)
-                     for p in d["partitions"]]
-            ends = await self.consumer.end_offsets(parts) if parts else {}
-            committed = await self._committed(group, parts)
+            group = await self.group(topics.runtime_group(task_type.value), lane_topics)
+            row.group = group
             row.lanes = {topics.lane_of(t).name: LaneStatus() for t in lane_topics}
-            for tp, end in ends.items():
-                lane = row.lanes[topics.lane_of(tp.topic).name]
-                meta = committed.get(tp)
-                done = meta.offset if meta and meta.offset >= 0 else 0
-                lane.produced += end
-                lane.pending += max(0, end - done)
-                lane.running += _running(meta.metadata if meta else "")
+            for p in group.partitions:
+                lane = row.lanes[topics.lane_of(p.topic).name]
+                lane.produced += p.end
+                lane.pending += p.lag
+                lane.running += p.running
             row.produced = sum(lane.produced for lane in row.lanes.values())
             row.pending = sum(lane.pending for lane in row.lanes.values())
             row.running = sum(lane.running for lane in row.lanes.values())
-            row.members = await self._members(group)
-            for kind, ok in self.outcomes.values():
+            row.members = len(group.members)
+            for kind, ok, passed in self.outcomes.values():
                 if kind == task_type.value:
                     row.finished += 1
                     row.failed += 0 if ok else 1
+                    if passed is not None:
+                        row.verified = (row.verified or 0) + passed
+                        row.checked = (row.checked or 0) + 1
             rows.append(row)
         return rows
+
+    async def partitions(self, *names: str) -> list[TopicPartition]:
+        """The topics' partitions as the cluster has them now (none for a missing topic)."""
+        return [TopicPartition(d["topic"], p["partition"])
+                for d in await self.admin.describe_topics(list(names))
+                for p in sorted(d["partitions"], key=lambda p: p["partition"])]
+
+    async def end_total(self, topic: str) -> int:
+        """Records ever written to `topic`: the sum of its partitions' end offsets."""
+        parts = await self.partitions(topic)
+        return sum((await self.end_offsets(parts)).values()) if parts else 0
+
+    async def end_offsets(self, parts: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """End offsets of `parts`. The consumer keeps every partition it was asked about
+        assigned (paused, so never fetched): aiokafka answers end_offsets for an unassigned
+        partition only after a metadata refresh and a retry backoff, half a second a call."""
+        known = self.consumer.assignment()
+        if not set(parts) <= known:
+            reading = {tp: await self.consumer.position(tp) for tp in self._trajectory_parts}
+            self.consumer.assign(list(known | set(parts)))
+            for tp, position in reading.items():
+                self.consumer.seek(tp, position)
+            self.consumer.pause(*self.consumer.assignment())
+        return await self.consumer.end_offsets(parts)
+
+    async def group(self, group: str, names: list[str]) -> GroupStatus:
+        """`group`'s lag on its topics per partition, its members and what each one owns."""
+        parts = await self.partitions(*names)
+        ends = await self.end_offsets(parts) if parts else {}
+        committed = await self._committed(group, parts) if parts else {}
+        status = GroupStatus(group, list(names))
+        status.state, status.members = await self._members(group, set(names))
+        owners = {(t, p): m.client_id for m in status.members
+                  for t, ps in m.partitions.items() for p in ps}
+        for tp in parts:
+            meta = committed.get(tp)
+            done = meta.offset if meta and meta.offset >= 0 else 0
+            status.partitions.append(PartitionLag(
+                tp.topic, tp.partition, ends[tp], done, max(0, ends[tp] - done),
+                _running(meta.metadata if meta else ""), owners.get((tp.topic, tp.partition))))
+        return status
 
     async def _committed(self, group: str, parts: list[TopicPartition], tries: int = 20) -> dict:
         for _ in range(tries):
@@ -114,17 +214,43 @@ class StatusReader:
                 await asyncio.sleep(0.5)
         raise click.ClickException(f"no group coordinator for {group} on {self.bootstrap}")
 
-    async def _members(self, group: str) -> int:
+    async def _members(self, group: str, names: set[str]) -> tuple[str, list[Member]]:
         try:
             [response] = await self.admin.describe_consumer_groups([group])
             described = response.to_object()["groups"][0]
-            return len(described["members"]) if described["error_code"] == 0 else 0
         except Exception:  # group never existed yet
-            return 0
+            return "Empty", []
+        if described["error_code"] != 0:
+            return "Empty", []
+        members = []
+        for m in described["members"]:
+            try:
+                assigned = ConsumerProtocolMemberAssignment.decode(m["member_assignment"])
+                owned = {t: sorted(ps) for t, ps in assigned.assignment if t in names and ps}
+            except Exception:  # an empty or foreign assignment (mid-rebalance)
+                owned = {}
+            members.append(Member(m["client_id"], m["client_host"].lstrip("/"), owned))
+        return described["state"], sorted(members, key=lambda m: (sorted(m.partitions.items()),
+                                                                  m.client_id))
+
+    async def _assign_trajectories(self) -> None:
+        self._trajectory_parts = await self.partitions(topics.TRAJECTORIES)
+        self.consumer.assign(self._trajectory_parts)
+        # Everything stays paused between reads: a fetch long-poll in flight would hold up
+        # every other request on the connection (end offsets) for fetch_max_wait_ms.
+        self.consumer.pause(*self._trajectory_parts)
 
     async def _catch_up_trajectories(self) -> None:
-        assigned = list(self.consumer.assignment())
-        ends = await self.consumer.end_offsets(assigned)
+        ends = await self.consumer.end_offsets(self._trajectory_parts)
+        if not await behind(self.consumer, ends):
+            return
+        self.consumer.resume(*self._trajectory_parts)
+        try:
+            await self._read_trajectories(ends)
+        finally:
+            self.consumer.pause(*self._trajectory_parts)
+
+    async def _read_trajectories(self, ends: dict[TopicPartition, int]) -> None:
         while await behind(self.consumer, ends):
             for records in (await self.consumer.getmany(timeout_ms=1000)).values():
                 for r in records:
@@ -132,7 +258,7 @@ class StatusReader:
                         t = codec.decode(r.value, expect=Trajectory)
                     except codec.DecodeError:
                         continue  # the aggregator never publishes these; skip foreign bytes
-                    self.outcomes[t.task_id] = (t.task_type, t.success)
+                    self.outcomes[t.key] = (t.task_type, t.success, verdict(t))
 
 
 def _running(metadata: str) -> int:
@@ -144,18 +270,21 @@ def _running(metadata: str) -> int:
 
 def render_table(rows: list[TypeStatus]) -> Table:
     table = Table(title="adp status")
+    verified = any(r.verified is not None for r in rows)
     for col in ("task type", "produced", "pending", "running", "finished", "failed",
-                "runtimes"):
+                *(("verified",) if verified else ()), "runtimes"):
         table.add_column(col, justify="right" if col != "task type" else "left")
     for r in rows:
         table.add_row(r.task_type, str(r.produced), str(r.pending), str(r.running),
                       str(r.finished), f"[red]{r.failed}[/]" if r.failed else "0",
+                      *((f"{r.verified or 0}/{r.checked or 0}",) if verified else ()),
                       str(r.members))
         # the priority lanes under their type, once any lane but the default one was used
         if any(lane.produced for name, lane in r.lanes.items() if name != "default"):
             for name, lane in r.lanes.items():
                 table.add_row(f"[dim]  {name} lane[/]", f"[dim]{lane.produced}[/]",
-                              f"[dim]{lane.pending}[/]", f"[dim]{lane.running}[/]", "", "", "")
+                              f"[dim]{lane.pending}[/]", f"[dim]{lane.running}[/]", "", "",
+                              *(("",) if verified else ()), "")
     return table
 
 

@@ -20,6 +20,7 @@ from adp.schemas import codec
 from adp.core.settings import settings
 from adp.schemas.contracts import StepEvent
 from adp.streams import topics
+from adp.streams.reader import close_quietly
 from adp.streams.topics import LANE_NAMES, lane_for_priority
 
 
@@ -116,8 +117,8 @@ async def follow(bootstrap: str, keep: StepFilter, emit, from_beginning: bool = 
     consumer = AIOKafkaConsumer(topics.STEPS, bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False,
                                 auto_offset_reset="earliest" if from_beginning else "latest")
-    await consumer.start()
     try:
+        await consumer.start()  # inside the try: a failed start is stopped too (no leak)
         if since is not None:
             parts = [TopicPartition(topics.STEPS, p)
                      for p in consumer.partitions_for_topic(topics.STEPS) or ()]
@@ -141,7 +142,7 @@ async def follow(bootstrap: str, keep: StepFilter, emit, from_beginning: bool = 
                     if keep(event):
                         emit(event, None)
     finally:
-        await consumer.stop()
+        await close_quietly(consumer)
 
 
 @click.command("tail")

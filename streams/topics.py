@@ -88,6 +88,11 @@ def runtime_group(task_type: str) -> str:
     return f"adp-runtime-{task_type}"
 
 
+# The aggregator's Faust app id, which is its consumer group on adp.steps (`adp aggregate
+# --app-id` changes it; `adp console --aggregator-group` follows).
+AGGREGATOR_GROUP = "adp-aggregator"
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str

@@ -67,7 +67,9 @@ def test_the_wheel_holds_one_package_with_its_data(wheel: Path):
     assert top == {"adp"}, f"top-level entries besides adp: {top}"
     for data in ("adp/schemas/Task.avsc", "adp/schemas/StepEvent.avsc",
                  "adp/schemas/Trajectory.avsc", "adp/site/index.html",
-                 "adp/streams/broker/pom.xml", "adp/streams/broker/log4j2.yaml"):
+                 "adp/streams/broker/pom.xml", "adp/streams/broker/log4j2.yaml",
+                 "adp/console/static/index.html", "adp/console/static/console.css",
+                 "adp/console/static/js/main.js", "adp/console/static/js/dom.js"):
         assert data in names, f"{data} missing from the wheel"
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()

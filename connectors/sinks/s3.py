@@ -97,6 +97,31 @@ def parse_destination(destination: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
+def create_client(endpoint_url: str | None, region: str, timeout: float = 30.0,
+                  attempts: int = 1) -> Any:
+    """An aiobotocore S3 client context manager, configured alike for the sink and the readers
+    (connectors/sinks/stored.py). `attempts=1`: the sink retries itself, with jitter."""
+    config = AioConfig(
+        retries={"total_max_attempts": attempts},
+        # Plain Content-MD5 rather than the newer default CRC trailers, which some
+        # S3-compatible servers do not speak.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        connect_timeout=min(10.0, timeout), read_timeout=timeout,
+        s3={"addressing_style": "path"} if endpoint_url else {},
+    )
+    return get_session().create_client("s3", endpoint_url=endpoint_url, region_name=region,
+                                       config=config)
+
+
+def default_endpoint() -> str | None:
+    return os.environ.get("ADP_S3_ENDPOINT_URL") or None
+
+
+def default_region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {}) or {}
@@ -148,9 +173,8 @@ class S3Sink(BaseSink):
         self.destination = destination
         self.bucket, self.prefix = parse_destination(destination)
         self.layout = layout
-        self.endpoint_url = endpoint_url or os.environ.get("ADP_S3_ENDPOINT_URL") or None
-        self.region = (region or os.environ.get("AWS_REGION")
-                       or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+        self.endpoint_url = endpoint_url or default_endpoint()
+        self.region = region or default_region()
         self.retries = retries
         self.create_bucket = create_bucket
         self.flush_count, self.flush_bytes, self.flush_interval = flush_count, flush_bytes, flush_interval
@@ -195,19 +219,9 @@ class S3Sink(BaseSink):
             return self._client
         async with self._client_lock:
             if self._client is None:
-                s3_opts = {"addressing_style": "path"} if self.endpoint_url else {}
-                config = AioConfig(
-                    retries={"total_max_attempts": 1},  # we retry ourselves, with jitter
-                    # Plain Content-MD5 rather than the newer default CRC trailers, which some
-                    # S3-compatible servers do not speak.
-                    request_checksum_calculation="when_required",
-                    response_checksum_validation="when_required",
-                    connect_timeout=min(10.0, self.timeout), read_timeout=self.timeout,
-                    s3=s3_opts,
-                )
                 stack = contextlib.AsyncExitStack()
-                self._client = await stack.enter_async_context(get_session().create_client(
-                    "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config))
+                self._client = await stack.enter_async_context(
+                    create_client(self.endpoint_url, self.region, self.timeout))
                 self._stack = stack
         return self._client
 

@@ -1,0 +1,146 @@
+// One trajectory, step by step: thinking, action and parameters, observation, errors, tokens,
+// latency, and the raw LLM exchange (collapsed). Everything is shown as text.
+import { append, clock, count, dollars, el, getJSON, mark, pretty, seconds, verdictStatus, visible } from './dom.js';
+
+const CODE_ACTIONS = new Set(['code_execution', 'python', 'python_executor', 'run_python']);
+
+export async function showTrajectory(taskId) {
+  const box = document.getElementById('traj-detail');
+  box.replaceChildren(el('p', { class: 'dim' }, `loading ${taskId}…`));
+  let doc;
+  try {
+    doc = await getJSON(`/api/trajectories/${encodeURIComponent(taskId)}`);
+  } catch (err) {
+    box.replaceChildren(el('p', { class: 'bad' }, `cannot show ${taskId}: ${err.message}`));
+    return;
+  }
+  box.replaceChildren();
+  append(box, render(doc));
+}
+
+function render(doc) {
+  const meta = doc.metadata || {};
+  const steps = Array.isArray(doc.steps) ? doc.steps : [];
+  const verification = doc.verification;
+  const status = verdictStatus(verification);
+  const claimed = doc.claimed_success === null || doc.claimed_success === undefined ? doc.success : doc.claimed_success;
+  return [
+    el('h2', { class: 'title' }, el('span', { class: 'task' }, doc.task_id),
+      doc.sample_index ? el('span', { class: 'tag', title: 'sample index' }, `sample ${doc.sample_index}`) : null,
+      el('span', { class: 'tag' }, doc.task_type),
+      el('span', { class: `tag ${doc.success ? 'ok' : 'bad'}`, dataset: { part: 'success' } }, doc.success ? '✓ succeeded' : '✗ failed'),
+      claimed !== doc.success ? el('span', { class: 'tag', title: "the agent's own claim" }, `the agent claimed ${claimed ? 'success' : 'failure'}`) : null,
+      status !== 'unverified' ? el('span', { class: `tag ${status === 'passed' ? 'ok' : status === 'failed' ? 'bad' : 'warn'}`, dataset: { part: 'verdict' } },
+        `verified: ${status === 'error' ? 'could not verify' : status}`) : el('span', { class: 'tag dim' }, 'no verifier')),
+    el('section', { class: 'card' }, el('h3', {}, 'Task'), el('div', { class: 'text', dataset: { part: 'description' } }, doc.description || '')),
+    el('dl', { class: 'meta' },
+      term('runtime', meta.runtime_id), term('attempt', meta.attempt_id),
+      term('started', clock(meta.started_at)), term('finished', clock(meta.finished_at)),
+      term('duration', seconds(doc.total_duration)), term('steps', steps.length),
+      term('LLM calls', `${count(meta.llm_calls)}${meta.cached_llm_calls ? ` (${meta.cached_llm_calls} cached)` : ''}`),
+      term('tokens', `${count(meta.prompt_tokens)} prompt + ${count(meta.completion_tokens)} completion`),
+      dollars(meta.cost_usd) ? term('cost', dollars(meta.cost_usd)) : null,
+      meta.error_type ? term('error type', meta.error_type) : null),
+    meta.error ? el('pre', { class: 'error' }, meta.error) : null,
+    el('section', { class: 'card' }, el('h3', {}, 'Final result'),
+      el('div', { class: 'text', dataset: { part: 'final' } }, doc.final_result || '(none)')),
+    status !== 'unverified' ? verificationCard(verification, status) : null,
+    el('h3', {}, `Steps (${steps.length})`),
+    steps.map((step) => stepCard(step, doc.task_type)),
+    collapsed('The task as produced', meta.task),
+    collapsed('The whole document (JSON)', doc),
+  ];
+}
+
+function verificationCard(v, status) {
+  return el('section', { class: 'card', dataset: { part: 'verification' } }, el('h3', {}, 'Verification'),
+    el('dl', { class: 'meta' },
+      term('verifier', v.verifier), term('verdict', status === 'error' ? 'could not verify' : status),
+      v.score !== null && v.score !== undefined ? term('score', v.score) : null,
+      v.duration ? term('took', seconds(v.duration)) : null),
+    v.details ? el('div', { class: 'text' }, v.details) : null,
+    v.error ? el('pre', { class: 'error' }, v.error) : null,
+    collapsed('The verify spec', v.spec),
+    v.llm ? collapsed(`The judge's LLM request (${v.llm.provider} · ${v.llm.model})`, v.llm.request, conversation) : null,
+    v.llm ? collapsed("The judge's LLM response", v.llm.response, reply) : null);
+}
+
+function term(name, value) {
+  return [el('dt', {}, name), el('dd', {}, value === undefined || value === null ? '–' : value)];
+}
+
+function stepCard(step, taskType) {
+  const llm = step.llm;
+  const params = step.action_params;
+  const code = params && typeof params === 'object' && typeof params.code === 'string' ? params.code : null;
+  const rest = code !== null ? Object.fromEntries(Object.entries(params).filter(([k]) => k !== 'code')) : params;
+  const pageText = taskType === 'web' && code === null && !CODE_ACTIONS.has(step.action_type);
+  return el('article', { class: `step-card ${step.success ? '' : 'failed'}`, dataset: { step: step.step_id } },
+    el('header', {},
+      el('b', {}, `Step ${step.step_id}`), ' ', mark(step.success), ' ',
+      el('span', { class: 'action' }, step.action_type),
+      el('span', { class: 'dim' }, ` · ${seconds(step.duration)} · ${clock(step.timestamp)}`),
+      llm ? el('span', { class: 'dim' }, ` · ${count(llm.prompt_tokens)}+${count(llm.completion_tokens)} tokens · LLM ${seconds(llm.latency)}${llm.cached ? ' (cached)' : ''}${dollars(llm.cost_usd) ? ` · ${dollars(llm.cost_usd)}` : ''}`) : null),
+    step.thinking ? part('Thinking', el('div', { class: 'text thinking' }, step.thinking)) : null,
+    part('Action', [
+      code !== null ? el('pre', { class: 'code', dataset: { part: 'code' } }, code) : null,
+      rest && (typeof rest !== 'object' || Object.keys(rest).length) ? el('pre', { class: 'params' }, pretty(rest)) : null,
+    ]),
+    step.observation
+      ? part(pageText ? 'Observation (page text)' : 'Observation',
+        el(pageText ? 'div' : 'pre', { class: pageText ? 'text observation' : 'observation', dataset: { part: 'observation' } }, step.observation))
+      : part('Observation', el('div', { class: 'dim', dataset: { part: 'observation' } }, '(none: no tool ran)')),
+    step.error ? part('Error', el('pre', { class: 'error' }, step.error)) : null,
+    llm ? el('div', { class: 'raw' },
+      collapsed(`LLM request (${llm.provider} · ${llm.model})`, llm.request, conversation),
+      collapsed('LLM response', llm.response, reply)) : null);
+}
+
+// The request as the model saw it: each message with its role and its text as written.
+function conversation(request, body) {
+  const messages = request && Array.isArray(request.messages) ? request.messages : null;
+  if (!messages) return false;
+  for (const m of messages) {
+    body.append(el('div', { class: 'message' },
+      el('div', { class: 'role' }, String(m.role || '?'), m.name ? ` (${m.name})` : '', m.tool_call_id ? ` · ${m.tool_call_id}` : ''),
+      typeof m.content === 'string' ? el('pre', {}, m.content) : m.content ? el('pre', {}, pretty(m.content)) : null,
+      m.tool_calls ? el('pre', { class: 'calls' }, pretty(m.tool_calls)) : null));
+  }
+  const rest = Object.fromEntries(Object.entries(request).filter(([k]) => k !== 'messages'));
+  body.append(el('div', { class: 'message' }, el('div', { class: 'role' }, 'parameters'), el('pre', {}, pretty(rest))));
+  return true;
+}
+
+// The response: the message the model sent back, then the rest (usage, finish reason).
+function reply(response, body) {
+  const choice = response && Array.isArray(response.choices) ? response.choices[0] : null;
+  const message = choice && choice.message;
+  if (!message) return false;
+  body.append(el('div', { class: 'message' },
+    el('div', { class: 'role' }, `${message.role || 'assistant'}${choice.finish_reason ? ` · finish: ${choice.finish_reason}` : ''}`),
+    message.reasoning_content ? el('pre', { class: 'thinking' }, message.reasoning_content) : null,
+    typeof message.content === 'string' ? el('pre', {}, message.content) : null,
+    message.tool_calls ? el('pre', { class: 'calls' }, pretty(message.tool_calls)) : null));
+  const rest = Object.fromEntries(Object.entries(response).filter(([k]) => k !== 'choices'));
+  body.append(el('div', { class: 'message' }, el('div', { class: 'role' }, 'the rest of the response'), el('pre', {}, pretty(rest))));
+  return true;
+}
+
+function part(title, content) {
+  return el('div', { class: 'part' }, el('div', { class: 'part-title' }, title), content);
+}
+
+// Closed until asked for, and only built then: a raw exchange can be megabytes of JSON.
+// `readable(value, body)` may lay the value out for reading; the exact JSON stays one click away.
+function collapsed(title, value, readable) {
+  if (value === undefined || value === null) return null;
+  const body = el('div', { class: 'raw-body' });
+  const box = el('details', {}, el('summary', {}, title), body);
+  box.addEventListener('toggle', () => {
+    if (!box.open || body.firstChild) return;
+    const json = el('pre', { class: 'raw-json' }, visible(pretty(value)));
+    if (readable && readable(value, body)) body.append(el('details', {}, el('summary', {}, 'as JSON'), json));
+    else body.append(json);
+  });
+  return box;
+}
