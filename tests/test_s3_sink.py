@@ -189,26 +189,42 @@ async def test_jsonl_hourly_partitions_by_finished_at_one_line_each(moto: str, b
         "late-0", "late-1", "late-2"}
 
 
-async def test_jsonl_flushes_on_count_and_on_time(moto: str, bucket: str) -> None:
+async def test_jsonl_flushes_on_count(moto: str, bucket: str) -> None:
+    # the timer cannot fire within the test: only the count decides when a part is written
     sink = S3Sink(f"s3://{bucket}/c", layout="jsonl-hourly", endpoint_url=moto,
-                  flush_count=2, flush_interval=0.5)
+                  flush_count=2, flush_interval=3600)
     try:
         await sink.write(trajectory("a", MORNING))
-        assert await _objects(moto, bucket) == {}
+        assert await _objects(moto, bucket, "c/") == {} and sink.buffered == 1
         await sink.write(trajectory("b", MORNING))  # count reached: flushed within write()
-        first = await _objects(moto, bucket)
+        first = await _objects(moto, bucket, "c/")
         assert len(first) == 1 and sink.buffered == 0
         await sink.write(trajectory("c", MORNING))
-        deadline = time.monotonic() + 10
-        while len(await _objects(moto, bucket)) < 2:  # the timer flushes the lone line
-            assert time.monotonic() < deadline, "time-based flush did not happen"
-            await asyncio.sleep(0.2)
+        assert await _objects(moto, bucket, "c/") == first and sink.buffered == 1
     finally:
-        await sink.close()
+        await sink.close()  # close() flushes the lone line as a second part
     objects = await _objects(moto, bucket)
     assert len(objects) == 2, "every flush is a new object, never an append"
     assert sorted(len(b.splitlines()) for b in objects.values()) == [1, 2]
     assert all(k.startswith("c/dt=2026-03-14/hour=10/part-") for k in objects)
+
+
+async def test_jsonl_flushes_on_time(moto: str, bucket: str) -> None:
+    # the count cannot be reached: only the timer can write the lone line before close()
+    sink = S3Sink(f"s3://{bucket}/t", layout="jsonl-hourly", endpoint_url=moto,
+                  flush_count=1000, flush_interval=0.2)
+    try:
+        await sink.write(trajectory("lone", MORNING))
+        deadline = time.monotonic() + 30
+        while not await _objects(moto, bucket, "t/"):
+            assert time.monotonic() < deadline, "time-based flush did not happen"
+            await asyncio.sleep(0.1)
+        assert sink.buffered == 0
+    finally:
+        await sink.close()
+    [(key, body)] = (await _objects(moto, bucket, "t/")).items()
+    assert key.startswith("t/dt=2026-03-14/hour=10/part-")
+    assert [json.loads(line)["task_id"] for line in body.splitlines()] == ["lone"]
 
 
 # ---- failures ---------------------------------------------------------------------------------
