@@ -19,7 +19,7 @@ COMMANDS = {
     "tail": "adp.streams.tail:tail_command",
     "replay": "adp.streams.replay:replay_command",
     "status": "adp.streams.status:status_command",
-    "dlq": "adp.streams.dlq:dlq_command",
+    "dlq": "adp.streams.dlq_cli:dlq_command",
     "console": "adp.console.cli:console_command",
     "llm": "adp.runtimes.llm.server:llm_command",
     "llm-stub": "adp.runtimes.llm.stub:stub_command",

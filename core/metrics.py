@@ -37,6 +37,10 @@ STEP_DURATION = Histogram("adp_step_duration_seconds", "Duration of one agent st
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 DLQ_MESSAGES = Counter("adp_dlq_messages_total", "Messages sent to adp.dlq", ["component"])
 SINK_WRITES = Counter("adp_sink_writes_total", "Trajectory writes by sinks", ["sink", "outcome"])
+# The aggregator: events in, trajectories out, what it dropped, and how long a finished task
+# waits for its file (finished event made -> trajectory stored by the sink).
+AGGREGATOR_EVENTS = Counter("adp_aggregator_events_total",
+                            "Step events the aggregator consumed from adp.steps")
 TRAJECTORIES = Counter("adp_trajectories_total", "Trajectories assembled by the aggregator",
                        ["task_type", "success"])
 LLM_REQUESTS = Counter("adp_llm_requests_total", "LLM HTTP requests by outcome",
@@ -46,8 +50,18 @@ LLM_LATENCY = Histogram("adp_llm_latency_seconds", "Latency of successful LLM re
 LLM_TOKENS = Counter("adp_llm_tokens_total", "LLM tokens by kind", ["provider", "kind"])
 CACHE_HITS = Counter("adp_llm_cache_hits_total", "LLM responses served from the cache")
 CACHE_MISSES = Counter("adp_llm_cache_misses_total", "LLM cache lookups that found nothing")
-AGGREGATOR_DROPPED = Counter("adp_aggregator_dropped_total",
-                             "Events or attempts the aggregator dropped", ["reason"])
+AGGREGATOR_DROPPED = Counter(
+    "adp_aggregator_dropped_total", "Events or attempts the aggregator dropped: duplicate "
+    "events, late events (task already done), superseded / expired / inconsistent attempts",
+    ["reason"])
+AGGREGATOR_RECOVERED = Counter(
+    "adp_aggregator_recovered_records_total",
+    "adp.steps records the consumer skipped that the aggregator read back itself "
+    "(streams/faust_guard.py)")
+SINK_LATENCY = Histogram(
+    "adp_sink_latency_seconds", "From a task's finished event to its trajectory stored by the "
+    "aggregator's sink", ["sink"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 
 
 @dataclass

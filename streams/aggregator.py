@@ -3,59 +3,70 @@
     adp.steps --agent "assemble" (TrajectoryAssembler, state in Faust table "assembly")-->
         adp.trajectories (Avro, key task_id) --agent "sink"--> BaseSink (file | s3)
 
-- Agent "assemble" reads adp.steps (raw bytes, concurrency 1: faust-streaming #606), decodes with
-  adp.schemas.codec and feeds streams.assembly.TrajectoryAssembler with scope = partition. Its state is a
-  Faust table (memory store, changelog topic <app_id>-assembly-changelog, 6 partitions like
-  adp.steps), so a kill -9'd aggregator resumes where its changelog and committed offsets left it.
-  The assembler's writes for one event are staged and reach the table only AFTER the trajectory
-  that event completed is acknowledged on adp.trajectories: a crash in between replays the
-  events and publishes the same trajectory again (same bytes), never loses it.
-- Agent "sink" reads adp.trajectories and writes each trajectory with the sink; its offset is
-  acked only after the write returned, so a crash between publish and write loses nothing.
+- Agent "assemble" reads adp.steps (raw bytes, concurrency 1: faust-streaming #606) in batches
+  (`take_events`: up to BATCH_MAX events or BATCH_WITHIN seconds), decodes them with
+  adp.schemas.codec and feeds streams.assembly.TrajectoryAssembler, partition by partition with
+  scope = partition. Its state is a Faust table (memory store, changelog topic
+  <app_id>-assembly-changelog, 6 partitions like adp.steps), so a kill -9'd aggregator resumes
+  where its changelog and committed offsets left it.
+- The assembler writes into one StagedStore (streams/assembly.py). A batch's writes reach the
+  table only AFTER every trajectory the batch completed is acknowledged on adp.trajectories,
+  and the batch's offsets are acked only after that (Faust acks a take_events batch when the
+  agent asks for the next one): a crash in between replays the events and publishes the same
+  trajectories again (same bytes), never loses one. Each key is written once per batch, into
+  the changelog partition of the events that wrote it.
+- Agent "sink" reads adp.trajectories in batches, writes them with the sink (`write_batch`) and
+  calls `flush()` before the batch can be acked, so nothing acknowledged is only in a buffer.
 - Bytes that do not decode, or events that break the contract, go to adp.dlq with the original
-  bytes and headers adp-reason, adp-source-topic, adp-source-partition, adp-source-offset.
-- Skipped-record guard: faust-streaming 0.15.3 can drop records it already fetched during
-  start-up recovery or a rebalance. adp.steps offsets are contiguous, so the agent notices a
-  hole and reads it itself before going on (streams/faust_guard.py).
+  bytes and the headers of streams/dlq.py.
+- Faust's bugs are worked around in streams/faust_guard.py: records it skips are read back
+  (SkipGuard), and an agent that crashes stops the process with a non-zero exit status.
 - Expiry runs in event time inside the assembler (see streams/assembly.py): no timers write to
-  the table, so every table write happens in the context of an event of the same partition.
+  the table, so every table write follows events of the same partition.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-from aiokafka.errors import KafkaError
-from prometheus_client import REGISTRY
-from prometheus_client.core import CounterMetricFamily
 from pydantic import ValidationError
 
 from adp.schemas import codec
 from adp.core import metrics
 from adp.core.settings import settings
 from adp.schemas.contracts import StepEvent, Trajectory
-from adp.connectors.sinks.base import BaseSink, make_sink
+from adp.connectors.sinks.base import BaseSink, SinkError, make_sink
 from adp.streams.assembly import (DEFAULT_EXPIRE_AFTER, InvalidEvent, StagedStore,
-                              TrajectoryAssembler)
+                                  TrajectoryAssembler)
 from adp.streams.dlq import dlq_headers
-from adp.streams.faust_guard import committed_offset
-from adp.streams.reader import KafkaReadError, read_partition
+from adp.streams.faust_guard import (AGENT_CRASH_EXIT, STALL_CHECK_EVERY, SkipGuard,
+                                     stop_worker_on_crash)
 from adp.streams.topics import AGGREGATOR_GROUP, DLQ, STEPS, TRAJECTORIES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_APP_ID = AGGREGATOR_GROUP
-STALL_CHECK_EVERY = 5.0  # seconds between checks for partitions Faust stopped delivering
-STALL_AFTER = 10.0  # a partition with records pending and none delivered for this long
 TABLE_NAME = "assembly"
 STEP_PARTITIONS = 6
+# A batch is what Faust delivered within BATCH_WITHIN seconds (at most BATCH_MAX events): the
+# longer it collects, the more of a task's writes coalesce into one table write (a task that
+# starts and finishes within a batch writes only its done record), at the price of that much
+# latency on a quiet stream.
+BATCH_MAX = 5000  # step events per assemble batch
+BATCH_WITHIN = 0.25  # seconds a batch waits to fill
+SINK_BATCH_MAX = 1000  # trajectories per sink batch
+SINK_BATCH_WITHIN = 0.1
+# assembler counter -> adp_aggregator_dropped_total{reason}
+DROP_REASONS = {"duplicates_dropped": "duplicate", "late_events_dropped": "late",
+                "attempts_superseded": "superseded", "attempts_expired": "expired",
+                "inconsistent_attempts": "inconsistent"}
 
 
 @dataclass
@@ -72,19 +83,19 @@ class AggregatorConfig:
 
 
 class Aggregator:
-    """Builds the Faust app for one configuration; `run()` blocks until SIGTERM/SIGINT."""
+    """Builds the Faust app for one configuration; `run()` blocks until SIGTERM/SIGINT (or an
+    agent crashes: then it exits with AGENT_CRASH_EXIT)."""
 
     def __init__(self, config: AggregatorConfig) -> None:
         import faust  # heavy import: only when the aggregator really runs
 
         self.config = config
-        self.assembler = TrajectoryAssembler(expire_after=config.expire_after)
         self.stats = {"trajectories_published": 0, "trajectories_written": 0, "dlq": 0,
-                      "skipped_records_recovered": 0, "stalled_refetches": 0}
-        self._next_offset: dict[int, int] = {}  # adp.steps partition -> next expected offset
-        self._last_seen: dict[int, float] = {}  # adp.steps partition -> monotonic time
-        self.health = metrics.Health(f"aggregator {config.app_id}",
-                                     busy=lambda: self.assembler.in_flight > 0)
+                      "table_writes": 0}
+        self.guard = SkipGuard(config.bootstrap, config.app_id, STEPS)
+        self.crashed: BaseException | None = None
+        self._worker: Any = None
+        self._dropped_seen = dict.fromkeys(DROP_REASONS, 0)
         datadir = config.datadir or settings().home / "aggregator"
         datadir.mkdir(parents=True, exist_ok=True)
         self.app = app = faust.App(
@@ -99,6 +110,7 @@ class Aggregator:
             value_serializer="raw",
             producer_acks=-1,
             producer_compression_type="gzip",
+            producer_linger_ms=5,
             consumer_auto_offset_reset="earliest",
             # A kill -9'd member holds its partitions until its session times out.
             broker_session_timeout=config.session_timeout,
@@ -110,8 +122,13 @@ class Aggregator:
         self.table = app.Table(TABLE_NAME, partitions=STEP_PARTITIONS, key_type=str,
                                value_type=None,
                                help="TrajectoryAssembler state: per task, per step, done records")
-        app.agent(self.steps, name="assemble", concurrency=1)(self._assemble_agent)
-        app.agent(self.trajectories, name="sink", concurrency=1)(self._sink_agent)
+        self.staged = StagedStore(self.table)
+        self.assembler = TrajectoryAssembler(store=self.staged, expire_after=config.expire_after)
+        self.health = metrics.Health(f"aggregator {config.app_id}",
+                                     busy=lambda: self.assembler.in_flight > 0)
+        crash_stops = stop_worker_on_crash(self._running_worker)
+        app.agent(self.steps, name="assemble", concurrency=1)(crash_stops(self._assemble_agent))
+        app.agent(self.trajectories, name="sink", concurrency=1)(crash_stops(self._sink_agent))
         app.timer(config.log_every, name="report")(self._report)
         app.timer(STALL_CHECK_EVERY, name="stall-watch")(self._refetch_stalled)
         app.task(self._on_startup)
@@ -120,131 +137,151 @@ class Aggregator:
         app.on_partitions_assigned.connect(self._forget_offsets)
         app.on_before_shutdown.connect(self._on_shutdown)
 
-    # -- agents --------------------------------------------------------------------------------
+    # -- adp.steps -> adp.trajectories ---------------------------------------------------------
     async def _assemble_agent(self, stream: Any) -> None:
-        async for event in stream.events():
-            await self._fill_gap(event.message)
-            await self.on_step(event.message, event.value)
-            self._next_offset[event.message.partition] = event.message.offset + 1
-            self._last_seen[event.message.partition] = time.monotonic()
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            self.guard.batch_started()
+            try:
+                await self.on_batch([event.message for event in events])
+            finally:
+                self.guard.batch_done()
 
     async def _forget_offsets(self, *_: Any, **__: Any) -> None:
-        self._next_offset.clear()  # after a rebalance Faust seeks back to committed offsets
-        self._last_seen.clear()
-
-    async def _fill_gap(self, message: Any) -> None:
-        """Feed records Faust skipped before this one (streams/faust_guard.py)."""
-        expected = self._next_offset.get(message.partition)
-        if expected is None:
-            # first record of this partition since the (re)assignment: it must be the group's
-            # committed offset (asked of the broker: Faust's own map may not be filled yet)
-            expected = await _until_broker_answers(
-                committed_offset, self.config.bootstrap, self.config.app_id, message.topic,
-                message.partition)
-        if message.offset <= expected:
-            return
-        missed = await _until_broker_answers(read_partition, self.config.bootstrap,
-                                             message.topic, message.partition, expected,
-                                             message.offset)
-        if missed:
-            log.warning("%s[%d]: the consumer skipped %d records in offsets %d..%d; "
-                        "feeding them first", message.topic, message.partition, len(missed),
-                        expected, message.offset - 1)
-            self.stats["skipped_records_recovered"] += len(missed)
-        for record in missed:
-            await self.on_step(record, record.value)
+        self.guard.forget()
 
     async def _refetch_stalled(self) -> None:
-        """The other half of the skip guard: records Faust skipped at the END of a partition
-        are never followed by one that reveals the hole. A partition whose end lies beyond
-        what the agent has seen, and that delivered nothing for a while, is sought back to
-        the next expected offset so Faust fetches the rest again."""
-        try:
-            await self._seek_stalled_partitions()
-        except Exception as exc:  # a broker outage must not crash the app; next round retries
-            log.warning("stall check failed (%s: %s); retrying in %.0fs", type(exc).__name__,
-                        exc, STALL_CHECK_EVERY)
+        await self.guard.refetch_stalled(self.app.consumer)
 
-    async def _seek_stalled_partitions(self) -> None:
-        consumer = self.app.consumer
-        now = time.monotonic()
-        for tp in list(consumer.assignment()):
-            if tp.topic != STEPS or now - self._last_seen.get(tp.partition, now) < STALL_AFTER:
-                self._last_seen.setdefault(tp.partition, now)
-                continue
-            end = consumer.highwater(tp)
-            expected = self._next_offset.get(tp.partition)
-            if expected is None:
-                expected = await committed_offset(self.config.bootstrap, self.config.app_id,
-                                                  tp.topic, tp.partition)
-            if end is not None and end > expected:
-                log.warning("%s[%d]: %d records up to offset %d not delivered for %.0fs; "
-                            "fetching again from %d", tp.topic, tp.partition, end - expected,
-                            end - 1, now - self._last_seen[tp.partition], expected)
-                self.stats["stalled_refetches"] += 1
-                self._last_seen[tp.partition] = now
-                await consumer.seek(tp, expected)
-
-    async def on_step(self, message: Any, value: bytes | None) -> None:
-        try:
-            step_event = codec.decode(value, expect=StepEvent)
-        except (codec.DecodeError, ValidationError) as exc:
-            await self.to_dlq(message, value, f"undecodable StepEvent: {exc}")
-            return
-        log.debug("%s[%d]@%d: %s %s attempt %s%s", message.topic, message.partition,
-                  message.offset, step_event.event_type, step_event.task_id,
-                  step_event.attempt_id, f" step {step_event.step.step_id}"
-                  if step_event.step else "")
+    async def on_batch(self, messages: list[Any]) -> None:
+        """Assemble one batch of adp.steps records (in delivery order); returns once its
+        trajectories and dead letters are acknowledged and its state is in the table."""
+        by_partition: dict[int, list[Any]] = {}
+        for message in messages:
+            batch = by_partition.setdefault(message.partition, [])
+            batch.extend(await self.guard.missed_before(message))
+            batch.append(message)
+        done: list[Trajectory] = []
+        dead: list[tuple[Any, str]] = []
+        for partition, records in by_partition.items():
+            self.staged.scope = partition
+            for record in records:
+                try:
+                    event = codec.decode(record.value, expect=StepEvent)
+                except (codec.DecodeError, ValidationError) as exc:
+                    dead.append((record, f"undecodable StepEvent: {exc}"))
+                    continue
+                try:
+                    done.extend(self.assembler.feed(event, scope=partition))
+                except InvalidEvent as exc:
+                    dead.append((record, f"invalid StepEvent: {exc}"))
+        metrics.AGGREGATOR_EVENTS.inc(len(messages))
+        metrics.AGGREGATOR_RECOVERED.inc(self.guard.recovered - self._recovered_seen)
+        self._recovered_seen = self.guard.recovered
+        self._count_drops()
         self.health.progress()
-        staged = StagedStore(self.table)
-        self.assembler.store = staged
-        try:
-            done = self.assembler.feed(step_event, scope=message.partition)
-        except InvalidEvent as exc:
-            await self.to_dlq(message, value, f"invalid StepEvent: {exc}")
+        await asyncio.gather(self.publish(done), self.to_dlq(dead))
+        changes: list[tuple[int, str, Any]] = []
+        self.staged.apply(lambda p, k, v: changes.append((p, k, v)),
+                          lambda p, k: changes.append((p, k, None)))
+        await self.write_table(changes)
+
+    _recovered_seen = 0
+
+    def _count_drops(self) -> None:
+        for counter, reason in DROP_REASONS.items():
+            now = self.assembler.counters[counter]
+            if now > self._dropped_seen[counter]:
+                metrics.AGGREGATOR_DROPPED.labels(reason).inc(now - self._dropped_seen[counter])
+                self._dropped_seen[counter] = now
+
+    async def write_table(self, changes: list[tuple[int, str, Any]]) -> None:
+        """Apply (partition, key, value or None to delete) to the table and its changelog, in
+        order, and wait until the broker has every changelog record. What Table.__setitem__
+        does, but with the changelog partition named rather than taken from Faust's "current
+        event" (a batch holds several partitions), and sent together instead of through
+        Faust's one-at-a-time producer buffer."""
+        table, topic = self.table, self.table.changelog_topic
+        pending = []
+        for partition, key, value in changes:
+            if value is None:
+                table.data.pop(key, None)
+                pending.append(await topic.send(key=key, value=None, partition=partition,
+                                                key_serializer=table.key_serializer,
+                                                value_serializer="raw"))
+            else:
+                table.data[key] = value
+                pending.append(await topic.send(key=key, value=value, partition=partition,
+                                                key_serializer=table.key_serializer,
+                                                value_serializer=table.value_serializer))
+        await asyncio.gather(*pending)
+        self.stats["table_writes"] += len(changes)
+
+    async def publish(self, trajectories: list[Trajectory]) -> None:
+        """Send every trajectory, then wait until the broker acknowledged all of them."""
+        if not trajectories:
             return
-        finally:
-            self.assembler.store = self.table
-        for trajectory in done:
-            await self.publish(trajectory)
-        staged.apply()
+        pending = [await self.trajectories.send(key=t.task_id.encode(), value=codec.encode(t))
+                   for t in trajectories]
+        await asyncio.gather(*pending)  # acknowledged before the tasks' state is dropped
+        self.stats["trajectories_published"] += len(trajectories)
+        for t in trajectories:
+            metrics.TRAJECTORIES.labels(t.task_type, str(t.success).lower()).inc()
+            log.debug("published trajectory %s", t.task_id)
 
-    async def publish(self, trajectory: Trajectory) -> None:
-        fut = await self.trajectories.send(key=trajectory.task_id.encode(),
-                                           value=codec.encode(trajectory))
-        await fut  # acknowledged by the broker before the task's state is dropped
-        self.stats["trajectories_published"] += 1
-        metrics.TRAJECTORIES.labels(trajectory.task_type, str(trajectory.success).lower()).inc()
-        log.debug("published trajectory %s", trajectory.task_id)
-
+    # -- adp.trajectories -> sink --------------------------------------------------------------
     async def _sink_agent(self, stream: Any) -> None:
-        async for event in stream.events():
-            value = event.value
-            if value is None:  # a compaction tombstone: nothing to write
+        async for events in stream.take_events(SINK_BATCH_MAX, within=SINK_BATCH_WITHIN):
+            await self.on_trajectories([event.message for event in events])
+
+    async def on_trajectories(self, messages: list[Any]) -> None:
+        """Write one batch of adp.trajectories records and flush the sink: when this returns,
+        every trajectory of the batch is stored and the batch may be acked."""
+        good: list[Trajectory] = []
+        dead: list[tuple[Any, str]] = []
+        for message in messages:
+            if message.value is None:  # a compaction tombstone: nothing to write
                 continue
             try:
-                trajectory = codec.decode(value, expect=Trajectory)
+                good.append(codec.decode(message.value, expect=Trajectory))
             except (codec.DecodeError, ValidationError) as exc:
-                await self.to_dlq(event.message, value, f"undecodable Trajectory: {exc}")
-                continue
-            where = await self.config.sink.write(trajectory)
-            self.stats["trajectories_written"] += 1
-            self.health.progress()
-            log.info("trajectory %s written: %d steps, success=%s, attempt %s -> %s",
-                     trajectory.task_id, len(trajectory.steps), trajectory.success,
-                     trajectory.metadata.attempt_id, where)
+                dead.append((message, f"undecodable Trajectory: {exc}"))
+        await self.to_dlq(dead)
+        sink = self.config.sink
+        where = await sink.write_batch(good)
+        await sink.flush()
+        now = time.time()
+        self.stats["trajectories_written"] += len(good)
+        self.health.progress()
+        for trajectory, place in zip(good, where):
+            metrics.SINK_LATENCY.labels(sink.kind).observe(
+                max(0.0, now - trajectory.metadata.finished_at))
+            log.debug("trajectory %s written: %d steps, success=%s, attempt %s -> %s",
+                      trajectory.task_id, len(trajectory.steps), trajectory.success,
+                      trajectory.metadata.attempt_id, place)
+        if good:
+            log.info("%d trajector%s written (%s%s)", len(good), "y" if len(good) == 1 else
+                     "ies", ", ".join(t.task_id for t in good[:3]), ", ..." if len(good) > 3
+                     else "")
 
-    async def to_dlq(self, message: Any, value: bytes | None, reason: str) -> None:
-        headers = dlq_headers(reason, message.topic, message.partition, message.offset,
-                              component="aggregator")
-        fut = await self.dlq.send(key=message.key, value=value or b"", headers=headers)
-        await fut
-        self.stats["dlq"] += 1
-        metrics.DLQ_MESSAGES.labels("aggregator").inc()
-        log.warning("%s[%d]@%d -> %s: %s", message.topic, message.partition, message.offset,
-                    DLQ, reason)
+    async def to_dlq(self, dead: list[tuple[Any, str]]) -> None:
+        pending = []
+        for message, reason in dead:
+            headers = dlq_headers(reason, message.topic, message.partition, message.offset,
+                                  component="aggregator")
+            pending.append(await self.dlq.send(key=message.key, value=message.value or b"",
+                                               headers=headers))
+            log.warning("%s[%d]@%d -> %s: %s", message.topic, message.partition,
+                        message.offset, DLQ, reason)
+        await asyncio.gather(*pending)
+        self.stats["dlq"] += len(dead)
+        if dead:
+            metrics.DLQ_MESSAGES.labels("aggregator").inc(len(dead))
 
     # -- lifecycle and reporting ---------------------------------------------------------------
+    def _running_worker(self) -> Any:
+        """For faust_guard.stop_worker_on_crash: the worker to stop."""
+        return self._worker
+
     async def _on_shutdown(self, *_: Any, **__: Any) -> None:
         await self.config.sink.close()
 
@@ -257,46 +294,49 @@ class Aggregator:
         log.info("counters: %s", " ".join(f"{k}={v}" for k, v in self.counters().items()))
 
     def counters(self) -> dict[str, int]:
-        return {**self.assembler.counters, **self.stats}
+        return {**self.assembler.counters, **self.stats,
+                "skipped_records_recovered": self.guard.recovered,
+                "stalled_refetches": self.guard.refetches}
 
     async def _serve_metrics(self) -> None:
         self._metrics_server = await metrics.serve(self.health, self.config.metrics_port)
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        """The assembler's counters as Prometheus counters (adp_aggregator_<name>_total)."""
-        for name, value in self.counters().items():
-            family = CounterMetricFamily(f"adp_aggregator_{name}", f"aggregator: {name}")
-            family.add_metric([], value)
-            yield family
-
     def run(self) -> None:
-        """Run until SIGTERM/SIGINT; mode's Worker stops the app cleanly on either."""
+        """Run until SIGTERM/SIGINT; mode's Worker stops the app cleanly on either. A crashed
+        agent stops it too, and then the process exits with AGENT_CRASH_EXIT."""
         from faust import Worker
 
-        REGISTRY.register(self)
         if log.isEnabledFor(logging.DEBUG):  # -v: also Faust's own story (rebalances, recovery)
             logging.getLogger("faust").setLevel(logging.INFO)
-        worker = Worker(self.app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
-                        override_logging=False)
+        self._worker = worker = Worker(self.app, loglevel="WARNING", quiet=True,
+                                       redirect_stdouts=False, override_logging=False)
         worker.spinner = None  # it writes terminal escapes to stdout
+        code: Any = 0
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
-            log.info("aggregator stopped (%s)", " ".join(
-                f"{k}={v}" for k, v in self.counters().items()))
-            if exc.code not in (0, None):
-                raise
+            code = exc.code
+        crashed = getattr(worker, "crashed_by", None)
+        log.info("aggregator stopped (%s)", " ".join(
+            f"{k}={v}" for k, v in self.counters().items()))
+        if crashed is not None:
+            log.error("aggregator stopped because an agent crashed: %s: %s",
+                      type(crashed).__name__, crashed)
+            logging.shutdown()
+            # no lingering thread of Faust's may keep a crashed process alive
+            os._exit(AGENT_CRASH_EXIT)
+        if code not in (0, None):
+            raise SystemExit(code)
 
 
-async def _until_broker_answers(call: Any, *args: Any, pause: float = 1.0) -> Any:
-    """Await `call(*args)` until the broker answers: a hole must be read, not skipped, so the
-    agent waits out a broker outage here."""
-    while True:
-        try:
-            return await call(*args)
-        except (KafkaError, KafkaReadError, OSError, asyncio.TimeoutError) as exc:
-            log.warning("waiting for the broker (%s: %s)", type(exc).__name__, exc)
-            await asyncio.sleep(pause)
+async def _check_destination(kind: str, destination: str) -> None:
+    """Fail before starting when the destination cannot be written (a sink of its own: the
+    aggregator's sink lives on Faust's event loop)."""
+    sink = make_sink(kind, destination)
+    try:
+        await sink.check()
+    finally:
+        await sink.close()
 
 
 def changelog_topic(app_id: str) -> str:
@@ -351,9 +391,10 @@ def aggregate_command(sink_kind: str, out: str | None, bootstrap: str | None,
     if destination is None:
         raise click.UsageError("--sink s3 needs --out s3://bucket/prefix")
     try:
+        asyncio.run(_check_destination(sink_kind, destination))
         sink = make_sink(sink_kind, destination)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except (ValueError, SinkError) as exc:
+        raise click.ClickException(f"sink {sink_kind} {destination}: {exc}") from exc
     started = time.monotonic()
     try:
         replication = asyncio.run(_prepare(bootstrap, replication, app_id))

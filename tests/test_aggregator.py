@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -218,3 +219,64 @@ async def test_kill9_mid_way_loses_and_duplicates_nothing(kafka, tmp_path):
     counters = dict(kv.split("=") for kv in stopped.split("(", 1)[1].rstrip(")").split())
     assert int(counters["late_events_dropped"]) >= len(late), stopped
     assert int(counters["trajectories_published"]) == 8, stopped
+
+
+async def test_jsonl_sink_flushes_before_offsets_are_committed(kafka, moto, tmp_path):
+    """jsonl-hourly buffers lines (here: at most 1000 or 1 hour); the sink agent must flush
+    before the trajectories' offsets can be committed, so a kill -9 right after the commit
+    loses nothing. Without flush() the lines would still be in the buffer here."""
+    from aiobotocore.session import get_session
+
+    run = uuid.uuid4().hex[:8]
+    prefix, app_id, bucket = f"s3k-{run}-", f"test-agg-s3-{run}", f"adp-agg-{run}"
+    env = {"ADP_BOOTSTRAP": kafka.bootstrap, "ADP_HOME": str(tmp_path / "home"),
+           "ADP_S3_ENDPOINT_URL": moto, "ADP_S3_LAYOUT": "jsonl-hourly",
+           "ADP_S3_CREATE_BUCKET": "1", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    proc = AdpProcess(["-v", "aggregate", "--sink", "s3", "--out", f"s3://{bucket}/lake",
+                       "--app-id", app_id, "--session-timeout", "6"], tmp_path / "agg.log",
+                      env).start()
+    tasks = {f"{prefix}{i}": attempt_events(f"{prefix}{i}", n_steps=2, t0=T0 + i)
+             for i in range(6)}
+    try:
+        await produce(kafka.bootstrap, [e for ev in tasks.values() for e in ev])
+        await read_topic(kafka.bootstrap, TRAJECTORIES, lambda rs: len(
+            {r.key for r in rs if r.key.startswith(prefix.encode())}) >= len(tasks))
+        ends = await end_offsets(kafka.bootstrap, TRAJECTORIES)
+        await wait_until(lambda: committed_past(kafka.bootstrap, app_id, ends), 60,
+                         "the sink agent's offsets committed", proc)
+    finally:
+        proc.kill9()
+    session = get_session()
+    async with session.create_client("s3", endpoint_url=moto, region_name="us-east-1",
+                                     aws_access_key_id="testing",
+                                     aws_secret_access_key="testing") as s3:
+        listing = await s3.list_objects_v2(Bucket=bucket, Prefix="lake/")
+        lines = []
+        for item in listing.get("Contents", []):
+            got = await s3.get_object(Bucket=bucket, Key=item["Key"])
+            async with got["Body"] as body:
+                lines += (await body.read()).splitlines()
+    stored = {json.loads(line)["task_id"] for line in lines}
+    assert set(tasks) <= stored, f"lost after the commit: {sorted(set(tasks) - stored)}"
+
+
+def test_a_crashed_agent_ends_the_process_with_an_error(kafka, tmp_path):
+    """The sink cannot write (its folder became a file): the sink agent's exception must stop
+    the whole process with a non-zero status and say why, not leave a process without it."""
+    run = uuid.uuid4().hex[:8]
+    out = tmp_path / "out"
+    proc = aggregator(kafka, tmp_path, out, f"test-agg-crash-{run}", "agg.log")
+    try:
+        from tests.helpers import wait_for
+        wait_for(lambda: "aggregator test-agg-crash" in proc.log(lines=200) and "started" in
+                 proc.log(lines=200), 120, "the aggregator to start", check=proc.assert_alive)
+        shutil.rmtree(out)
+        out.write_text("not a folder")
+        asyncio.run(produce(kafka.bootstrap, attempt_events(f"crash-{run}", n_steps=1)))
+        wait_for(lambda: not proc.alive, 180, "the aggregator to exit")
+    finally:
+        proc.stop()
+    log = proc.log(lines=400)
+    assert proc.proc.returncode == 3, log
+    assert "agent sink crashed" in log and "stopping the aggregator" in log, log

@@ -226,3 +226,76 @@ def test_same_events_shuffled_duplicates_give_identical_bytes():
                 noisy.append(rng.choice(noisy))
         got = {t.task_id: render(t) for t in assemble(noisy)[0]}
         assert got == reference
+
+
+# ---- StagedStore: one per batch of events, applied after the batch's trajectories are out ----
+
+def _feed_all(assembler: TrajectoryAssembler, events: list[StepEvent]) -> list[Trajectory]:
+    out: list[Trajectory] = []
+    for e in events:
+        out.extend(assembler.feed(e))
+    return out
+
+
+def test_staged_store_writes_each_key_once_and_skips_what_lived_only_in_the_batch():
+    from adp.streams.assembly import StagedStore
+
+    table: dict = {}
+    staged = StagedStore(table)
+    assembler = TrajectoryAssembler(store=staged)
+    whole = attempt_events("whole", n_steps=3)  # starts and completes within the batch
+    half = attempt_events("half", n_steps=3)
+    done = _feed_all(assembler, whole + half[:3])
+    assert [t.task_id for t in done] == ["whole"] and table == {}, "nothing before apply()"
+    calls: list[tuple] = []
+    writes = staged.apply(lambda scope, k, v: (calls.append(("set", k)), table.__setitem__(k, v)),
+                          lambda scope, k: (calls.append(("del", k)), table.pop(k)))
+    # "whole": only its done record; its step entries were set and deleted inside the batch.
+    # "half": two step entries and one header, however many events wrote the header.
+    assert sorted(k for op, k in calls if "\x00wm" not in k) == sorted(
+        ["whole", "half", "half\x00" + half[0].attempt_id + "\x001",
+         "half\x00" + half[0].attempt_id + "\x002"])
+    assert writes == len(calls) and all(op == "set" for op, _ in calls)
+    assert table["whole"]["done"] == whole[0].attempt_id
+    # the next batch completes "half": its entries are deleted from the table, header last
+    calls.clear()
+    done = _feed_all(assembler, half[3:])
+    assert [t.task_id for t in done] == ["half"]
+    staged.apply(lambda scope, k, v: (calls.append(("set", k)), table.__setitem__(k, v)),
+                 lambda scope, k: (calls.append(("del", k)), table.pop(k)))
+    assert [op for op, k in calls if "\x00wm" not in k] == ["set", "del", "del"]
+    assert all("\x00" not in k for k in table if not k.startswith("\x00wm")), table
+
+
+def test_every_prefix_of_an_applied_batch_is_a_consistent_state():
+    """A kill -9 keeps any prefix of a batch's changelog writes: no prefix may leave a task
+    header naming a step entry that is not there."""
+    from adp.streams.assembly import StagedStore
+
+    rng = random.Random(3)
+    events = []
+    for i in range(6):
+        events += attempt_events(f"p{i}", n_steps=rng.randint(1, 4), t0=T0 + i)
+    rng.shuffle(events)  # interleaved tasks; per-task order does not matter for this check
+    events.sort(key=lambda e: (e.task_id, e.timestamp))
+    table: dict = {}
+    staged = StagedStore(table)
+    assembler = TrajectoryAssembler(store=staged)
+    for cut in range(0, len(events), 5):
+        _feed_all(assembler, events[cut:cut + 5])
+        log: list[tuple] = []
+        before = dict(table)
+        staged.apply(lambda s, k, v: log.append((k, v)), lambda s, k: log.append((k, None)))
+        state = dict(before)
+        for k, v in [(None, None), *log]:
+            if k is not None:
+                if v is None:
+                    state.pop(k, None)
+                else:
+                    state[k] = v
+            for tid, header in state.items():
+                for aid, attempt in (header.get("attempts") or {}).items():
+                    for step_id in attempt["steps"]:
+                        assert f"{tid}\x00{aid}\x00{step_id}" in state, (tid, aid, step_id)
+        table.clear()
+        table.update(state)

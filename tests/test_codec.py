@@ -269,3 +269,24 @@ def test_a_record_written_with_an_older_version_decodes_with_defaults(tmp_path, 
     # and a truncated old record is still only a DecodeError naming the version
     with pytest.raises(DecodeError, match=r"corrupt adp.StepEvent body \(v1 schema\)"):
         decode(codec.MAGIC + fp + buf.getvalue()[:-3])
+
+
+def test_render_is_exactly_the_indented_json_of_the_trajectory():
+    """render() takes orjson's fast path; its bytes must stay those of json.dumps(indent=2,
+    ensure_ascii=False) for every document, including the ones orjson writes differently."""
+    import json
+
+    from adp.connectors.sinks.base import render
+    from adp.schemas.contracts import Trajectory
+    from tests.test_assembly import assemble, attempt_events
+
+    [t], _ = assemble(attempt_events("render-1", n_steps=2))
+    odd = [1.5e-07, 1e-300, 2 ** 70, "é ✓ \u2028 \x7f", 1e16, -0.0]
+    for value in [None, *odd]:
+        steps = [s.model_copy(update={"action_params": {"v": value, "list": [value, {}]}})
+                 for s in t.steps]
+        doc = t.model_copy(update={"steps": steps})
+        want = (json.dumps(doc.model_dump(mode="json"), indent=2, ensure_ascii=False)
+                + "\n").encode("utf-8")
+        assert render(doc) == want, value
+        assert isinstance(doc, Trajectory)

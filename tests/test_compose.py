@@ -30,6 +30,7 @@ DOCUMENTED_METRICS = {
     "adp_llm_tokens_total", "adp_llm_cache_hits_total", "adp_llm_cache_misses_total",
     "adp_dlq_messages_total", "adp_sink_writes_total", "adp_trajectories_total",
     "adp_task_wait_seconds",
+    "adp_aggregator_events_total", "adp_aggregator_dropped_total", "adp_sink_latency_seconds",
 }
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
 SECRET_VALUE = re.compile(r"(sk-[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{20,}|AKIA[0-9A-Z]{16}|"

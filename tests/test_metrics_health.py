@@ -67,7 +67,8 @@ def test_metrics_count_real_work_and_health_follows_the_broker(kafka, llm_stub, 
                                 sink="file", outcome="ok") == 3, 30, "3 sink writes counted")
         _, agg_text = get(f"{aggregator}/metrics")
         assert metric(agg_text, "adp_trajectories_total", task_type="code", success="true") == 3
-        assert metric(agg_text, "adp_aggregator_completed_total") == 3
+        assert metric(agg_text, "adp_aggregator_events_total") >= 12  # started, 2 steps, finished
+        assert metric(agg_text, "adp_sink_latency_seconds_count", sink="file") == 3
 
         status, body = get(f"{runtime}/health")
         assert status == 200, body

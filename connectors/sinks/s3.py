@@ -16,10 +16,9 @@ Two layouts:
   batch lands on the same key; a trajectory written in two different batches (redelivery) shows
   up in two parts, so readers of this layout deduplicate by task_id (the last finished_at wins).
   Buffered lines are only durable once flushed, so `write()` returning does NOT mean stored
-  in this layout: a caller that acknowledges its input after write() (the aggregator's sink
-  agent) can lose the buffer in a crash. Use it with `adp replay` (which re-reads the
-  compacted adp.trajectories topic and closes the sink at the end), or call `flush()` before
-  acknowledging. per-task has no such gap.
+  in this layout: a caller that acknowledges its input calls `flush()` first (BaseSink's
+  contract; the aggregator's sink agent flushes at the end of every batch before its offsets
+  can be committed, so a part holds at most one sink batch there). per-task has no such gap.
 
 `make_sink("s3", "s3://bucket/prefix")` gives the defaults; ADP_S3_LAYOUT (per-task |
 jsonl-hourly) and ADP_S3_CREATE_BUCKET=1 change them without code.
@@ -48,6 +47,7 @@ import random
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
+from collections.abc import Sequence
 from typing import Any, Awaitable, Callable, TypeVar
 
 import aiohttp
@@ -62,12 +62,13 @@ from botocore.exceptions import (
 )
 from adp.schemas.contracts import Trajectory
 from adp.core.metrics import SINK_WRITES  # adp_sink_writes_total{sink,outcome}: ok, error, retry
-from adp.connectors.sinks.base import BaseSink, object_name, render
+from adp.connectors.sinks.base import BaseSink, SinkError, object_name, render
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LAYOUTS = ("per-task", "jsonl-hourly")
+PUT_CONCURRENCY = 16  # per-task puts in flight in write_batch
 
 # Error codes S3 and S3-compatible servers use for "try again later".
 _RETRYABLE_CODES = frozenset({
@@ -79,7 +80,7 @@ _RETRYABLE_CODES = frozenset({
 })
 
 
-class S3SinkError(RuntimeError):
+class S3SinkError(SinkError):
     """A put (or bucket operation) that finally failed; names the bucket and key."""
 
     def __init__(self, message: str, bucket: str, key: str | None = None):
@@ -313,6 +314,28 @@ class S3Sink(BaseSink):
         if self.buffered >= self.flush_count or self._buffered_bytes >= self.flush_bytes:
             await self.flush()
         return f"s3://{self.bucket}/{self._key(partition)}/"
+
+    async def write_batch(self, trajectories: Sequence[Trajectory]) -> list[str]:
+        """per-task: the puts run concurrently (a bounded number at once); the same task_id
+        twice in one batch is written once, with the later trajectory."""
+        if self.layout != "per-task":
+            return [await self.write(t) for t in trajectories]
+        last = {t.task_id: t for t in trajectories}
+        slots = asyncio.Semaphore(PUT_CONCURRENCY)
+
+        async def put(t: Trajectory) -> str:
+            async with slots:
+                return await self.write(t)
+
+        urls = dict(zip(last, await asyncio.gather(*(put(t) for t in last.values()))))
+        return [urls[t.task_id] for t in trajectories]
+
+    async def check(self) -> None:
+        """The bucket answers (or will be created: create_bucket)."""
+        if self.create_bucket:
+            await self._ensure_bucket()
+            return
+        await self._call("head bucket", None, lambda c: c.head_bucket(Bucket=self.bucket))
 
     @property
     def buffered(self) -> int:
