@@ -12,11 +12,12 @@ CACHE  := $(or $(ADP_CACHE_DIR),$(HOME)/.cache/adp)
 LLAMA  := llama-cpp-python[server]==0.3.36
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test venv system-deps llm-deps clean help
+.PHONY: demo test bench venv system-deps llm-deps bench-deps clean help
 
 help:
 	@echo "make demo   - set up everything and run tasks.jsonl end to end on the local model"
 	@echo "make test   - set up everything and run the test suite"
+	@echo "make bench  - every speed figure as a ratio against a same-run baseline (bench/results/)"
 	@echo "make clean  - stop local services and delete .adp/ and output/"
 
 # constraints.txt pins every package to the versions the tests ran with (reproducible installs).
@@ -55,6 +56,14 @@ demo: venv system-deps llm-deps
 
 test: venv system-deps
 	$(BIN)/pytest
+
+# matplotlib (the report's plots) and py-spy (profiles) only for the benchmarks.
+bench-deps: venv
+	@$(BIN)/python -c "import matplotlib" 2>/dev/null || \
+	  $(BIN)/pip install -qq --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
+
+bench: venv system-deps bench-deps
+	$(BIN)/python -m bench
 
 clean:
 	-$(BIN)/adp llm down

@@ -1,0 +1,108 @@
+"""`python -m bench [PART ...]`: the platform's speed figures, each a ratio against a baseline
+measured in the same run on the same machine (`make bench` runs them all).
+
+Starts its own Kafka broker (cluster "bench") and stub LLMs, runs the parts in order (a part is
+a module of bench/parts/, named by its KEY letter or its NAME), prints each figure as it comes,
+and writes bench/results/<date>.json and <date>.md with PNG plots beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import platform
+import pkgutil
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench import parts as parts_pkg
+from bench.core import Bench, console, load_average, new_workdir
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def discover() -> list:
+    """Every part module of bench/parts/, in KEY order."""
+    found = []
+    for info in pkgutil.iter_modules(parts_pkg.__path__):
+        module = importlib.import_module(f"bench.parts.{info.name}")
+        if hasattr(module, "run") and hasattr(module, "KEY"):
+            found.append(module)
+    return sorted(found, key=lambda m: (m.KEY, m.NAME))
+
+
+def machine() -> dict:
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2 ** 30
+    except (ValueError, OSError):
+        pass
+    return {"host": platform.node(), "cpus": os.cpu_count(), "cpu": cpu, "memory_gib": mem,
+            "python": platform.python_version(), "os": platform.platform(),
+            "load_average_at_start": [round(x, 2) for x in load_average()]}
+
+
+def main() -> None:
+    every = discover()
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("parts", nargs="*", metavar="PART",
+                    help="parts to run, by key or name: " + ", ".join(
+                        f"{m.KEY}={m.NAME}" for m in every) + " (default: all)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smaller workloads (a smoke run of the harness, not figures to quote)")
+    ap.add_argument("--port", type=int, default=29392, help="Kafka port of the bench cluster")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where the report goes")
+    args = ap.parse_args()
+    wanted = [m for m in every if not args.parts or m.KEY in args.parts or m.NAME in args.parts]
+    unknown = set(args.parts) - {m.KEY for m in every} - {m.NAME for m in every}
+    if unknown:
+        ap.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+
+    work = new_workdir()
+    bench = Bench(work, quick=args.quick)
+    info = machine()
+    console.print(f"[bold]adp bench[/]: {len(wanted)} part(s) on {info['cpus']} CPUs "
+                  f"({info['cpu']}), load average {info['load_average_at_start']}; work {work}")
+    began = time.monotonic()
+    loads: dict[str, list[float]] = {}
+    try:
+        if any(getattr(m, "NEEDS_BROKER", True) for m in wanted):
+            console.print(f"starting Kafka on 127.0.0.1:{args.port} ...")
+            bench.start_broker(args.port)
+        for module in wanted:
+            console.rule(f"{module.KEY}. {module.TITLE}")
+            t0 = time.monotonic()
+            try:
+                asyncio.run(module.run(bench))
+            except Exception as exc:  # noqa: BLE001 - one failed part must not hide the rest
+                bench.note(module.KEY, f"FAILED: {type(exc).__name__}: {exc}")
+                console.print(traceback.format_exc())
+            loads[module.KEY] = [round(x, 2) for x in load_average()]
+            console.print(f"  [dim]{time.monotonic() - t0:.0f}s, load average after: "
+                          f"{loads[module.KEY]}[/]")
+    finally:
+        bench.close()
+    info["load_average_after_part"] = loads
+    info["seconds"] = round(time.monotonic() - began, 1)
+    console.print(bench.table)
+    from bench.report import write_report
+
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    paths = write_report(bench, info, args.results, stamp, [m for m in wanted])
+    console.print(f"wrote {', '.join(str(p) for p in paths)} in {info['seconds']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Aggregator memory: RSS sampled while it assembles many small finished tasks (a started and
+a finished event each) preloaded on adp.steps. Held to: RSS at the end over RSS when a quarter
+of the tasks were written (flat: it should follow the tasks in flight, not the finished ones).
+What stays per finished task is its "done" record (task_id -> winning attempt), which turns
+the re-production of a finished task into a dropped late event."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bench.core import Bench, metric, rss_mib
+from bench.workload import produce
+
+KEY = "g"
+NAME = "memory"
+TITLE = "Aggregator RSS over many finished tasks"
+METRICS_PORT_OFFSET = 41
+
+
+def small_tasks(n: int, prefix: str) -> list[tuple[bytes, bytes]]:
+    from adp.schemas import codec
+    from adp.schemas.contracts import StepEvent
+
+    t0 = 1_767_225_600.0
+    out = []
+    for i in range(n):
+        tid = f"{prefix}-{i:07d}"
+        base = {"task_id": tid, "attempt_id": f"{tid}-a", "task_type": "code",
+                "runtime_id": "code-bench-1"}
+        started = StepEvent.model_validate({**base, "event_type": "started", "timestamp": t0 + i,
+                                            "task": {"task_id": tid, "task_type": "code",
+                                                     "description": f"task {i}"}})
+        finished = StepEvent.model_validate({**base, "event_type": "finished",
+                                             "timestamp": t0 + i + 1, "finish": {
+                                                 "success": True, "final_result": "ok",
+                                                 "total_duration": 1.0, "step_count": 0}})
+        out += [(tid.encode(), codec.encode(started)), (tid.encode(), codec.encode(finished))]
+    return out
+
+
+async def run(bench: Bench) -> None:
+    from adp.streams.topics import STEPS
+
+    n = 10_000 if bench.quick else 100_000
+    t0 = time.perf_counter()
+    events = small_tasks(n, "mem")
+    seconds = await produce(bench.bootstrap, STEPS, events)
+    bench.note(KEY, f"{len(events):,} events of {n:,} tasks made in "
+                    f"{time.perf_counter() - t0 - seconds:.0f}s, produced in {seconds:.0f}s")
+    port = bench.cluster_port + METRICS_PORT_OFFSET
+    proc = bench.start("memory-aggregator", [
+        "aggregate", "--out", str(bench.work / "memory-out"), "--app-id", "bench-memory",
+        "--metrics-port", str(port)])
+    url = f"http://127.0.0.1:{port}/metrics"
+    written, rss, xs = [], [], []
+    began = time.monotonic()
+    total_before = None
+    while True:
+        bench.children.check()
+        files = metric(url, "adp_sink_writes_total")
+        if total_before is None:
+            total_before = 0
+        xs.append(time.monotonic() - began)
+        written.append(files)
+        rss.append(rss_mib(proc.pid))
+        mine = sum(1 for _ in (bench.work / "memory-out").glob("mem-*.json")) \
+            if files >= n else 0
+        if mine >= n or xs[-1] > 900:
+            break
+        await asyncio.sleep(1.0)
+    bench.stop("memory-aggregator")
+    total = written[-1]
+    quarter = next(r for w, r in zip(written, rss) if w >= total / 4)
+    bench.figure(KEY, "aggregator RSS after all tasks", rss[-1], "MiB",
+                 "RSS at a quarter of them", quarter, target="<= 1.2")
+    bench.figure(KEY, "RSS growth per 1,000 finished tasks", (rss[-1] - quarter) /
+                 max(1.0, (total - total / 4) / 1000), "MiB")
+    bench.series(KEY, "aggregator RSS", "rss", xs, rss)
+    bench.note(KEY, f"{total:,.0f} trajectories written (all tasks on adp.steps, other parts' "
+                    f"too) in {xs[-1]:.0f}s; peak RSS {max(rss):.0f} MiB")

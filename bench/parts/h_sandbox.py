@@ -1,0 +1,39 @@
+"""One python run in the bubblewrap sandbox (no network, private workdir, rlimits) against a
+bare `python3 -c pass` started the same way: p50 of each, run one after the other."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+
+from bench.core import Bench
+
+KEY = "h"
+NAME = "sandbox"
+TITLE = "Sandbox: one python run vs bare python3 -c pass"
+NEEDS_BROKER = False
+
+
+async def run(bench: Bench) -> None:
+    from adp.runtimes.tools.sandbox import SandboxLimits, make_sandbox
+
+    n = 10 if bench.quick else 40
+    sandbox, limits = make_sandbox(), SandboxLimits()
+    bare, boxed = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+        await proc.wait()
+        bare.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        result = await sandbox.run_python("pass", limits)
+        boxed.append(time.perf_counter() - t0)
+        assert result.ok, result.observation()
+    p50_bare, p50_box = statistics.median(bare), statistics.median(boxed)
+    bench.figure(KEY, "sandbox python run, p50", p50_box * 1000, "ms", "python3 -c pass p50",
+                 p50_bare * 1000)
+    bench.series(KEY, "sandbox run", "cdf", boxed)
+    bench.series(KEY, "python3 -c pass", "cdf", bare)
+    bench.note(KEY, f"{n} runs each, interleaved; backend {type(sandbox).__name__}")
