@@ -62,6 +62,9 @@ def main() -> None:
                         f"{m.KEY}={m.NAME}" for m in every) + " (default: all)")
     ap.add_argument("--quick", action="store_true",
                     help="smaller workloads (a smoke run of the harness, not figures to quote)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply every workload size (default 1: the sizes the targets are "
+                         "stated for; the report says when another was used)")
     ap.add_argument("--port", type=int, default=29392, help="Kafka port of the bench cluster")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the report goes")
     args = ap.parse_args()
@@ -71,8 +74,9 @@ def main() -> None:
         ap.error(f"unknown part(s): {', '.join(sorted(unknown))}")
 
     work = new_workdir()
-    bench = Bench(work, quick=args.quick)
+    bench = Bench(work, quick=args.quick, scale=args.scale)
     info = machine()
+    info["scale"], info["quick"] = args.scale, args.quick
     console.print(f"[bold]adp bench[/]: {len(wanted)} part(s) on {info['cpus']} CPUs "
                   f"({info['cpu']}), load average {info['load_average_at_start']}; work {work}")
     began = time.monotonic()

@@ -77,9 +77,10 @@ def meets(value: float | None, target: str) -> bool | None:
 
 
 class Bench:
-    def __init__(self, work: Path, quick: bool = False) -> None:
+    def __init__(self, work: Path, quick: bool = False, scale: float = 1.0) -> None:
         self.work = work
         self.quick = quick
+        self.scale = scale
         self.figures: list[Figure] = []
         self.series_list: list[Series] = []
         self.profiles: dict[str, list[tuple[float, str]]] = {}
@@ -93,6 +94,10 @@ class Bench:
         self.table = Table(title="adp bench", show_lines=False)
         for col in ("part", "figure", "value", "baseline", "ratio", "target", "met"):
             self.table.add_column(col, justify="right" if col in ("value", "ratio") else "left")
+
+    def size(self, full: int, quick: int) -> int:
+        """A workload size: `quick` with --quick, else `full` times --scale."""
+        return quick if self.quick else max(1, int(full * self.scale))
 
     # -- services ------------------------------------------------------------------------------
     def start_broker(self, port: int) -> str:

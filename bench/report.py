@@ -63,7 +63,10 @@ def write_report(bench: Bench, machine: dict, out: Path, stamp: str,
              f"Python {machine['python']}. Load average at start "
              f"{machine['load_average_at_start']} (a shared machine: other work ran beside the "
              f"bench; every figure is a ratio against a baseline measured in the same run). "
-             f"Run took {machine.get('seconds', 0):.0f}s.", "",
+             f"Run took {machine.get('seconds', 0):.0f}s."
+             + (f" Workloads scaled by {machine['scale']} (--scale)." if machine.get("scale",
+                1) != 1 else "") + (" --quick: a smoke run, not figures to quote."
+                                    if machine.get("quick") else ""), "",
              "| part | figure | value | baseline | ratio | target | met |",
              "|---|---|---|---|---|---|---|"]
     for f in bench.figures:

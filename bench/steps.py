@@ -11,7 +11,7 @@ from bench.workload import Workload, cached_events, produce
 
 
 def workload(bench: Bench) -> Workload:
-    return Workload(tasks=1000 if bench.quick else 8500)
+    return Workload(tasks=bench.size(8500, 1000))
 
 
 async def ensure_steps(bench: Bench) -> dict[str, Any]:

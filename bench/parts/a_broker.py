@@ -85,8 +85,7 @@ async def run(bench: Bench) -> None:
     from adp.streams.topics import TopicSpec
 
     cp = tools_classpath()
-    for size, n in ((2048, 20_000 if bench.quick else 100_000),
-                    (24_576, 2_000 if bench.quick else 10_000)):
+    for size, n in ((2048, bench.size(100_000, 20_000)), (24_576, bench.size(10_000, 2_000))):
         java_topic, py_topic = f"bench.perf.java.{size}", f"bench.perf.py.{size}"
         await ensure_topics(bench.bootstrap, specs=[
             TopicSpec(java_topic, 6, {"max.message.bytes": "33554432"}),

@@ -76,7 +76,7 @@ async def start_at_end(bootstrap: str, group: str) -> None:
 async def end_to_end(bench: Bench) -> dict[str, Any]:
     if "e2e" in bench.shared:
         return bench.shared["e2e"]
-    n = 120 if bench.quick else 600
+    n = bench.size(600, 120)
     url = bench.stub(0.0)
     out = bench.work / "e2e-out"
     await start_at_end(bench.bootstrap, "bench-e2e")
