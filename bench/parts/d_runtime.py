@@ -45,7 +45,7 @@ async def measure(bench: Bench, name: str, processes: int, concurrency: int,
 
 
 async def run(bench: Bench) -> None:
-    seconds = 4 if bench.quick else 10
+    seconds = 4 if bench.quick else max(3.0, 10 * bench.scale)
     for c in (1, 8, 64):
         rate, xs, ys = await measure(bench, f"rt-c{c}", 1, c, seconds)
         bench.figure(KEY, f"LLM calls/s, 1 process, concurrency {c}", rate, "calls/s",
