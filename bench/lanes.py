@@ -3,12 +3,13 @@
 Measured from what the broker holds, so it works for any run: a task's produce time is its
 record's timestamp on its lane topic, its start is the timestamp of its first `started` event on
 adp.steps (a redone attempt does not count twice). Used by the load test (--priorities) and the
-benchmark.
+benchmark's lanes part.
 """
 
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 
 from adp.schemas import codec
 from adp.schemas.contracts import StepEvent
@@ -16,9 +17,20 @@ from adp.streams import topics
 from adp.streams.reader import read_topic
 
 
-async def lane_waits(bootstrap: str, task_type: str, prefix: str) -> dict[str, list[float]]:
-    """Seconds from produce to first start of each task whose id starts with `prefix`, per lane
-    name (highest first). Tasks never started are left out."""
+@dataclass(frozen=True)
+class Start:
+    task_id: str
+    lane: str
+    produced: float  # unix seconds
+    started: float
+
+    @property
+    def wait(self) -> float:
+        return max(0.0, self.started - self.produced)
+
+
+async def lane_starts(bootstrap: str, task_type: str, prefix: str) -> list[Start]:
+    """Every started task whose id starts with `prefix`, in start order."""
     produced: dict[str, tuple[str, float]] = {}  # task_id -> (lane, produce time)
     for topic in topics.lane_topics(task_type):
         lane = topics.lane_of(topic).name
@@ -33,11 +45,27 @@ async def lane_waits(bootstrap: str, task_type: str, prefix: str) -> dict[str, l
             event = codec.decode(r.value, expect=StepEvent)
             if event.event_type == "started":
                 started[key] = event.timestamp
+    return sorted((Start(t, produced[t][0], produced[t][1], at) for t, at in started.items()),
+                  key=lambda s: s.started)
+
+
+async def lane_waits(bootstrap: str, task_type: str, prefix: str) -> dict[str, list[float]]:
+    """Seconds from produce to first start per lane name (highest first); tasks never started
+    are left out."""
     waits: dict[str, list[float]] = {lane.name: [] for lane in topics.LANES}
-    for task_id, (lane, at) in produced.items():
-        if task_id in started:
-            waits[lane].append(max(0.0, started[task_id] - at))
+    for s in await lane_starts(bootstrap, task_type, prefix):
+        waits[s.lane].append(s.wait)
     return waits
+
+
+def share_while_busy(starts: list[Start], lane: str, above: str) -> tuple[float, int]:
+    """`lane`'s share of the starts from the first to the last start of the `above` lane (the
+    stretch in which the higher lane had work), and how many starts that stretch holds."""
+    marks = [i for i, s in enumerate(starts) if s.lane == above]
+    if not marks:
+        return 0.0, 0
+    stretch = starts[marks[0]: marks[-1] + 1]
+    return sum(s.lane == lane for s in stretch) / len(stretch), len(stretch)
 
 
 def percentile(values: list[float], q: float) -> float:
