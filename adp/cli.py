@@ -23,6 +23,7 @@ COMMANDS = {
     "console": "adp.console.cli:console_command",
     "llm": "adp.runtimes.llm.server:llm_command",
     "llm-stub": "adp.runtimes.llm.stub:stub_command",
+    "sandbox": "adp.runtimes.tools.sandbox.cli:sandbox_command",
     "demo": "adp.demo:demo_command",
 }
 

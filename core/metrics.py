@@ -35,6 +35,8 @@ TASK_WAIT = Histogram("adp_task_wait_seconds",
 STEP_DURATION = Histogram("adp_step_duration_seconds", "Duration of one agent step",
                           ["task_type", "action_type"],
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+ARTIFACT_BYTES = Counter("adp_artifact_bytes_total",
+                         "Bytes of files steps wrote, sent to adp.artifacts", ["task_type"])
 DLQ_MESSAGES = Counter("adp_dlq_messages_total", "Messages sent to adp.dlq", ["component"])
 SINK_WRITES = Counter("adp_sink_writes_total", "Trajectory writes by sinks", ["sink", "outcome"])
 # The aggregator: events in, trajectories out, what it dropped, and how long a finished task

@@ -10,7 +10,8 @@
 One step per model call: action_type is the tool's action_type (its name by default), or
 "final_answer", or "tool_calls" when one reply asked for several tools (action_params
 {"calls": [...]}), or "no_action" when the reply held nothing usable; observation is exactly what
-the tool returned; thinking the model's own words; llm the raw exchange. The task ends at the
+the tool returned; thinking the model's own words; llm the raw exchange; artifacts the files
+the tools wrote (their bytes ride along as StepReport.blobs). The task ends at the
 first final answer (a FINAL ANSWER line, a `finish` call, or prose) or after max_steps calls.
 
 The code runtime is this loop with the python tool in the "code" dialect; the web and reasoning
@@ -25,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from adp.schemas.contracts import ErrorType, Task
+from adp.schemas.contracts import Artifact, ErrorType, Task
 from adp.runtimes.base import EmitStep, Model, ModelReply, Outcome, StepReport, ToolCall
 from adp.runtimes.dialects import DIALECTS, FINISH_SPEC, Decision, rejects_tools, thinking_of
 from adp.runtimes.tools.base import Tool, ToolResult
@@ -156,7 +157,14 @@ class Agent:
                                         for i, (c, r) in enumerate(results, 1)),
                 success=failed is None,
                 error=None if failed is None else failed.error or "tool failed")
-        return StepReport(duration=time.time() - started, **fields)
+        report = StepReport(duration=time.time() - started, **fields)
+        for _, result in results:
+            for f in result.files:
+                report.artifacts.append(Artifact(name=f.name, size=f.size, media_type=f.media_type,
+                                                 sha256=f.sha256, kept=f.kept, note=f.note))
+                if f.kept:
+                    report.blobs[f.sha256] = f.data
+        return report
 
     def observe(self, chat: Conversation, reply: ModelReply, decision: Decision,
                 results: list[tuple[ToolCall, ToolResult]]) -> None:

@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from adp.schemas.contracts import ErrorType, LlmExchange, Step, Task
+from adp.schemas.contracts import Artifact, ErrorType, LlmExchange, Step, Task
 
 
 @dataclass
@@ -74,6 +74,14 @@ class StepReport(BaseModel):
     timestamp: float
     duration: float
     llm: LlmExchange | None = None
+    artifacts: list[Artifact] = Field(default_factory=list)
+    # the bytes of kept artifacts by sha256; not a Step field: the attempt sends them beside
+    # the step event and records where they went (Artifact.location)
+    _blobs: dict[str, bytes] = PrivateAttr(default_factory=dict)
+
+    @property
+    def blobs(self) -> dict[str, bytes]:
+        return self._blobs
 
     def numbered(self, step_id: int) -> Step:
         return Step(step_id=step_id, **{name: getattr(self, name) for name in type(self).model_fields})

@@ -2,7 +2,9 @@
 
 Text protocol (works with any chat endpoint, tool calling or not): each reply holds either one
 ```python block to run, or a line `FINAL ANSWER: <answer>`. A failing run's traceback is the
-observation, so the model can repair its code on the next step. A reply with neither is taken
+observation, so the model can repair its code on the next step. The programs of one attempt
+share a working directory; what they save there is kept as the step's artifacts, and the
+prompt says so and names the libraries the sandbox has (runtimes/tools/sandbox/env.py). A reply with neither is taken
 as the model's final answer in prose (small models often answer directly). The loop is the
 shared one (runtimes/agent.py) in its "code" dialect; each run is a `code_execution` step.
 
@@ -28,6 +30,20 @@ You will then see what the program printed (or its traceback) and can fix it.
 Always print the values you need. When you know the answer, reply with one line:
 FINAL ANSWER: <the answer>"""
 
+SANDBOX_GUIDE = """The sandbox runs Python 3 without network access. {libraries}
+Files you save in the working directory (plots with plt.savefig("name.png"), CSV, JSON, ...)
+are kept with your answer, and your later programs can read them; the output lists what was
+saved. There is no display: a plot that is only shown (plt.show()) is not kept."""
+
+
+def system_prompt(libraries: list[str] | None) -> str:
+    """The prompt, naming the libraries the sandbox's environment really has."""
+    if libraries:
+        have = f"Besides the standard library you can import {', '.join(libraries)}."
+    else:
+        have = "Only the standard library is installed."
+    return f"{SYSTEM_PROMPT}\n\n{SANDBOX_GUIDE.format(libraries=have)}"
+
 
 class CodeRuntime:
     task_type: ClassVar[str] = "code"
@@ -36,9 +52,8 @@ class CodeRuntime:
         self.model = ctx.model
         self.sandbox = make_sandbox(ctx.options.get("sandbox", "auto"))
         self.limits = SandboxLimits(**ctx.options.get("sandbox_limits", {}))
-        self.agent = Agent(self.model, [python_tool(self.sandbox, self.limits,
-                                                    action_type="code_execution")],
-                           SYSTEM_PROMPT, protocol="code")
+        env = getattr(self.sandbox, "env", None)
+        self.system_prompt = system_prompt(env.libraries() if env is not None else None)
 
     async def __aenter__(self) -> "CodeRuntime":
         return self
@@ -47,4 +62,9 @@ class CodeRuntime:
         return None
 
     async def run(self, task: Task, emit: EmitStep) -> Outcome:
-        return await self.agent.run(task, emit)
+        # one working directory per attempt: later steps see the files earlier ones wrote
+        async with self.sandbox.workspace() as workspace:
+            tool = python_tool(self.sandbox, self.limits, workspace=workspace,
+                               action_type="code_execution")
+            agent = Agent(self.model, [tool], self.system_prompt, protocol="code")
+            return await agent.run(task, emit)

@@ -13,13 +13,13 @@ sandbox_limits (SandboxLimits fields).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import AsyncContextManager, ClassVar
 
 from adp.runtimes.base import RuntimeContext
 from adp.runtimes.tools.base import Tool
 from adp.runtimes.tools.browser import BrowserSession
 from adp.runtimes.tools.python import python_tool
-from adp.runtimes.tools.sandbox import SandboxLimits, make_sandbox
+from adp.runtimes.tools.sandbox import SandboxLimits, Workspace, make_sandbox
 from adp.runtimes.web import WebRuntime, browser_tools
 
 SYSTEM_PROMPT = """You are a careful problem solver. Think step by step and say briefly what you
@@ -36,5 +36,8 @@ class ReasoningRuntime(WebRuntime):
         self.sandbox = make_sandbox(ctx.options.get("sandbox", "auto"))
         self.limits = SandboxLimits(**ctx.options.get("sandbox_limits", {}))
 
-    def tools(self, browser: BrowserSession) -> list[Tool]:
-        return [python_tool(self.sandbox, self.limits), *browser_tools(browser)]
+    def tools(self, browser: BrowserSession, workspace: Workspace | None = None) -> list[Tool]:
+        return [python_tool(self.sandbox, self.limits, workspace=workspace), *browser_tools(browser)]
+
+    def workspace(self) -> AsyncContextManager[Workspace | None]:
+        return self.sandbox.workspace()

@@ -16,9 +16,10 @@ Options (RuntimeContext.options, else ADP_* environment):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from typing import Any, ClassVar
+from typing import Any, AsyncContextManager, ClassVar
 
 from adp.schemas.contracts import Task
 from adp.runtimes.agent import Agent
@@ -121,9 +122,13 @@ class WebRuntime:
         if self._owns_pool:
             await self.pool.close()
 
-    def tools(self, browser: BrowserSession) -> list[Tool]:
-        """The tools one task gets (besides finish)."""
+    def tools(self, browser: BrowserSession, workspace: Any = None) -> list[Tool]:
+        """The tools one task gets (besides finish); `workspace`: see `workspace()`."""
         return browser_tools(browser)
+
+    def workspace(self) -> AsyncContextManager[Any]:
+        """A per-attempt working directory for tools that write files (none here)."""
+        return contextlib.nullcontext()
 
     async def run(self, task: Task, emit: EmitStep) -> Outcome:
         async with self.pool.session(self.browser_options) as browser:

@@ -122,6 +122,27 @@ class LlmExchange(_Record):
     cost_usd: float | None = None
 
 
+class ArtifactLocation(_Record):
+    """Where a kept file's bytes are: its chunks on the artifacts topic (streams/artifacts.py)."""
+
+    topic: str
+    partition: int
+    offsets: list[int]
+
+
+class Artifact(_Record):
+    """A file a step's tool wrote; the bytes travel beside the step (`location`) and land next to
+    the trajectory in the sinks."""
+
+    name: str
+    size: int
+    media_type: str
+    sha256: str
+    kept: bool
+    note: str | None = None
+    location: ArtifactLocation | None = None
+
+
 class Step(_Record):
     step_id: int = Field(ge=1)
     action_type: str
@@ -133,6 +154,7 @@ class Step(_Record):
     timestamp: float
     duration: float
     llm: LlmExchange | None = None
+    artifacts: list[Artifact] = Field(default_factory=list)
 
 
 class Verdict(_Record):

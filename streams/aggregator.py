@@ -45,6 +45,7 @@ from adp.schemas.contracts import StepEvent, Trajectory
 from adp.connectors.sinks.base import BaseSink, SinkError, make_sink
 from adp.streams.assembly import (DEFAULT_EXPIRE_AFTER, InvalidEvent, StagedStore,
                                   TrajectoryAssembler)
+from adp.streams.artifacts import ArtifactFetcher
 from adp.streams.dlq import dlq_headers
 from adp.streams.faust_guard import (AGENT_CRASH_EXIT, STALL_CHECK_EVERY, SkipGuard,
                                      stop_worker_on_crash)
@@ -96,6 +97,7 @@ class Aggregator:
         self.crashed: BaseException | None = None
         self._worker: Any = None
         self._dropped_seen = dict.fromkeys(DROP_REASONS, 0)
+        self.artifacts = ArtifactFetcher(config.bootstrap)  # bytes of files steps wrote
         datadir = config.datadir or settings().home / "aggregator"
         datadir.mkdir(parents=True, exist_ok=True)
         self.app = app = faust.App(
@@ -247,6 +249,8 @@ class Aggregator:
                 dead.append((message, f"undecodable Trajectory: {exc}"))
         await self.to_dlq(dead)
         sink = self.config.sink
+        for trajectory in good:  # the files steps wrote, before their trajectory
+            await self.artifacts.store(sink, trajectory)
         where = await sink.write_batch(good)
         await sink.flush()
         now = time.time()
@@ -283,6 +287,7 @@ class Aggregator:
         return self._worker
 
     async def _on_shutdown(self, *_: Any, **__: Any) -> None:
+        await self.artifacts.close()
         await self.config.sink.close()
 
     async def _on_startup(self) -> None:

@@ -6,7 +6,8 @@ attempt_id, runtime_id, timestamp) and sends it to adp.steps keyed by task_id, s
 of a task lands on one partition, in order. `run` brackets the runtime with the `started` and
 `finished` events, enforces the task's timeout, and returns only when the broker has
 acknowledged every event of the attempt (acks=all) -- only then may the task's offset count
-as done.
+as done. Files a step wrote go to adp.artifacts first (streams/artifacts.py); the step event
+records where their bytes are.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from aiokafka import AIOKafkaProducer
 
 from adp.schemas import codec
 from adp.core import metrics
-from adp.schemas.contracts import ErrorType, EventType, Finish, Step, StepEvent, Task
+from adp.schemas.contracts import (ArtifactLocation, ErrorType, EventType, Finish, Step, StepEvent,
+                                  Task)
 from adp.runtimes.base import Outcome, Runtime, StepReport
-from adp.streams import topics
+from adp.streams import artifacts, topics
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +53,31 @@ class Attempt:
     async def emit(self, report: StepReport | Step) -> None:
         # Step ids are the attempt's own count, so they are contiguous whatever the runtime does.
         self.steps += 1
-        step = report.numbered(self.steps) if isinstance(report, StepReport) \
-            else report.model_copy(update={"step_id": self.steps})
+        if isinstance(report, StepReport):
+            step = await self._with_artifact_bytes_sent(report.numbered(self.steps), report.blobs)
+        else:
+            step = report.model_copy(update={"step_id": self.steps})
         metrics.STEP_DURATION.labels(self.task.task_type, step.action_type).observe(step.duration)
         await self.send(EventType.step, step=step)
+
+    async def _with_artifact_bytes_sent(self, step: Step, blobs: dict[str, bytes]) -> Step:
+        """Send the bytes of the step's kept files to adp.artifacts (acknowledged before the step
+        event is sent) and record where they are in each Artifact."""
+        if not step.artifacts:
+            return step
+        located: dict[str, ArtifactLocation] = {}
+        out = []
+        for artifact in step.artifacts:
+            data = blobs.get(artifact.sha256) if artifact.kept else None
+            if data is None:
+                out.append(artifact if not artifact.kept else artifact.model_copy(
+                    update={"kept": False, "note": "the runtime did not hand over its bytes"}))
+                continue
+            if artifact.sha256 not in located:
+                located[artifact.sha256] = await artifacts.publish(self.producer, data, artifact.sha256)
+                metrics.ARTIFACT_BYTES.labels(self.task.task_type).inc(len(data))
+            out.append(artifact.model_copy(update={"location": located[artifact.sha256]}))
+        return step.model_copy(update={"artifacts": out})
 
     async def run(self, runtime: Runtime) -> Outcome:
         await self.send(EventType.started, task=self.task)

@@ -60,6 +60,7 @@ from adp.schemas import codec
 from adp.core.settings import settings
 from adp.schemas.contracts import StepEvent, Trajectory
 from adp.connectors.sinks.base import BaseSink, SinkError, make_sink
+from adp.streams.artifacts import ArtifactFetcher
 from adp.streams.assembly import DEFAULT_EXPIRE_AFTER, InvalidEvent, TrajectoryAssembler
 from adp.streams.reader import KafkaReadError, capture_range, open_consumer, read_range, topic_partitions
 from adp.streams.topics import STEPS, TRAJECTORIES
@@ -134,8 +135,9 @@ class Writer:
     """Sink writes in batches (`write_batch`), one batch in flight while the next is being
     read and assembled: batches land in order, so for one task_id the last one wins."""
 
-    def __init__(self, sink: BaseSink) -> None:
+    def __init__(self, sink: BaseSink, artifacts: ArtifactFetcher | None = None) -> None:
         self.sink = sink
+        self.artifacts = artifacts  # regenerates the files steps wrote, before each trajectory
         self._pending: list[Trajectory] = []
         self._writing: asyncio.Task | None = None
         self.written = 0
@@ -152,6 +154,9 @@ class Writer:
             self._writing = asyncio.create_task(self._write(batch))
 
     async def _write(self, batch: list[Trajectory]) -> None:
+        if self.artifacts is not None:
+            for trajectory in batch:
+                await self.artifacts.store(self.sink, trajectory)
         await self.sink.write_batch(batch)
         self.written += len(batch)
         self.task_ids.update(t.task_id for t in batch)
@@ -186,7 +191,8 @@ async def replay(bootstrap: str, sink: BaseSink, source: str = "steps",
     summary = ReplaySummary(source=topic, destination=destination or repr(sink),
                             since=since, until=until)
     started = time.monotonic()
-    writer = Writer(sink)
+    fetcher = ArtifactFetcher(bootstrap)
+    writer = Writer(sink, artifacts=fetcher)
     assemblers: dict[int, TrajectoryAssembler] = {}
 
     async def on_steps(tp: TopicPartition, records: list) -> None:
@@ -251,6 +257,7 @@ async def replay(bootstrap: str, sink: BaseSink, source: str = "steps",
         except Exception:  # noqa: BLE001 - the first error is raised below / already raised
             pass
         await consumer.stop()
+        await fetcher.close()
     try:
         await sink.close()
     except Exception as exc:  # noqa: BLE001

@@ -9,6 +9,7 @@ from adp.schemas.contracts import TaskType
 STEPS = "adp.steps"
 TRAJECTORIES = "adp.trajectories"
 DLQ = "adp.dlq"
+ARTIFACTS = "adp.artifacts"  # bytes of files steps wrote, chunked, key sha256 (streams/artifacts.py)
 
 
 @dataclass(frozen=True)
@@ -110,4 +111,5 @@ def platform_topics(min_insync_replicas: int = 1) -> list[TopicSpec]:
     specs.append(TopicSpec(STEPS, 6, {**durable, "retention.ms": "-1"}))
     specs.append(TopicSpec(TRAJECTORIES, 6, {**durable, "cleanup.policy": "compact"}))
     specs.append(TopicSpec(DLQ, 1, durable))
+    specs.append(TopicSpec(ARTIFACTS, 6, {**durable, "retention.ms": "-1"}))
     return specs

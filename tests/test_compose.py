@@ -447,6 +447,9 @@ def test_dockerfile_builds_the_platform_image() -> None:
         assert re.search(rf"\b{package}\b", runs), f"apt-get install {package} missing"
     envs = " ".join(a for i, a in steps if i == "ENV")
     assert "ADP_CHROMIUM=/usr/bin/chromium" in envs
+    # the code sandbox's scientific environment is built into the image and used from there
+    assert "adp sandbox build --into /opt/adp-sandbox" in runs
+    assert "ADP_SANDBOX_ENV=/opt/adp-sandbox" in envs
     # the image installs the wheel built from the repo (not an editable checkout)
     assert "python -m build --wheel" in runs
     copies = [a for i, a in steps if i == "COPY"]

@@ -6,6 +6,7 @@ port where the server only starts after the first tries, and an HTTP server that
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 import threading
@@ -371,3 +372,27 @@ def test_destinations_and_options_are_checked(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("ADP_S3_CREATE_BUCKET", "1")
     sink = make_sink("s3", "s3://b/p")
     assert (sink.layout, sink.create_bucket) == ("jsonl-hourly", True)
+
+
+async def test_artifacts_land_under_the_task_prefix_in_both_layouts(moto, bucket):
+    """Files a step saved are objects beside the trajectory, with their media type, and the
+    same names the file sink uses."""
+    from adp.schemas.contracts import Artifact
+
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    art = Artifact(name="plots/hist.png", size=len(png), media_type="image/png",
+                   sha256=hashlib.sha256(png).hexdigest(), kept=True)
+    for layout in ("per-task", "jsonl-hourly"):
+        sink = S3Sink(f"s3://{bucket}/{layout}", layout=layout, endpoint_url=moto)
+        t = trajectory(f"art-{layout}")
+        where = await sink.write_artifact(t, 1, art, png)
+        await sink.close()
+        key = f"{layout}/art-{layout}/step-1/plots/hist.png"
+        assert where == f"s3://{bucket}/{key}"
+        assert (await _objects(moto, bucket, key))[key] == png
+        async with await _client(moto) as s3:
+            head = await s3.head_object(Bucket=bucket, Key=key)
+        assert head["ContentType"] == "image/png"
+    bad = art.model_copy(update={"name": "../escape.png"})
+    with pytest.raises(ValueError, match="not a plain relative path"):
+        await S3Sink(f"s3://{bucket}/x", endpoint_url=moto).write_artifact(trajectory("t"), 1, bad, png)

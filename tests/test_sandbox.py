@@ -129,7 +129,9 @@ async def test_environment_of_the_host_is_invisible(sb, monkeypatch):
     env = json.loads(r.stdout.splitlines()[0])
     assert "OPENAI_API_KEY" not in env and "ADP_SECRET_TOKEN" not in env
     assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONIOENCODING", "PYTHONUNBUFFERED",
-                        "PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PWD", "LC_CTYPE"}
+                        "PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PWD", "LC_CTYPE", "MPLBACKEND",
+                        "MPLCONFIGDIR", "XDG_CACHE_HOME", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                        "MKL_NUM_THREADS"}
     assert "secret" not in r.stdout  # nor in bwrap's own pid 1 environ
 
 
@@ -199,6 +201,8 @@ async def test_host_files_are_invisible(sb):
     assert r.stdout.count("hidden") == len(paths)
     top = set(ast.literal_eval(r.stdout.splitlines()[-1]))
     assert top >= {"usr", "proc", "dev", "tmp", "etc", "work", "code"}
+    assert top - {"usr", "proc", "dev", "tmp", "etc", "work", "code", "env"} <= {
+        "bin", "sbin", "lib", "lib32", "lib64", "libx32"}  # env: the sandbox's Python environment
     assert not top & {"root", "home", "var", "mnt", "opt", "srv", "run", "boot"}
 
 

@@ -35,6 +35,10 @@ RELEASED = {
     "v2": {"adp.Task": ("dbeccaf42c357803", "dbeccaf42c357803"),
            "adp.StepEvent": ("3c95cec52ffd2e47", "3c95cec52ffd2e47"),
            "adp.Trajectory": ("04f52706ab419183", "04f52706ab419183")},
+    # v3: Step.artifacts (files a step's tool wrote; issue 9)
+    "v3": {"adp.Task": ("dbeccaf42c357803", "dbeccaf42c357803"),
+           "adp.StepEvent": ("b00cef3935fdf3fb", "b00cef3935fdf3fb"),
+           "adp.Trajectory": ("56487321faa0e480", "56487321faa0e480")},
 }
 PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
@@ -182,8 +186,8 @@ def _step_fields(schemas: dict[str, Any]) -> list[dict]:
 
 
 @pytest.mark.parametrize("change, expected", [
-    (lambda s: _step_fields(s).append({"name": "artifacts", "type": "string"}),
-     "adp.StepEvent.step.artifacts: added without a default"),
+    (lambda s: _step_fields(s).append({"name": "labels", "type": "string"}),
+     "adp.StepEvent.step.labels: added without a default"),
     (lambda s: _step_fields(s).__setitem__(3, {**_step_fields(s)[3], "name": "obs"}),
      "adp.StepEvent.step.observation: removed or renamed"),
     (lambda s: _step_fields(s).__setitem__(0, {"name": "step_id", "type": "string"}),
@@ -208,7 +212,7 @@ def test_checker_catches_a_forbidden_change(change, expected):
 
 def test_checker_allows_a_field_added_with_a_default():
     new = copy.deepcopy(CURRENT)
-    _step_fields(new).append({"name": "artifacts", "type": {"type": "array", "items": "string"},
+    _step_fields(new).append({"name": "labels", "type": {"type": "array", "items": "string"},
                               "default": []})
     new["adp.Task"]["fields"][1]["type"]["symbols"].append("browser")
     assert compat_problems(CURRENT, new) == []

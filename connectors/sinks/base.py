@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from adp.schemas.contracts import Trajectory
+from adp.schemas.contracts import Artifact, Trajectory
 
 # orjson writes the same bytes as json.dumps(indent=2, ensure_ascii=False) (about 30 times
 # faster: the stdlib encoder has no C path with indent), except for floats with a negative
@@ -47,6 +47,13 @@ def object_name(trajectory: Trajectory) -> str:
 
 class SinkError(RuntimeError):
     """The destination cannot be written; the message names it and says why."""
+def artifact_name(trajectory: Trajectory, step_id: int, artifact: Artifact) -> str:
+    """Where a file a step wrote goes, beside the trajectory: <task_id>/step-<n>/<name> (a file
+    saved again by a later step is kept once per step)."""
+    parts = artifact.name.split("/")
+    if artifact.name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"artifact name {artifact.name!r} is not a plain relative path")
+    return f"{trajectory.task_id}/step-{step_id}/{artifact.name}"
 
 
 class BaseSink(abc.ABC):
@@ -71,6 +78,12 @@ class BaseSink(abc.ABC):
 
     async def check(self) -> None:  # noqa: B027 - optional hook
         """Raise SinkError if the destination cannot be written (before any work starts)."""
+
+    async def write_artifact(self, trajectory: Trajectory, step_id: int, artifact: Artifact,
+                             data: bytes) -> str:
+        """Store the bytes of a file a step wrote, at artifact_name(), before the trajectory
+        itself is written; returns where it went."""
+        raise NotImplementedError(f"{type(self).__name__} does not store artifacts")
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources. Safe to call twice."""

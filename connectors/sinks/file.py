@@ -1,4 +1,5 @@
-"""File sink: <out_dir>/<task_id>.json, written atomically (temp file in the same folder, fsync,
+"""File sink: <out_dir>/<task_id>.json (and the files its steps wrote in <out_dir>/<task_id>/),
+written atomically (temp file in the same folder, fsync,
 os.replace, fsync of the folder), so a reader never sees half a file and a crash leaves either
 the old file or the new one. Rewriting the same trajectory is harmless (same bytes).
 
@@ -16,9 +17,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from adp.schemas.contracts import Trajectory
+from adp.schemas.contracts import Artifact, Trajectory
 from adp.core.metrics import SINK_WRITES
-from adp.connectors.sinks.base import BaseSink, SinkError, object_name, render
+from adp.connectors.sinks.base import BaseSink, SinkError, artifact_name, object_name, render
 
 FSYNC_THREADS = 32
 _fsync_pool: ThreadPoolExecutor | None = None
@@ -112,6 +113,12 @@ class FileSink(BaseSink):
             raise SinkError(f"cannot create the folder: {exc.strerror or exc}") from exc
         if not os.access(self.out_dir, os.W_OK | os.X_OK):
             raise SinkError("the folder is not writable")
+
+    async def write_artifact(self, trajectory: Trajectory, step_id: int, artifact: Artifact,
+                             data: bytes) -> str:
+        path = self.out_dir / artifact_name(trajectory, step_id, artifact)
+        await asyncio.to_thread(write_atomic, path, data)
+        return str(path)
 
     def __repr__(self) -> str:
         return f"FileSink({str(self.out_dir)!r})"

@@ -60,9 +60,9 @@ from botocore.exceptions import (
     HTTPClientError,
     NoCredentialsError,
 )
-from adp.schemas.contracts import Trajectory
+from adp.schemas.contracts import Artifact, Trajectory
 from adp.core.metrics import SINK_WRITES  # adp_sink_writes_total{sink,outcome}: ok, error, retry
-from adp.connectors.sinks.base import BaseSink, SinkError, object_name, render
+from adp.connectors.sinks.base import BaseSink, SinkError, artifact_name, object_name, render
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -336,6 +336,15 @@ class S3Sink(BaseSink):
             await self._ensure_bucket()
             return
         await self._call("head bucket", None, lambda c: c.head_bucket(Bucket=self.bucket))
+    async def write_artifact(self, trajectory: Trajectory, step_id: int, artifact: Artifact,
+                             data: bytes) -> str:
+        """One object per file under the task's prefix (<prefix>/<task_id>/step-<n>/<name>), in
+        either layout; stored before the trajectory is."""
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        key = self._key(artifact_name(trajectory, step_id, artifact))
+        await self._put(key, data, artifact.media_type)
+        return f"s3://{self.bucket}/{key}"
 
     @property
     def buffered(self) -> int:

@@ -10,11 +10,13 @@ from typing import Any, Awaitable, Callable
 
 @dataclass
 class ToolResult:
-    """What a tool really returned: the observation text, whether it worked, and why not."""
+    """What a tool really returned: the observation text, whether it worked, and why not;
+    `files`: the files it wrote (sandbox CollectedFile records), kept with the step."""
 
     observation: str
     ok: bool = True
     error: str | None = None
+    files: tuple[Any, ...] = ()
 
 
 @dataclass

@@ -10,9 +10,11 @@ from __future__ import annotations
 import importlib
 import os
 
-from adp.runtimes.tools.sandbox.base import ExecResult, Sandbox, SandboxLimits
+from adp.runtimes.tools.sandbox.base import (CollectedFile, ExecResult, Sandbox, SandboxLimits,
+                                              Workspace)
 
-__all__ = ["ExecResult", "Sandbox", "SandboxLimits", "make_sandbox", "BACKENDS"]
+__all__ = ["CollectedFile", "ExecResult", "Sandbox", "SandboxLimits", "Workspace", "make_sandbox",
+           "BACKENDS"]
 
 # name -> "module:Class"
 BACKENDS = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 import signal
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import AsyncContextManager, Protocol, runtime_checkable
 
 MAX_DRAIN_BYTES = 64 << 20  # per stream; past this the run is killed (the text was cut long ago)
 
@@ -24,17 +24,58 @@ ENV = {
     "PYTHONUNBUFFERED": "1",  # what was printed before a kill is still seen
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONPATH": "/work",  # modules the program writes into its cwd are importable
+    "MPLBACKEND": "Agg",  # headless: plots are kept only by savefig
+    "MPLCONFIGDIR": "/tmp/matplotlib",  # not in /work (it would look like an artifact)
+    "XDG_CACHE_HOME": "/tmp/.cache",
+    # one thread per BLAS/OpenMP pool: threads count against max_processes and the address
+    # space limit, and a run's results do not depend on the host's core count
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
 }
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
     cpu_seconds: int = 10  # RLIMIT_CPU
-    memory_mb: int = 512  # RLIMIT_AS
+    memory_mb: int = 1024  # RLIMIT_AS (address space: importing pandas + scikit-learn + matplotlib
+    # maps about 450 MiB before any data)
     max_processes: int = 64  # fork-bomb containment (RLIMIT_NPROC in the run's own user ns)
     file_size_mb: int = 16  # RLIMIT_FSIZE
     wall_timeout: float = 30.0  # wall clock, kill the whole process tree
     output_limit: int = 10_000  # characters kept of stdout and of stderr each
+    # files a run writes in its working directory, kept as artifacts (artifacts.py)
+    max_artifacts: int = 20  # files kept per run
+    artifact_max_bytes: int = 8 << 20  # per file
+    artifacts_max_bytes: int = 32 << 20  # all files of one run together
+
+
+@dataclass(frozen=True)
+class CollectedFile:
+    """A file a run wrote (new or changed) in its working directory. `data` holds its bytes when
+    it is kept; a file over a limit (or unreadable) is still listed, with `note` saying why."""
+
+    name: str  # path relative to the working directory
+    size: int
+    media_type: str
+    sha256: str  # "" when it could not be read
+    data: bytes | None = None
+    note: str | None = None
+
+    @property
+    def kept(self) -> bool:
+        return self.data is not None
+
+
+@dataclass
+class Workspace:
+    """The working directory of a series of runs (one attempt): /work inside every run.
+    `root` is the host folder holding it, `work` the folder itself, `uid` the host uid its runs
+    use (None unless the runtime is root)."""
+
+    root: str
+    work: str
+    uid: int | None = None
 
 
 @dataclass
@@ -46,6 +87,7 @@ class ExecResult:
     truncated: bool
     duration: float
     notes: tuple[str, ...] = ()  # e.g. "[killed: output exceeded 64 MiB]"
+    files: tuple[CollectedFile, ...] = ()  # what it wrote in its working directory
 
     @property
     def ok(self) -> bool:
@@ -59,6 +101,7 @@ class ExecResult:
         if self.stderr:
             parts.append("[stderr]\n" + self.stderr)
         parts.extend(self.notes)
+        parts.extend(describe_files(self.files))
         if self.exit_code not in (0, None):
             if self.exit_code < 0:
                 parts.append(f"[killed by signal {_signame(-self.exit_code)}"
@@ -69,6 +112,25 @@ class ExecResult:
         for p in parts:
             out += p if not out or out.endswith("\n") else "\n" + p
         return out
+
+
+def describe_files(files: tuple[CollectedFile, ...]) -> list[str]:
+    """The observation's lines about files: what was saved, and what was not kept and why."""
+    kept = [f for f in files if f.kept]
+    lines = []
+    if kept:
+        lines.append("[saved files: " + ", ".join(
+            f"{f.name} ({_size(f.size)}, {f.media_type})" for f in kept) + "]")
+    lines += [f"[not kept: {f.name} ({_size(f.size)}): {f.note}]" for f in files if not f.kept]
+    return lines
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 _SIGNAL_HINT = {
@@ -86,7 +148,13 @@ def _signame(n: int) -> str:
 
 @runtime_checkable
 class Sandbox(Protocol):
-    async def run_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult: ...
+    """`run_python` runs one program; with a `workspace` (from `workspace()`, one per attempt) it
+    runs in that working directory, so it sees what earlier runs of the attempt left there."""
+
+    async def run_python(self, code: str, limits: SandboxLimits | None = None,
+                         workspace: Workspace | None = None) -> ExecResult: ...
+
+    def workspace(self) -> AsyncContextManager[Workspace]: ...
 
 
 class Capture:

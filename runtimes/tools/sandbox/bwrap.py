@@ -5,8 +5,12 @@ Each run gets
   of its own), no nested user namespaces (--disable-userns);
 - a read-only view of /usr (plus the /bin, /lib, /lib64, /sbin symlinks of a merged-/usr
   system) and a tiny synthetic /etc; fresh /proc, /dev, and size-capped tmpfs /tmp, /dev/shm;
-- a private, empty host temp dir bind-mounted read-write as the cwd /work (deleted afterwards);
-  the code itself is a read-only /code/main.py, so tracebacks show source lines;
+- a private host temp dir bind-mounted read-write as the cwd /work: empty for a lone run, or
+  the Workspace of an attempt, shared by its runs so later steps see earlier files (deleted
+  with the workspace); the code itself is a read-only /code/main.py, so tracebacks show source
+  lines; the files a run wrote there are collected afterwards (artifacts.py);
+- the sandbox's own Python environment (env.py: the scientific stack in a venv of Debian's
+  python3) mounted read-only at /env, its interpreter exec'd for the program;
 - an empty environment (the runtime's API keys never reach the sandbox, not even through the
   environ of bwrap's own pid 1);
 - rlimits on CPU time, address space, processes and file size, set by a tiny launcher inside
@@ -32,8 +36,13 @@ import signal
 import subprocess
 import tempfile
 import time
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from adp.runtimes.tools.sandbox.artifacts import collect, snapshot
 from adp.runtimes.tools.sandbox.base import (MAX_DRAIN_BYTES, ENV, Capture, ExecResult,
-                                              SandboxLimits)
+                                              SandboxLimits, Workspace)
+from adp.runtimes.tools.sandbox.env import MOUNT, MPLCONFIG, SandboxEnv, ensure_env
 
 BWRAP = "/usr/bin/bwrap"  # also in __init__.make_sandbox ("auto")
 PYTHON = "/usr/bin/python3"  # Debian's interpreter, never the runtime's venv
@@ -41,14 +50,21 @@ INNER_UID = 1000  # what the program sees as its uid/gid
 _UID_BASE, _UID_SPAN = 1_500_000_000, 1 << 24  # host uids for runs when we are root
 _CHUNK = 1 << 16
 
-# Runs inside the sandbox: set the rlimits, then become the program.
+# Runs inside the sandbox: seed matplotlib's private config dir with the environment's font
+# cache (argv[5], "-" for none), set the rlimits, then become the program.
 _LAUNCHER = """\
 import os, resource as r, sys
 cpu, mem, nproc, fsize = (int(a) for a in sys.argv[1:5])
+if sys.argv[5] != "-":
+    dst = os.environ["MPLCONFIGDIR"]
+    os.mkdir(dst)
+    for name in os.listdir(sys.argv[5]):
+        with open(os.path.join(sys.argv[5], name), "rb") as f, open(os.path.join(dst, name), "wb") as g:
+            g.write(f.read())
 r.setrlimit(r.RLIMIT_CPU, (cpu, cpu + 1))
 for k, v in ((r.RLIMIT_AS, mem), (r.RLIMIT_NPROC, nproc), (r.RLIMIT_FSIZE, fsize), (r.RLIMIT_CORE, 0)):
     r.setrlimit(k, (v, v))
-os.execv(sys.argv[5], sys.argv[5:])
+os.execv(sys.argv[6], sys.argv[6:])
 """
 
 _ETC = {
@@ -71,7 +87,7 @@ def _disable_userns() -> tuple[str, ...]:
     return ("--disable-userns",) if b"--disable-userns" in help_text else ()
 
 
-def _bwrap_argv(root: str, limits: SandboxLimits) -> list[str]:
+def _bwrap_argv(root: str, limits: SandboxLimits, env: SandboxEnv | None = None) -> list[str]:
     tmp_bytes = str(max(64, 4 * limits.file_size_mb) << 20)
     argv = [BWRAP, "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
             "--unshare-uts", "--unshare-cgroup-try", *_disable_userns(),
@@ -91,14 +107,18 @@ def _bwrap_argv(root: str, limits: SandboxLimits) -> list[str]:
         argv += ["--ro-bind", f"{root}/etc/{name}", f"/etc/{name}"]
     for name in ("localtime", "ld.so.cache", "ld.so.conf", "mime.types"):
         argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    argv += ["--ro-bind", f"{root}/code", "/code", "--bind", f"{root}/work", "/work",
-             "--remount-ro", "/", "--chdir", "/work"]
+    argv += ["--ro-bind", f"{root}/code", "/code", "--bind", f"{root}/work", "/work"]
+    if env is not None:
+        argv += ["--ro-bind", str(env.root), MOUNT]
+    argv += ["--remount-ro", "/", "--chdir", "/work"]
     for k, v in ENV.items():
         argv += ["--setenv", k, v]
+    mpl = f"{MOUNT}/{MPLCONFIG}" if env is not None and env.mplconfig else "-"
     return argv + [
         "--", PYTHON, "-I", "-S", "-c", _LAUNCHER,
         str(limits.cpu_seconds), str(limits.memory_mb << 20), str(limits.max_processes),
-        str(limits.file_size_mb << 20), PYTHON, "/code/main.py"]
+        str(limits.file_size_mb << 20), mpl, f"{MOUNT}/bin/python" if env is not None else PYTHON,
+        "/code/main.py"]
 
 
 def _uids_alive(uid: int) -> list[int]:
@@ -120,10 +140,13 @@ def _uids_alive(uid: int) -> list[int]:
 
 
 class BubblewrapSandbox:
-    """The default sandbox. `tmp_root` is where per-run dirs are made (default: the temp dir)."""
+    """The default sandbox. `tmp_root` is where per-run dirs are made (default: the temp dir).
+    `env`: the Python environment of the programs ("auto": the one of env.py, built if missing;
+    None: Debian's bare python3)."""
 
-    def __init__(self, tmp_root: str | None = None):
+    def __init__(self, tmp_root: str | None = None, env: SandboxEnv | str | None = "auto"):
         self.tmp_root = tmp_root
+        self.env = ensure_env() if env == "auto" else env
         self._as_root = os.geteuid() == 0
         self._uids_in_use: set[int] = set()
         if self._as_root:  # bwrap runs as an unprivileged uid: it must be able to reach the dir
@@ -147,38 +170,63 @@ class BubblewrapSandbox:
                 self._uids_in_use.add(uid)
                 return uid
 
-    def _prepare(self, code: str, uid: int | None) -> str:
+    def _prepare(self, uid: int | None) -> str:
         root = tempfile.mkdtemp(prefix="adp-sbx-", dir=self.tmp_root)
         for d in ("etc", "code", "work"):
             os.mkdir(os.path.join(root, d), 0o755 if d != "work" else 0o700)
         for name, text in _ETC.items():
             with open(os.path.join(root, "etc", name), "w") as f:
                 f.write(text)
-        with open(os.path.join(root, "code", "main.py"), "w", encoding="utf-8") as f:
-            f.write(code)
+            os.chmod(os.path.join(root, "etc", name), 0o644)
         if uid is not None:  # bwrap runs as `uid`: it must reach root/, and own the workdir
             os.chown(root, uid, uid)
             os.chown(os.path.join(root, "work"), uid, uid)
-        for dirpath, _, files in os.walk(root):
-            for fn in files:
-                os.chmod(os.path.join(dirpath, fn), 0o644)
         return root
 
-    async def run_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult:
-        limits = limits or SandboxLimits()
+    @staticmethod
+    def _write_code(root: str, code: str) -> None:
+        path = os.path.join(root, "code", "main.py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(code)
+        os.chmod(path, 0o644)
+
+    @asynccontextmanager
+    async def workspace(self) -> AsyncIterator[Workspace]:
+        """One working directory for a series of runs (an attempt): each run sees the files the
+        earlier ones left in /work. Runs of one workspace must not overlap."""
         uid = self._alloc_uid()
+        root = self._prepare(uid)
+        try:
+            yield Workspace(root, os.path.join(root, "work"), uid)
+        finally:
+            self._sweep_sync(uid)
+            if uid is not None:
+                self._uids_in_use.discard(uid)
+            _rmtree(root, fix_modes=uid is None)
+
+    async def run_python(self, code: str, limits: SandboxLimits | None = None,
+                         workspace: Workspace | None = None) -> ExecResult:
+        limits = limits or SandboxLimits()
+        if workspace is None:  # a lone run: a workspace of its own, gone afterwards
+            async with self.workspace() as ws:
+                return await self._run(code, limits, ws)
+        return await self._run(code, limits, workspace)
+
+    async def _run(self, code: str, limits: SandboxLimits, ws: Workspace) -> ExecResult:
+        uid = ws.uid
         out, err = Capture(limits.output_limit), Capture(limits.output_limit)
         notes: list[str] = []
         proc: asyncio.subprocess.Process | None = None
         main: asyncio.Future | None = None
-        root = None
         try:
-            root = self._prepare(code, uid)  # a few small files: not worth a thread
+            self._write_code(ws.root, code)  # a few small files: not worth a thread
+            before = snapshot(ws.work)
             t0 = time.monotonic()
             kw = dict(user=uid, group=uid, extra_groups=[]) if uid is not None else {}
             proc = await asyncio.create_subprocess_exec(
-                *_bwrap_argv(root, limits), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env={}, start_new_session=True, close_fds=True, **kw)
+                *_bwrap_argv(ws.root, limits, self.env), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={}, start_new_session=True,
+                close_fds=True, **kw)
 
             async def pump(stream: asyncio.StreamReader, cap: Capture) -> None:
                 while data := await stream.read(_CHUNK):
@@ -208,19 +256,16 @@ class BubblewrapSandbox:
                 exit_code = -(rc - 128)
             else:
                 exit_code = rc  # negative if bwrap itself was killed (output cap)
+            files = await asyncio.to_thread(collect, ws.work, before, limits)
             return ExecResult(stdout=out.text(), stderr=err.text(), exit_code=exit_code,
                               timed_out=timed_out, truncated=bool(out.dropped or err.dropped),
-                              duration=duration, notes=tuple(notes))
+                              duration=duration, notes=tuple(notes), files=tuple(files))
         finally:
             if main is not None and not main.done():
                 main.cancel()
             if proc is not None and proc.returncode is None:  # cancelled or failed mid-run
                 _killpg(proc.pid)
                 self._sweep_sync(uid)
-            if uid is not None:
-                self._uids_in_use.discard(uid)
-            if root is not None:
-                _rmtree(root, fix_modes=uid is None)
 
     async def _sweep(self, uid: int | None) -> None:
         if uid is not None:
@@ -280,11 +325,12 @@ def _probe_bwrap() -> str | None:
     if not os.path.exists(PYTHON):
         return f"{PYTHON} not found: install python3 (apt-get install python3)"
     try:
-        sb = BubblewrapSandbox()
+        sb = BubblewrapSandbox(env=None)
     except ValueError as e:
         return str(e)
     uid = sb._alloc_uid()
-    root = sb._prepare("print('ok')", uid)
+    root = sb._prepare(uid)
+    sb._write_code(root, "print('ok')")
     kw = dict(user=uid, group=uid, extra_groups=[]) if uid is not None else {}
     try:
         r = subprocess.run(_bwrap_argv(root, SandboxLimits()), stdin=subprocess.DEVNULL,

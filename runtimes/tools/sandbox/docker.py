@@ -1,21 +1,40 @@
 """Docker backend of the python sandbox, through the `docker` SDK, for hosts with an engine.
 
-Same contract as BubblewrapSandbox: no network, read-only root filesystem, private tmpfs workdir
-(/work, deleted with the container), empty environment, memory / pids / CPU-time / file-size
-limits, wall-clock timeout (the container is killed), output cut at output_limit characters.
+Same contract as BubblewrapSandbox: no network, read-only root filesystem, a private workdir
+(/work: a host temp dir bind-mounted, one per Workspace, so an attempt's runs share it and its
+files are collected as artifacts after each run), empty environment, memory / pids / CPU-time /
+file-size limits, wall-clock timeout (the container is killed), output cut at output_limit
+characters.
+
+The image holds the same environment as the bubblewrap sandbox: built once from the same
+requirements file (env.py) on top of python:3.11-slim and tagged adp-sandbox:<requirements key>,
+so changing the file builds a new image. `image=` names a ready image instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+import tempfile
 import threading
 import time
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
-from adp.runtimes.tools.sandbox.base import ENV, MAX_DRAIN_BYTES, Capture, ExecResult, SandboxLimits
+from adp.runtimes.tools.sandbox.artifacts import collect, snapshot
+from adp.runtimes.tools.sandbox.base import (ENV, MAX_DRAIN_BYTES, Capture, ExecResult,
+                                              SandboxLimits, Workspace)
+from adp.runtimes.tools.sandbox.env import announced, requirement_lines, requirements_path
+
+BASE_IMAGE = "python:3.11-slim"
 
 
 class DockerSandbox:
-    def __init__(self, image: str = "python:3.11-slim", client=None):
+    def __init__(self, image: str | None = None, client=None):
         try:
             import docker
 
@@ -23,12 +42,54 @@ class DockerSandbox:
             self.client.ping()
         except Exception as e:  # DockerException, connection errors, missing socket
             raise RuntimeError(f"no Docker engine reachable: {e}") from None
-        self.image = image
+        self.requirements = requirements_path().read_text()
+        self.image = image or self._sandbox_image()
+        self.env = _ImageEnv(announced(self.requirements))
 
-    async def run_python(self, code: str, limits: SandboxLimits | None = None) -> ExecResult:
-        return await asyncio.to_thread(self._run, code, limits or SandboxLimits())
+    def _sandbox_image(self) -> str:
+        """adp-sandbox:<key>, built from the requirements file when the engine lacks it."""
+        import docker.errors
 
-    def _create(self, code: str, limits: SandboxLimits):
+        key = hashlib.sha256("\n".join([BASE_IMAGE, *requirement_lines(self.requirements)])
+                             .encode()).hexdigest()[:16]
+        tag = f"adp-sandbox:{key}"
+        try:
+            self.client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            dockerfile = (f"FROM {BASE_IMAGE}\nCOPY requirements.txt /tmp/requirements.txt\n"
+                          "RUN pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt"
+                          " && rm /tmp/requirements.txt\n")
+            context = io.BytesIO()
+            with tarfile.open(fileobj=context, mode="w") as tar:
+                for name, text in (("Dockerfile", dockerfile), ("requirements.txt", self.requirements)):
+                    data = text.encode()
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+            context.seek(0)
+            self.client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+        return tag
+
+    @asynccontextmanager
+    async def workspace(self) -> AsyncIterator[Workspace]:
+        root = tempfile.mkdtemp(prefix="adp-sbx-docker-")
+        work = os.path.join(root, "work")
+        os.mkdir(work)
+        os.chmod(work, 0o777)  # the container runs as nobody (65534)
+        try:
+            yield Workspace(root, work, None)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    async def run_python(self, code: str, limits: SandboxLimits | None = None,
+                         workspace: Workspace | None = None) -> ExecResult:
+        limits = limits or SandboxLimits()
+        if workspace is None:
+            async with self.workspace() as ws:
+                return await asyncio.to_thread(self._run, code, limits, ws)
+        return await asyncio.to_thread(self._run, code, limits, workspace)
+
+    def _create(self, code: str, limits: SandboxLimits, ws: Workspace):
         from docker.types import Ulimit
 
         mem = f"{limits.memory_mb}m"
@@ -40,19 +101,20 @@ class DockerSandbox:
             working_dir="/work", environment=dict(ENV), network_mode="none", read_only=True,
             mem_limit=mem, memswap_limit=mem, pids_limit=limits.max_processes,
             cap_drop=["ALL"], security_opt=["no-new-privileges"], detach=True,
-            tmpfs={"/work": "rw,size=256m,mode=1777", "/tmp": "rw,size=64m,mode=1777",
-                   "/code": "rw,size=16m,mode=1777"},
+            volumes={ws.work: {"bind": "/work", "mode": "rw"}},
+            tmpfs={"/tmp": "rw,size=64m,mode=1777", "/code": "rw,size=16m,mode=1777"},
             ulimits=[Ulimit(name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds + 1),
                      Ulimit(name="fsize", soft=fsize, hard=fsize)])
 
-    def _run(self, code: str, limits: SandboxLimits) -> ExecResult:
+    def _run(self, code: str, limits: SandboxLimits, ws: Workspace) -> ExecResult:
         import docker.errors
 
+        before = snapshot(ws.work)
         try:
-            c = self._create(code, limits)
+            c = self._create(code, limits, ws)
         except docker.errors.ImageNotFound:
             self.client.images.pull(self.image)
-            c = self._create(code, limits)
+            c = self._create(code, limits, ws)
         out, err = Capture(limits.output_limit), Capture(limits.output_limit)
         notes: list[str] = []
         timed_out = threading.Event()
@@ -86,10 +148,12 @@ class DockerSandbox:
                 exit_code = None
             else:
                 exit_code = -(rc - 128) if rc and 128 < rc < 193 else rc
+            duration = time.monotonic() - t0
+            files = collect(ws.work, before, limits)
             return ExecResult(stdout=out.text(), stderr=err.text(), exit_code=exit_code,
                               timed_out=timed_out.is_set(),
                               truncated=bool(out.dropped or err.dropped),
-                              duration=time.monotonic() - t0, notes=tuple(notes))
+                              duration=duration, notes=tuple(notes), files=tuple(files))
         finally:
             try:
                 c.remove(force=True)
@@ -104,3 +168,13 @@ with open("/code/main.py", "w", encoding="utf-8") as f:
 os.chmod("/code/main.py", 0o444)
 os.execvp("python3", ["python3", "/code/main.py"])
 """
+
+
+class _ImageEnv:
+    """What the code runtime asks a sandbox's environment: which libraries to name."""
+
+    def __init__(self, libraries: list[str]):
+        self._libraries = libraries
+
+    def libraries(self) -> list[str]:
+        return list(self._libraries)
