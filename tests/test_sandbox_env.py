@@ -183,3 +183,18 @@ def test_the_prompt_names_the_announced_libraries():
     assert ENV.libraries() == ["numpy", "pandas", "matplotlib", "scipy", "scikit-learn", "sympy"]
     assert announced("numpy==2\n# comment\nfoo[bar]>=1\n") == ["numpy", "foo"]
     assert os.access(ENV.python, os.X_OK)
+
+
+def test_build_is_cached_by_the_requirement_lines(tmp_path):
+    from adp.runtimes.tools.sandbox.env import DEFAULT_REQUIREMENTS, env_dir
+
+    text = DEFAULT_REQUIREMENTS.read_text()
+    commented, changed = tmp_path / "commented.txt", tmp_path / "changed.txt"
+    commented.write_text("# a deployment's note\n" + text + "\n")
+    changed.write_text(text + "statsmodels==0.14.5\n")
+    assert env_dir(commented) == env_dir(DEFAULT_REQUIREMENTS) == ENV.root
+    assert env_dir(changed) != ENV.root and env_dir(changed).parent == ENV.root.parent
+    # building what is built is a no-op that names it
+    done = subprocess.run([sys.executable, "-m", "adp.cli", "sandbox", "build"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and f"sandbox environment: {ENV.root}" in done.stdout, done.stderr

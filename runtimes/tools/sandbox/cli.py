@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -36,6 +37,9 @@ def build_command(requirements: Path | None, into: Path | None, force: bool) -> 
 @sandbox_command.command("status")
 def status_command() -> None:
     """Which environment the sandbox uses now, and whether it is built."""
+    if os.environ.get("ADP_SANDBOX_ENV", "").strip().lower() == "none":
+        click.echo("ADP_SANDBOX_ENV=none: programs run with the bare /usr/bin/python3")
+        return
     try:
         env = find_env()
         click.echo(f"requirements: {requirements_path()}")
