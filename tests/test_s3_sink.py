@@ -396,3 +396,26 @@ async def test_artifacts_land_under_the_task_prefix_in_both_layouts(moto, bucket
     bad = art.model_copy(update={"name": "../escape.png"})
     with pytest.raises(ValueError, match="not a plain relative path"):
         await S3Sink(f"s3://{bucket}/x", endpoint_url=moto).write_artifact(trajectory("t"), 1, bad, png)
+
+
+async def test_a_write_while_a_flush_is_in_flight_is_not_lost(moto, bucket):
+    sink = S3Sink(f"s3://{bucket}/race", layout="jsonl-hourly", endpoint_url=moto,
+                  flush_count=1000, flush_interval=3600)
+    real_put, entered, release = sink._put, asyncio.Event(), asyncio.Event()
+
+    async def held_put(key: str, body: bytes, content_type: str) -> None:
+        entered.set()
+        await release.wait()  # the flush's put is in flight until the test lets it go
+        await real_put(key, body, content_type)
+
+    sink._put = held_put
+    await sink.write(trajectory("a", MORNING))
+    flushing = asyncio.create_task(sink.flush())
+    await entered.wait()
+    await sink.write(trajectory("b", MORNING))  # lands while "a" is being put
+    release.set()
+    await flushing
+    await sink.close()  # flushes "b"
+    lines = [json.loads(line)["task_id"] for body in (await _objects(moto, bucket, "race/")).values()
+             for line in body.splitlines()]
+    assert sorted(lines) == ["a", "b"]

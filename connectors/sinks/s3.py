@@ -357,7 +357,9 @@ class S3Sink(BaseSink):
         written: list[str] = []
         async with self._flush_lock:
             for partition in sorted(self._buffer):
-                lines = self._buffer[partition]
+                # detached before the put: a write() while it is in flight goes to a new buffer
+                # (it used to land in this dict and be deleted with it, never written)
+                lines = self._buffer.pop(partition)
                 if not lines:
                     continue
                 body = b"".join(lines[t] for t in sorted(lines))
@@ -366,10 +368,15 @@ class S3Sink(BaseSink):
                     await self._put(key, body, "application/x-ndjson")
                 except Exception:
                     SINK_WRITES.labels(self.kind, "error").inc(len(lines))
+                    again = self._buffer.setdefault(partition, {})
+                    for task_id, line in lines.items():  # a newer line of a task wins
+                        if task_id in again:
+                            self._buffered_bytes -= len(line)
+                        else:
+                            again[task_id] = line
                     raise
                 SINK_WRITES.labels(self.kind, "ok").inc(len(lines))
                 self._buffered_bytes -= len(body)
-                del self._buffer[partition]
                 written.append(key)
             if not self._buffer:
                 self._buffered_bytes, self._oldest = 0, None
