@@ -68,7 +68,7 @@ bench-deps: venv
 	@$(BIN)/python -c "import matplotlib" 2>/dev/null || \
 	  $(BIN)/pip install -qq --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
 
-bench: venv system-deps bench-deps
+bench: venv system-deps sandbox-env bench-deps
 	$(BIN)/python -m bench
 
 clean:

@@ -15,7 +15,7 @@ folder without it is an interrupted build and is redone). A file lock keeps two 
 building the same environment at once. Wheels only (--only-binary=:all:): nothing compiles.
 
 The sandbox mounts it read-only at /env and execs /env/bin/python: a program that imports
-nothing starts as fast as with the bare interpreter (bench/sandbox.py measures it).
+nothing starts as fast as with the bare interpreter (bench/parts/j_sandbox_env.py measures it).
 matplotlib's font cache is built into the environment (mplconfig/, its paths rewritten to /env),
 because a fresh sandbox would otherwise rebuild it on every `import matplotlib.pyplot`; the
 launcher copies it into the run's private MPLCONFIGDIR.
