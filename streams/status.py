@@ -116,6 +116,10 @@ class StatusReader:
     bootstrap: str
     # trajectory key -> (type, success, verdict); a caller may keep it across reconnections
     outcomes: dict[str, tuple[str, bool, bool | None]] = field(default_factory=dict)
+    # reads on a fresh cluster, before __consumer_offsets exists: wait for the coordinator
+    # (20 tries, 0.5 s apart: adp status), or 0: count nothing as committed yet and go on (a
+    # reader that reads again soon, like the console, rather than stall a whole round)
+    coordinator_tries: int = 20
 
     async def __aenter__(self) -> "StatusReader":
         self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
@@ -205,13 +209,18 @@ class StatusReader:
                 _running(meta.metadata if meta else ""), owners.get((tp.topic, tp.partition))))
         return status
 
-    async def _committed(self, group: str, parts: list[TopicPartition], tries: int = 20) -> dict:
-        for _ in range(tries):
+    async def _committed(self, group: str, parts: list[TopicPartition]) -> dict:
+        for _ in range(self.coordinator_tries):
             try:
                 return await self.admin.list_consumer_group_offsets(group, partitions=parts)
             except GroupCoordinatorNotAvailableError:
                 # a fresh cluster creates __consumer_offsets on first use; it takes a moment
                 await asyncio.sleep(0.5)
+        if not self.coordinator_tries:
+            try:
+                return await self.admin.list_consumer_group_offsets(group, partitions=parts)
+            except GroupCoordinatorNotAvailableError:
+                return {}  # nothing committed that we could see yet: the next read tells
         raise click.ClickException(f"no group coordinator for {group} on {self.bootstrap}")
 
     async def _members(self, group: str, names: set[str]) -> tuple[str, list[Member]]:

@@ -49,7 +49,8 @@ class Monitor:
         backoff = 1.0
         while not stop.is_set():
             try:
-                async with StatusReader(self.bootstrap, self.outcomes) as reader:
+                async with StatusReader(self.bootstrap, self.outcomes,
+                                        coordinator_tries=0) as reader:
                     dlq = await open_consumer(self.bootstrap)
                     try:
                         while not stop.is_set():

@@ -4,18 +4,32 @@ import { append, clock, count, dollars, el, getJSON, mark, pretty, seconds, verd
 
 const CODE_ACTIONS = new Set(['code_execution', 'python', 'python_executor', 'run_python']);
 
-export async function showTrajectory(taskId) {
+let waiting = null; // the key of a trajectory asked for before it was stored
+
+export async function showTrajectory(key) {
   const box = document.getElementById('traj-detail');
-  box.replaceChildren(el('p', { class: 'dim' }, `loading ${taskId}…`));
+  if (waiting !== key) box.replaceChildren(el('p', { class: 'dim' }, `loading ${key}…`));
+  waiting = null;
   let doc;
   try {
-    doc = await getJSON(`/api/trajectories/${encodeURIComponent(taskId)}`);
+    doc = await getJSON(`/api/trajectories/${encodeURIComponent(key)}`);
   } catch (err) {
-    box.replaceChildren(el('p', { class: 'bad' }, `cannot show ${taskId}: ${err.message}`));
+    if (err.status === 404) {
+      // e.g. a live step's link while its task still runs: shown once the sink has it
+      waiting = key;
+      box.replaceChildren(el('p', { class: 'dim' }, `${key} is not stored yet (still running, or the aggregator has not written it); it opens here when it is.`));
+    } else {
+      box.replaceChildren(el('p', { class: 'bad' }, `cannot show ${key}: ${err.message}`));
+    }
     return;
   }
   box.replaceChildren();
   append(box, render(doc));
+}
+
+// The index moved: a trajectory this page waits for may have landed.
+export function retryWaiting(visible) {
+  if (visible && waiting !== null) showTrajectory(waiting);
 }
 
 function render(doc) {

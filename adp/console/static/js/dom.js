@@ -97,7 +97,11 @@ export function pretty(value) {
 
 export function getJSON(url) {
   return fetch(url, { headers: { Accept: 'application/json' } }).then(async (response) => {
-    if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
+    if (!response.ok) {
+      const error = new Error(`${response.status} ${await response.text()}`);
+      error.status = response.status;
+      throw error;
+    }
     return response.json();
   });
 }

@@ -3,7 +3,7 @@
 // #trajectory/<task id>, #dlq).
 import { count } from './dom.js';
 import { loadDeadLetters } from './dlq.js';
-import { showTrajectory } from './detail.js';
+import { retryWaiting, showTrajectory } from './detail.js';
 import { renderBroker, renderOverview } from './overview.js';
 import { initSteps, startSteps } from './steps.js';
 import { indexChanged, initTrajectories, load as loadTrajectories } from './trajectories.js';
@@ -44,7 +44,10 @@ function connect() {
     const dead = data.totals.dead_letters;
     document.getElementById('dlq-count').textContent = dead ? count(dead) : '';
   });
-  on('index', (state) => indexChanged(state, current === 'trajectories'));
+  on('index', (state) => {
+    indexChanged(state, current === 'trajectories');
+    retryWaiting(current === 'trajectory');
+  });
   on('dlq', () => { if (current === 'dlq') loadDeadLetters(); });
 }
 
