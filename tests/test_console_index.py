@@ -45,6 +45,8 @@ async def test_folder_index_answers_pages_without_opening_files(tmp_path):
         (out / f"{t.task_id}.json").write_bytes(render(t))
     (out / ".t-99999.json.abc.tmp").write_text("half a file")  # the file sink's temp file
     (out / "notes.json").write_text("[1, 2]")  # not a trajectory: reported, not listed
+    (out / "t-00001" / "step-1").mkdir(parents=True)  # files a step wrote: not trajectories
+    (out / "t-00001" / "step-1" / "result.json").write_text('{"task_id": "not me"}')
     cache = cache_file_for(tmp_path / "home", str(out))
     index = TrajectoryIndex(FileStore(out), cache)
     await index.refresh()

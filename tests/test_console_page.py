@@ -11,6 +11,7 @@ prints where); `ADP_SCREENSHOTS=docs pytest tests/test_console_page.py` renews t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import subprocess
@@ -24,14 +25,16 @@ from adp.connectors.sinks.base import render
 from adp.core.process import http_ok
 from adp.runtimes.tools.browser import CHROMIUM_ARGS, chromium_path
 from adp.schemas import codec
-from adp.schemas.contracts import Step, StepEvent, Trajectory, TrajectoryMetadata, Verdict
+from adp.schemas.contracts import (Artifact, Step, StepEvent, Trajectory, TrajectoryMetadata,
+                                  Verdict)
 from adp.streams import topics
 from tests.conftest import free_port_block
 from tests.helpers import ADP, AdpProcess, wait_for, write_tasks
 
 pytestmark = pytest.mark.kafka
 
-STATIC = Path(__file__).resolve().parent.parent / "adp" / "console" / "static"
+ROOT = Path(__file__).resolve().parent.parent
+STATIC = ROOT / "adp" / "console" / "static"
 SLOW = 120_000  # ms: the pipeline on a busy 2-core machine
 HOSTILE = ('<script>window.__pwned = "script"</script>'
            '<img src=x onerror="window.__pwned = \'img\'; alert(1)">'
@@ -255,18 +258,52 @@ async def test_hostile_observations_are_shown_as_text_and_never_run(console, bro
     w = await open_page(browser, console.url + "#trajectory/hostile-1")
     page = w.page
     await expect(page.locator("#traj-detail")).to_contain_text("is not stored yet", timeout=SLOW)
-    stored(console.out, trajectory("hostile-1", "web", text=HOSTILE, observation=HOSTILE))
+    # and the files its step "wrote": a real PNG, an HTML page and an SVG with scripts
+    png = (ROOT / "docs" / "console-overview.png").read_bytes()
+    files = {"plot.png": ("image/png", png),
+             "evil.html": ("text/html", HOSTILE.encode()),
+             "evil.svg": ("image/svg+xml", b'<svg xmlns="http://www.w3.org/2000/svg" '
+                          b'onload="window.__pwned = \'svg\'"><script>alert(2)</script></svg>')}
+    artifacts = []
+    for name, (media_type, data) in files.items():
+        path = console.out / "hostile-1" / "step-1" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        artifacts.append(Artifact(name=name, size=len(data), media_type=media_type,
+                                  sha256=hashlib.sha256(data).hexdigest(), kept=True))
+    hostile = trajectory("hostile-1", "web", text=HOSTILE, observation=HOSTILE)
+    hostile.steps[0].artifacts = artifacts
+    stored(console.out, hostile)
     observation = page.locator('#traj-detail [data-part="observation"]')
     await expect(observation).to_contain_text('<script>window.__pwned = "script"</script>',
                                               timeout=SLOW)
     shown = await observation.text_content()
     assert "<img src=x onerror=\"window.__pwned = 'img'; alert(1)\">" in shown
     assert "␛[31mred␛[0m␇" in shown and "⟨U+202E⟩evil" in shown  # control chars made visible
+    # the plot is shown; the page comes back as plain text, the SVG only as a download, and
+    # both carry a sandboxing policy even if opened directly
+    plot = page.locator('#traj-detail [data-artifact="plot.png"] img')
+    await expect(plot).to_be_visible()
+    assert await plot.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert await page.locator("#traj-detail img").count() == 1  # the plot, not the <img> text
+    assert await page.locator("#traj-detail script").count() == 0
+    for name, served in (("evil.html", "text/plain; charset=utf-8"),
+                         ("evil.svg", "application/octet-stream")):
+        link = page.locator(f'#traj-detail [data-artifact="{name}"] a[download]')
+        response = await page.request.get(console.url.rstrip("/") + await link.get_attribute("href"))
+        assert response.status == 200 and await response.body() == files[name][1]
+        assert response.headers["content-type"] == served
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "sandbox" in response.headers["content-security-policy"]
+        if served == "application/octet-stream":
+            assert response.headers["content-disposition"].startswith("attachment")
+    shown = page.locator('#traj-detail [data-artifact="evil.html"] details')
+    await shown.locator("summary").click()
+    await expect(shown.locator("pre")).to_contain_text("<script>window.__pwned")
     await page.goto(console.url + "#steps")
     live = page.locator('#step-list li[data-task="hostile-1"] pre.observation')
     await expect(live).to_contain_text("<img src=x onerror=", timeout=SLOW)
-    for where in ("#traj-detail", "#step-list"):
-        assert await page.locator(f"{where} img, {where} script").count() == 0
+    assert await page.locator("#step-list img, #step-list script").count() == 0
     assert await page.evaluate("window.__pwned") is None
     assert await page.locator("script").count() == 1  # the page's own module, nothing else
     assert not w.dialogs and not w.errors, (w.dialogs, w.errors)

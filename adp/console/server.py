@@ -11,6 +11,8 @@ Server-Sent Event streams.
                                     one page of the stored trajectories, newest first
     GET /api/trajectories/{key}     one whole trajectory document (key: the task_id, or
                                     "<task_id>/<i>" for sample i of a task run k times)
+    GET /api/artifacts/{task_id}/step-{n}/{name}
+                                    a file a step wrote, stored beside the trajectory
     GET /api/dlq                    the newest dead letters with their reasons
 
 Every response carries a strict Content-Security-Policy (scripts and styles from this server
@@ -25,12 +27,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
 
 from adp import __version__
+from adp.connectors.sinks.base import is_artifact_name
 from adp.connectors.sinks.stored import open_store
 from adp.console.hub import CLOSED, Hub, Subscription
 from adp.console.index import VERDICTS, TrajectoryIndex, cache_file_for
@@ -47,6 +52,7 @@ KEEP_ALIVE = 15.0  # seconds between SSE comments, so a gone page is noticed
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 LOOPBACK = ("localhost", "::1")
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})  # not SVG
 
 
 @dataclass
@@ -125,6 +131,7 @@ class Console:
         app.router.add_get("/api/overview", self.overview)
         app.router.add_get("/api/trajectories", self.trajectories)
         app.router.add_get("/api/trajectories/{key:.+}", self.trajectory)
+        app.router.add_get("/api/artifacts/{name:.+}", self.artifact)
         app.router.add_get("/api/dlq", self.dead_letters)
         app.router.add_static("/static/", STATIC, follow_symlinks=False)
         return app
@@ -135,7 +142,7 @@ class Console:
             return web.Response(status=403, text="the console answers on a loopback host "
                                                  "only; open it as http://127.0.0.1:PORT/")
         response = await handler(request)
-        response.headers["Content-Security-Policy"] = CSP
+        response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers.setdefault("Cache-Control", "no-store")
@@ -182,6 +189,30 @@ class Console:
         if doc is None:
             raise web.HTTPNotFound(text=f"no stored trajectory {key!r}")
         return web.json_response(doc, dumps=_dumps)
+
+    async def artifact(self, request: web.Request) -> web.Response:
+        """A step's file, as the sink stored it. Code in the sandbox wrote it, so nothing in
+        it may run here: images are sent as images, text as plain text, anything else (HTML,
+        SVG, ...) as a download, and every answer carries a sandboxing CSP."""
+        name = request.match_info["name"]
+        if not is_artifact_name(name) or any(p in ("", ".", "..") for p in name.split("/")):
+            raise web.HTTPNotFound(text="artifact names look like <task_id>/step-<n>/<file>")
+        try:
+            data = await self.store.read(name)
+        except (FileNotFoundError, IsADirectoryError):
+            raise web.HTTPNotFound(text=f"no stored artifact {name!r}")
+        guessed = mimetypes.guess_type(name)[0] or ""
+        headers = {"Content-Security-Policy": "default-src 'none'; sandbox",
+                   "Cache-Control": "private, max-age=300"}
+        if guessed in IMAGE_TYPES:
+            kind = guessed
+        elif guessed.startswith("text/") or guessed in ("application/json", "application/xml"):
+            kind = "text/plain; charset=utf-8"
+        else:
+            kind = "application/octet-stream"
+            headers["Content-Disposition"] = "attachment; filename*=UTF-8''" + quote(
+                name.rsplit("/", 1)[-1])
+        return web.Response(body=data, headers={**headers, "Content-Type": kind})
 
     async def dead_letters(self, _request: web.Request) -> web.Response:
         return web.json_response({"total": self.monitor.dlq_total,

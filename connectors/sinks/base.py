@@ -56,6 +56,16 @@ def artifact_name(trajectory: Trajectory, step_id: int, artifact: Artifact) -> s
     return f"{trajectory.task_id}/step-{step_id}/{artifact.name}"
 
 
+_STEP_FOLDER = re.compile(r"step-[0-9]+")
+
+
+def is_artifact_name(name: str) -> bool:
+    """Whether a stored name is a step's file in artifact_name's layout (<task_id>/step-<n>/...)
+    rather than a trajectory: readers of a destination tell the two apart with it."""
+    parts = name.split("/")
+    return len(parts) >= 3 and _STEP_FOLDER.fullmatch(parts[1]) is not None
+
+
 class BaseSink(abc.ABC):
     """Writes trajectories somewhere durable; writing the same trajectory again is harmless
     (idempotent: same name, same bytes). A caller that acknowledges its input (commits

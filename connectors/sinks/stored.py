@@ -10,7 +10,8 @@
 object), so a reader can keep what it learnt about an object until its version moves.
 Both sink layouts read back: one `<task_id>.json` per trajectory, and the S3 sink's
 `jsonl-hourly` parts (`.jsonl`, one trajectory per line). Temporary files of the atomic file
-sink (`.<name>.tmp`) and anything else are skipped.
+sink (`.<name>.tmp`), the files steps wrote (`<task_id>/step-<n>/...`, read with `read()` by
+name) and anything else are skipped.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from adp.connectors.sinks import s3
+from adp.connectors.sinks.base import is_artifact_name
 
 SUFFIXES = (".json", ".jsonl")
 
@@ -45,8 +47,9 @@ class TrajectoryStore(Protocol):
 
 
 def _wanted(name: str) -> bool:
+    """A trajectory object: .json/.jsonl, not a temp file, not a file a step wrote."""
     base = name.rsplit("/", 1)[-1]
-    return base.endswith(SUFFIXES) and not base.startswith(".")
+    return base.endswith(SUFFIXES) and not base.startswith(".") and not is_artifact_name(name)
 
 
 class FileStore:
@@ -83,10 +86,13 @@ class FileStore:
         if not self.root.is_dir():
             return found
         for folder, dirs, files in os.walk(self.root):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel = os.path.relpath(folder, self.root)
+            # hidden folders and the step folders of artifacts (<task_id>/step-<n>/) hold no
+            # trajectories: not walked
+            dirs[:] = [d for d in dirs if not d.startswith(".")
+                       and not (rel != "." and is_artifact_name(f"{rel}/{d}/file"))]
             for d in dirs:  # stat'ed before os.walk lists it: a later change is noticed
                 folders[os.path.join(folder, d)] = _mtime(os.path.join(folder, d))
-            rel = os.path.relpath(folder, self.root)
             for file in files:
                 name = file if rel == "." else f"{rel}/{file}"
                 if not _wanted(name):

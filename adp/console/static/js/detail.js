@@ -60,7 +60,7 @@ function render(doc) {
       el('div', { class: 'text', dataset: { part: 'final' } }, doc.final_result || '(none)')),
     status !== 'unverified' ? verificationCard(verification, status) : null,
     el('h3', {}, `Steps (${steps.length})`),
-    steps.map((step) => stepCard(step, doc.task_type)),
+    steps.map((step) => stepCard(step, doc)),
     collapsed('The task as produced', meta.task),
     collapsed('The whole document (JSON)', doc),
   ];
@@ -83,7 +83,8 @@ function term(name, value) {
   return [el('dt', {}, name), el('dd', {}, value === undefined || value === null ? '–' : value)];
 }
 
-function stepCard(step, taskType) {
+function stepCard(step, doc) {
+  const taskType = doc.task_type;
   const llm = step.llm;
   const params = step.action_params;
   const code = params && typeof params === 'object' && typeof params.code === 'string' ? params.code : null;
@@ -105,6 +106,7 @@ function stepCard(step, taskType) {
         el(pageText ? 'div' : 'pre', { class: pageText ? 'text observation' : 'observation', dataset: { part: 'observation' } }, step.observation))
       : part('Observation', el('div', { class: 'dim', dataset: { part: 'observation' } }, '(none: no tool ran)')),
     step.error ? part('Error', el('pre', { class: 'error' }, step.error)) : null,
+    files(step, doc.task_id),
     llm ? el('div', { class: 'raw' },
       collapsed(`LLM request (${llm.provider} · ${llm.model})`, llm.request, conversation),
       collapsed('LLM response', llm.response, reply)) : null);
@@ -138,6 +140,47 @@ function reply(response, body) {
   const rest = Object.fromEntries(Object.entries(response).filter(([k]) => k !== 'choices'));
   body.append(el('div', { class: 'message' }, el('div', { class: 'role' }, 'the rest of the response'), el('pre', {}, pretty(rest))));
   return true;
+}
+
+const IMAGES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
+const TEXT = /^(text\/|application\/(json|xml|x-ndjson))/;
+
+// The files a step's code wrote (plots, CSVs, ...), stored beside the trajectory: images
+// shown, text readable on demand, everything downloadable; the server never serves them as
+// pages (they came out of the sandbox).
+function files(step, taskId) {
+  const list = Array.isArray(step.artifacts) ? step.artifacts : [];
+  if (!list.length) return null;
+  return part(`Files the step wrote (${list.length})`, list.map((a) => {
+    const url = `/api/artifacts/${encodeURIComponent(taskId)}/step-${step.step_id}/${String(a.name).split('/').map(encodeURIComponent).join('/')}`;
+    const head = el('div', {},
+      el('code', {}, a.name), el('span', { class: 'dim' }, ` · ${a.media_type} · ${bytes(a.size)} · sha256 ${String(a.sha256 || '').slice(0, 12)}`),
+      a.kept ? [' · ', el('a', { href: url, download: String(a.name).split('/').pop() }, 'download')]
+        : el('span', { class: 'warn' }, ` · not kept${a.note ? `: ${a.note}` : ''}`));
+    let body = null;
+    if (a.kept && IMAGES.has(a.media_type)) body = el('img', { src: url, alt: a.name, class: 'artifact-img', loading: 'lazy' });
+    else if (a.kept && TEXT.test(a.media_type || '') && a.size <= 256 * 1024) body = fetched('show', url);
+    return el('div', { class: 'artifact', dataset: { artifact: a.name } }, head, body);
+  }));
+}
+
+function fetched(title, url) {
+  const body = el('pre', { class: 'raw-json' });
+  const box = el('details', {}, el('summary', {}, title), body);
+  box.addEventListener('toggle', () => {
+    if (!box.open || body.firstChild) return;
+    fetch(url).then((r) => (r.ok ? r.text() : Promise.reject(new Error(`${r.status}`))))
+      .then((text) => { body.textContent = visible(text); })
+      .catch((err) => { body.textContent = `cannot load: ${err.message}`; });
+  });
+  return box;
+}
+
+function bytes(n) {
+  if (typeof n !== 'number') return '?';
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
 function part(title, content) {
