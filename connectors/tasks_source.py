@@ -133,6 +133,8 @@ def parse_line(raw: bytes, line_no: int = 1, file_offset: int = 0) -> Task | str
         return f"a task line must be a JSON object, got {_json_kind(obj)}"
     if "metadata" in obj and obj["metadata"] is not None and not isinstance(obj["metadata"], dict):
         return "metadata: Input should be a valid dictionary"
+    if "sample_index" in obj:
+        return "sample_index: set by adp produce for each sample (ask for k with `samples`)"
     try:
         return Task.from_line(obj)
     except ValidationError as exc:

@@ -50,6 +50,14 @@ LLM_REQUESTS = Counter("adp_llm_requests_total", "LLM HTTP requests by outcome",
 LLM_LATENCY = Histogram("adp_llm_latency_seconds", "Latency of successful LLM requests",
                         ["provider"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
 LLM_TOKENS = Counter("adp_llm_tokens_total", "LLM tokens by kind", ["provider", "kind"])
+LLM_COST = Counter("adp_llm_cost_usd_total",
+                   "Price of LLM calls in USD from the price table (ADP_PRICES); unpriced models "
+                   "count tokens only", ["provider", "model"])
+VERDICTS = Counter("adp_verdicts_total", "Trajectories assembled, by verdict "
+                   "(passed, failed, error: the verifier could not run, unverified)",
+                   ["task_type", "status"])
+VERIFICATIONS = Counter("adp_verifications_total", "Verifier runs by the runtimes and adp verify",
+                        ["verifier", "status"])
 CACHE_HITS = Counter("adp_llm_cache_hits_total", "LLM responses served from the cache")
 CACHE_MISSES = Counter("adp_llm_cache_misses_total", "LLM cache lookups that found nothing")
 AGGREGATOR_DROPPED = Counter(

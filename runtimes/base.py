@@ -15,6 +15,9 @@ StepEvent, enforce the task's timeout and commit offsets. A runtime never sees K
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, ClassVar, Protocol, runtime_checkable
 
@@ -47,6 +50,32 @@ class Model(Protocol):
     async def chat(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
     ) -> ModelReply: ...
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which sample of its task an attempt is, and the request parameters that sample asks for
+    (temperature, seed). A Model applies `params` to every call made while it is current and
+    keeps samples apart in any response cache, so k samples of a task are k real draws."""
+
+    sample_index: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+CURRENT_SAMPLING: ContextVar[Sampling] = ContextVar("adp_sampling", default=Sampling())
+
+
+@contextmanager
+def sampling(sample_index: int, temperature: float | None = None,
+             seed: int | None = None) -> Iterator[Sampling]:
+    """Make this sample's parameters current for the Model calls inside the block (the
+    attempt runs the runtime inside it; runtimes need not know)."""
+    params = {k: v for k, v in (("temperature", temperature), ("seed", seed)) if v is not None}
+    token = CURRENT_SAMPLING.set(Sampling(sample_index, params))
+    try:
+        yield CURRENT_SAMPLING.get()
+    finally:
+        CURRENT_SAMPLING.reset(token)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The aggregator: a faust-streaming app that turns adp.steps into trajectory files.
 
     adp.steps --agent "assemble" (TrajectoryAssembler, state in Faust table "assembly")-->
-        adp.trajectories (Avro, key task_id) --agent "sink"--> BaseSink (file | s3)
+        adp.trajectories (Avro, key task_id[/sample]) --agent "sink"--> BaseSink (file | s3)
 
 - Agent "assemble" reads adp.steps (raw bytes, concurrency 1: faust-streaming #606) in batches
   (`take_events`: up to BATCH_MAX events or BATCH_WITHIN seconds), decodes them with
@@ -222,13 +222,14 @@ class Aggregator:
         """Send every trajectory, then wait until the broker acknowledged all of them."""
         if not trajectories:
             return
-        pending = [await self.trajectories.send(key=t.task_id.encode(), value=codec.encode(t))
+        pending = [await self.trajectories.send(key=t.key.encode(), value=codec.encode(t))
                    for t in trajectories]
         await asyncio.gather(*pending)  # acknowledged before the tasks' state is dropped
         self.stats["trajectories_published"] += len(trajectories)
         for t in trajectories:
             metrics.TRAJECTORIES.labels(t.task_type, str(t.success).lower()).inc()
-            log.debug("published trajectory %s", t.task_id)
+            metrics.VERDICTS.labels(t.task_type, t.verdict_status).inc()
+            log.debug("published trajectory %s", t.key)
 
     # -- adp.trajectories -> sink --------------------------------------------------------------
     async def _sink_agent(self, stream: Any) -> None:
@@ -259,12 +260,13 @@ class Aggregator:
         for trajectory, place in zip(good, where):
             metrics.SINK_LATENCY.labels(sink.kind).observe(
                 max(0.0, now - trajectory.metadata.finished_at))
-            log.debug("trajectory %s written: %d steps, success=%s, attempt %s -> %s",
-                      trajectory.task_id, len(trajectory.steps), trajectory.success,
+            log.debug("trajectory %s written: %d steps, success=%s (%s), attempt %s -> %s",
+                      trajectory.key, len(trajectory.steps), trajectory.success,
+                      trajectory.verdict_status,
                       trajectory.metadata.attempt_id, place)
         if good:
             log.info("%d trajector%s written (%s%s)", len(good), "y" if len(good) == 1 else
-                     "ies", ", ".join(t.task_id for t in good[:3]), ", ..." if len(good) > 3
+                     "ies", ", ".join(t.key for t in good[:3]), ", ..." if len(good) > 3
                      else "")
 
     async def to_dlq(self, dead: list[tuple[Any, str]]) -> None:

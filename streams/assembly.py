@@ -4,8 +4,10 @@ The Faust aggregator (streams/aggregator.py) and `adp replay` both feed events t
 TrajectoryAssembler in the order a partition of adp.steps holds them, so the same events give
 the same trajectories, byte for byte once rendered (connectors.sinks.base.render).
 
-Rules (README, "Delivery guarantees"):
-- one trajectory per task_id, built from exactly ONE attempt that has its started event, its
+Rules (README, "Delivery guarantees"). A "task" below is one sample of a task, named by its key
+(StepEvent.key: the task_id, or "<task_id>/<i>" for sample i > 0), so k samples give k
+trajectories:
+- one trajectory per key, built from exactly ONE attempt that has its started event, its
   finished event and steps 1..n with n = finish.step_count (no gap, nothing extra);
 - the first attempt to complete wins; every other attempt of that task is dropped
   (`attempts_superseded`); events arriving for a completed task are dropped (`late_events_dropped`)
@@ -38,7 +40,7 @@ import logging
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from adp.schemas.contracts import EventType, StepEvent, Trajectory
+from adp.schemas.contracts import UNVERIFIED, EventType, StepEvent, Trajectory, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,9 @@ def _check(event: StepEvent) -> None:
         if event.task.task_id != event.task_id:
             raise InvalidEvent(f"started event for {event.task_id!r} carries task "
                                f"{event.task.task_id!r}")
+        if event.task.sample_index != event.sample_index:
+            raise InvalidEvent(f"started event of sample {event.sample_index} carries sample "
+                               f"{event.task.sample_index} of {event.task_id!r}")
     elif kind is EventType.step and event.step is None:
         raise InvalidEvent("step event without step")
     elif kind is EventType.finished and event.finish is None:
@@ -141,7 +146,7 @@ class TrajectoryAssembler:
         return out
 
     def _apply(self, event: StepEvent, scope: int, wm: float) -> list[Trajectory]:
-        tid, aid = event.task_id, event.attempt_id
+        tid, aid = event.key, event.attempt_id
         old = self.store.get(tid)
         if old is not None and "done" in old:
             self.counters["late_events_dropped"] += 1
@@ -215,7 +220,7 @@ class TrajectoryAssembler:
                       "is left to expire", tid, aid, missing.args[0])
             self.counters["inconsistent_attempts"] += 1
             return None
-        return build_trajectory(tid, aid, started, finished, steps)
+        return build_trajectory(aid, started, finished, steps)
 
     def _drop(self, tid: str, aid: str, attempt: dict) -> None:
         for step_id in attempt["steps"]:
@@ -255,16 +260,27 @@ def step_key(task_id: str, attempt_id: str, step_id: int) -> str:
     return f"{task_id}\x00{attempt_id}\x00{step_id}"
 
 
-def build_trajectory(task_id: str, attempt_id: str, started: dict, finished: dict,
+def verified_success(claimed: bool, verdict: Verdict) -> bool:
+    """A trajectory's `success`: the verdict where the task names a verifier (False when it
+    could not run: never a pass by default), else the agent's own claim."""
+    return verdict.passed is True if verdict.verifier else claimed
+
+
+def build_trajectory(attempt_id: str, started: dict, finished: dict,
                      steps: list[dict]) -> Trajectory:
     """The Trajectory of one complete attempt, from its recorded (JSON-mode) parts."""
     task, finish = started["task"], finished["finish"]
     exchanges = [s["llm"] for s in steps if s.get("llm")]
+    verdict = Verdict.model_validate(finish["verdict"]) if finish.get("verdict") else UNVERIFIED
+    costs = [e["cost_usd"] for e in exchanges if e.get("cost_usd") is not None]
     return Trajectory.model_validate({
-        "task_id": task_id,
+        "task_id": task["task_id"],
         "task_type": task["task_type"],
         "description": task["description"],
-        "success": finish["success"],
+        "sample_index": task.get("sample_index", 0),
+        "success": verified_success(finish["success"], verdict),
+        "claimed_success": finish["success"],
+        "verification": verdict,
         "steps": steps,
         "final_result": finish["final_result"],
         "total_duration": finish["total_duration"],
@@ -279,8 +295,10 @@ def build_trajectory(task_id: str, attempt_id: str, started: dict, finished: dic
             "prompt_tokens": sum(e["prompt_tokens"] for e in exchanges),
             "completion_tokens": sum(e["completion_tokens"] for e in exchanges),
             "cached_llm_calls": sum(1 for e in exchanges if e.get("cached")),
-            "task": {k: task[k] for k in ("max_steps", "timeout", "priority", "expected_tools",
-                                          "constraints", "metadata")},
+            "task": {k: task.get(k) for k in ("max_steps", "timeout", "priority",
+                                              "expected_tools", "constraints", "metadata",
+                                              "verify", "samples", "temperature", "seed")},
+            "cost_usd": sum(costs) if costs else None,
         },
     })
 

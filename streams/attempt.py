@@ -23,7 +23,7 @@ from adp.schemas import codec
 from adp.core import metrics
 from adp.schemas.contracts import (ArtifactLocation, ErrorType, EventType, Finish, Step, StepEvent,
                                   Task)
-from adp.runtimes.base import Outcome, Runtime, StepReport
+from adp.runtimes.base import Outcome, Runtime, StepReport, sampling
 from adp.streams import artifacts, topics
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class Attempt:
     def __init__(self, producer: AIOKafkaProducer, runtime_id: str, task: Task):
         self.producer, self.runtime_id, self.task = producer, runtime_id, task
         self.attempt_id = uuid.uuid4().hex
+        self.key = task.key.encode()
         self.steps = 0
         self.pending: list[asyncio.Future] = []
 
@@ -42,11 +43,9 @@ class Attempt:
         event = StepEvent(
             event_type=event_type, task_id=self.task.task_id, attempt_id=self.attempt_id,
             task_type=self.task.task_type, runtime_id=self.runtime_id,
-            timestamp=time.time(), **fields,
+            timestamp=time.time(), sample_index=self.task.sample_index, **fields,
         )
-        fut = await self.producer.send(
-            topics.STEPS, codec.encode(event), key=self.task.task_id.encode()
-        )
+        fut = await self.producer.send(topics.STEPS, codec.encode(event), key=self.key)
         self.pending.append(fut)
         return fut
 
@@ -84,7 +83,9 @@ class Attempt:
         began = time.monotonic()
         try:
             async with asyncio.timeout(self.task.timeout):
-                outcome = await runtime.run(self.task, self.emit)
+                with sampling(self.task.sample_index, temperature=self.task.temperature,
+                              seed=self.task.seed):
+                    outcome = await runtime.run(self.task, self.emit)
         except TimeoutError:
             outcome = Outcome(False, "", f"task timed out after {self.task.timeout:g}s",
                               ErrorType.timeout)

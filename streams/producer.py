@@ -2,7 +2,11 @@
 
 Each good line becomes one Avro-encoded Task (adp.schemas.codec) on its type's priority lane,
 adp.tasks.<task_type>[.high|.low] (streams/topics.py: priority 8-10 high, 4-7 the plain default
-topic, 1-3 low), keyed by its task_id, sent by an idempotent producer with acks=all. Sends are pipelined (a bounded number of
+topic, 1-3 low), keyed by its task_id, sent by an idempotent producer with acks=all. A task
+asking for k samples (`samples` on the line, or --samples) becomes k records, one per sample
+(sample_index 0..k-1, keyed "<task_id>/<i>" for i > 0), so the samples spread over the
+partitions and the runtimes of the group instead of running one after another on one consumer.
+Sends are pipelined (a bounded number of
 records and bytes in flight) and every one is confirmed by the broker before the command ends.
 Bad lines are reported with their line number and reason; they never stop the good ones.
 
@@ -30,7 +34,7 @@ from aiokafka import AIOKafkaProducer
 
 from adp.schemas import codec
 from adp.core.settings import settings
-from adp.schemas.contracts import Task, TaskType
+from adp.schemas.contracts import MAX_SAMPLES, Task, TaskType
 from adp.connectors.tasks_source import TaskFileError, read_tasks
 from adp.streams.topics import LANES, task_topic, topic_for_task
 
@@ -45,6 +49,9 @@ MAX_TASK_BYTES = 30 * MiB
 MAX_IN_FLIGHT = 2000           # records handed to the producer and not yet confirmed
 MAX_IN_FLIGHT_BYTES = 64 * MiB  # ... and their encoded size
 SHOW_REJECTED = 50
+# k samples of one task at temperature 0 would be k copies of one greedy answer: samples of a
+# task with k > 1 and no temperature of its own are drawn at this one (recorded in each record).
+SAMPLE_TEMPERATURE = 1.0
 
 Progress = Callable[[int, int], None]  # (bytes of the file read so far, file size)
 
@@ -65,8 +72,9 @@ class ProduceReport:
     path: str
     bootstrap: str
     dry_run: bool = False
-    sent: Counter = field(default_factory=Counter)  # task_type -> tasks confirmed (or valid)
-    by_topic: Counter = field(default_factory=Counter)  # lane topic -> tasks confirmed
+    sent: Counter = field(default_factory=Counter)  # task_type -> records (samples) confirmed
+    tasks: Counter = field(default_factory=Counter)  # task_type -> distinct tasks among them
+    by_topic: Counter = field(default_factory=Counter)  # lane topic -> records confirmed
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line_no, message)
     empty: bool = False  # the file holds no task line at all
 
@@ -83,6 +91,19 @@ class ProduceReport:
         if self.total_sent == 0:
             return 2
         return 1 if self.rejected else 0
+
+
+def expand_samples(task: Task, samples: int | None = None) -> list[Task]:
+    """The k records of a task: one per sample, each with its sample_index, the task's
+    temperature (SAMPLE_TEMPERATURE when k > 1 and none is set) and seed + sample_index.
+    `samples` is the --samples default for lines that do not set their own."""
+    k = task.samples if "samples" in task.model_fields_set or samples is None else samples
+    temperature = task.temperature
+    if temperature is None and k > 1:
+        temperature = SAMPLE_TEMPERATURE
+    return [task.model_copy(update={
+        "samples": k, "sample_index": i, "temperature": temperature,
+        "seed": None if task.seed is None else task.seed + i}) for i in range(k)]
 
 
 def encode_task(task: Task) -> bytes | str:
@@ -113,9 +134,22 @@ def _make_producer(bootstrap: str) -> AIOKafkaProducer:
     )
 
 
+def encode_samples(task: Task, samples: int | None) -> list[tuple[Task, bytes]] | str:
+    """Every sample's record and wire bytes, or why the task cannot be sent."""
+    records = []
+    for sample in expand_samples(task, samples):
+        value = encode_task(sample)
+        if isinstance(value, str):
+            return value
+        records.append((sample, value))
+    return records
+
+
 async def produce_tasks(path: str | Path, bootstrap: str | None = None,
-                        progress: Progress | None = None, dry_run: bool = False) -> ProduceReport:
-    """Validate `path` and send every good task; returns what was sent and what was rejected.
+                        progress: Progress | None = None, dry_run: bool = False,
+                        samples: int | None = None) -> ProduceReport:
+    """Validate `path` and send every good task (k records for a task of k samples; `samples`
+    is the k of lines that name none); returns what was sent and what was rejected.
 
     Raises TaskFileError if the file cannot be read, ProduceError if the broker cannot be
     reached or a send fails. With dry_run, validates and encodes only (no broker)."""
@@ -139,7 +173,7 @@ async def produce_tasks(path: str | Path, bootstrap: str | None = None,
             text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
         return ProduceError(
             f"{what} Kafka at {bootstrap}: {text} "
-            f"({confirmed} of {handed} tasks handed to the producer were confirmed)",
+            f"({confirmed} of {handed} task records handed to the producer were confirmed)",
             bootstrap, confirmed, report)
 
     def settle(done) -> None:
@@ -162,15 +196,15 @@ async def produce_tasks(path: str | Path, bootstrap: str | None = None,
                     report.empty = True
                 report.rejected.append((item.line_no, item.error or "invalid"))
                 continue
-            task = item.task
-            value = encode_task(task)
-            if isinstance(value, str):
-                report.rejected.append((item.line_no, f"line {item.line_no}: {value}"))
+            records = encode_samples(item.task, samples)
+            if isinstance(records, str):
+                report.rejected.append((item.line_no, f"line {item.line_no}: {records}"))
                 continue
-            topic = topic_for_task(task.task_type, task.priority)
+            report.tasks[item.task.task_type] += 1
+            topic = topic_for_task(item.task.task_type, item.task.priority)
             if dry_run:
-                report.sent[task.task_type] += 1
-                report.by_topic[topic] += 1
+                report.sent[item.task.task_type] += len(records)
+                report.by_topic[topic] += len(records)
                 continue
             if producer is None:
                 producer = _make_producer(bootstrap)
@@ -178,20 +212,20 @@ async def produce_tasks(path: str | Path, bootstrap: str | None = None,
                     await producer.start()
                 except Exception as exc:
                     raise fail("cannot reach", exc) from None  # `finally` closes the client
-            while pending and (len(pending) >= MAX_IN_FLIGHT
-                               or in_flight_bytes + len(value) > MAX_IN_FLIGHT_BYTES):
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                settle(done)
-            try:
-                fut = await producer.send(topic, value=value,
-                                          key=task.task_id.encode("utf-8"))
-            except Exception as exc:
-                raise fail("send failed on", exc) from None
-            handed += 1
-            pending[fut] = (task.task_type, topic, len(value))
-            in_flight_bytes += len(value)
-            if len(pending) % 256 == 0:  # harvest confirmations without waiting
-                settle([f for f in pending if f.done()])
+            for task, value in records:
+                while pending and (len(pending) >= MAX_IN_FLIGHT
+                                   or in_flight_bytes + len(value) > MAX_IN_FLIGHT_BYTES):
+                    done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    settle(done)
+                try:
+                    fut = await producer.send(topic, value=value, key=task.key.encode("utf-8"))
+                except Exception as exc:
+                    raise fail("send failed on", exc) from None
+                handed += 1
+                pending[fut] = (task.task_type, topic, len(value))
+                in_flight_bytes += len(value)
+                if len(pending) % 256 == 0:  # harvest confirmations without waiting
+                    settle([f for f in pending if f.done()])
         if pending:
             done, _ = await asyncio.wait(pending)
             settle(done)
@@ -220,10 +254,13 @@ def _print_summary(report: ProduceReport, out, quiet: bool) -> None:
 
     if not quiet:
         title = "dry run: would send" if report.dry_run else f"sent to {report.bootstrap}"
-        table = Table(title=title, title_justify="left")
+        sampled = report.sent != report.tasks  # some task asked for k > 1 samples
+        table = Table(title=title, title_justify="left", caption=(
+            f"{sum(report.tasks.values())} tasks as {report.total_sent} samples, one record "
+            "each" if sampled else None))
         table.add_column("task type")
         table.add_column("topic")
-        table.add_column("tasks", justify="right")
+        table.add_column("samples" if sampled else "tasks", justify="right")
         for t in TaskType:
             for lane in LANES:  # the default lane always, the others where tasks went
                 topic = task_topic(t, lane)
@@ -255,16 +292,24 @@ def _nothing_message(report: ProduceReport) -> str:
 @click.option("--dry-run", is_flag=True, help="Validate and encode every line; send nothing.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar, no summary table: only rejected lines and errors.")
-def produce_command(file: Path, bootstrap: str | None, dry_run: bool, quiet: bool) -> None:
+@click.option("--samples", "-k", type=click.IntRange(1, MAX_SAMPLES), default=None,
+              help="Run each task k times (k independent samples, k trajectories) unless its "
+                   "line sets `samples` itself. Samples of k > 1 without a `temperature` of "
+                   f"their own are drawn at temperature {SAMPLE_TEMPERATURE:g}; a line's `seed` "
+                   "becomes seed + sample index.")
+def produce_command(file: Path, bootstrap: str | None, dry_run: bool, quiet: bool,
+                    samples: int | None) -> None:
     """Validate the tasks in FILE (tasks.jsonl) and publish them to Kafka.
 
     FILE has one JSON object per line: task_id (unique), task_type (reasoning|code|web),
-    description, and optionally expected_tools, max_steps, timeout, priority, constraints;
-    other keys are kept as metadata. Each good line is sent, Avro-encoded, to its type's
-    priority lane keyed by task_id (idempotent producer, acks=all): adp.tasks.<task_type>.high
-    for priority 8-10, adp.tasks.<task_type> for 4-7 (5 is the default), adp.tasks.<task_type>.low
-    for 1-3. Runtimes take higher lanes first. Every send is confirmed before the command ends. A bad line is reported with its line number and
-    reason; the other lines still go through.
+    description, and optionally expected_tools, max_steps, timeout, priority, constraints,
+    verify (how to check the result), samples, temperature, seed; other keys are kept as
+    metadata. Each good line is sent, Avro-encoded, to its type's priority lane keyed by
+    task_id (idempotent producer, acks=all): adp.tasks.<task_type>.high for priority 8-10,
+    adp.tasks.<task_type> for 4-7 (5 is the default), adp.tasks.<task_type>.low for 1-3.
+    Runtimes take higher lanes first. A task of k samples is k records (sample i > 0 keyed
+    <task_id>/<i>). Every send is confirmed before the command ends. A bad line is reported
+    with its line number and reason; the other lines still go through.
 
     \b
     Exit codes:
@@ -294,7 +339,7 @@ def produce_command(file: Path, bootstrap: str | None, dry_run: bool, quiet: boo
     try:
         with bar:
             report = asyncio.run(produce_tasks(file, bootstrap, progress=progress,
-                                               dry_run=dry_run))
+                                               dry_run=dry_run, samples=samples))
     except TaskFileError as exc:
         say(f"adp produce: nothing to send: {exc}")
         sys.exit(2)

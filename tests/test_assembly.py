@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from adp.schemas.contracts import StepEvent, Trajectory
+from adp.schemas.contracts import StepEvent, Trajectory, Verdict
 from adp.connectors.sinks.base import render
 from adp.streams.assembly import InvalidEvent, TrajectoryAssembler, assemble
 
@@ -62,7 +62,12 @@ def test_happy_path_builds_the_trajectory():
     assert (m.runtime_id, m.attempt_id, m.error, m.error_type) == ("code-rt-1", "a1", None, None)
     assert (m.started_at, m.finished_at) == (T0, T0 + 4)
     assert m.task == {"max_steps": 5, "timeout": 60.0, "priority": 7, "expected_tools": ["python"],
-                      "constraints": {"k": [1, 2]}, "metadata": {"origin": "test"}}
+                      "constraints": {"k": [1, 2]}, "metadata": {"origin": "test"},
+                      "verify": None, "samples": 1, "temperature": None, "seed": None}
+    assert t.key == "t1" and t.sample_index == 0
+    # no verifier named: success is the agent's claim, and the trajectory says so
+    assert t.claimed_success is True and t.verdict_status == "unverified"
+    assert m.cost_usd is None  # no call was priced
     assert counters["completed"] == 1 and counters["events"] == 5
     assert counters["duplicates_dropped"] == counters["attempts_superseded"] == 0
 
@@ -299,3 +304,67 @@ def test_every_prefix_of_an_applied_batch_is_a_consistent_state():
                         assert f"{tid}\x00{aid}\x00{step_id}" in state, (tid, aid, step_id)
         table.clear()
         table.update(state)
+
+
+# ---- samples, verdicts, costs -------------------------------------------------------------------
+
+def sample_events(task_id: str, index: int, samples: int, **kw) -> list[StepEvent]:
+    """One attempt of sample `index` of a task asked for `samples` times."""
+    events = attempt_events(task_id, **kw)
+    out = []
+    for e in events:
+        update = {"sample_index": index}
+        if e.task is not None:
+            update["task"] = e.task.model_copy(update={"sample_index": index, "samples": samples,
+                                                       "temperature": 1.0, "seed": 7 + index})
+        out.append(e.model_copy(update=update))
+    return out
+
+
+def test_k_samples_of_a_task_give_k_trajectories():
+    events = [e for i in range(4) for e in sample_events("t", i, 4, attempt_id=f"a{i}")]
+    events.sort(key=lambda e: e.timestamp)  # interleaved; each sample's events stay in order
+    out, counters = assemble(events)
+    assert sorted(t.key for t in out) == ["t", "t/1", "t/2", "t/3"]
+    assert {t.task_id for t in out} == {"t"} and counters["completed"] == 4
+    for t in out:
+        assert t.metadata.attempt_id == f"a{t.sample_index}"
+        assert t.metadata.task["seed"] == 7 + t.sample_index
+        assert t.metadata.task["samples"] == 4 and t.metadata.task["temperature"] == 1.0
+    # a redelivered sample is one trajectory still: its key is done
+    again, counters = assemble(events + sample_events("t", 2, 4, attempt_id="late"))
+    assert len(again) == 4 and counters["late_events_dropped"] == 4
+
+
+def test_a_started_event_whose_task_is_another_sample_is_invalid():
+    events = sample_events("t", 1, 2)
+    bad = events[0].model_copy(update={"sample_index": 0})
+    with pytest.raises(InvalidEvent, match="sample 0 carries sample 1"):
+        TrajectoryAssembler().feed(bad)
+
+
+def _with_verdict(events: list[StepEvent], claimed: bool, **verdict) -> list[StepEvent]:
+    finish = events[-1].finish.model_copy(update={"success": claimed,
+                                                  "verdict": Verdict(**verdict)})
+    return events[:-1] + [events[-1].model_copy(update={"finish": finish})]
+
+
+@pytest.mark.parametrize("claimed, verdict, success, status", [
+    (True, {"verifier": "answer", "passed": True, "score": 1.0}, True, "passed"),
+    (True, {"verifier": "answer", "passed": False, "score": 0.0}, False, "failed"),
+    (False, {"verifier": "answer", "passed": True}, True, "passed"),
+    # a verifier that could not run decides nothing: no pass by default
+    (True, {"verifier": "judge", "passed": None, "error": "judge down"}, False, "error"),
+])
+def test_success_is_the_verdict_where_there_is_a_verifier(claimed, verdict, success, status):
+    (t,), _ = assemble(_with_verdict(attempt_events("v", n_steps=1), claimed, **verdict))
+    assert (t.success, t.claimed_success, t.verdict_status) == (success, claimed, status)
+    assert t.verification.verifier == verdict["verifier"]
+
+
+def test_cost_sums_the_priced_calls():
+    events = attempt_events("c", n_steps=3)
+    for e, cost in zip(events[1:4], (0.5, None, 0.25)):
+        e.step.llm.cost_usd = cost
+    (t,), _ = assemble(events)
+    assert t.metadata.cost_usd == 0.75

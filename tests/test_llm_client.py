@@ -246,3 +246,25 @@ async def test_build_model_from_env(stub, monkeypatch, tmp_path):
     reply = await model.chat([{"role": "user", "content": "hello"}])
     assert reply.exchange.provider == "custom" and "```python" in reply.content
     await model.aclose()
+
+
+async def test_a_samples_parameters_reach_the_request_and_the_cache_keeps_samples_apart(
+        stub, tmp_path):
+    from adp.runtimes.base import sampling
+
+    client = client_for(stub, cache=LLMCache(tmp_path / "c.sqlite3"), temperature=0.0)
+    messages = [{"role": "user", "content": "sample me"}]
+    plain = await client.chat(messages)
+    assert plain.exchange.request["temperature"] == 0.0 and "seed" not in plain.exchange.request
+    with sampling(1, temperature=0.9, seed=12):
+        first = await client.chat(messages)
+    with sampling(2, temperature=0.9, seed=13):
+        second = await client.chat(messages)
+    with sampling(2, temperature=0.9, seed=13):
+        again = await client.chat(messages)  # the same sample asking again: a cache hit
+    assert first.exchange.request["temperature"] == 0.9 and first.exchange.request["seed"] == 12
+    assert second.exchange.request["seed"] == 13
+    assert [r.exchange.cached for r in (plain, first, second, again)] == [False, False, False, True]
+    assert stub.stats["chat_requests"] == 3
+    assert (await client.chat(messages)).exchange.cached is True  # outside: the client's own
+    await client.aclose()

@@ -1,6 +1,6 @@
 """Sinks: where finished trajectories land. One rendering for all of them.
 
-`render(trajectory)` gives the exact bytes of output/trajectories/<task_id>.json (the seed's
+`render(trajectory)` gives the exact bytes of output/trajectories/<key>.json (the seed's
 format, extended); the file sink, the S3 sink and `adp replay` all use it, so the same
 trajectory is the same bytes everywhere. Keep it stable: changing it changes every file.
 
@@ -41,8 +41,9 @@ def render(trajectory: Trajectory) -> bytes:
 
 
 def object_name(trajectory: Trajectory) -> str:
-    """The file / object name of a trajectory inside its destination."""
-    return f"{trajectory.task_id}.json"
+    """The file / object name of a trajectory inside its destination: <task_id>.json, and
+    <task_id>/<i>.json for sample i > 0 of a task run k times (the trajectory's key + .json)."""
+    return f"{trajectory.key}.json"
 
 
 class SinkError(RuntimeError):

@@ -2,7 +2,8 @@
 
 Two layouts:
 
-- ``per-task`` (default): one object ``<prefix>/<task_id>.json`` per trajectory whose body is
+- ``per-task`` (default): one object ``<prefix>/<key>.json`` per trajectory (key: the task_id, or
+  ``<task_id>/<i>`` for sample i > 0 of a task run k times) whose body is
   exactly ``render(trajectory)``, the same bytes the file sink writes. A single PutObject is
   atomic (a reader sees the old object or the new one, never half of one), and writing the same
   trajectory again rewrites the same key with the same bytes, so redelivery is idempotent.
@@ -14,7 +15,7 @@ Two layouts:
   ``flush_interval`` seconds old, on ``flush()`` and on ``close()``. Every flush is one put of a
   new object, never an append. The part name is a hash of the body, so a retried put of the same
   batch lands on the same key; a trajectory written in two different batches (redelivery) shows
-  up in two parts, so readers of this layout deduplicate by task_id (the last finished_at wins).
+  up in two parts, so readers of this layout deduplicate by key (the last finished_at wins).
   Buffered lines are only durable once flushed, so `write()` returning does NOT mean stored
   in this layout: a caller that acknowledges its input calls `flush()` first (BaseSink's
   contract; the aggregator's sink agent flushes at the end of every batch before its offsets
@@ -185,7 +186,7 @@ class S3Sink(BaseSink):
         self._client_lock = asyncio.Lock()
         self._flush_lock = asyncio.Lock()
         self._bucket_ready = False
-        # jsonl-hourly buffer: partition ("dt=…/hour=…") -> task_id -> compact JSON line
+        # jsonl-hourly buffer: partition ("dt=…/hour=…") -> key -> compact JSON line
         self._buffer: dict[str, dict[str, bytes]] = defaultdict(dict)
         self._buffered_bytes = 0
         self._oldest: float | None = None
@@ -305,9 +306,9 @@ class S3Sink(BaseSink):
         partition = self.partition_for(trajectory)
         line = self.jsonl_line(trajectory)
         part = self._buffer[partition]
-        previous = part.get(trajectory.task_id)
+        previous = part.get(trajectory.key)
         self._buffered_bytes += len(line) - (len(previous) if previous else 0)
-        part[trajectory.task_id] = line  # a redelivery within one batch replaces the older line
+        part[trajectory.key] = line  # a redelivery within one batch replaces the older line
         if self._oldest is None:
             self._oldest = time.monotonic()
         self._start_timer()

@@ -30,7 +30,7 @@ import openai
 from adp.core.limit import AdaptiveLimit
 from adp.core.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
 from adp.schemas.contracts import LlmExchange
-from adp.runtimes.base import ModelReply, ToolCall
+from adp.runtimes.base import CURRENT_SAMPLING, ModelReply, ToolCall
 from adp.runtimes.llm.cache import LLMCache, fingerprint
 from adp.runtimes.llm.providers import Provider, resolve_providers
 
@@ -112,15 +112,25 @@ class LLMClient:
         return sorted(self.providers, key=lambda p: self._down_until.get(p.name, 0.0) > now)
 
     # ---- Model
+    def _params(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(request parameters, cache-key parameters) for a call now: the client's own, with
+        the current sample's temperature/seed over them; samples > 0 are cached apart."""
+        current = CURRENT_SAMPLING.get()
+        params = {**self.params, **current.params}
+        return params, ({**params, "adp_sample": current.sample_index}
+                        if current.sample_index else params)
+
     async def chat(self, messages: list[dict[str, Any]],
                    tools: list[dict[str, Any]] | None = None) -> ModelReply:
+        params, cache_params = self._params()
         request = {"messages": copy.deepcopy(messages), "tools": copy.deepcopy(tools) if tools else None,
-                   **self.params}
+                   **params}
         order = self._order()
         if self.cache is not None:
             for provider in order:
                 started = time.perf_counter()
-                key = fingerprint(provider.name, provider.model, messages, tools or None, self.params)
+                key = fingerprint(provider.name, provider.model, messages, tools or None,
+                                  cache_params)
                 raw = self.cache.get(key)
                 if raw is not None:
                     try:
@@ -131,7 +141,7 @@ class LLMClient:
         for provider in order:
             for attempt in range(self.retry.attempts):
                 try:
-                    raw, latency = await self._call(provider, messages, tools)
+                    raw, latency = await self._call(provider, messages, tools, params)
                     reply = self._reply(provider, request, raw, latency, False)
                 except _Retryable as exc:
                     errors.append(f"{provider.name}: {exc}")
@@ -157,7 +167,8 @@ class LLMClient:
                     self.limit.on_success()
                 self._down_until.pop(provider.name, None)
                 if self.cache is not None:
-                    key = fingerprint(provider.name, provider.model, messages, tools or None, self.params)
+                    key = fingerprint(provider.name, provider.model, messages, tools or None,
+                                      cache_params)
                     self.cache.put(key, provider.name, provider.model, raw)
                 return reply
             self._down_until[provider.name] = time.monotonic() + self.cooldown
@@ -166,8 +177,9 @@ class LLMClient:
         raise LLMError(self._redact("all LLM providers failed: " + "; ".join(errors[-6:])))
 
     async def _call(self, provider: Provider, messages: list[dict[str, Any]],
-                    tools: list[dict[str, Any]] | None) -> tuple[dict[str, Any], float]:
-        kwargs: dict[str, Any] = {"model": provider.model, "messages": messages, **self.params}
+                    tools: list[dict[str, Any]] | None,
+                    params: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        kwargs: dict[str, Any] = {"model": provider.model, "messages": messages, **params}
         if tools:
             kwargs["tools"] = tools
         started = time.perf_counter()
