@@ -18,6 +18,7 @@ COMMANDS = {
     "aggregate": "adp.streams.aggregator:aggregate_command",
     "tail": "adp.streams.tail:tail_command",
     "replay": "adp.streams.replay:replay_command",
+    "verify": "adp.streams.verify_cli:verify_command",
     "status": "adp.streams.status:status_command",
     "dlq": "adp.streams.dlq_cli:dlq_command",
     "console": "adp.console.cli:console_command",

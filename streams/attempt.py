@@ -1,13 +1,16 @@
 """One execution of one task: where a step event is born on the wire.
 
 A runtime reports each step (a StepReport) through `emit`; `Attempt.emit` numbers it (step_id
-1..n in the order reported), wraps it in a StepEvent (task_id,
-attempt_id, runtime_id, timestamp) and sends it to adp.steps keyed by task_id, so every event
-of a task lands on one partition, in order. `run` brackets the runtime with the `started` and
-`finished` events, enforces the task's timeout, and returns only when the broker has
-acknowledged every event of the attempt (acks=all) -- only then may the task's offset count
-as done. Files a step wrote go to adp.artifacts first (streams/artifacts.py); the step event
-records where their bytes are.
+1..n in the order reported), wraps it in a StepEvent (task_id, sample_index,
+attempt_id, runtime_id, timestamp) and sends it to adp.steps keyed by the sample's key (the
+task_id; "<task_id>/<i>" for sample i > 0), so every event of a sample lands on one partition,
+in order. The runtime's LLM calls carry the sample's temperature and seed (runtimes/base.py
+`sampling`). `run` brackets the runtime with the `started` and
+`finished` events, enforces the task's timeout, verifies the result when the task names a
+verifier (runtimes/verify: the verdict rides on the finished event, the agent's claim beside it),
+and returns only when the broker has acknowledged every event of the attempt (acks=all) -- only
+then may the task's offset count as done. Files a step wrote go to adp.artifacts first
+(streams/artifacts.py); the step event records where their bytes are.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from aiokafka import AIOKafkaProducer
 from adp.schemas import codec
 from adp.core import metrics
 from adp.schemas.contracts import (ArtifactLocation, ErrorType, EventType, Finish, Step, StepEvent,
-                                  Task)
+                                  Task, Verdict)
 from adp.runtimes.base import Outcome, Runtime, StepReport, sampling
+from adp.runtimes.verify import Subject, VerifyContext, verify
 from adp.streams import artifacts, topics
 
 log = logging.getLogger(__name__)
@@ -32,11 +36,15 @@ log = logging.getLogger(__name__)
 class Attempt:
     """One execution of one task: owns its attempt_id and the events it sent."""
 
-    def __init__(self, producer: AIOKafkaProducer, runtime_id: str, task: Task):
+    def __init__(self, producer: AIOKafkaProducer, runtime_id: str, task: Task,
+                 verify_context: VerifyContext | None = None):
         self.producer, self.runtime_id, self.task = producer, runtime_id, task
+        self.verify_context = verify_context or VerifyContext()
         self.attempt_id = uuid.uuid4().hex
         self.key = task.key.encode()
         self.steps = 0
+        self.recorded: list[Step] = []  # what a verifier may look at (the agent's final code)
+        self.verdict: Verdict | None = None
         self.pending: list[asyncio.Future] = []
 
     async def send(self, event_type: EventType, **fields) -> asyncio.Future:
@@ -57,6 +65,8 @@ class Attempt:
         else:
             step = report.model_copy(update={"step_id": self.steps})
         metrics.STEP_DURATION.labels(self.task.task_type, step.action_type).observe(step.duration)
+        if self.task.verify is not None:
+            self.recorded.append(step)
         await self.send(EventType.step, step=step)
 
     async def _with_artifact_bytes_sent(self, step: Step, blobs: dict[str, bytes]) -> Step:
@@ -94,10 +104,15 @@ class Attempt:
         except Exception as exc:  # a runtime bug must not take the worker down
             log.exception("runtime failed on task %s", self.task.task_id)
             outcome = Outcome(False, "", f"{type(exc).__name__}: {exc}", ErrorType.runtime_error)
+        total = round(time.monotonic() - began, 6)
+        if self.task.verify is not None:  # outside the agent's timeout and sampling context
+            self.verdict = await verify(self.task.verify, Subject(
+                self.task, outcome.final_result, self.recorded, outcome.success),
+                self.verify_context)
         finish = Finish(
             success=outcome.success, final_result=outcome.final_result, error=outcome.error,
-            error_type=outcome.error_type, total_duration=round(time.monotonic() - began, 6),
-            step_count=self.steps,
+            error_type=outcome.error_type, total_duration=total, step_count=self.steps,
+            verdict=self.verdict,
         )
         await self.send(EventType.finished, finish=finish)
         # acks=all on every event of the attempt before the offset may be committed

@@ -36,6 +36,7 @@ from adp.schemas import codec
 from adp.core.settings import settings
 from adp.schemas.contracts import MAX_SAMPLES, Task, TaskType
 from adp.connectors.tasks_source import TaskFileError, read_tasks
+from adp.runtimes.verify import BadSpec, check_spec
 from adp.streams.topics import LANES, task_topic, topic_for_task
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,12 @@ def _make_producer(bootstrap: str) -> AIOKafkaProducer:
 
 
 def encode_samples(task: Task, samples: int | None) -> list[tuple[Task, bytes]] | str:
-    """Every sample's record and wire bytes, or why the task cannot be sent."""
+    """Every sample's record and wire bytes, or why the task cannot be sent (a verify spec no
+    verifier can apply is refused here, not found out by the runtime)."""
+    try:
+        check_spec(task.verify)
+    except BadSpec as exc:
+        return str(exc)
     records = []
     for sample in expand_samples(task, samples):
         value = encode_task(sample)

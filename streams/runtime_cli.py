@@ -11,6 +11,7 @@ import click
 from adp.core.settings import settings
 from adp.runtimes.base import RuntimeContext
 from adp.runtimes.registry import UnknownRuntime, available, load_runtime
+from adp.runtimes.verify import VerifyContext
 from adp.streams.topics import LANES
 from adp.streams.lanes import DEFAULT_MIN_SHARE, check_min_share
 from adp.streams.worker import RuntimeWorker, default_runtime_id
@@ -55,10 +56,13 @@ def runtime_command(name: str, concurrency: int, bootstrap: str | None, runtime_
     task_type = runtime_cls.task_type
     rid = runtime_id or default_runtime_id(name)
     limit = AdaptiveLimit(initial=concurrency, maximum=concurrency)
-    runtime = runtime_cls(RuntimeContext(runtime_id=rid, model=build_model({"limit": limit})))
+    model = build_model({"limit": limit})
+    runtime = runtime_cls(RuntimeContext(runtime_id=rid, model=model))
+    # a task's verifier judges with the same provider chain the agent used
     worker = RuntimeWorker(runtime, task_type, bootstrap or settings().bootstrap,
                            concurrency=concurrency, runtime_id=rid, group_id=group, limit=limit,
-                           min_share=min_share)
+                           min_share=min_share,
+                           verify_context=VerifyContext(model_factory=lambda: model))
 
     async def main() -> None:
         stop = asyncio.Event()

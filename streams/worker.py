@@ -37,6 +37,7 @@ from adp.schemas import codec
 from adp.core import metrics
 from adp.schemas.contracts import Task
 from adp.runtimes.base import Outcome, Runtime
+from adp.runtimes.verify import VerifyContext
 from adp.core.limit import AdaptiveLimit
 from adp.streams import topics
 from adp.streams.attempt import Attempt
@@ -68,8 +69,11 @@ class RuntimeWorker:
                  runtime_id: str | None = None, group_id: str | None = None,
                  poll_interval_ms: int = 200, poison_limit: int = 3,
                  limit: AdaptiveLimit | None = None,
-                 consumer_options: dict | None = None, min_share: float = DEFAULT_MIN_SHARE):
+                 consumer_options: dict | None = None, min_share: float = DEFAULT_MIN_SHARE,
+                 verify_context: VerifyContext | None = None):
         self.runtime, self.task_type = runtime, task_type
+        # verifiers of tasks that name one use this LLM chain and sandbox (made when first used)
+        self.verify_context = verify_context or VerifyContext()
         self.bootstrap, self.concurrency = bootstrap, max(1, concurrency)
         self.runtime_id = runtime_id or default_runtime_id(task_type)
         self.group_id = group_id or topics.runtime_group(task_type)
@@ -264,13 +268,14 @@ class RuntimeWorker:
             log.warning("task %s: its runtime died %d time(s) while running it; running it alone",
                         task.task_id, strikes)
         async with self.quarantine.slot(suspect=strikes > 0):
-            attempt = Attempt(self.producer, self.runtime_id, task)
+            attempt = Attempt(self.producer, self.runtime_id, task, self.verify_context)
             log.info("task %s: attempt %s started", task.task_id, attempt.attempt_id)
             outcome = await attempt.run(self.runtime)
             self._count(outcome)
-            log.info("task %s: finished success=%s steps=%d%s", task.task_id, outcome.success,
+            log.info("task %s: finished success=%s steps=%d%s%s", task.key, outcome.success,
                      attempt.steps, f" ({outcome.error_type}: {outcome.error})"
-                     if outcome.error_type else "")
+                     if outcome.error_type else "", f", verdict {attempt.verdict.status}"
+                     if attempt.verdict else "")
         await self._done(tp, record.offset)
 
     def _count(self, outcome: Outcome) -> None:

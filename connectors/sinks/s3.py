@@ -317,11 +317,11 @@ class S3Sink(BaseSink):
         return f"s3://{self.bucket}/{self._key(partition)}/"
 
     async def write_batch(self, trajectories: Sequence[Trajectory]) -> list[str]:
-        """per-task: the puts run concurrently (a bounded number at once); the same task_id
-        twice in one batch is written once, with the later trajectory."""
+        """per-task: the puts run concurrently (a bounded number at once); the same key (task,
+        or sample of a task) twice in one batch is written once, with the later trajectory."""
         if self.layout != "per-task":
             return [await self.write(t) for t in trajectories]
-        last = {t.task_id: t for t in trajectories}
+        last = {t.key: t for t in trajectories}
         slots = asyncio.Semaphore(PUT_CONCURRENCY)
 
         async def put(t: Trajectory) -> str:
@@ -329,7 +329,7 @@ class S3Sink(BaseSink):
                 return await self.write(t)
 
         urls = dict(zip(last, await asyncio.gather(*(put(t) for t in last.values()))))
-        return [urls[t.task_id] for t in trajectories]
+        return [urls[t.key] for t in trajectories]
 
     async def check(self) -> None:
         """The bucket answers (or will be created: create_bucket)."""

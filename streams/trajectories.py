@@ -1,0 +1,188 @@
+"""Stored trajectories as a source and a destination, for `adp export` and `adp verify`.
+
+A SOURCE is one of:
+  a folder      every *.json under it (the file sink's layout: <task_id>.json and
+                <task_id>/<i>.json for samples); other files are ignored
+  s3://b/p      the S3 sink's objects under the prefix: per-task *.json, and jsonl-hourly
+                *.jsonl parts (a key written twice keeps the line with the latest finished_at)
+  kafka         the adp.trajectories topic, read to its current end without a consumer group;
+                the last record of each key wins, as compaction keeps it
+
+Files or records that are not trajectories are skipped and listed in the ReadReport with the
+reason, never silently. Written back (adp verify), a trajectory goes where it came from: the
+same file or object (atomic writes), or a new record on adp.trajectories with the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
+
+from adp.connectors.sinks.base import BaseSink
+from adp.schemas import codec
+from adp.schemas.contracts import Trajectory
+from adp.streams.reader import KafkaReadError, read_topic
+from adp.streams.replay import ReplayError, open_destination
+from adp.streams.topics import TRAJECTORIES
+
+KAFKA = "kafka"
+SHOWN_PROBLEMS = 20
+
+
+class SourceError(RuntimeError):
+    """The source cannot be read at all (missing folder, no broker, no bucket)."""
+
+
+@dataclass
+class ReadReport:
+    source: str
+    read: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (where, why)
+
+    def skip(self, where: str, why: str) -> None:
+        self.problems.append((where, why))
+
+
+def _parse(data: bytes | str | dict, where: str, report: ReadReport) -> Trajectory | None:
+    try:
+        if isinstance(data, dict):
+            return Trajectory.model_validate(data)
+        return Trajectory.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        loc = ".".join(map(str, first["loc"])) or "document"
+        report.skip(where, f"not a trajectory ({exc.error_count()} problem(s), first: {loc}: "
+                           f"{first['msg']})")
+        return None
+
+
+def check_source(source: str) -> None:
+    """Refuse a folder SOURCE that does not exist before anything is opened or written."""
+    if source != KAFKA and not source.startswith("s3://") and not Path(source).is_dir():
+        raise SourceError(f"{source}: no such folder (a SOURCE is a folder, s3://bucket/prefix, "
+                          f"or {KAFKA})")
+
+
+async def read_trajectories(source: str, report: ReadReport,
+                            bootstrap: str | None = None) -> AsyncIterator[Trajectory]:
+    """Every trajectory of `source`, in a stable order (object name, topic key)."""
+    if source == KAFKA:
+        async for t in _from_kafka(bootstrap, report):
+            yield t
+        return
+    check_source(source)
+    async for t in _from_store(source, report):
+        yield t
+
+
+async def _from_store(source: str, report: ReadReport) -> AsyncIterator[Trajectory]:
+    """A folder or an S3 prefix, read through connectors/sinks/stored.py (both sink layouts).
+    A key written in two jsonl parts keeps the line with the latest finished_at."""
+    from adp.connectors.sinks.stored import open_store, parse_documents
+
+    store = open_store(source)
+    try:
+        try:
+            entries = sorted(await store.entries(), key=lambda e: e.name)
+        except Exception as exc:  # noqa: BLE001 - no bucket, no credentials, no endpoint
+            raise SourceError(f"cannot list {source}: {type(exc).__name__}: {exc}") from exc
+        latest: dict[str, Trajectory] = {}
+        for entry in entries:
+            where = f"{store.location.rstrip('/')}/{entry.name}"
+            try:
+                docs = parse_documents(entry.name, await store.read(entry.name))
+            except FileNotFoundError:  # removed since it was listed
+                continue
+            except ValueError as exc:
+                report.skip(where, str(exc).split(": ", 1)[-1])
+                continue
+            for doc in docs:
+                t = _parse(doc, where, report)
+                if t is None:
+                    continue
+                if not entry.name.endswith(".jsonl"):
+                    report.read += 1
+                    yield t
+                elif t.key not in latest or (t.metadata.finished_at
+                                             >= latest[t.key].metadata.finished_at):
+                    latest[t.key] = t
+        for key in sorted(latest):
+            report.read += 1
+            yield latest[key]
+    finally:
+        await store.close()
+
+
+async def _from_kafka(bootstrap: str | None, report: ReadReport) -> AsyncIterator[Trajectory]:
+    from adp.core.settings import settings
+
+    bootstrap = bootstrap or settings().bootstrap
+    try:
+        records = await read_topic(bootstrap, TRAJECTORIES)
+    except KafkaReadError as exc:
+        raise SourceError(str(exc)) from exc
+    latest: dict[bytes, tuple[str, bytes | None]] = {}
+    for r in records:  # per partition, in offset order: the last record of a key wins
+        latest[r.key or b""] = (f"{r.topic}[{r.partition}]@{r.offset}", r.value)
+    for key in sorted(latest):
+        where, value = latest[key]
+        if value is None:  # a tombstone: the key was deleted
+            continue
+        try:
+            t = codec.decode(value, expect=Trajectory)
+        except codec.DecodeError as exc:
+            report.skip(where, str(exc))
+            continue
+        report.read += 1
+        yield t
+
+
+# ---- writing back -------------------------------------------------------------------------------
+
+class KafkaTrajectorySink(BaseSink):
+    """Publishes trajectories to adp.trajectories under their key (acks=all, idempotent): the
+    compacted topic then holds the new version, and the aggregator's sink rewrites the file."""
+
+    kind = "kafka"
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.producer: AIOKafkaProducer | None = None
+
+    async def write(self, trajectory: Trajectory) -> str:
+        if self.producer is None:
+            self.producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+                compression_type="gzip", max_request_size=33554432)
+            await self.producer.start()
+        meta = await self.producer.send_and_wait(TRAJECTORIES, codec.encode(trajectory),
+                                                 key=trajectory.key.encode())
+        return f"{TRAJECTORIES}[{meta.partition}]@{meta.offset}"
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            producer, self.producer = self.producer, None
+            await producer.stop()
+
+
+async def open_sink(destination: str, bootstrap: str | None = None) -> BaseSink:
+    """Where trajectories are written back: a folder, s3://..., or kafka."""
+    if destination == KAFKA:
+        from adp.core.settings import settings
+
+        return KafkaTrajectorySink(bootstrap or settings().bootstrap)
+    try:
+        return await open_destination(destination)
+    except ReplayError as exc:
+        raise SourceError(str(exc)) from exc
+
+
+def describe_problems(report: ReadReport) -> list[str]:
+    lines = [f"skipped {where}: {why}" for where, why in report.problems[:SHOWN_PROBLEMS]]
+    if len(report.problems) > SHOWN_PROBLEMS:
+        lines.append(f"... and {len(report.problems) - SHOWN_PROBLEMS} more")
+    return lines
