@@ -30,6 +30,10 @@ class Settings:
     )
     # Prometheus metrics port of the first long-running component on a host.
     metrics_port: int = field(default_factory=lambda: int(_env("ADP_METRICS_PORT", "8001")))
+    # LLM price table (JSON file, core/pricing.py); unset: only the embedded model is priced.
+    prices: Path | None = field(
+        default_factory=lambda: Path(p).expanduser() if (p := _env("ADP_PRICES", "")) else None
+    )
 
     @property
     def log_dir(self) -> Path:

@@ -10,7 +10,9 @@ Everything comes from the broker, nothing from local files, so it works from any
 - finished / failed: distinct trajectories (one per task, or per sample of a task with k
   samples) on adp.trajectories and their latest success flag;
 - verified / checked: of those, how many a verifier passed, of how many it judged (None where
-  no trajectory of the type carries a verdict).
+  no trajectory of the type carries a verdict); unverifiable: verifiers that could not run;
+  unverified: tasks that name no verifier;
+- tokens and cost: the sums of their LLM calls (cost: priced calls only, core/pricing.py).
 
 `StatusReader` is the one reader of these numbers: `adp status` prints them, `adp console`
 (adp/console/monitor.py) pushes them to a web page. It also reports any group's lag per
@@ -92,9 +94,32 @@ class TypeStatus:
     members: int = 0
     verified: int | None = None  # verdicts that passed, where trajectories carry verdicts
     checked: int | None = None   # verdicts given (passed or failed; not errors, not unverified)
+    unverifiable: int = 0        # a verifier was named but could not run
+    unverified: int = 0          # no verifier named (or written before verification existed)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None  # None: no call was priced
     # per priority lane (topics.LANES), highest first; produced/pending/running sum over these
     lanes: dict[str, LaneStatus] = field(default_factory=dict)
     group: GroupStatus | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What status keeps of the latest trajectory of a key."""
+
+    task_type: str
+    success: bool
+    passed: bool | None  # verdict(): passed, failed, or None
+    status: str          # passed | failed | error | unverified
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+
+    @classmethod
+    def of(cls, t: Trajectory) -> "Outcome":
+        return cls(t.task_type, t.success, verdict(t), t.verdict_status,
+                   t.metadata.prompt_tokens, t.metadata.completion_tokens, t.metadata.cost_usd)
 
 
 def verdict(trajectory: Trajectory | dict) -> bool | None:
@@ -114,8 +139,8 @@ class StatusReader:
     adp.trajectories so repeated reads (`--watch`, the console) fetch only what is new."""
 
     bootstrap: str
-    # trajectory key -> (type, success, verdict); a caller may keep it across reconnections
-    outcomes: dict[str, tuple[str, bool, bool | None]] = field(default_factory=dict)
+    # trajectory key -> its latest Outcome; a caller may keep it across reconnections
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
     # reads on a fresh cluster, before __consumer_offsets exists: wait for the coordinator
     # (20 tries, 0.5 s apart: adp status), or 0: count nothing as committed yet and go on (a
     # reader that reads again soon, like the console, rather than stall a whole round)
@@ -158,13 +183,19 @@ class StatusReader:
             row.pending = sum(lane.pending for lane in row.lanes.values())
             row.running = sum(lane.running for lane in row.lanes.values())
             row.members = len(group.members)
-            for kind, ok, passed in self.outcomes.values():
-                if kind == task_type.value:
+            for o in self.outcomes.values():
+                if o.task_type == task_type.value:
                     row.finished += 1
-                    row.failed += 0 if ok else 1
-                    if passed is not None:
-                        row.verified = (row.verified or 0) + passed
+                    row.failed += 0 if o.success else 1
+                    if o.passed is not None:
+                        row.verified = (row.verified or 0) + o.passed
                         row.checked = (row.checked or 0) + 1
+                    row.unverifiable += o.status == "error"
+                    row.unverified += o.status == "unverified"
+                    row.prompt_tokens += o.prompt_tokens
+                    row.completion_tokens += o.completion_tokens
+                    if o.cost_usd is not None:
+                        row.cost_usd = (row.cost_usd or 0.0) + o.cost_usd
             rows.append(row)
         return rows
 
@@ -267,7 +298,7 @@ class StatusReader:
                         t = codec.decode(r.value, expect=Trajectory)
                     except codec.DecodeError:
                         continue  # the aggregator never publishes these; skip foreign bytes
-                    self.outcomes[t.key] = (t.task_type, t.success, verdict(t))
+                    self.outcomes[t.key] = Outcome.of(t)
 
 
 def _running(metadata: str) -> int:
@@ -278,7 +309,10 @@ def _running(metadata: str) -> int:
 
 
 def render_table(rows: list[TypeStatus]) -> Table:
-    table = Table(title="adp status")
+    from rich import box
+
+    # compact, so that the verified column still fits 80 characters
+    table = Table(title="adp status", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     verified = any(r.verified is not None for r in rows)
     for col in ("task type", "produced", "pending", "running", "finished", "failed",
                 *(("verified",) if verified else ()), "runtimes"):
@@ -297,6 +331,22 @@ def render_table(rows: list[TypeStatus]) -> Table:
     return table
 
 
+def _usd(cost: float | None) -> str:
+    return "-" if cost is None else f"${cost:,.4f}"
+
+
+def totals(rows: list[TypeStatus]) -> str:
+    """One line: verdicts, and the token and cost totals of every finished trajectory."""
+    costs = [r.cost_usd for r in rows if r.cost_usd is not None]
+    passed = sum(r.verified or 0 for r in rows)
+    return (f"verdicts: {passed} passed, {sum(r.checked or 0 for r in rows) - passed} failed, "
+            f"{sum(r.unverifiable for r in rows)} could not be verified, "
+            f"{sum(r.unverified for r in rows)} unverified | tokens: "
+            f"{sum(r.prompt_tokens for r in rows):,} prompt + "
+            f"{sum(r.completion_tokens for r in rows):,} completion | cost: "
+            f"{_usd(sum(costs)) if costs else '- (no priced model; ADP_PRICES)'}")
+
+
 def render_progress(rows: list[TypeStatus]) -> Progress:
     progress = Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[note]}"))
@@ -313,9 +363,11 @@ def render_progress(rows: list[TypeStatus]) -> Progress:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers [ADP_BOOTSTRAP].")
 def status_command(watch: bool, interval: float, as_json: bool, bootstrap: str | None) -> None:
-    """Per task type: produced, pending (group lag), running, finished, failed, runtimes;
-    produced, pending and running also per priority lane (high, default, low) once tasks went
-    to a lane other than the default one."""
+    """Per task type: produced, pending (group lag), running, finished, failed, verified
+    (passed of judged, once verdicts exist), runtimes; produced, pending and running also per
+    priority lane (high, default, low) once tasks went to a lane other than the default one.
+    Below the table the totals of verdicts, tokens and cost (priced models only: ADP_PRICES);
+    --json has them per type."""
 
     async def main() -> None:
         async with StatusReader(bootstrap or settings().bootstrap) as reader:
@@ -325,6 +377,7 @@ def status_command(watch: bool, interval: float, as_json: bool, bootstrap: str |
                     click.echo(json.dumps([asdict(r) for r in rows]))
                 else:
                     Console().print(render_table(rows))
+                    click.echo(totals(rows))
                 return
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -333,7 +386,7 @@ def status_command(watch: bool, interval: float, as_json: bool, bootstrap: str |
             with Live(refresh_per_second=4) as live:
                 while not stop.is_set():
                     rows = await reader.read()
-                    live.update(Group(render_table(rows), render_progress(rows)))
+                    live.update(Group(render_table(rows), totals(rows), render_progress(rows)))
                     try:
                         await asyncio.wait_for(stop.wait(), interval)
                     except TimeoutError:

@@ -22,7 +22,7 @@ from adp.console.hub import Hub
 from adp.streams import topics
 from adp.streams.dlq import dlq_row
 from adp.streams.reader import behind, close_quietly, open_consumer
-from adp.streams.status import StatusReader
+from adp.streams.status import Outcome, StatusReader
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Monitor:
         self.aggregator_group = aggregator_group
         self.broker = {"up": None, "bootstrap": bootstrap, "since": time.time(), "error": None}
         # trajectory key -> (type, success, verdict): kept across reconnections
-        self.outcomes: dict[str, tuple[str, bool, bool | None]] = {}
+        self.outcomes: dict[str, Outcome] = {}  # trajectory key -> latest (StatusReader)
         self.samples: deque[tuple[float, int, int, int]] = deque(
             maxlen=int(WINDOW / interval) + 2)
         self.dead_letters: deque[dict] = deque(maxlen=DLQ_KEEP)

@@ -28,7 +28,8 @@ from typing import Any, Sequence
 import openai
 
 from adp.core.limit import AdaptiveLimit
-from adp.core.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
+from adp.core.metrics import LLM_COST, LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
+from adp.core.pricing import call_cost
 from adp.schemas.contracts import LlmExchange
 from adp.runtimes.base import CURRENT_SAMPLING, ModelReply, ToolCall
 from adp.runtimes.llm.cache import LLMCache, fingerprint
@@ -163,6 +164,8 @@ class LLMClient:
                 LLM_LATENCY.labels(provider.name).observe(latency)
                 LLM_TOKENS.labels(provider.name, "prompt").inc(reply.exchange.prompt_tokens)
                 LLM_TOKENS.labels(provider.name, "completion").inc(reply.exchange.completion_tokens)
+                if reply.exchange.cost_usd:
+                    LLM_COST.labels(provider.name, provider.model).inc(reply.exchange.cost_usd)
                 if self.limit is not None:
                     self.limit.on_success()
                 self._down_until.pop(provider.name, None)
@@ -239,6 +242,8 @@ class LLMClient:
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             latency=latency, cached=cached)
+        exchange.cost_usd = call_cost(provider.name, provider.model, exchange.prompt_tokens,
+                                      exchange.completion_tokens, cached)
         return ModelReply(content=content or "", tool_calls=calls, exchange=exchange, message=assistant)
 
 
