@@ -19,6 +19,7 @@ COMMANDS = {
     "tail": "adp.streams.tail:tail_command",
     "replay": "adp.streams.replay:replay_command",
     "verify": "adp.streams.verify_cli:verify_command",
+    "export": "adp.streams.export_cli:export_command",
     "status": "adp.streams.status:status_command",
     "dlq": "adp.streams.dlq_cli:dlq_command",
     "console": "adp.console.cli:console_command",

@@ -179,7 +179,7 @@ async def produce_tasks(path: str | Path, bootstrap: str | None = None,
             text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
         return ProduceError(
             f"{what} Kafka at {bootstrap}: {text} "
-            f"({confirmed} of {handed} task records handed to the producer were confirmed)",
+            f"({confirmed} of {handed} tasks handed to the producer were confirmed)",
             bootstrap, confirmed, report)
 
     def settle(done) -> None:

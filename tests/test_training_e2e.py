@@ -206,6 +206,33 @@ def test_status_counts_verdicts_tokens_and_cost(batch):
         " ".join(table.stdout.split())
 
 
+def test_exports_from_the_topic_load_with_datasets(batch):
+    import datasets
+
+    from tests.test_export import check_chat
+
+    out = batch.workdir / "export"
+    done = batch.adp("export", "kafka", "--format", "parquet", "--out", str(out / "parquet"),
+                     "--validation", "0", "--no-dedup", "--json")
+    assert done.returncode == 0, done.stderr
+    table = datasets.load_dataset("parquet", data_dir=str(out / "parquet"))["train"]
+    assert sorted(table["key"]) == sorted(KEYS)
+    assert {r["key"]: r["verdict"] for r in table} == {k: v[2] for k, v in EXPECTED.items()}
+    assert sum(c for c in table["cost_usd"]) == pytest.approx(
+        sum(t["metadata"]["cost_usd"] for t in batch.files().values()))
+    verified = batch.adp("export", "kafka", "--format", "chat", "--out", str(out / "chat"),
+                         "--verified-only", "--validation", "0", "--json")
+    facts = json.loads(verified.stdout)
+    # 7 verified; the four samples of grpo said the same thing: one of them is kept
+    assert facts["filtered"] == {"not verified": 4} and facts["duplicates"] == 3
+    rows = [json.loads(x) for x in (out / "chat" / "train.jsonl").read_text().splitlines()]
+    for row in rows:
+        check_chat(row)
+    assert facts["trajectories"] == {"train": 4} and len(rows) == 4
+    card = (out / "chat" / "README.md").read_text()
+    assert "Verified rate overall: 100% (4/4)" in card and "provider `custom`" in card
+
+
 def test_adp_verify_on_the_topic_changes_verdicts_never_steps(batch):
     before = batch.files()
     done = batch.adp("verify", "kafka", "--type", "code", "--spec",

@@ -1,0 +1,90 @@
+"""Which trajectories an export keeps, where each one goes (train or validation), and which
+conversations are duplicates of ones already written."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from adp.schemas.contracts import Trajectory
+
+
+@dataclass(frozen=True)
+class Filters:
+    verified_only: bool = False  # a verifier passed it
+    success_only: bool = False   # success: the verdict where there is one, else the claim
+    task_type: str | None = None
+    model: str | None = None     # glob over the models of the trajectory's LLM calls
+    min_steps: int | None = None
+    max_steps: int | None = None
+    since: float | None = None   # finished at or after (unix seconds)
+
+    def why_not(self, t: Trajectory) -> str | None:
+        """None if `t` is kept, else the filter that drops it."""
+        if self.verified_only and t.verdict_status != "passed":
+            return "not verified"
+        if self.success_only and not t.success:
+            return "not successful"
+        if self.task_type and t.task_type != self.task_type:
+            return "another task type"
+        if self.model and not any(fnmatch.fnmatchcase(m, self.model) for m in models_of(t)):
+            return "another model"
+        if self.min_steps is not None and len(t.steps) < self.min_steps:
+            return "too few steps"
+        if self.max_steps is not None and len(t.steps) > self.max_steps:
+            return "too many steps"
+        if self.since is not None and t.metadata.finished_at < self.since:
+            return "finished before --since"
+        return None
+
+    def describe(self) -> list[str]:
+        out = []
+        if self.verified_only:
+            out.append("verified only (a verifier passed it)")
+        if self.success_only:
+            out.append("successful only")
+        for name in ("task_type", "model", "min_steps", "max_steps"):
+            if getattr(self, name) is not None:
+                out.append(f"{name.replace('_', ' ')}: {getattr(self, name)}")
+        if self.since is not None:
+            from datetime import datetime, timezone
+            out.append("finished since "
+                       + datetime.fromtimestamp(self.since, timezone.utc).isoformat())
+        return out or ["none"]
+
+
+def models_of(t: Trajectory) -> list[str]:
+    return sorted({s.llm.model for s in t.steps if s.llm is not None})
+
+
+def providers_of(t: Trajectory) -> list[str]:
+    return sorted({s.llm.provider for s in t.steps if s.llm is not None})
+
+
+def split_of(task_id: str, validation: float) -> str:
+    """"validation" for a stable share of task_ids, "train" for the rest: a hash of the
+    task_id decides, so every sample of a task lands in the same split, run after run."""
+    if validation <= 0:
+        return "train"
+    point = int(hashlib.sha256(task_id.encode("utf-8")).hexdigest()[:16], 16) / 2 ** 64
+    return "validation" if point < validation else "train"
+
+
+@dataclass
+class Dedup:
+    """Remembers conversations by a hash of their canonical JSON."""
+
+    seen: set[str] = field(default_factory=set)
+    dropped: int = 0
+
+    def first(self, conversation: Any) -> bool:
+        digest = hashlib.sha256(json.dumps(conversation, sort_keys=True, ensure_ascii=False)
+                                .encode("utf-8")).hexdigest()
+        if digest in self.seen:
+            self.dropped += 1
+            return False
+        self.seen.add(digest)
+        return True
