@@ -37,10 +37,13 @@ def _free_port() -> int:
 
 
 def _task_ids(path: Path) -> dict[str, str]:
-    """task_id -> task_type of the file's valid lines (`adp produce` reports the bad ones)."""
+    """key -> task_type of every sample of the file's valid lines (one key per task unless it
+    asks for k samples; `adp produce` reports the bad lines)."""
     from adp.connectors.tasks_source import read_tasks
+    from adp.schemas.contracts import sample_key
 
-    return {item.task.task_id: item.task.task_type for item in read_tasks(path) if item.task}
+    return {sample_key(item.task.task_id, i): item.task.task_type
+            for item in read_tasks(path) if item.task for i in range(item.task.samples)}
 
 
 @click.command("demo")
@@ -67,8 +70,8 @@ def demo_command(tasks_file: Path, out: Path | None, llm: str, concurrency: int,
     if not wanted:
         raise click.ClickException(f"{tasks_file} has no valid task")
     out.mkdir(parents=True, exist_ok=True)
-    for task_id in wanted:  # a previous run's files must not count as this run's results
-        (out / f"{task_id}.json").unlink(missing_ok=True)
+    for key in wanted:  # a previous run's files must not count as this run's results
+        (out / f"{key}.json").unlink(missing_ok=True)
 
     env = dict(os.environ, ADP_HOME=str(s.home))
     cluster = KafkaCluster(name="demo")
@@ -176,18 +179,39 @@ def _wait_for_files(out: Path, wanted: dict[str, str], children: ChildProcesses,
     return done
 
 
+VERDICT_STYLE = {"passed": "[green]passed", "failed": "[red]failed",
+                 "error": "[yellow]could not verify", "unverified": "[dim]unverified"}
+
+
+def _verdict(t: dict) -> str:
+    v = t.get("verification") or {}
+    if not v.get("verifier"):
+        return "unverified"
+    return "error" if v.get("passed") is None else "passed" if v["passed"] else "failed"
+
+
 def _print_summary(out: Path, wanted: dict[str, str], done: set[str]) -> None:
     table = Table(title=f"Trajectories in {out}")
-    for col in ("task", "type", "success", "steps", "duration s", "final result"):
+    for col in ("task", "type", "claimed", "verified", "steps", "duration s", "final result"):
         table.add_column(col, overflow="fold")
-    for task_id in wanted:
-        if task_id not in done:
-            table.add_row(task_id, wanted[task_id], "[red]missing", "-", "-", "-")
+    verdicts: dict[str, int] = {}
+    claimed = 0
+    for key in wanted:
+        if key not in done:
+            table.add_row(key, wanted[key], "[red]missing", "-", "-", "-", "-")
             continue
-        t = json.loads((out / f"{task_id}.json").read_text())
-        table.add_row(task_id, t["task_type"], "[green]yes" if t["success"] else "[red]no",
-                      str(len(t["steps"])), f"{t['total_duration']:.1f}",
+        t = json.loads((out / f"{key}.json").read_text())
+        claim = t.get("claimed_success", t["success"])
+        claimed += bool(claim)
+        verdict = _verdict(t)
+        verdicts[verdict] = verdicts.get(verdict, 0) + 1
+        table.add_row(key, t["task_type"], "yes" if claim else "[red]no",
+                      VERDICT_STYLE[verdict], str(len(t["steps"])), f"{t['total_duration']:.1f}",
                       (t["final_result"] or t["metadata"].get("error") or "")[:60])
     Console().print(table)
     ok = sum(1 for t in wanted if t in done)
-    console.print(f"{ok}/{len(wanted)} trajectories written")
+    judged = sum(n for v, n in verdicts.items() if v != "unverified")
+    console.print(f"{ok}/{len(wanted)} trajectories written; the agent claimed success in "
+                  f"{claimed}, a verifier passed {verdicts.get('passed', 0)} of the {judged} "
+                  f"with a verifier ({verdicts.get('failed', 0)} failed, "
+                  f"{verdicts.get('error', 0)} could not be verified)")

@@ -54,7 +54,7 @@ def old_and_new_records(kafka) -> dict[str, list[bytes]]:
     """v1's bytes and records written by today's codec, on the topics they belong to."""
     new_steps = [e.model_copy(update={"task_id": "now-1"}) for e in EVENTS.values()]
     new_steps[0] = new_steps[0].model_copy(
-        update={"task": TASK.model_copy(update={"task_id": "now-1"})})
+        update={"task": TASK.model_copy(update={"task_id": "now-1", "sample_index": 0})})
     new = [("adp.tasks.web", b"t-1", codec.encode(TASK)),
            *[("adp.steps", b"now-1", codec.encode(e)) for e in new_steps],
            ("adp.trajectories", b"t-1", codec.encode(TRAJECTORY))]
@@ -72,6 +72,22 @@ def test_v1_records_decode_to_todays_models(old_and_new_records):
     assert codec.writer_schema(v1_step[2:10]).version == "v1"
 
 
+V1_TASK_KEYS = ("max_steps", "timeout", "priority", "expected_tools", "constraints", "metadata")
+
+
+def v1_view(t: Trajectory) -> dict:
+    """A trajectory as schema v1 could hold it (the fields added in v2 left out)."""
+    doc = t.model_dump(mode="json")
+    for key in ("sample_index", "claimed_success", "verification"):
+        doc.pop(key)
+    doc["metadata"].pop("cost_usd")
+    doc["metadata"]["task"] = {k: doc["metadata"]["task"][k] for k in V1_TASK_KEYS}
+    for step in doc["steps"]:
+        if step["llm"]:
+            step["llm"].pop("cost_usd")
+    return doc
+
+
 def test_v1_steps_replay_with_todays_code(kafka, old_and_new_records, tmp_path):
     out = tmp_path / "replayed"
     proc = subprocess.run([*ADP, "replay", "--out", str(out), "--json"], capture_output=True,
@@ -79,14 +95,16 @@ def test_v1_steps_replay_with_todays_code(kafka, old_and_new_records, tmp_path):
     assert proc.returncode == 0, proc.stderr
     files = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
     assert set(files) == {"v1-阶乘", "now-1"}
-    # the same trajectory the v1 aggregator published, now read through today's schema
+    # the same trajectory the v1 aggregator published, now read through today's schema: what
+    # v1 had is identical, and the fields added since say "before verification existed"
     v1_trajectory = codec.decode(old_and_new_records["old"][-1], expect=Trajectory)
     v1_events = [codec.decode(v, expect=StepEvent) for v in old_and_new_records["old"][1:5]]
-    assert [t.model_dump(mode="json") for t in assemble(v1_events)[0]] \
-        == [v1_trajectory.model_dump(mode="json")]
+    assert [v1_view(t) for t in assemble(v1_events)[0]] == [v1_view(v1_trajectory)]
     replayed = Trajectory.model_validate(files["v1-阶乘"])
-    assert replayed == v1_trajectory
+    assert v1_view(replayed) == v1_view(v1_trajectory)
     assert replayed.steps[0].observation == "120\n" and replayed.final_result == "5! = 120"
+    assert replayed.verdict_status == "unverified" and replayed.claimed is True
+    assert replayed.key == "v1-阶乘" and replayed.metadata.cost_usd is None
 
 
 def test_v1_trajectory_records_resink_with_todays_code(kafka, old_and_new_records, tmp_path):
@@ -96,6 +114,17 @@ def test_v1_trajectory_records_resink_with_todays_code(kafka, old_and_new_record
     assert proc.returncode == 0, proc.stderr
     back = Trajectory.model_validate_json((out / "v1-阶乘.json").read_text())
     assert back == codec.decode(old_and_new_records["old"][-1])
+    # and it exports: the conversation rebuilt from v1's raw exchanges
+    data = tmp_path / "data"
+    proc = subprocess.run([*ADP, "export", str(out), "--format", "chat", "--out", str(data),
+                           "--validation", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {json.loads(line)["messages"][1]["content"]: json.loads(line)
+            for line in (data / "train.jsonl").read_text().splitlines()}
+    messages = rows["计算5的阶乘"]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant"]
+    assert messages[3] == {"role": "tool", "content": "120\n", "tool_call_id": "call_1"}
+    assert messages[-1] == {"role": "assistant", "content": "5! = 120"}
 
 
 # ---- a second Avro implementation --------------------------------------------------------------

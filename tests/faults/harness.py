@@ -12,21 +12,24 @@ from pathlib import Path
 
 
 from adp.schemas import codec
-from adp.schemas.contracts import Trajectory
+from adp.schemas.contracts import Trajectory, sample_key
 from adp.streams import topics
 from adp.streams.reader import read_topic
-from tests.helpers import ADP, AdpProcess, trajectory_files, wait_for, write_tasks
+from tests.helpers import ADP, AdpProcess, wait_for, write_tasks
 
 
 class Pipeline:
     def __init__(self, tmp: Path, bootstrap: str, llm_url: str, prefix: str, n_tasks: int,
-                 priorities: tuple[int, ...] = (5,)):
+                 priorities: tuple[int, ...] = (5,), samples: int = 1):
         self.tmp, self.bootstrap, self.prefix = tmp, bootstrap, prefix
         self.out = tmp / "trajectories"
         self.env = {"ADP_BOOTSTRAP": bootstrap, "ADP_LLM_BASE_URL": llm_url,
                     "ADP_LLM_MODEL": "stub", "ADP_HOME": str(tmp / "home"),
                     "ADP_METRICS_PORT": "0"}
         self.ids = [f"{prefix}-{i:04d}" for i in range(n_tasks)]
+        # every sample of every task is one trajectory, named by its key (task_id[/i])
+        self.samples = samples
+        self.keys = [sample_key(t, i) for t in self.ids for i in range(samples)]
         # task i gets priorities[i % len]: with several, the tasks spread over priority lanes
         self.priorities = priorities
         self.runtimes: list[AdpProcess] = []
@@ -63,16 +66,19 @@ class Pipeline:
         tasks = write_tasks(self.tmp / "tasks.jsonl", [
             {"task_id": t, "task_type": "code", "description": f"Fault task {t}: print it.",
              "max_steps": 4, "timeout": 120,
-             "priority": self.priorities[i % len(self.priorities)]}
+             "priority": self.priorities[i % len(self.priorities)],
+             **({"samples": self.samples} if self.samples > 1 else {})}
             for i, t in enumerate(self.ids)])
         done = subprocess.run(ADP + ["produce", "--quiet", str(tasks)], capture_output=True,
                               text=True, timeout=300, env={**self.aggregator.env})
         assert done.returncode == 0, done.stdout + done.stderr
 
     def written(self) -> set[str]:
+        """Keys of the trajectory files written: <task_id>.json and <task_id>/<i>.json."""
         if not self.out.exists():
             return set()
-        return {p.stem for p in self.out.glob(f"{self.prefix}-*.json")}
+        return {p.relative_to(self.out).as_posix()[:-5] for p in self.out.rglob("*.json")
+                if p.relative_to(self.out).as_posix().startswith(self.prefix)}
 
     def wait_written(self, count: int, timeout: float = 300) -> None:
         wait_for(lambda: len(self.written()) >= count, timeout,
@@ -86,24 +92,24 @@ class Pipeline:
 
     def verify(self) -> dict[str, int]:
         """Exact set equality in/out, steps contiguous, one attempt per task everywhere."""
-        files = {k: v for k, v in trajectory_files(self.out).items() if k.startswith(self.prefix)}
-        assert set(files) == set(self.ids), (
-            f"missing {sorted(set(self.ids) - set(files))[:10]}, "
-            f"unexpected {sorted(set(files) - set(self.ids))[:10]}")
+        files = {k: json.loads((self.out / f"{k}.json").read_text()) for k in self.written()}
+        assert set(files) == set(self.keys), (
+            f"missing {sorted(set(self.keys) - set(files))[:10]}, "
+            f"unexpected {sorted(set(files) - set(self.keys))[:10]}")
         for task_id, t in files.items():
             steps = t["steps"]
             assert [s["step_id"] for s in steps] == list(range(1, len(steps) + 1)), task_id
             assert t["success"] is True, (task_id, t["metadata"])
         published = asyncio.run(self._published_trajectories())
         republished = 0
-        for task_id in self.ids:
+        for task_id in self.keys:
             versions = published.get(task_id, [])
             assert versions, f"{task_id} never reached adp.trajectories"
             attempts = {v.metadata.attempt_id for v in versions}
             # re-publishing after a crash is allowed, but only ever of the same attempt
             assert attempts == {files[task_id]["metadata"]["attempt_id"]}, (task_id, attempts)
             republished += len(versions) - 1
-        return {"tasks_in": len(self.ids), "files_out": len(files),
+        return {"tasks_in": len(self.ids), "samples_in": len(self.keys), "files_out": len(files),
                 "republished_identical": republished}
 
     def counters(self) -> dict[str, int]:

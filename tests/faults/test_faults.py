@@ -72,6 +72,25 @@ def test_runtime_kill9_with_every_priority_lane_busy(kafka, slow_stub, tmp_path,
     p.report(record_property)
 
 
+def test_runtime_kill9_with_four_samples_per_task(kafka, slow_stub, tmp_path, record_property):
+    """k = 4: exactly four trajectories per task (one per sample, keys task_id[/i]) although a
+    runtime dies mid-run (lean: 40 tasks, one kill)."""
+    n = 40
+    p = Pipeline(tmp_path, kafka.bootstrap, slow_stub, "fault-k4", n, samples=4)
+    p.start_aggregator()
+    p.start_runtime(concurrency=4)
+    p.start_runtime(concurrency=4)
+    try:
+        p.produce()
+        p.wait_written(len(p.keys) // 3)
+        p.live_runtimes()[0].kill9()
+        p.start_runtime(concurrency=4)
+        p.wait_written(len(p.keys))
+    finally:
+        p.stop_all()
+    p.report(record_property)
+
+
 def test_aggregator_kill9_and_restart(kafka, slow_stub, tmp_path, record_property):
     p = Pipeline(tmp_path, kafka.bootstrap, slow_stub, "fault-agg", N)
     p.start_aggregator()
