@@ -190,8 +190,8 @@ def test_k_samples_are_k_independent_trajectories_spread_over_the_group(batch, k
 def test_status_counts_verdicts_tokens_and_cost(batch):
     rows = {r["task_type"]: r for r in json.loads(batch.adp("status", "--json").stdout)}
     code, reasoning = rows["code"], rows["reasoning"]
-    assert (code["finished"], code["verified"], code["wrong"], code["unverified"]) == (8, 6, 1, 1)
-    assert (reasoning["verified"], reasoning["wrong"], reasoning["unverifiable"]) == (1, 1, 1)
+    assert (code["finished"], code["verified"], code["checked"], code["unverified"]) == (8, 6, 7, 1)
+    assert (reasoning["verified"], reasoning["checked"], reasoning["unverifiable"]) == (1, 2, 1)
     files = batch.files()
     for kind, row in rows.items():
         mine = [t for t in files.values() if t["task_type"] == kind]

@@ -69,12 +69,15 @@ def test_the_wheel_holds_one_package_with_its_data(wheel: Path):
                  "adp/schemas/Trajectory.avsc", "adp/site/index.html",
                  "adp/streams/broker/pom.xml", "adp/streams/broker/log4j2.yaml",
                  "adp/console/static/index.html", "adp/console/static/console.css",
-                 "adp/console/static/js/main.js", "adp/console/static/js/dom.js"):
+                 "adp/console/static/js/main.js", "adp/console/static/js/dom.js",
+                 "adp/schemas/history/v1/StepEvent.avsc", "adp/schemas/history/v2/Task.avsc",
+                 "adp/connectors/export/atif-v1.4.schema.json"):
         assert data in names, f"{data} missing from the wheel"
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     assert "adp = adp.cli:main" in entry_points
     assert "code = adp.runtimes.code:CodeRuntime" in entry_points
+    assert "judge = adp.runtimes.verify.judge:JudgeVerifier" in entry_points
 
 
 def test_the_installed_wheel_runs_outside_the_checkout(fresh_env: Path, tmp_path: Path):
