@@ -368,3 +368,19 @@ def test_cost_sums_the_priced_calls():
         e.step.llm.cost_usd = cost
     (t,), _ = assemble(events)
     assert t.metadata.cost_usd == 0.75
+
+
+def test_samples_have_file_names_of_their_own():
+    from adp.connectors.sinks.base import artifact_name, is_artifact_name, object_name
+    from adp.schemas.contracts import Artifact
+
+    events = [e for i in range(2) for e in sample_events("plot", i, 2, attempt_id=f"a{i}")]
+    first, second = sorted(assemble(events)[0], key=lambda t: t.sample_index)
+    png = Artifact(name="out/hist.png", size=3, media_type="image/png", sha256="0" * 64,
+                   kept=True)
+    assert (object_name(first), object_name(second)) == ("plot.json", "plot/1.json")
+    names = [artifact_name(first, 2, png), artifact_name(second, 2, png)]
+    assert names == ["plot/step-2/out/hist.png", "plot/1/step-2/out/hist.png"]
+    assert all(is_artifact_name(n) for n in names)
+    assert not any(is_artifact_name(n) for n in ("plot.json", "plot/1.json", "step-2.json",
+                                                 "step-2/1.json"))

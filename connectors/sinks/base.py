@@ -49,22 +49,24 @@ def object_name(trajectory: Trajectory) -> str:
 class SinkError(RuntimeError):
     """The destination cannot be written; the message names it and says why."""
 def artifact_name(trajectory: Trajectory, step_id: int, artifact: Artifact) -> str:
-    """Where a file a step wrote goes, beside the trajectory: <task_id>/step-<n>/<name> (a file
-    saved again by a later step is kept once per step)."""
+    """Where a file a step wrote goes, beside the trajectory: <key>/step-<n>/<name>, i.e.
+    <task_id>/step-<n>/<name>, or <task_id>/<i>/step-<n>/<name> for sample i > 0 of a task run
+    k times (a file saved again by a later step is kept once per step)."""
     parts = artifact.name.split("/")
     if artifact.name.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"artifact name {artifact.name!r} is not a plain relative path")
-    return f"{trajectory.task_id}/step-{step_id}/{artifact.name}"
+    return f"{trajectory.key}/step-{step_id}/{artifact.name}"
 
 
 _STEP_FOLDER = re.compile(r"step-[0-9]+")
 
 
 def is_artifact_name(name: str) -> bool:
-    """Whether a stored name is a step's file in artifact_name's layout (<task_id>/step-<n>/...)
-    rather than a trajectory: readers of a destination tell the two apart with it."""
+    """Whether a stored name is a step's file in artifact_name's layout (<key>/step-<n>/...)
+    rather than a trajectory (<task_id>.json, <task_id>/<i>.json): readers of a destination
+    tell the two apart with it."""
     parts = name.split("/")
-    return len(parts) >= 3 and _STEP_FOLDER.fullmatch(parts[1]) is not None
+    return any(_STEP_FOLDER.fullmatch(p) for p in parts[1:-1])
 
 
 class BaseSink(abc.ABC):
