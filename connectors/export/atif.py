@@ -13,7 +13,8 @@ trajectory.
                       start page), with what it observed
 Text-protocol actions (a ```python block) are actions without a tool call: their output is an
 observation result without source_call_id, as the RFC allows. Everything adp knows beyond the
-RFC's fields (the verdict, the agent's claim, the step's action_type/params) is in `extra`.
+RFC's fields (the verdict, the agent's claim, the step's action_type/params and saved files) is
+in `extra`.
 
 The JSON schema beside this module (atif-v1.4.schema.json) is derived from the RFC's tables;
 `rfc_problems` checks the rules the tables cannot say.
@@ -97,9 +98,13 @@ def _agent_step(step: Step, index: int, steps: list[Step], step_id: int) -> dict
 
 
 def _step_extra(step: Step) -> dict[str, Any]:
-    return {"adp_step_id": step.step_id, "action_type": step.action_type,
-            "action_params": step.action_params, "success": step.success, "error": step.error,
-            "duration": step.duration}
+    extra = {"adp_step_id": step.step_id, "action_type": step.action_type,
+             "action_params": step.action_params, "success": step.success, "error": step.error,
+             "duration": step.duration}
+    if step.artifacts:  # the files the step saved (their bytes sit beside the trajectory)
+        extra["artifacts"] = [a.model_dump(mode="json", exclude={"location"})
+                              for a in step.artifacts]
+    return extra
 
 
 def atif_document(t: Trajectory, agent_version: str) -> dict[str, Any]:
