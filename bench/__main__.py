@@ -54,6 +54,27 @@ def machine() -> dict:
             "load_average_at_start": [round(x, 2) for x in load_average()]}
 
 
+def free_port_block(size: int) -> int:
+    """A base port whose next `size` ports (and the controller's, +100) look free; below the
+    ephemeral range, like the tests' brokers."""
+    import random
+    import socket
+
+    def free(port: int) -> bool:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                return False
+
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - 200 - size)
+        if all(free(p) for p in [*range(base, base + size), base + 100]):
+            return base
+    raise RuntimeError("no free port block found")
+
+
 def main() -> None:
     every = discover()
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
@@ -65,7 +86,9 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0,
                     help="multiply every workload size (default 1: the sizes the targets are "
                          "stated for; the report says when another was used)")
-    ap.add_argument("--port", type=int, default=29392, help="Kafka port of the bench cluster")
+    ap.add_argument("--port", type=int, default=None,
+                    help="Kafka port of the bench cluster (default: a free one; the stubs and "
+                         "metrics use the next 50)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the report goes")
     args = ap.parse_args()
     wanted = [m for m in every if not args.parts or m.KEY in args.parts or m.NAME in args.parts]
@@ -83,8 +106,9 @@ def main() -> None:
     loads: dict[str, list[float]] = {}
     try:
         if any(getattr(m, "NEEDS_BROKER", True) for m in wanted):
-            console.print(f"starting Kafka on 127.0.0.1:{args.port} ...")
-            bench.start_broker(args.port)
+            port = args.port or free_port_block(60)
+            console.print(f"starting Kafka on 127.0.0.1:{port} ...")
+            bench.start_broker(port)
         for module in wanted:
             console.rule(f"{module.KEY}. {module.TITLE}")
             t0 = time.monotonic()
