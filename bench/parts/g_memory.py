@@ -10,6 +10,7 @@ import asyncio
 import time
 
 from bench.core import Bench, metric, rss_mib
+from bench.parts.e_end_to_end import start_at_end
 from bench.workload import produce
 
 KEY = "g"
@@ -49,8 +50,6 @@ async def run(bench: Bench) -> None:
     seconds = await produce(bench.bootstrap, STEPS, events)
     bench.note(KEY, f"{len(events):,} events of {n:,} tasks made in "
                     f"{time.perf_counter() - t0 - seconds:.0f}s, produced in {seconds:.0f}s")
-    from bench.parts.e_end_to_end import start_at_end
-
     port = bench.cluster_port + METRICS_PORT_OFFSET
     proc = bench.start("memory-aggregator", [
         "aggregate", "--out", str(bench.work / "memory-out"), "--app-id", "bench-memory",
