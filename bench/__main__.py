@@ -96,6 +96,12 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown part(s): {', '.join(sorted(unknown))}")
 
+    import signal
+
+    def stop(signum: int, _frame: object) -> None:  # SIGTERM: stop what we started, too
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     work = new_workdir()
     bench = Bench(work, quick=args.quick, scale=args.scale)
     info = machine()

@@ -55,17 +55,18 @@ def _tail(bench: Bench, seen: list[tuple[float, float]], stop: threading.Event) 
 
 
 async def start_at_end(bootstrap: str, group: str) -> None:
-    """Commit the end of adp.steps for `group`, so its aggregator skips what earlier parts left
-    there and the latency figures are this part's own."""
+    """Commit the ends of adp.steps and adp.trajectories for the aggregator group `group`, so
+    it skips what earlier parts left there (its sink agent would re-write every trajectory on
+    the topic first) and the figures are this part's own."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from adp.streams.topics import STEPS
+    from adp.streams.topics import STEPS, TRAJECTORIES
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = [TopicPartition(STEPS, p) for p in range(6)]
+        parts = [TopicPartition(t, p) for t in (STEPS, TRAJECTORIES) for p in range(6)]
         consumer.assign(parts)
         ends = await consumer.end_offsets(parts)
         await consumer.commit({tp: ends[tp] for tp in parts})
