@@ -4,15 +4,16 @@ imported only when used, so `adp --help` and quick commands stay fast."""
 from __future__ import annotations
 
 import importlib
-import logging
 
 import click
 
 from adp import __version__
+from adp.core import logs
 
 # command name -> "module:click_object". The folders read as the data flow.
 COMMANDS = {
     "kafka": "adp.streams.broker.cli:kafka",
+    "topics": "adp.streams.topics_cli:topics_command",
     "produce": "adp.streams.producer:produce_command",
     "runtime": "adp.streams.runtime_cli:runtime_command",
     "aggregate": "adp.streams.aggregator:aggregate_command",
@@ -63,14 +64,13 @@ def main(verbose: int) -> None:
     trajectories.
 
     Typical run: `adp kafka up`, `adp runtime code`, `adp aggregate`, `adp produce tasks.jsonl`.
-    Settings come from flags and ADP_* environment variables (ADP_BOOTSTRAP, ADP_HOME,
-    ADP_OUTPUT_DIR, ADP_LLM_BASE_URL, ADP_LLM_MODEL, ...)."""
-    # Our own loggers say what happened at INFO; libraries (aiokafka, faust) only warn.
-    logging.basicConfig(
-        level=logging.DEBUG if verbose >= 2 else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("adp").setLevel(logging.DEBUG if verbose else logging.INFO)
+    Settings come from flags, ADP_* environment variables (ADP_BOOTSTRAP, ADP_HOME,
+    ADP_OUTPUT_DIR, ADP_SECURITY_PROTOCOL, ADP_LLM_BASE_URL, ...) and an optional TOML file
+    (--config or ADP_CONFIG); README lists them all. Exit code 3 from any command: Kafka
+    unreachable, or it refused the credentials or an operation (the message says which)."""
+    # Our own loggers say what happened at INFO; libraries (aiokafka, faust) only warn, and
+    # once a minute when they repeat themselves (core/logs.py).
+    logs.setup(verbose)
 
 if __name__ == "__main__":
     main()

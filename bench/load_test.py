@@ -54,18 +54,16 @@ async def sandbox_baseline(n: int, concurrency: int) -> float:
 
 
 async def kafka_baseline(bootstrap: str, n: int) -> float:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
+    from adp.streams import kafka
     from adp.streams.admin import ensure_topics
     from adp.streams.topics import TopicSpec
 
     topic = "bench.raw"
     await ensure_topics(bootstrap, specs=[TopicSpec(topic, 6)])
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest")
-    await producer.start()
-    await consumer.start()
+    # plain clients: no idempotence, no compression (the baseline is Kafka itself)
+    producer = await kafka.start(kafka.producer(bootstrap, client_id="adp-bench",
+                                                enable_idempotence=False, compression_type=None))
+    consumer = await kafka.start(kafka.consumer(topic, conf=bootstrap, client_id="adp-bench"))
     began = time.perf_counter()
     try:
         futures = [await producer.send(topic, b"x" * 200, key=str(i).encode()) for i in range(n)]

@@ -72,14 +72,14 @@ def _open(path: Path):
         raise TaskFileError(f"cannot open tasks file {path}: {exc.strerror or exc}") from None
 
 
-def _lines(fh) -> Iterator[tuple[int, int, bytes | None]]:
+def _lines(fh, limit: int) -> Iterator[tuple[int, int, bytes | None]]:
     """(offset, length, line-or-None) for each physical line; None means 'too long, skipped'."""
     offset = 0
     while True:
-        line = fh.readline(MAX_LINE_BYTES + 1)
+        line = fh.readline(limit + 1)
         if not line:
             return
-        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+        if len(line) > limit and not line.endswith(b"\n"):
             length = len(line)
             while True:  # skip the rest of this line without keeping it
                 chunk = fh.readline(_CHUNK)
@@ -148,29 +148,38 @@ def _json_kind(obj: Any) -> str:
             float: "a number", type(None): "null"}.get(type(obj), type(obj).__name__)
 
 
-def read_tasks(path: str | os.PathLike[str]) -> Iterator[SourceItem]:
+def read_tasks(path: str | os.PathLike[str],
+               max_line_bytes: int | None = None) -> Iterator[SourceItem]:
     """Stream the file's tasks and errors, in order. See the module docstring.
+    `max_line_bytes`: longer lines are rejected (default MAX_LINE_BYTES).
 
     Raises TaskFileError from the call itself if the file cannot be opened, or while iterating
     if reading fails midway (an I/O error)."""
     path = Path(path)
-    return _items(path, _open(path))  # opened now, so TaskFileError comes from this call
+    # opened now, so TaskFileError comes from this call
+    return _items(path, _open(path), max_line_bytes or MAX_LINE_BYTES)
 
 
-def _items(path: Path, fh) -> Iterator[SourceItem]:
+def read_stream(fh, name: str = "<stdin>",
+                max_line_bytes: int | None = None) -> Iterator[SourceItem]:
+    """As read_tasks, from an open binary stream (standard input); `name` in messages."""
+    return _items(name, fh, max_line_bytes or MAX_LINE_BYTES)
+
+
+def _items(path: Path | str, fh, limit: int) -> Iterator[SourceItem]:
     seen: dict[str, int] = {}
     any_content = False
     line_no = 0
     with fh:
         try:
-            for offset, length, raw in _lines(fh):
+            for offset, length, raw in _lines(fh, limit):
                 line_no += 1
                 end = offset + length
                 if raw is None:
                     any_content = True
                     yield SourceItem(line_no, error=(
                         f"line {line_no}: line is {length} bytes, over the "
-                        f"{MAX_LINE_BYTES // (1024 * 1024)} MiB limit"), offset=offset, end=end)
+                        f"{limit / (1024 * 1024):.3g} MiB limit"), offset=offset, end=end)
                     continue
                 if not raw.strip():
                     continue

@@ -4,9 +4,11 @@ generic enough for any long-running helper (a broker, a model server)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -156,6 +158,12 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
         return pid
 
+    def send(self, sig: int) -> None:
+        """Signal the running process (and its session's group), if any; returns at once."""
+        pid = self.pid()
+        if pid is not None:
+            self._signal(pid, sig)
+
     @staticmethod
     def _signal(pid: int, sig: int) -> None:
         try:
@@ -165,6 +173,26 @@ class ManagedProcess:
                 os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def exit_if_stuck(seconds: float, what: str, code: int = 1) -> threading.Timer:
+    """Shutdown insurance, armed when a stop signal arrives: a daemon timer that ends the
+    process if it has not exited `seconds` later (a library still waiting for a broker that is
+    gone). Safe for the platform's components: they commit only finished work, so whatever was
+    not committed is redone at the next start, as after a kill -9."""
+
+    def expire() -> None:
+        logging.getLogger("adp").error(
+            "%s did not stop within %.0fs of the stop signal (is the broker unreachable?); "
+            "exiting now: work not committed is redone at the next start", what, seconds)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(code)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 class ChildProcesses:

@@ -7,7 +7,8 @@
   (`take_events`: up to BATCH_MAX events or BATCH_WITHIN seconds), decodes them with
   adp.schemas.codec and feeds streams.assembly.TrajectoryAssembler, partition by partition with
   scope = partition. Its state is a Faust table (memory store, changelog topic
-  <app_id>-assembly-changelog, 6 partitions like adp.steps), so a kill -9'd aggregator resumes
+  <app_id>-assembly-changelog, as many partitions as adp.steps has on the broker: _prepare), so
+  a kill -9'd aggregator resumes
   where its changelog and committed offsets left it.
 - The assembler writes into one StagedStore (streams/assembly.py). A batch's writes reach the
   table only AFTER every trajectory the batch completed is acknowledged on adp.trajectories,
@@ -40,11 +41,13 @@ from pydantic import ValidationError
 
 from adp.schemas import codec
 from adp.core import metrics
-from adp.core.settings import settings
+from adp.core.process import exit_if_stuck
+from adp.core.settings import Settings
 from adp.schemas.contracts import StepEvent, Trajectory
 from adp.connectors.sinks.base import BaseSink, SinkError, make_sink
 from adp.streams.assembly import (DEFAULT_EXPIRE_AFTER, InvalidEvent, StagedStore,
                                   TrajectoryAssembler)
+from adp.streams import kafka
 from adp.streams.artifacts import ArtifactFetcher
 from adp.streams.dlq import dlq_headers
 from adp.streams.faust_guard import (AGENT_CRASH_EXIT, STALL_CHECK_EVERY, SkipGuard,
@@ -55,7 +58,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_APP_ID = AGGREGATOR_GROUP
 TABLE_NAME = "assembly"
-STEP_PARTITIONS = 6
 # A batch is what Faust delivered within BATCH_WITHIN seconds (at most BATCH_MAX events): the
 # longer it collects, the more of a task's writes coalesce into one table write (a task that
 # starts and finishes within a batch writes only its done record), at the price of that much
@@ -72,8 +74,9 @@ DROP_REASONS = {"duplicates_dropped": "duplicate", "late_events_dropped": "late"
 
 @dataclass
 class AggregatorConfig:
-    bootstrap: str
+    connection: Settings  # the cluster and how to reach it (streams/kafka.py)
     sink: BaseSink
+    step_partitions: int  # adp.steps' partitions on the broker (= the changelog's): _prepare
     app_id: str = DEFAULT_APP_ID
     expire_after: float = DEFAULT_EXPIRE_AFTER
     replication: int = 1
@@ -81,6 +84,7 @@ class AggregatorConfig:
     log_every: float = 30.0
     session_timeout: float = 30.0
     datadir: Path | None = None
+    drain_timeout: float = 30.0  # after SIGTERM, the process ends within this even without a broker
 
 
 class Aggregator:
@@ -93,20 +97,20 @@ class Aggregator:
         self.config = config
         self.stats = {"trajectories_published": 0, "trajectories_written": 0, "dlq": 0,
                       "table_writes": 0}
-        self.guard = SkipGuard(config.bootstrap, config.app_id, STEPS)
+        self.guard = SkipGuard(config.connection, config.app_id, STEPS)
         self.crashed: BaseException | None = None
         self._worker: Any = None
         self._dropped_seen = dict.fromkeys(DROP_REASONS, 0)
-        self.artifacts = ArtifactFetcher(config.bootstrap)  # bytes of files steps wrote
-        datadir = config.datadir or settings().home / "aggregator"
+        self.artifacts = ArtifactFetcher(config.connection)  # bytes of files steps wrote
+        datadir = config.datadir or config.connection.home / "aggregator"
         datadir.mkdir(parents=True, exist_ok=True)
         self.app = app = faust.App(
             config.app_id,
-            broker=[f"kafka://{h.strip()}" for h in config.bootstrap.split(",") if h.strip()],
+            **kafka.faust_settings(config.connection),
             store="memory://",
             datadir=str(datadir),
             web_enabled=False,
-            topic_partitions=STEP_PARTITIONS,
+            topic_partitions=config.step_partitions,
             topic_replication_factor=config.replication,
             key_serializer="raw",
             value_serializer="raw",
@@ -121,7 +125,7 @@ class Aggregator:
         self.steps = app.topic(STEPS, key_serializer="raw", value_serializer="raw")
         self.trajectories = app.topic(TRAJECTORIES, key_serializer="raw", value_serializer="raw")
         self.dlq = app.topic(DLQ, key_serializer="raw", value_serializer="raw")
-        self.table = app.Table(TABLE_NAME, partitions=STEP_PARTITIONS, key_type=str,
+        self.table = app.Table(TABLE_NAME, partitions=config.step_partitions, key_type=str,
                                value_type=None,
                                help="TrajectoryAssembler state: per task, per step, done records")
         self.staged = StagedStore(self.table)
@@ -318,6 +322,17 @@ class Aggregator:
         self._worker = worker = Worker(self.app, loglevel="WARNING", quiet=True,
                                        redirect_stdouts=False, override_logging=False)
         worker.spinner = None  # it writes terminal escapes to stdout
+        # mode's Worker owns SIGTERM/SIGINT: arm the shutdown insurance when it acts on one
+        # (Faust can keep waiting for a broker that is gone; core/process.exit_if_stuck)
+        schedule, armed = worker._schedule_shutdown, []
+
+        def shutdown(signal: Any) -> None:
+            if not armed:
+                armed.append(exit_if_stuck(self.config.drain_timeout,
+                                           f"aggregator {self.config.app_id}"))
+            schedule(signal)
+
+        worker._schedule_shutdown = shutdown
         code: Any = 0
         try:
             worker.execute_from_commandline()
@@ -351,23 +366,43 @@ def changelog_topic(app_id: str) -> str:
     return f"{app_id}-{TABLE_NAME}-changelog"
 
 
-async def _prepare(bootstrap: str, replication: int | None, app_id: str) -> int:
-    """Make sure the platform topics and the table's changelog exist; returns the replication
-    factor to use. The changelog is created here, before Faust starts: left to Faust, a loaded
-    machine can see the table's first write verify partitions against a consumer whose metadata
-    does not know the new topic yet (PartitionsMismatch "... has 0 partitions"), which crashes
-    the agent."""
-    from adp.streams.admin import cluster_broker_ids, ensure_topics
+async def _prepare(conf: Settings, replication: int | None, app_id: str) -> tuple[int, int]:
+    """Make sure the aggregator's topics and the table's changelog exist; returns the
+    replication factor to use and adp.steps' partition count, as the broker has it.
+
+    The changelog has as many partitions as adp.steps (Faust's table is co-partitioned with
+    the stream): created here, and grown here after `adp topics grow steps`. It is created
+    before Faust starts: left to Faust, a loaded machine can see the table's first write verify
+    partitions against a consumer whose metadata does not know the new topic yet
+    (PartitionsMismatch "... has 0 partitions"), which crashes the agent."""
+    from adp.streams.admin import (cluster_broker_ids, ensure_topics, grow_partitions,
+                                   partition_counts)
     from adp.streams.topics import TopicSpec, platform_topics
 
     if replication is None:
-        replication = min(3, len(await cluster_broker_ids(bootstrap)))
-    specs = platform_topics(min_insync_replicas=min(2, replication))
-    durable = next(s for s in specs if s.name == STEPS).configs
-    specs.append(TopicSpec(changelog_topic(app_id), STEP_PARTITIONS,
-                           {**durable, "retention.ms": "-1", "cleanup.policy": "compact"}))
-    await ensure_topics(bootstrap, replication=replication, specs=specs)
-    return replication
+        replication = min(3, len(await cluster_broker_ids(conf)))
+    # only the topics the aggregator uses: its principal may not even see the task topics
+    specs = [s for s in platform_topics(min_insync_replicas=min(2, replication),
+                                        max_message_bytes=conf.max_message_bytes)
+             if s.name in (STEPS, TRAJECTORIES, DLQ)]
+    await ensure_topics(conf, replication=replication, specs=specs)
+    changelog = changelog_topic(app_id)
+    counts = await partition_counts(conf, [STEPS, changelog])
+    steps = counts[STEPS]
+    if changelog not in counts:
+        durable = next(s for s in specs if s.name == STEPS).configs
+        await ensure_topics(conf, replication=replication, specs=[TopicSpec(
+            changelog, steps, {**durable, "retention.ms": "-1", "cleanup.policy": "compact"})])
+    elif counts[changelog] < steps:
+        log.warning("%s grew to %d partitions: growing %s from %d to match", STEPS, steps,
+                    changelog, counts[changelog])
+        await grow_partitions(conf, {changelog: steps})
+    elif counts[changelog] > steps:
+        raise kafka.KafkaClientError(
+            f"{changelog} has {counts[changelog]} partitions but {STEPS} only {steps}: they "
+            f"must be equal (was {STEPS} recreated? delete the changelog or use another "
+            f"--app-id)")
+    return replication, steps
 
 
 @click.command("aggregate")
@@ -376,7 +411,6 @@ async def _prepare(bootstrap: str, replication: int | None, app_id: str) -> int:
 @click.option("--out", "out", default=None,
               help="folder for --sink file (default: $ADP_OUTPUT_DIR or output/trajectories), "
                    "s3://bucket/prefix for --sink s3")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default: $ADP_BOOTSTRAP)")
 @click.option("--expire-after", type=float, default=DEFAULT_EXPIRE_AFTER, show_default=True,
               help="drop an attempt with no new event for this many seconds (event time)")
 @click.option("--metrics-port", type=int, default=None,
@@ -387,13 +421,15 @@ async def _prepare(bootstrap: str, replication: int | None, app_id: str) -> int:
               help="replication of the changelog topic (default: min(3, brokers))")
 @click.option("--session-timeout", type=float, default=30.0, show_default=True,
               help="consumer session timeout (s): how long a dead aggregator holds partitions")
-def aggregate_command(sink_kind: str, out: str | None, bootstrap: str | None,
-                      expire_after: float, metrics_port: int | None, app_id: str,
-                      replication: int | None, session_timeout: float) -> None:
+@click.option("--drain-timeout", type=float, default=30.0, show_default=True,
+              help="after SIGTERM/SIGINT the process ends within this many seconds, even with "
+                   "the broker gone (uncommitted events are read again at the next start)")
+@kafka.kafka_options
+def aggregate_command(sink_kind: str, out: str | None, expire_after: float,
+                      metrics_port: int | None, app_id: str, replication: int | None,
+                      session_timeout: float, drain_timeout: float, conf: Settings) -> None:
     """Assemble step events (adp.steps) into trajectories (adp.trajectories) and write them with
     a sink. Stops cleanly on SIGTERM/SIGINT; a restarted aggregator resumes from its table."""
-    conf = settings()
-    bootstrap = bootstrap or conf.bootstrap
     destination = out or (str(conf.output_dir) if sink_kind == "file" else None)
     if destination is None:
         raise click.UsageError("--sink s3 needs --out s3://bucket/prefix")
@@ -403,12 +439,12 @@ def aggregate_command(sink_kind: str, out: str | None, bootstrap: str | None,
     except (ValueError, SinkError) as exc:
         raise click.ClickException(f"sink {sink_kind} {destination}: {exc}") from exc
     started = time.monotonic()
-    try:
-        replication = asyncio.run(_prepare(bootstrap, replication, app_id))
-    except Exception as exc:  # no broker: say so instead of a traceback
-        raise click.ClickException(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
-    log.info("topics ready on %s in %.1fs", bootstrap, time.monotonic() - started)
-    Aggregator(AggregatorConfig(bootstrap=bootstrap, sink=sink, app_id=app_id,
-                                expire_after=expire_after, replication=replication,
-                                metrics_port=metrics_port,
-                                session_timeout=session_timeout)).run()
+    replication, step_partitions = asyncio.run(_prepare(conf, replication, app_id))
+    log.info("topics ready on %s in %.1fs (%s: %d partitions)", conf.describe(),
+             time.monotonic() - started, STEPS, step_partitions)
+    Aggregator(AggregatorConfig(connection=conf, sink=sink, step_partitions=step_partitions,
+                                app_id=app_id, expire_after=expire_after,
+                                replication=replication,
+                                metrics_port=conf.metrics_port if metrics_port is None
+                                else metrics_port, session_timeout=session_timeout,
+                                drain_timeout=drain_timeout)).run()

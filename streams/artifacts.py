@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from adp.connectors.sinks.base import BaseSink
 from adp.schemas.contracts import Artifact, ArtifactLocation, Trajectory
 from adp.streams import topics
+from adp.streams.kafka import Conn
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ async def publish(producer: AIOKafkaProducer, data: bytes, sha256: str) -> Artif
 class ArtifactFetcher:
     """Reads artifact bytes back by location; one consumer (no group) opened on first use."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, conf: Conn) -> None:
+        self.bootstrap = conf  # Settings, or a bootstrap string (streams/kafka.py)
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
 

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from aiokafka.structs import ConsumerRecord
 
 from adp.streams import topics
+from adp.streams.kafka import Conn
 from adp.streams.reader import read_topic
 
 REASON = "adp-reason"  # why: "undecodable StepEvent: ...", "invalid StepEvent: ...", ...
@@ -72,7 +73,7 @@ def dlq_row(record: ConsumerRecord) -> dict:
     }
 
 
-async def read_dlq(bootstrap: str, limit: int | None = None) -> list[dict]:
+async def read_dlq(conf: Conn, limit: int | None = None) -> list[dict]:
     """Everything currently in adp.dlq (oldest first), as dicts for display or JSON."""
-    rows = [dlq_row(r) for r in await read_topic(bootstrap, topics.DLQ)]
+    rows = [dlq_row(r) for r in await read_topic(conf, topics.DLQ)]
     return rows[-limit:] if limit else rows

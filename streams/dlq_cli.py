@@ -10,17 +10,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from adp.core.settings import settings
+from adp.core.settings import Settings
 from adp.streams.dlq import read_dlq
+from adp.streams.kafka import kafka_options
 
 
 @click.command("dlq")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap servers [ADP_BOOTSTRAP].")
+@kafka_options
 @click.option("--limit", default=100, show_default=True, help="Show the newest N (0: all).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def dlq_command(bootstrap: str | None, limit: int, as_json: bool) -> None:
+def dlq_command(limit: int, as_json: bool, conf: Settings) -> None:
     """List dead letters in adp.dlq: when, which key, why, and where they came from."""
-    rows = asyncio.run(read_dlq(bootstrap or settings().bootstrap, limit or None))
+    rows = asyncio.run(read_dlq(conf, limit or None))
     if as_json:
         for row in rows:
             sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")

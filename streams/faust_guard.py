@@ -39,10 +39,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from adp.streams.reader import KafkaReadError, read_partition
+from adp.streams.admin import admin_client
+from adp.streams.kafka import Conn, KafkaClientError
+from adp.streams.reader import read_partition
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,15 +54,11 @@ STALL_AFTER = 10.0  # a partition with records pending and none delivered for th
 AGENT_CRASH_EXIT = 3  # exit status of a worker stopped because an agent crashed
 
 
-async def committed_offset(bootstrap: str, group: str, topic: str, partition: int) -> int:
+async def committed_offset(conf: Conn, group: str, topic: str, partition: int) -> int:
     """The group's committed offset of a partition; 0 where it has none."""
     tp = TopicPartition(topic, partition)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
-    await admin.start()
-    try:
+    async with admin_client(conf) as admin:
         offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
-    finally:
-        await admin.close()
     found = offsets.get(tp)
     return max(found.offset, 0) if found is not None else 0
 
@@ -73,7 +70,7 @@ async def until_broker_answers(call: Callable[..., Awaitable[T]], *args: Any,
     while True:
         try:
             return await call(*args)
-        except (KafkaError, KafkaReadError, OSError, asyncio.TimeoutError) as exc:
+        except (KafkaError, KafkaClientError, OSError, asyncio.TimeoutError) as exc:
             log.warning("waiting for the broker (%s: %s)", type(exc).__name__, exc)
             await asyncio.sleep(pause)
 
@@ -81,8 +78,8 @@ async def until_broker_answers(call: Callable[..., Awaitable[T]], *args: Any,
 class SkipGuard:
     """Finds the records Faust skipped on one topic (see the module docstring, point 1)."""
 
-    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
-        self.bootstrap, self.group, self.topic = bootstrap, group, topic
+    def __init__(self, conf: Conn, group: str, topic: str) -> None:
+        self.conf, self.group, self.topic = conf, group, topic
         self.recovered = 0  # records read back from holes
         self.refetches = 0  # seeks of stalled partitions
         self._next: dict[int, int] = {}  # partition -> next expected offset
@@ -110,11 +107,11 @@ class SkipGuard:
         if expected is None:
             # first record of this partition since the (re)assignment: it must be the group's
             # committed offset (asked of the broker: Faust's own map may not be filled yet)
-            expected = await until_broker_answers(committed_offset, self.bootstrap, self.group,
+            expected = await until_broker_answers(committed_offset, self.conf, self.group,
                                                   self.topic, partition)
         missed: list[Any] = []
         if offset > expected:
-            missed = await until_broker_answers(read_partition, self.bootstrap, self.topic,
+            missed = await until_broker_answers(read_partition, self.conf, self.topic,
                                                 partition, expected, offset)
             if missed:
                 log.warning("%s[%d]: the consumer skipped %d records in offsets %d..%d; "
@@ -148,7 +145,7 @@ class SkipGuard:
             end = consumer.highwater(tp)
             expected = self._next.get(tp.partition)
             if expected is None:
-                expected = await committed_offset(self.bootstrap, self.group, tp.topic,
+                expected = await committed_offset(self.conf, self.group, tp.topic,
                                                   tp.partition)
             if end is not None and end > expected:
                 log.warning("%s[%d]: %d records up to offset %d not delivered for %.0fs; "

@@ -22,6 +22,7 @@ failed (the message says which bootstrap and how many tasks were confirmed).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from collections import Counter
@@ -33,20 +34,20 @@ import click
 from aiokafka import AIOKafkaProducer
 
 from adp.schemas import codec
-from adp.core.settings import settings
+from adp.core.settings import Settings
 from adp.schemas.contracts import MAX_SAMPLES, Task, TaskType
-from adp.connectors.tasks_source import TaskFileError, read_tasks
+from adp.connectors.tasks_source import TaskFileError, parse_line, read_stream, read_tasks
 from adp.runtimes.verify import BadSpec, check_spec
+from adp.streams import authz, kafka
 from adp.streams.topics import LANES, task_topic, topic_for_task
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-# The broker accepts record batches up to 32 MiB (message.max.bytes in streams/broker/server.py).
-MAX_REQUEST_SIZE = 32 * MiB
-# A task is refused before sending if its encoding is over this: headroom for the batch header
-# and for gzip, which can grow incompressible data slightly.
-MAX_TASK_BYTES = 30 * MiB
+# A task is refused before sending if its encoding is over this; None: 15/16 of the
+# max_message_bytes setting (headroom for the batch header and for gzip, which can grow
+# incompressible data slightly).
+MAX_TASK_BYTES: int | None = None
 MAX_IN_FLIGHT = 2000           # records handed to the producer and not yet confirmed
 MAX_IN_FLIGHT_BYTES = 64 * MiB  # ... and their encoded size
 SHOW_REJECTED = 50
@@ -107,35 +108,54 @@ def expand_samples(task: Task, samples: int | None = None) -> list[Task]:
         "seed": None if task.seed is None else task.seed + i}) for i in range(k)]
 
 
-def encode_task(task: Task) -> bytes | str:
-    """The task's wire bytes, or why it cannot be sent."""
+def task_limit(conf: Settings) -> int:
+    return MAX_TASK_BYTES or conf.max_message_bytes - conf.max_message_bytes // 16
+
+
+def encode_task(task: Task, limit: int = 30 * MiB) -> bytes | str:
+    """The task's wire bytes, or why it cannot be sent (over `limit` bytes, unencodable)."""
     try:
         value = codec.encode(task)
     except UnicodeEncodeError as exc:  # a lone surrogate from a "\udxxx" JSON escape
         return f"text is not encodable as UTF-8 ({exc.reason} at character {exc.start})"
     except Exception as exc:  # noqa: BLE001 - anything the encoder refuses is a bad line
         return f"cannot be encoded: {type(exc).__name__}: {exc}"
-    if len(value) > MAX_TASK_BYTES:
+    if len(value) > limit:
         return (f"encoded task is {len(value) / MiB:.1f} MiB, over the "
-                f"{MAX_TASK_BYTES // MiB} MiB a task may be")
+                f"{limit / MiB:.3g} MiB a task may be")
     return value
 
 
-def _make_producer(bootstrap: str) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        client_id="adp-produce",
-        acks="all",
-        enable_idempotence=True,
-        compression_type="gzip",  # the one codec aiokafka supports without extra packages
-        linger_ms=20,
-        max_batch_size=512 * 1024,
-        max_request_size=MAX_REQUEST_SIZE,
-        request_timeout_ms=30000,
-    )
+def task_from_record(value: bytes | None, limit: int = 30 * MiB) -> Task | str:
+    """A task record as runtimes read it: Avro (what `adp produce` writes) or plain JSON, one
+    task object per record (what kcat or kafka-console-producer write), validated exactly as
+    `adp produce` validates a line. Returns the Task or why the record is not one."""
+    if not value:
+        return "empty record: no task in it"
+    if value[:len(codec.MAGIC)] == codec.MAGIC:
+        try:
+            return codec.decode(value, expect=Task)
+        except codec.DecodeError as exc:
+            return str(exc)
+    task = parse_line(value)
+    if isinstance(task, str):
+        return f"not Avro, and not a valid plain JSON task: {task}"
+    try:
+        check_spec(task.verify)
+    except BadSpec as exc:
+        return str(exc)
+    encoded = encode_task(task, limit)  # what adp produce would refuse, a runtime refuses
+    return encoded if isinstance(encoded, str) else task
 
 
-def encode_samples(task: Task, samples: int | None) -> list[tuple[Task, bytes]] | str:
+def _make_producer(conf: Settings) -> AIOKafkaProducer:
+    # gzip: the one codec aiokafka supports without extra packages
+    return kafka.producer(conf, client_id="adp-produce", linger_ms=20,
+                          max_batch_size=512 * 1024)
+
+
+def encode_samples(task: Task, samples: int | None,
+                   limit: int = 30 * MiB) -> list[tuple[Task, bytes]] | str:
     """Every sample's record and wire bytes, or why the task cannot be sent (a verify spec no
     verifier can apply is refused here, not found out by the runtime)."""
     try:
@@ -144,42 +164,52 @@ def encode_samples(task: Task, samples: int | None) -> list[tuple[Task, bytes]] 
         return str(exc)
     records = []
     for sample in expand_samples(task, samples):
-        value = encode_task(sample)
+        value = encode_task(sample, limit)
         if isinstance(value, str):
             return value
         records.append((sample, value))
     return records
 
 
-async def produce_tasks(path: str | Path, bootstrap: str | None = None,
+async def produce_tasks(path: str | Path, conf: kafka.Conn = None,
                         progress: Progress | None = None, dry_run: bool = False,
                         samples: int | None = None) -> ProduceReport:
-    """Validate `path` and send every good task (k records for a task of k samples; `samples`
-    is the k of lines that name none); returns what was sent and what was rejected.
+    """Validate `path` ("-": standard input) and send every good task (k records for a task of
+    k samples; `samples` is the k of lines that name none); returns what was sent and what was
+    rejected.
 
     Raises TaskFileError if the file cannot be read, ProduceError if the broker cannot be
     reached or a send fails. With dry_run, validates and encodes only (no broker)."""
-    bootstrap = bootstrap or settings().bootstrap
-    path = Path(path)
-    report = ProduceReport(str(path), bootstrap, dry_run=dry_run)
-    items = read_tasks(path)  # opens the file: raises TaskFileError now if it cannot
-    size = path.stat().st_size
-    log.info("producing %s (%d bytes) to %s%s", path, size, bootstrap,
-             " (dry run)" if dry_run else "")
+    conf = kafka.connection(conf)
+    bootstrap = conf.bootstrap
+    limit = task_limit(conf)
+    if str(path) == "-":
+        report = ProduceReport("<stdin>", bootstrap, dry_run=dry_run)
+        items = read_stream(sys.stdin.buffer, "<stdin>", max_line_bytes=conf.max_message_bytes)
+        size = 0  # unknown: the progress bar shows bytes read
+    else:
+        path = Path(path)
+        report = ProduceReport(str(path), bootstrap, dry_run=dry_run)
+        # opens the file: raises TaskFileError now if it cannot
+        items = read_tasks(path, max_line_bytes=conf.max_message_bytes)
+        size = path.stat().st_size
+    log.debug("producing %s (%d bytes) to %s%s", report.path, size, conf.describe(),
+              " (dry run)" if dry_run else "")
 
     producer: AIOKafkaProducer | None = None
     pending: dict[asyncio.Future, tuple[str, str, int]] = {}  # future -> (type, topic, bytes)
     in_flight_bytes = 0
     handed = 0
+    writable: set[str] = set()
 
     def fail(what: str, exc: BaseException) -> ProduceError:
         confirmed = report.total_sent
-        text = str(exc)
-        if not text.startswith(type(exc).__name__):
-            text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        if isinstance(exc, kafka.KafkaClientError):
+            text = exc.message
+        else:
+            text = kafka.explain(exc, conf, what).message
         return ProduceError(
-            f"{what} Kafka at {bootstrap}: {text} "
-            f"({confirmed} of {handed} tasks handed to the producer were confirmed)",
+            f"{text} ({confirmed} of {handed} tasks handed to the producer were confirmed)",
             bootstrap, confirmed, report)
 
     def settle(done) -> None:
@@ -189,7 +219,7 @@ async def produce_tasks(path: str | Path, bootstrap: str | None = None,
             in_flight_bytes -= nbytes
             exc = fut.exception()
             if exc is not None:
-                raise fail("send failed on", exc)
+                raise fail("sending", exc)
             report.sent[task_type] += 1
             report.by_topic[topic] += 1
 
@@ -202,7 +232,7 @@ async def produce_tasks(path: str | Path, bootstrap: str | None = None,
                     report.empty = True
                 report.rejected.append((item.line_no, item.error or "invalid"))
                 continue
-            records = encode_samples(item.task, samples)
+            records = encode_samples(item.task, samples, limit)
             if isinstance(records, str):
                 report.rejected.append((item.line_no, f"line {item.line_no}: {records}"))
                 continue
@@ -212,12 +242,14 @@ async def produce_tasks(path: str | Path, bootstrap: str | None = None,
                 report.sent[item.task.task_type] += len(records)
                 report.by_topic[topic] += len(records)
                 continue
-            if producer is None:
-                producer = _make_producer(bootstrap)
-                try:
-                    await producer.start()
-                except Exception as exc:
-                    raise fail("cannot reach", exc) from None  # `finally` closes the client
+            try:
+                if topic not in writable:  # refused now in one line, not per record later
+                    await authz.require(conf, write=[topic])
+                    writable.add(topic)
+                if producer is None:
+                    producer = await kafka.start(_make_producer(conf), conf)
+            except kafka.KafkaClientError as exc:
+                raise fail("", exc) from None
             for task, value in records:
                 while pending and (len(pending) >= MAX_IN_FLIGHT
                                    or in_flight_bytes + len(value) > MAX_IN_FLIGHT_BYTES):
@@ -226,7 +258,7 @@ async def produce_tasks(path: str | Path, bootstrap: str | None = None,
                 try:
                     fut = await producer.send(topic, value=value, key=task.key.encode("utf-8"))
                 except Exception as exc:
-                    raise fail("send failed on", exc) from None
+                    raise fail("sending", exc) from None
                 handed += 1
                 pending[fut] = (task.task_type, topic, len(value))
                 in_flight_bytes += len(value)
@@ -290,22 +322,36 @@ def _nothing_message(report: ProduceReport) -> str:
     return f"nothing to send: all {len(report.rejected)} task lines of {report.path} were rejected"
 
 
+def _as_json(report: ProduceReport, error: str | None = None) -> str:
+    return json.dumps({
+        "file": report.path, "bootstrap": report.bootstrap, "dry_run": report.dry_run,
+        "sent": {t.value: report.sent.get(t.value, 0) for t in TaskType},
+        "tasks": {t.value: report.tasks.get(t.value, 0) for t in TaskType},
+        "topics": dict(sorted(report.by_topic.items())),
+        "total_sent": report.total_sent,
+        "rejected": [{"line": n, "error": m} for n, m in report.rejected if n > 0],
+        "error": error,
+    }, ensure_ascii=False)
+
+
 @click.command("produce")
-@click.argument("file", type=click.Path(path_type=Path))
-@click.option("--bootstrap", metavar="ADDR", default=None,
-              help="Kafka bootstrap servers, host:port[,host:port]. Default: $ADP_BOOTSTRAP "
-                   "or 127.0.0.1:9092.")
+@click.argument("file", type=click.Path(path_type=Path, allow_dash=True))
+@kafka.kafka_options
 @click.option("--dry-run", is_flag=True, help="Validate and encode every line; send nothing.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar, no summary table: only rejected lines and errors.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the outcome as one JSON object on stdout (records per type, tasks, "
+                   "topics, rejected lines, error); no table, no progress bar.")
 @click.option("--samples", "-k", type=click.IntRange(1, MAX_SAMPLES), default=None,
               help="Run each task k times (k independent samples, k trajectories) unless its "
                    "line sets `samples` itself. Samples of k > 1 without a `temperature` of "
                    f"their own are drawn at temperature {SAMPLE_TEMPERATURE:g}; a line's `seed` "
                    "becomes seed + sample index.")
-def produce_command(file: Path, bootstrap: str | None, dry_run: bool, quiet: bool,
-                    samples: int | None) -> None:
-    """Validate the tasks in FILE (tasks.jsonl) and publish them to Kafka.
+def produce_command(file: Path, dry_run: bool, quiet: bool, as_json: bool,
+                    samples: int | None, conf: Settings) -> None:
+    """Validate the tasks in FILE (tasks.jsonl; - reads standard input) and publish them to
+    Kafka.
 
     FILE has one JSON object per line: task_id (unique), task_type (reasoning|code|web),
     description, and optionally expected_tools, max_steps, timeout, priority, constraints,
@@ -322,7 +368,7 @@ def produce_command(file: Path, bootstrap: str | None, dry_run: bool, quiet: boo
       0  every task line was sent
       1  some lines were rejected (listed); the good ones were sent
       2  nothing to send: empty file, missing/unreadable file, or every line bad
-      3  the broker is unreachable or a send failed (says how many were confirmed)
+      3  the broker is unreachable, refused us, or a send failed (says how many were confirmed)
     """
     from rich.console import Console
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
@@ -330,27 +376,29 @@ def produce_command(file: Path, bootstrap: str | None, dry_run: bool, quiet: boo
 
     out = Console(soft_wrap=False)
     err = Console(stderr=True)
-    if quiet:
+    if quiet or as_json:
         logging.getLogger("adp").setLevel(logging.WARNING)
-    bootstrap = bootstrap or settings().bootstrap
-    show_bar = not quiet and sys.stderr.isatty()
+    show_bar = not quiet and not as_json and sys.stderr.isatty()
     bar = Progress(TextColumn("[bold]produce"), BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn(), console=err,
                    disable=not show_bar, transient=True)
     bar_task = bar.add_task("produce", total=None)
 
     def progress(done: int, total: int) -> None:
-        bar.update(bar_task, completed=done, total=total)
+        bar.update(bar_task, completed=done, total=total or None)
 
     try:
         with bar:
-            report = asyncio.run(produce_tasks(file, bootstrap, progress=progress,
-                                               dry_run=dry_run, samples=samples))
+            report = asyncio.run(produce_tasks(file, conf, progress=progress, dry_run=dry_run,
+                                               samples=samples))
     except TaskFileError as exc:
         say(f"adp produce: nothing to send: {exc}")
         sys.exit(2)
     except ProduceError as exc:
-        _print_summary(exc.report, out, quiet=True)
+        if as_json:
+            click.echo(_as_json(exc.report, str(exc)))
+        else:
+            _print_summary(exc.report, out, quiet=True)
         say(f"adp produce: {exc}")
         sys.exit(3)
     except KeyboardInterrupt:
@@ -358,6 +406,9 @@ def produce_command(file: Path, bootstrap: str | None, dry_run: bool, quiet: boo
         sys.exit(130)
 
     code = report.exit_code
+    if as_json:
+        click.echo(_as_json(report, _nothing_message(report) if code == 2 else None))
+        sys.exit(code)
     _print_summary(report, out, quiet=quiet or code == 2)
     if code == 2:
         say(f"adp produce: {_nothing_message(report)}")

@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
+
+from adp.streams import kafka
 
 MAX_RECORDS = 20_000          # per getmany
 FETCH_BYTES = 64 * 1024 * 1024  # per fetch request; a single record may be up to 32 MiB
 
 
-class KafkaReadError(RuntimeError):
+class KafkaReadError(kafka.KafkaClientError):
     """The broker could not be reached or the topic read; the message says which and why."""
 
 
@@ -35,53 +36,32 @@ class Range:
         return sum(max(0, self.end[tp] - self.start[tp]) for tp in self.start)
 
 
-async def open_consumer(bootstrap: str) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", max_partition_fetch_bytes=FETCH_BYTES,
-        fetch_max_bytes=FETCH_BYTES, request_timeout_ms=30000)
+async def open_consumer(conf: kafka.Conn) -> AIOKafkaConsumer:
+    conf = kafka.connection(conf)
     try:
-        await consumer.start()
-    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
-        await consumer.stop()
-        raise KafkaReadError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
-    # let aiokafka's no-group coordinator task start: stopping it before it ever ran raises
-    # CancelledError out of consumer.stop() (aiokafka 0.14)
-    await asyncio.sleep(0)
-    return consumer
+        return await kafka.start(kafka.consumer(
+            conf=conf, client_id="adp-reader", max_partition_fetch_bytes=FETCH_BYTES,
+            fetch_max_bytes=FETCH_BYTES, request_timeout_ms=30000), conf)
+    except kafka.KafkaClientError as exc:
+        raise KafkaReadError(exc.message) from None
 
 
-async def close_quietly(client: Any) -> None:
-    """Stop an aiokafka consumer or close an admin client, also when the broker is gone.
-    aiokafka 0.14 re-raises the CancelledError of its own background fetch task out of
-    `stop()` when that task was mid-retry against an unreachable node; that one is swallowed
-    here. A cancellation of the caller itself still propagates."""
-    try:
-        await (client.stop() if hasattr(client, "stop") else client.close())
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-
-
-async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+async def topic_partitions(conf: kafka.Conn, topic: str) -> list[TopicPartition]:
     """The topic's partitions, asked of the cluster (a fresh consumer's metadata cache is
     empty until it subscribes)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    from adp.streams.admin import admin_client
+
+    conf = kafka.connection(conf)
     try:
-        await admin.start()
+        async with admin_client(conf, request_timeout_ms=30000) as admin:
+            [described] = await admin.describe_topics([topic])
+    except kafka.KafkaClientError as exc:
+        raise KafkaReadError(exc.message) from None
     except (KafkaError, OSError, asyncio.TimeoutError) as exc:
-        await admin.close()
-        raise KafkaReadError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
-    try:
-        [described] = await admin.describe_topics([topic])
-    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
-        raise KafkaReadError(f"cannot describe {topic} at {bootstrap}: {exc}") from exc
-    finally:
-        await admin.close()
+        raise KafkaReadError(f"cannot describe {topic} at {conf.describe()}: {exc}") from exc
     if described.get("error_code") or not described.get("partitions"):
-        raise KafkaReadError(f"topic {topic} does not exist at {bootstrap} (nothing produced yet, "
-                          f"or another cluster?)")
+        raise KafkaReadError(f"topic {topic} does not exist at {conf.describe()} (nothing "
+                             f"produced yet, or another cluster?)")
     return [TopicPartition(topic, p["partition"])
             for p in sorted(described["partitions"], key=lambda p: p["partition"])]
 
@@ -138,11 +118,11 @@ async def read_range(consumer: AIOKafkaConsumer, rng: Range,
     return read
 
 
-async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+async def read_topic(conf: kafka.Conn, topic: str) -> list[ConsumerRecord]:
     """Every record in `topic` up to its end now, partition by partition in offset order."""
-    parts = await topic_partitions(bootstrap, topic)
+    parts = await topic_partitions(conf, topic)
     records: list[ConsumerRecord] = []
-    consumer = await open_consumer(bootstrap)
+    consumer = await open_consumer(conf)
     try:
         rng = await capture_range(consumer, parts, since=None)
         await read_range(consumer, rng, lambda _tp, batch: records.extend(batch))
@@ -151,12 +131,12 @@ async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
     return records
 
 
-async def read_partition(bootstrap: str, topic: str, partition: int, start: int,
+async def read_partition(conf: kafka.Conn, topic: str, partition: int, start: int,
                          end: int) -> list[ConsumerRecord]:
     """The records of one partition in [start, end), in offset order."""
     tp = TopicPartition(topic, partition)
     records: list[ConsumerRecord] = []
-    consumer = await open_consumer(bootstrap)
+    consumer = await open_consumer(conf)
     try:
         await read_range(consumer, Range({tp: start}, {tp: end}),
                          lambda _tp, batch: records.extend(batch))

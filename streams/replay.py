@@ -2,7 +2,7 @@
 
     adp replay --out DIR | s3://bucket/prefix
                [--from-beginning | --since TIME [--until TIME]]
-               [--source steps|trajectories] [--expire-after S] [--bootstrap HOSTS]
+               [--source steps|trajectories] [--expire-after S] [-b HOSTS] [--config FILE]
 
 --source steps (default): reads adp.steps and runs the events through the same pure
 TrajectoryAssembler the Faust aggregator uses (streams/assembly.py), one fresh assembler per
@@ -57,9 +57,10 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from adp.schemas import codec
-from adp.core.settings import settings
+from adp.core.settings import Settings
 from adp.schemas.contracts import StepEvent, Trajectory
 from adp.connectors.sinks.base import BaseSink, SinkError, make_sink
+from adp.streams import kafka
 from adp.streams.artifacts import ArtifactFetcher
 from adp.streams.assembly import DEFAULT_EXPIRE_AFTER, InvalidEvent, TrajectoryAssembler
 from adp.streams.reader import KafkaReadError, capture_range, open_consumer, read_range, topic_partitions
@@ -181,7 +182,7 @@ def _in_window(ts_ms: int, since: float | None, until: float | None) -> bool:
     return True
 
 
-async def replay(bootstrap: str, sink: BaseSink, source: str = "steps",
+async def replay(conf: kafka.Conn, sink: BaseSink, source: str = "steps",
                  since: float | None = None, until: float | None = None,
                  expire_after: float = DEFAULT_EXPIRE_AFTER, destination: str = "",
                  progress: Callable[[int, int], None] | None = None) -> ReplaySummary:
@@ -191,7 +192,7 @@ async def replay(bootstrap: str, sink: BaseSink, source: str = "steps",
     summary = ReplaySummary(source=topic, destination=destination or repr(sink),
                             since=since, until=until)
     started = time.monotonic()
-    fetcher = ArtifactFetcher(bootstrap)
+    fetcher = ArtifactFetcher(conf)
     writer = Writer(sink, artifacts=fetcher)
     assemblers: dict[int, TrajectoryAssembler] = {}
 
@@ -234,8 +235,10 @@ async def replay(bootstrap: str, sink: BaseSink, source: str = "steps",
             writer.put(trajectory)
         await writer.send()
 
-    parts = await topic_partitions(bootstrap, topic)
-    consumer = await open_consumer(bootstrap)
+    conf = kafka.connection(conf)
+    bootstrap = conf.describe()
+    parts = await topic_partitions(conf, topic)
+    consumer = await open_consumer(conf)
     try:
         try:
             rng = await capture_range(consumer, parts, since)
@@ -332,11 +335,11 @@ def _progress_bar() -> tuple[Any, Callable[[int, int], None]] | tuple[None, None
               help="only records with a timestamp before this (same forms as --since)")
 @click.option("--expire-after", type=float, default=DEFAULT_EXPIRE_AFTER, show_default=True,
               help="as the aggregator's --expire-after; use the same value to get its files")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap servers [ADP_BOOTSTRAP]")
+@kafka.kafka_options
 @click.option("--json", "json_out", is_flag=True, help="print the summary as one JSON object")
 def replay_command(out: str, source: str, from_beginning: bool, since: str | None,
-                   until: str | None, expire_after: float, bootstrap: str | None,
-                   json_out: bool) -> None:
+                   until: str | None, expire_after: float, json_out: bool,
+                   conf: Settings) -> None:
     """Rebuild trajectories from the log into a NEW destination, without disturbing the live
     aggregator: no consumer group, nothing committed, nothing produced. Reads up to the end
     offsets at start, then stops; prints a summary (events read, trajectories written,
@@ -352,7 +355,6 @@ def replay_command(out: str, source: str, from_beginning: bool, since: str | Non
     t_until = parse_since(until, now) if until else None
     if t_since is not None and t_until is not None and t_until <= t_since:
         raise click.UsageError("--until must be after --since")
-    bootstrap = bootstrap or settings().bootstrap
     if not logging.getLogger("adp").isEnabledFor(logging.DEBUG):  # no -v
         logging.getLogger("adp.streams.assembly").setLevel(logging.WARNING)  # one line per expiry
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # our error says it once
@@ -363,9 +365,9 @@ def replay_command(out: str, source: str, from_beginning: bool, since: str | Non
         if bar is not None:
             bar.start()
         try:
-            return await replay(bootstrap, sink, source=source, since=t_since, until=t_until,
+            return await replay(conf, sink, source=source, since=t_since, until=t_until,
                                 expire_after=expire_after, destination=out, progress=update)
-        except ReplayError:
+        except (ReplayError, kafka.KafkaClientError):
             raise
         except Exception as exc:  # a sink write that failed: OSError, S3SinkError, ...
             raise ReplayError(f"writing to {out} failed: {type(exc).__name__}: {exc}") from exc

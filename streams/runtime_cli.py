@@ -8,12 +8,14 @@ import signal
 
 import click
 
-from adp.core.settings import settings
+from adp.core.process import exit_if_stuck
+from adp.core.settings import Settings
 from adp.runtimes.base import RuntimeContext
 from adp.runtimes.registry import UnknownRuntime, available, load_runtime
 from adp.runtimes.verify import VerifyContext
-from adp.streams.topics import LANES
+from adp.streams.kafka import kafka_options
 from adp.streams.lanes import DEFAULT_MIN_SHARE, check_min_share
+from adp.streams.topics import LANES
 from adp.streams.worker import RuntimeWorker, default_runtime_id
 
 
@@ -21,7 +23,6 @@ from adp.streams.worker import RuntimeWorker, default_runtime_id
 @click.argument("name")
 @click.option("--concurrency", "-c", default=4, show_default=True,
               help="Tasks run at once in this process.")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap servers [ADP_BOOTSTRAP].")
 @click.option("--runtime-id", default=None, help="Name in events and logs [<type>-<host>-<pid>].")
 @click.option("--group", default=None, help="Consumer group [adp-runtime-<type>].")
 @click.option("--metrics-port", type=int, default=None,
@@ -31,8 +32,13 @@ from adp.streams.worker import RuntimeWorker, default_runtime_id
               help="Starvation guard: while higher priority lanes have work, each lower lane "
                    "with work still gets at least this share of task starts (0: strict "
                    "priority; at most 1/3).")
-def runtime_command(name: str, concurrency: int, bootstrap: str | None, runtime_id: str | None,
-                    group: str | None, metrics_port: int | None, min_share: float) -> None:
+@click.option("--drain-timeout", type=float, default=30.0, show_default=True,
+              help="On SIGTERM/Ctrl-C: seconds running tasks get to finish; the rest are redone "
+                   "by another member.")
+@kafka_options
+def runtime_command(name: str, concurrency: int, runtime_id: str | None, group: str | None,
+                    metrics_port: int | None, min_share: float, drain_timeout: float,
+                    conf: Settings) -> None:
     """Run the runtime NAME (code, web, reasoning, or an installed plugin).
 
     Joins consumer group adp-runtime-<type> on its type's priority lanes: adp.tasks.<type>.high
@@ -40,8 +46,9 @@ def runtime_command(name: str, concurrency: int, bootstrap: str | None, runtime_
     the next task from the highest lane with work, except that each lower lane gets at least
     --min-share of the starts. Start more processes, here or on other hosts, to share the
     partitions. Every step goes to adp.steps as it happens.
-    Stops cleanly on Ctrl-C / SIGTERM: running tasks get 30 s to finish, the rest are redone
-    by another member."""
+    Stops cleanly on Ctrl-C / SIGTERM: running tasks get --drain-timeout seconds to finish, the
+    rest are redone by another member; the process ends soon after even when the broker is
+    gone."""
     try:
         check_min_share(min_share, len(LANES))
     except ValueError as exc:
@@ -59,17 +66,23 @@ def runtime_command(name: str, concurrency: int, bootstrap: str | None, runtime_
     model = build_model({"limit": limit})
     runtime = runtime_cls(RuntimeContext(runtime_id=rid, model=model))
     # a task's verifier judges with the same provider chain the agent used
-    worker = RuntimeWorker(runtime, task_type, bootstrap or settings().bootstrap,
-                           concurrency=concurrency, runtime_id=rid, group_id=group, limit=limit,
-                           min_share=min_share,
+    worker = RuntimeWorker(runtime, task_type, conf, concurrency=concurrency, runtime_id=rid,
+                           group_id=group, limit=limit, min_share=min_share,
                            verify_context=VerifyContext(model_factory=lambda: model))
 
     async def main() -> None:
         stop = asyncio.Event()
+
+        def on_signal() -> None:
+            if not stop.is_set():  # the worker drains; this ends a shutdown stuck on a broker
+                exit_if_stuck(drain_timeout + 15, f"runtime {rid}")
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await worker.run(stop, metrics_port=metrics_port)
+            loop.add_signal_handler(sig, on_signal)
+        await worker.run(stop, drain_timeout=drain_timeout,
+                         metrics_port=conf.metrics_port if metrics_port is None else metrics_port)
 
     asyncio.run(main())
 

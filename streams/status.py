@@ -27,8 +27,7 @@ import signal
 from dataclasses import asdict, dataclass, field
 
 import click
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from rich.console import Console, Group
@@ -37,10 +36,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from adp.schemas import codec
-from adp.core.settings import settings
+from adp.core.settings import Settings
 from adp.schemas.contracts import TaskType, Trajectory
-from adp.streams import topics
-from adp.streams.reader import behind, close_quietly
+from adp.streams import kafka, topics
+from adp.streams.reader import behind
 
 
 @dataclass
@@ -138,7 +137,7 @@ class StatusReader:
     """Reads status from the broker without joining any group. Keeps one consumer on
     adp.trajectories so repeated reads (`--watch`, the console) fetch only what is new."""
 
-    bootstrap: str
+    conf: kafka.Conn  # Settings, or a bootstrap string (streams/kafka.py)
     # trajectory key -> its latest Outcome; a caller may keep it across reconnections
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     # reads on a fresh cluster, before __consumer_offsets exists: wait for the coordinator
@@ -147,14 +146,12 @@ class StatusReader:
     coordinator_tries: int = 20
 
     async def __aenter__(self) -> "StatusReader":
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap,
-                                         group_id=None, auto_offset_reset="earliest",
-                                         enable_auto_commit=False,
-                                         max_partition_fetch_bytes=33554432)
+        self.conf = kafka.connection(self.conf)
+        self.admin = kafka.admin(self.conf, client_id="adp-status")
+        self.consumer = kafka.consumer(conf=self.conf, client_id="adp-status")
         try:
-            await self.admin.start()
-            await self.consumer.start()
+            await kafka.start(self.admin, self.conf)
+            await kafka.start(self.consumer, self.conf)
             await self._assign_trajectories()
         except BaseException:
             await self.__aexit__()
@@ -162,8 +159,8 @@ class StatusReader:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await close_quietly(self.consumer)
-        await close_quietly(self.admin)
+        await kafka.close(self.consumer)
+        await kafka.close(self.admin)
 
     async def read(self) -> list[TypeStatus]:
         await self._catch_up_trajectories()
@@ -237,7 +234,7 @@ class StatusReader:
             done = meta.offset if meta and meta.offset >= 0 else 0
             status.partitions.append(PartitionLag(
                 tp.topic, tp.partition, ends[tp], done, max(0, ends[tp] - done),
-                _running(meta.metadata if meta else ""), owners.get((tp.topic, tp.partition))))
+                running_in(meta.metadata if meta else ""), owners.get((tp.topic, tp.partition))))
         return status
 
     async def _committed(self, group: str, parts: list[TopicPartition]) -> dict:
@@ -252,7 +249,8 @@ class StatusReader:
                 return await self.admin.list_consumer_group_offsets(group, partitions=parts)
             except GroupCoordinatorNotAvailableError:
                 return {}  # nothing committed that we could see yet: the next read tells
-        raise click.ClickException(f"no group coordinator for {group} on {self.bootstrap}")
+        raise kafka.KafkaClientError(f"no group coordinator for {group} on "
+                                     f"{self.conf.describe()}")
 
     async def _members(self, group: str, names: set[str]) -> tuple[str, list[Member]]:
         try:
@@ -301,7 +299,7 @@ class StatusReader:
                     self.outcomes[t.key] = Outcome.of(t)
 
 
-def _running(metadata: str) -> int:
+def running_in(metadata: str) -> int:
     try:
         return len(json.loads(metadata).get("run", [])) if metadata else 0
     except (ValueError, AttributeError):
@@ -361,8 +359,8 @@ def render_progress(rows: list[TypeStatus]) -> Progress:
 @click.option("--watch", is_flag=True, help="Refresh until Ctrl-C, with progress bars.")
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap servers [ADP_BOOTSTRAP].")
-def status_command(watch: bool, interval: float, as_json: bool, bootstrap: str | None) -> None:
+@kafka.kafka_options
+def status_command(watch: bool, interval: float, as_json: bool, conf: Settings) -> None:
     """Per task type: produced, pending (group lag), running, finished, failed, verified
     (passed of judged, once verdicts exist), runtimes; produced, pending and running also per
     priority lane (high, default, low) once tasks went to a lane other than the default one.
@@ -370,7 +368,7 @@ def status_command(watch: bool, interval: float, as_json: bool, bootstrap: str |
     --json has them per type."""
 
     async def main() -> None:
-        async with StatusReader(bootstrap or settings().bootstrap) as reader:
+        async with StatusReader(conf) as reader:
             if not watch:
                 rows = await reader.read()
                 if as_json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import sys
@@ -12,15 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import click
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from rich.console import Console
 from rich.markup import escape
 
 from adp.schemas import codec
-from adp.core.settings import settings
+from adp.core.settings import Settings
 from adp.schemas.contracts import StepEvent
-from adp.streams import topics
-from adp.streams.reader import close_quietly
+from adp.streams import kafka, topics
+from adp.streams.reader import behind, topic_partitions
 from adp.streams.topics import LANE_NAMES, lane_for_priority
 
 
@@ -109,30 +110,40 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-async def follow(bootstrap: str, keep: StepFilter, emit, from_beginning: bool = False,
-                 since: float | None = None, stop: asyncio.Event | None = None) -> None:
+async def follow(conf: kafka.Conn, keep: StepFilter, emit, from_beginning: bool = False,
+                 since: float | None = None, stop: asyncio.Event | None = None,
+                 max_messages: int | None = None, until_end: bool = False) -> int:
     """Read adp.steps without a consumer group (nothing committed, no effect on anyone) and
-    call `emit(line_or_event)` for each event that passes `keep`."""
+    call `emit(event, warning)` for each event that passes `keep`. Ends on `stop`, after
+    `max_messages` events emitted, or (until_end) at the end offsets of when it started.
+    Returns the number of events emitted."""
     stop = stop or asyncio.Event()
-    consumer = AIOKafkaConsumer(topics.STEPS, bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False,
-                                auto_offset_reset="earliest" if from_beginning else "latest")
+    parts = await topic_partitions(conf, topics.STEPS)
+    consumer = await kafka.start(kafka.consumer(conf=conf, client_id="adp-tail"), conf)
+    emitted = 0
     try:
-        await consumer.start()  # inside the try: a failed start is stopped too (no leak)
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
         if since is not None:
-            parts = [TopicPartition(topics.STEPS, p)
-                     for p in consumer.partitions_for_topic(topics.STEPS) or ()]
             found = await consumer.offsets_for_times({tp: int(since * 1000) for tp in parts})
-            ends = await consumer.end_offsets(parts)
             for tp in parts:
                 consumer.seek(tp, found[tp].offset if found.get(tp) else ends[tp])
+        elif from_beginning:
+            await consumer.seek_to_beginning(*parts)
+        else:
+            for tp in parts:
+                consumer.seek(tp, ends[tp])
         while not stop.is_set():
+            if until_end and not await behind(consumer, ends):
+                break
             batch = await consumer.getmany(timeout_ms=300)
             for records in batch.values():
                 for r in records:
                     # The time index finds the first record at or after `since`, but create
                     # times are not monotonic within a partition: older ones can follow it.
                     if since is not None and r.timestamp < since * 1000:
+                        continue
+                    if until_end and r.offset >= ends[TopicPartition(r.topic, r.partition)]:
                         continue
                     try:
                         event = codec.decode(r.value, expect=StepEvent)
@@ -141,8 +152,12 @@ async def follow(bootstrap: str, keep: StepFilter, emit, from_beginning: bool = 
                         continue
                     if keep(event):
                         emit(event, None)
+                        emitted += 1
+                        if max_messages is not None and emitted >= max_messages:
+                            return emitted
     finally:
-        await close_quietly(consumer)
+        await kafka.close(consumer)
+    return emitted
 
 
 @click.command("tail")
@@ -158,12 +173,21 @@ async def follow(bootstrap: str, keep: StepFilter, emit, from_beginning: bool = 
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest event kept.")
 @click.option("--since", help="Start at a time: 10m, 2h, 1d ago, or an ISO time.")
 @click.option("--json", "json_out", is_flag=True, help="One JSON StepEvent per line.")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap servers [ADP_BOOTSTRAP].")
+@click.option("-n", "--max-messages", type=click.IntRange(min=1), default=None,
+              help="Exit after printing N events (after filters).")
+@click.option("-f/-e", "--follow/--exit-at-end", "follow_", default=None,
+              help="Keep following new events, or exit at the end of what adp.steps holds "
+                   "now. Default: exit at the end when the output is not a terminal and "
+                   "--from-beginning or --since was given (so `adp tail --from-beginning "
+                   "--json | jq ...` ends), follow otherwise.")
+@kafka.kafka_options
 def tail_command(task_ids, task_type, runtime_id, lane, success, from_beginning, since,
-                 json_out, bootstrap) -> None:
+                 json_out, max_messages, follow_, conf: Settings) -> None:
     """Follow step events on adp.steps as runtimes emit them. Ctrl-C stops."""
     keep = StepFilter(frozenset(task_ids), task_type, runtime_id, success, lane)
     console, errors = Console(highlight=False), Console(stderr=True)
+    if follow_ is None:
+        follow_ = sys.stdout.isatty() or not (from_beginning or since)
 
     def emit(event: StepEvent | None, warning: str | None) -> None:
         if warning:
@@ -179,7 +203,10 @@ def tail_command(task_ids, task_type, runtime_id, lane, success, from_beginning,
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await follow(bootstrap or settings().bootstrap, keep, emit, from_beginning,
-                     parse_since(since) if since else None, stop)
+        await follow(conf, keep, emit, from_beginning, parse_since(since) if since else None,
+                     stop, max_messages=max_messages, until_end=not follow_)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except BrokenPipeError:  # `adp tail | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error at exit

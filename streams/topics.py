@@ -1,15 +1,27 @@
-"""Topic names, partition counts and configs: the one place that says how topics are laid out."""
+"""Topic names, families and configs: the one place that says how topics are laid out.
+
+Partition counts are chosen when topics are created (`adp kafka up --partitions`, `adp topics
+create --partitions`) and may grow later (`adp topics grow`); the numbers here are only the
+defaults for creation. Components never assume them: whoever needs a count asks the broker
+(streams/admin.py partition_counts).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from adp.core.settings import MiB
 from adp.schemas.contracts import TaskType
 
 STEPS = "adp.steps"
 TRAJECTORIES = "adp.trajectories"
 DLQ = "adp.dlq"
 ARTIFACTS = "adp.artifacts"  # bytes of files steps wrote, chunked, key sha256 (streams/artifacts.py)
+
+# topic family -> partitions at creation. A group has at most as many busy members as its
+# topic has partitions: tasks limits runtimes per type, steps limits aggregators.
+FAMILIES = ("tasks", "steps", "trajectories", "dlq", "artifacts")
+DEFAULT_PARTITIONS = {"tasks": 6, "steps": 6, "trajectories": 6, "dlq": 1, "artifacts": 6}
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,21 @@ def runtime_group(task_type: str) -> str:
 AGGREGATOR_GROUP = "adp-aggregator"
 
 
+def family_of(topic: str) -> str | None:
+    """The family a platform topic belongs to, or None for another topic."""
+    if topic.startswith("adp.tasks."):
+        return "tasks"
+    return {STEPS: "steps", TRAJECTORIES: "trajectories", DLQ: "dlq",
+            ARTIFACTS: "artifacts"}.get(topic)
+
+
+def family_topics(family: str) -> list[str]:
+    if family == "tasks":  # every lane of every type
+        return [topic for t in TaskType for topic in lane_topics(t)]
+    return {"steps": [STEPS], "trajectories": [TRAJECTORIES], "dlq": [DLQ],
+            "artifacts": [ARTIFACTS]}[family]
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -101,15 +128,38 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
 
 
-def platform_topics(min_insync_replicas: int = 1) -> list[TopicSpec]:
-    """Every topic the platform uses. Task topics (every lane) and steps get 6 partitions so up to 6 consumers of a
-    group share the work; trajectories are compacted because only the latest per task_id counts."""
-    # 32 MiB: a trajectory carries every raw LLM exchange, a task may carry a 10 MB description;
-    # a deployment's broker default (1 MB) must not silently cap them.
-    durable = {"min.insync.replicas": str(min_insync_replicas), "max.message.bytes": "33554432"}
-    specs = [TopicSpec(topic, 6, durable) for t in TaskType for topic in lane_topics(t)]
-    specs.append(TopicSpec(STEPS, 6, {**durable, "retention.ms": "-1"}))
-    specs.append(TopicSpec(TRAJECTORIES, 6, {**durable, "cleanup.policy": "compact"}))
-    specs.append(TopicSpec(DLQ, 1, durable))
-    specs.append(TopicSpec(ARTIFACTS, 6, {**durable, "retention.ms": "-1"}))
-    return specs
+def parse_partitions(text: str | None) -> dict[str, int]:
+    """'12' (tasks, steps and trajectories) or 'tasks=24,steps=12' -> partitions per family,
+    defaults filled in. Raises ValueError naming what is wrong."""
+    counts = dict(DEFAULT_PARTITIONS)
+    if not text:
+        return counts
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        family, _, number = part.rpartition("=")
+        families = [family] if family else ["tasks", "steps", "trajectories"]
+        if family and family not in FAMILIES:
+            raise ValueError(f"unknown topic family {family!r} (one of {', '.join(FAMILIES)})")
+        try:
+            n = int(number)
+        except ValueError:
+            raise ValueError(f"{part!r}: expected N or FAMILY=N with N a whole number") from None
+        if n < 1:
+            raise ValueError(f"{part!r}: a topic needs at least 1 partition")
+        counts.update({f: n for f in families})
+    return counts
+
+
+def platform_topics(min_insync_replicas: int = 1, partitions: dict[str, int] | None = None,
+                    max_message_bytes: int = 32 * MiB) -> list[TopicSpec]:
+    """Every topic the platform uses, with `partitions` per family (defaults above). Steps and
+    artifacts are kept forever (replay rebuilds from them); trajectories are compacted because
+    only the latest per task_id counts."""
+    counts = {**DEFAULT_PARTITIONS, **(partitions or {})}
+    # max.message.bytes: a trajectory carries every raw LLM exchange, a task may carry a 10 MB
+    # description; a deployment's broker default (1 MB) must not silently cap them.
+    durable = {"min.insync.replicas": str(min_insync_replicas),
+               "max.message.bytes": str(max_message_bytes)}
+    extra = {"steps": {"retention.ms": "-1"}, "trajectories": {"cleanup.policy": "compact"},
+             "artifacts": {"retention.ms": "-1"}}
+    return [TopicSpec(name, counts[family], {**durable, **extra.get(family, {})})
+            for family in FAMILIES for name in family_topics(family)]

@@ -30,22 +30,21 @@ import time
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from adp.schemas import codec
 from adp.core import metrics
 from adp.schemas.contracts import Task
 from adp.runtimes.base import Outcome, Runtime
 from adp.runtimes.verify import VerifyContext
 from adp.core.limit import AdaptiveLimit
-from adp.streams import topics
+from adp.streams import authz, kafka, topics
 from adp.streams.attempt import Attempt
 from adp.streams.dlq import dlq_headers
 from adp.streams.intake import LaneIntake
 from adp.streams.lanes import DEFAULT_MIN_SHARE, check_min_share
 from adp.streams.offsets import PartitionOffsets
 from adp.streams.poison import PoisonLedger, Quarantine
+from adp.streams.producer import task_from_record
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class WorkerStats:
 
 
 class RuntimeWorker:
-    def __init__(self, runtime: Runtime, task_type: str, bootstrap: str, concurrency: int = 4,
+    def __init__(self, runtime: Runtime, task_type: str, conf: kafka.Conn, concurrency: int = 4,
                  runtime_id: str | None = None, group_id: str | None = None,
                  poll_interval_ms: int = 200, poison_limit: int = 3,
                  limit: AdaptiveLimit | None = None,
@@ -74,7 +73,7 @@ class RuntimeWorker:
         self.runtime, self.task_type = runtime, task_type
         # verifiers of tasks that name one use this LLM chain and sandbox (made when first used)
         self.verify_context = verify_context or VerifyContext()
-        self.bootstrap, self.concurrency = bootstrap, max(1, concurrency)
+        self.conf, self.concurrency = kafka.connection(conf), max(1, concurrency)
         self.runtime_id = runtime_id or default_runtime_id(task_type)
         self.group_id = group_id or topics.runtime_group(task_type)
         self.poll_interval_ms = poll_interval_ms
@@ -104,37 +103,41 @@ class RuntimeWorker:
                                      busy=lambda: bool(self.inflight))
         self.health.checks += [self._broker_check, self._assignment_check]
         self._broker_ok: tuple[bool, str] = (True, "")
+        self._server = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, drain_timeout: float = 30.0,
                   metrics_port: int | None = None) -> WorkerStats:
-        server = await metrics.serve(self.health, metrics_port)
         try:
-            return await self._run(stop, drain_timeout)
+            return await self._run(stop, drain_timeout, metrics_port)
         finally:
-            if server:
-                await server.cleanup()
+            if self._server:
+                await self._server.cleanup()
 
-    async def _run(self, stop: asyncio.Event, drain_timeout: float) -> WorkerStats:
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-            linger_ms=5, max_request_size=33554432, compression_type="gzip",
-        )
-        self.consumer = AIOKafkaConsumer(**{
-            "bootstrap_servers": self.bootstrap, "group_id": self.group_id,
-            "client_id": self.runtime_id, "enable_auto_commit": False,
-            "auto_offset_reset": "earliest", "max_partition_fetch_bytes": 33554432,
-            "fetch_max_bytes": 67108864, **self.consumer_options,
-        })
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await self.producer.start()
-        await self.admin.start()
+    async def _run(self, stop: asyncio.Event, drain_timeout: float,
+                   metrics_port: int | None) -> WorkerStats:
+        # a runtime that may not report its steps must not take tasks: fail now, in one line
+        await authz.require(self.conf, read=topics.lane_topics(self.task_type),
+                            write=[topics.STEPS, topics.DLQ, topics.ARTIFACTS])
+        self.producer = await kafka.start(kafka.producer(self.conf, client_id=self.runtime_id),
+                                          self.conf)
+        try:
+            self.admin = await kafka.start(kafka.admin(self.conf, client_id=self.runtime_id),
+                                           self.conf)
+        except BaseException:
+            await kafka.close(self.producer)
+            raise
+        self.consumer = kafka.consumer(conf=self.conf, client_id=self.runtime_id,
+                                       group_id=self.group_id, **self.consumer_options)
         try:
             self.intake = LaneIntake(self.consumer, self.task_type, prefetch=self.concurrency,
                                      min_share=self.min_share)
             self.consumer.subscribe(self.intake.topics, listener=_Rebalance(self))
-            await self.consumer.start()
+            await kafka.start(self.consumer, self.conf)
+            # /metrics and /health once the broker answered: an unreachable broker is one
+            # error line, not a server started and stopped
+            self._server = await metrics.serve(self.health, metrics_port)
             try:
                 async with self.runtime:
                     log.info("runtime %s consuming %s as group %s, concurrency %d, lower lanes "
@@ -249,13 +252,11 @@ class RuntimeWorker:
         self._slot_freed.set()
 
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
-        try:
-            task = codec.decode(record.value, expect=Task)
-            if task.task_type != self.task_type:
-                raise codec.DecodeError(
-                    f"task_type {task.task_type!r} does not belong on {tp.topic}")
-        except codec.DecodeError as exc:
-            await self._dead_letter(record, str(exc))
+        task = task_from_record(record.value)  # Avro, or plain JSON from kcat & co.
+        if isinstance(task, Task) and task.task_type != self.task_type:
+            task = f"task_type {task.task_type!r} does not belong on {tp.topic}"
+        if isinstance(task, str):
+            await self._dead_letter(record, task)
             await self._done(tp, record.offset)
             return
         strikes = self.ledgers.get(tp, PoisonLedger()).of(record.offset)

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
 from adp.schemas.codec import decode, encode
 from adp.schemas.contracts import StepEvent, Trajectory
-from adp.streams.topics import DLQ, STEPS, TRAJECTORIES, platform_topics
+from adp.streams import kafka as clients
+from adp.streams.admin import partition_counts
+from adp.streams.topics import DLQ, STEPS, TRAJECTORIES
 from tests.helpers import AdpProcess
 from tests.test_assembly import T0, attempt_events
 
@@ -51,8 +52,7 @@ def aggregator(kafka, tmp_path: Path, out: Path, app_id: str, log: str) -> AdpPr
 
 
 async def produce(bootstrap: str, records: list[StepEvent | tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
+    producer = await clients.start(clients.producer(bootstrap))
     try:
         for r in records:
             key, value = (r.task_id.encode(), encode(r)) if isinstance(r, StepEvent) else r
@@ -69,9 +69,7 @@ def files(out: Path, prefix: str) -> dict[str, dict]:
 async def read_topic(bootstrap: str, topic: str, until: Callable[[list], bool],
                      timeout: float = 60) -> list:
     """All records of `topic` from the beginning, read until `until(records)` holds."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
-    await consumer.start()
+    consumer = await clients.start(clients.consumer(topic, conf=bootstrap))
     records: list = []
     try:
         deadline = time.monotonic() + timeout
@@ -144,8 +142,7 @@ async def test_one_file_per_task_duplicates_retries_and_dlq(kafka, tmp_path):
 
 
 async def committed_past(bootstrap: str, group: str, ends: dict[TopicPartition, int]) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    admin = await clients.start(clients.admin(bootstrap))
     try:
         offsets = await admin.list_consumer_group_offsets(group)
     finally:
@@ -155,10 +152,9 @@ async def committed_past(bootstrap: str, group: str, ends: dict[TopicPartition, 
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
+    partitions = (await partition_counts(bootstrap, [topic]))[topic]
+    consumer = await clients.start(clients.consumer(conf=bootstrap))
     try:
-        partitions = next(s.partitions for s in platform_topics() if s.name == topic)
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         return await consumer.end_offsets(tps)
     finally:

@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
+from adp.streams import kafka as clients
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from adp.streams.broker.server import new_cluster_id
@@ -24,8 +24,7 @@ def test_cluster_ids_are_valid_and_never_look_like_an_option():
 
 
 async def describe(bootstrap: str) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    admin = await clients.start(clients.admin(bootstrap))
     try:
         names = [s.name for s in platform_topics()]
         partitions = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}

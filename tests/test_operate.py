@@ -12,11 +12,10 @@ import threading
 import time
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from adp.schemas import codec
 from adp.schemas.contracts import Finish, Step, StepEvent, Task, Trajectory, TrajectoryMetadata
-from adp.streams import topics
+from adp.streams import kafka as clients, topics
 from adp.streams.tail import StepFilter, as_line, parse_since
 from tests.helpers import ADP, AdpProcess, wait_for, write_tasks
 
@@ -41,8 +40,7 @@ def event(task_id: str, kind: str, task_type: str = "code", step_id: int = 1,
 
 
 async def send(bootstrap: str, topic: str, items: list[tuple[str, bytes, int | None]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
+    producer = await clients.start(clients.producer(bootstrap))
     try:
         for key, value, ts in items:
             await producer.send_and_wait(topic, value, key=key.encode(), timestamp_ms=ts)
@@ -101,7 +99,8 @@ def test_tail_lane_filter_follows_the_attempts_that_started_in_the_lane():
 
 def test_tail_follows_live_with_filters_and_stops_on_ctrl_c(kafka):
     send_events(kafka.bootstrap, [event("tail-a", "started"), event("tail-b", "started", "web")])
-    proc = subprocess.Popen(ADP + ["tail", "--json", "--from-beginning", "--type", "code"],
+    proc = subprocess.Popen(ADP + ["tail", "--json", "--from-beginning", "--type", "code",
+                             "--follow"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, ADP_BOOTSTRAP=kafka.bootstrap))
     lines = Lines(proc)
@@ -181,21 +180,28 @@ def test_runtime_dead_letters_bad_messages_and_keeps_going(kafka, llm_stub, tmp_
         ("dlq-garbage", b"\x00not avro at all", None),
         ("dlq-wrong-topic", codec.encode(web_task), None),
         ("dlq-good", codec.encode(Task(task_id="dlq-good", task_type="code",
-                                       description="print something")), None)]))
+                                       description="print something")), None),
+        # plain JSON, as kcat or kafka-console-producer send it: validated like adp produce
+        ("dlq-json-good", b'{"task_id": "dlq-json-good", "task_type": "code", '
+                          b'"description": "print 42"}', None),
+        ("dlq-json-bad", b'{"task_id": "dlq-json-bad", "task_type": "code"}', None)]))
     rt = AdpProcess(["runtime", "code"], tmp_path / "rt.log", env).start()
     try:
         def listed():
             out = subprocess.run(ADP + ["dlq", "--json"], env=rt.env, capture_output=True,
                                  text=True, timeout=60)
             rows = [json.loads(l) for l in out.stdout.splitlines()]
-            return rows if len(rows) >= 2 else None
+            return rows if len(rows) >= 3 else None
 
-        rows = wait_for(listed, 120, "two dead letters", check=rt.assert_alive)
-        wait_for(lambda: "task dlq-good: finished success=True" in rt.log(200), 120,
-                 "the good task to finish", check=rt.assert_alive)
+        rows = wait_for(listed, 120, "three dead letters", check=rt.assert_alive)
+        for good in ("dlq-good", "dlq-json-good"):
+            wait_for(lambda: f"task {good}: finished success=True" in rt.log(200), 120,
+                     f"the good task {good} to finish", check=rt.assert_alive)
     finally:
         rt.stop()
     by_key = {r["key"]: r for r in rows}
     assert "not Avro" in by_key["dlq-garbage"]["reason"]
     assert "does not belong" in by_key["dlq-wrong-topic"]["reason"]
+    assert "description: missing (required)" in by_key["dlq-json-bad"]["reason"]
+    assert "dlq-json-good" not in by_key
     assert by_key["dlq-garbage"]["source"].startswith("adp.tasks.code[")

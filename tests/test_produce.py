@@ -15,19 +15,20 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from adp.schemas import codec
 from adp.schemas.contracts import Task, TaskType
 from adp.streams import producer as producer_mod
+from adp.streams import kafka as clients
 from adp.streams.producer import ProduceError, produce_tasks
-from adp.streams.topics import lane_topics, platform_topics, task_topic
+from adp.streams.admin import partition_counts
+from adp.streams.topics import lane_topics, task_topic
 
 pytestmark = pytest.mark.kafka
 
 ADP = str(Path(sys.executable).parent / "adp")
 TASK_TOPICS = [topic for t in TaskType for topic in lane_topics(t)]
-PARTITIONS = {spec.name: spec.partitions for spec in platform_topics()}
 
 
 def prefix() -> str:
@@ -57,12 +58,10 @@ async def adp_produce(*args: str, bootstrap: str | None = None) -> subprocess.Co
 
 async def read_back(bootstrap: str, pfx: str) -> dict[str, list[tuple[str, Task]]]:
     """Every record on the task topics whose key starts with pfx: topic -> [(key, Task)]."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                max_partition_fetch_bytes=32 * 1024 * 1024,
-                                fetch_max_bytes=64 * 1024 * 1024)
-    await consumer.start()
+    counts = await partition_counts(bootstrap, TASK_TOPICS)
+    consumer = await clients.start(clients.consumer(conf=bootstrap))
     try:
-        partitions = [TopicPartition(t, p) for t in TASK_TOPICS for p in range(PARTITIONS[t])]
+        partitions = [TopicPartition(t, p) for t in TASK_TOPICS for p in range(counts[t])]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
@@ -153,6 +152,22 @@ async def test_all_good_exit_0_and_ten_megabyte_description(kafka, tmp_path):
     [(key, task)] = got["adp.tasks.reasoning"]
     assert key == p + "big" and task.description == big
     assert [k for k, _ in got["adp.tasks.web"]] == [p + "small"]
+
+
+async def test_stdin_and_json_output(kafka):
+    p = prefix()
+    text = "\n".join([line(p + "a"), "{oops", line(p + "b", "web")]) + "\n"
+    proc = await asyncio.to_thread(
+        subprocess.run, [ADP, "produce", "-", "--json"], input=text, capture_output=True,
+        text=True, timeout=180, env=dict(os.environ, ADP_BOOTSTRAP=kafka.bootstrap))
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)  # one JSON object, nothing else on stdout
+    assert report["file"] == "<stdin>" and report["total_sent"] == 2
+    assert report["sent"] == {"reasoning": 0, "code": 1, "web": 1}
+    assert [r["line"] for r in report["rejected"]] == [2] and report["error"] is None
+    got = await read_back(kafka.bootstrap, p)
+    assert [k for k, _ in got["adp.tasks.code"]] == [p + "a"]
+    assert [k for k, _ in got["adp.tasks.web"]] == [p + "b"]
 
 
 async def test_nothing_to_send_exit_2(kafka, tmp_path):

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 from aiobotocore.session import get_session
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
 from adp.schemas import codec
 from adp.schemas.contracts import Finish, Step, StepEvent, Task
-from adp.streams import topics
+from adp.streams import kafka as clients, topics
 from tests.conftest import free_port_block
 from tests.helpers import ADP, AdpProcess, wait_for, write_tasks
 
@@ -115,8 +114,7 @@ def iso(ts: float) -> str:
 async def _ends(bootstrap: str, topic: str) -> dict[tuple[str, int], int]:
     [described] = await _admin(bootstrap, lambda a: a.describe_topics([topic]))
     parts = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
+    consumer = await clients.start(clients.consumer(conf=bootstrap))
     try:
         return {(tp.topic, tp.partition): o for tp, o in (await consumer.end_offsets(parts)).items()}
     finally:
@@ -124,8 +122,7 @@ async def _ends(bootstrap: str, topic: str) -> dict[tuple[str, int], int]:
 
 
 async def _admin(bootstrap: str, op):
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    admin = await clients.start(clients.admin(bootstrap))
     try:
         return await op(admin)
     finally:
@@ -264,8 +261,7 @@ def _event(task_id: str, kind: str, when: float, step_count: int = 1) -> StepEve
 
 
 async def _send(bootstrap: str, items: list[tuple[StepEvent, int]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
+    producer = await clients.start(clients.producer(bootstrap))
     try:
         for e, ts_ms in items:
             await producer.send_and_wait(topics.STEPS, codec.encode(e), key=e.task_id.encode(),
@@ -330,9 +326,10 @@ def test_errors_are_one_clear_line(tmp_path):
     unreachable = subprocess.run(
         ADP + ["replay", "--bootstrap", f"127.0.0.1:{port}", "--out", str(tmp_path / "x")],
         capture_output=True, text=True, timeout=120)
-    assert unreachable.returncode == 1
+    assert unreachable.returncode == 3  # every command: 3 = Kafka unreachable or refused
     assert f"cannot reach Kafka at 127.0.0.1:{port}" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
+    assert len(unreachable.stderr.strip().splitlines()) == 1, unreachable.stderr
 
     (tmp_path / "a-file").write_text("")
     for bad, why in [(str(tmp_path / "a-file" / "sub"), "cannot create the folder"),

@@ -22,8 +22,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Awaitable, Callable
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
 from adp.schemas import codec
 from adp.schemas.contracts import StepEvent, Task
@@ -33,7 +32,7 @@ from adp.core.limit import AdaptiveLimit
 from adp.runtimes.llm.client import build_model
 from adp.runtimes.llm.providers import Provider
 from adp.runtimes.llm.stub import StubServer
-from adp.streams import topics
+from adp.streams import kafka as clients, topics
 from adp.streams.reader import read_topic
 from adp.streams.worker import RuntimeWorker
 
@@ -73,9 +72,7 @@ async def fresh_group(bootstrap: str, name: str) -> str:
     """A new consumer group whose committed offsets are the current ends of every lane of
     adp.tasks.code."""
     group = f"test-discipline-{name}-{uuid.uuid4().hex[:8]}"
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
-    await consumer.start()
+    consumer = await clients.start(clients.consumer(conf=bootstrap, group_id=group))
     try:
         consumer.assign(LANE_TPS)
         ends = await consumer.end_offsets(LANE_TPS)
@@ -87,8 +84,7 @@ async def fresh_group(bootstrap: str, name: str) -> str:
 
 async def produce(bootstrap: str, placed: list[tuple[Task, int]]) -> dict[str, tuple[int, int]]:
     """Produce each task to the given partition; -> task_id: (partition, offset)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
+    producer = await clients.start(clients.producer(bootstrap))
     where = {}
     try:
         for task, partition in placed:
@@ -104,11 +100,11 @@ class Committed:
     """The group's committed offsets, as the broker has them."""
 
     def __init__(self, bootstrap: str, group: str):
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        self.admin = clients.admin(bootstrap)
         self.group = group
 
     async def __aenter__(self) -> "Committed":
-        await self.admin.start()
+        await clients.start(self.admin)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -126,14 +122,12 @@ class StepsReader:
     """Reads adp.steps from where it stood when created (no group): what the broker holds."""
 
     def __init__(self, bootstrap: str):
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                         enable_auto_commit=False,
-                                         max_partition_fetch_bytes=33554432)
+        self.consumer = clients.consumer(conf=bootstrap)
         self.tps = [TopicPartition(topics.STEPS, p) for p in range(STEPS_PARTITIONS)]
         self.events: list[StepEvent] = []
 
     async def __aenter__(self) -> "StepsReader":
-        await self.consumer.start()
+        await clients.start(self.consumer)
         self.consumer.assign(self.tps)
         for tp, end in (await self.consumer.end_offsets(self.tps)).items():
             self.consumer.seek(tp, end)

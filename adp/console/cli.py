@@ -9,8 +9,9 @@ from pathlib import Path
 
 import click
 
-from adp.core.settings import settings
+from adp.core.settings import Settings
 from adp.streams import topics
+from adp.streams.kafka import kafka_options
 
 
 @click.command("console")
@@ -24,14 +25,13 @@ from adp.streams import topics
               help="Where the sink writes trajectories [ADP_OUTPUT_DIR, default "
                    "output/trajectories]. S3 reads take credentials and ADP_S3_ENDPOINT_URL "
                    "as the S3 sink does.")
-@click.option("-b", "--bootstrap-server", "--bootstrap", "bootstrap", default=None,
-              help="Kafka bootstrap servers [ADP_BOOTSTRAP].")
 @click.option("--interval", default=2.0, show_default=True,
               help="Seconds between two reads of the counters and lags.")
 @click.option("--aggregator-group", default=topics.AGGREGATOR_GROUP, show_default=True,
               help="The aggregator's consumer group (its --app-id), for its lag on adp.steps.")
-def console_command(port: int, host: str, location: str | None, bootstrap: str | None,
-                    interval: float, aggregator_group: str) -> None:
+@kafka_options
+def console_command(port: int, host: str, location: str | None, interval: float,
+                    aggregator_group: str, conf: Settings) -> None:
     """A web page that shows the platform at work, updated live:
 
     \b
@@ -56,11 +56,11 @@ def console_command(port: int, host: str, location: str | None, bootstrap: str |
         # With the broker gone aiokafka logs an error per retry, several a second; the console
         # says it once ("Kafka at ... unreachable", and on the page) and again when it is back.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    s = settings()
+    s = conf
     where = location or str(s.output_dir)
     if not where.startswith("s3://"):
         where = str(Path(where).expanduser().resolve())
-    config = ConsoleConfig(bootstrap=bootstrap or s.bootstrap, trajectories=where, home=s.home,
+    config = ConsoleConfig(bootstrap=conf, trajectories=where, home=s.home,
                            host=host, port=port, interval=interval,
                            aggregator_group=aggregator_group)
 
@@ -71,7 +71,7 @@ def console_command(port: int, host: str, location: str | None, bootstrap: str |
         except OSError as exc:
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
         shown = f"[{host}]" if ":" in host else host
-        click.echo(f"adp console on http://{shown}:{console.port}/ (Kafka {config.bootstrap}, "
+        click.echo(f"adp console on http://{shown}:{console.port}/ (Kafka {conf.describe()}, "
                    f"trajectories {config.trajectories}); Ctrl-C stops", err=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -21,7 +21,8 @@ from aiokafka import TopicPartition
 from adp.console.hub import Hub
 from adp.streams import topics
 from adp.streams.dlq import dlq_row
-from adp.streams.reader import behind, close_quietly, open_consumer
+from adp.streams.kafka import Conn, close, connection
+from adp.streams.reader import behind, open_consumer
 from adp.streams.status import Outcome, StatusReader
 
 log = logging.getLogger(__name__)
@@ -32,11 +33,12 @@ READ_TIMEOUT = 10.0  # one round of reads; past it the broker counts as unreacha
 
 
 class Monitor:
-    def __init__(self, bootstrap: str, hub: Hub, interval: float = 2.0,
+    def __init__(self, bootstrap: Conn, hub: Hub, interval: float = 2.0,
                  aggregator_group: str = topics.AGGREGATOR_GROUP) -> None:
-        self.bootstrap, self.hub, self.interval = bootstrap, hub, interval
+        self.bootstrap, self.hub, self.interval = connection(bootstrap), hub, interval
         self.aggregator_group = aggregator_group
-        self.broker = {"up": None, "bootstrap": bootstrap, "since": time.time(), "error": None}
+        self.where = self.bootstrap.describe()  # for the page and the log: never a password
+        self.broker = {"up": None, "bootstrap": self.where, "since": time.time(), "error": None}
         # trajectory key -> (type, success, verdict): kept across reconnections
         self.outcomes: dict[str, Outcome] = {}  # trajectory key -> latest (StatusReader)
         self.samples: deque[tuple[float, int, int, int]] = deque(
@@ -58,7 +60,7 @@ class Monitor:
                             backoff = 1.0
                             await _wait(stop, self.interval)
                     finally:
-                        await close_quietly(dlq)
+                        await close(dlq)
             except (Exception, asyncio.CancelledError) as exc:
                 if isinstance(exc, asyncio.CancelledError) and asyncio.current_task().cancelling():
                     raise  # we are being stopped
@@ -135,9 +137,9 @@ class Monitor:
             if up != self.broker["up"]:
                 self.broker["since"] = time.time()
                 if up:
-                    log.info("Kafka at %s answers", self.bootstrap)
+                    log.info("Kafka at %s answers", self.where)
                 else:
-                    log.warning("Kafka at %s unreachable: %s (retrying)", self.bootstrap, error)
+                    log.warning("Kafka at %s unreachable: %s (retrying)", self.where, error)
             self.broker.update(up=up, error=error)
             self.hub.publish("broker", dict(self.broker))
 

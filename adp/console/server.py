@@ -42,6 +42,7 @@ from adp.console.index import VERDICTS, TrajectoryIndex, cache_file_for
 from adp.console.live_steps import LiveSteps
 from adp.console.monitor import Monitor
 from adp.streams import topics
+from adp.streams.kafka import Conn, connection
 from adp.streams.tail import StepFilter
 from adp.streams.topics import LANE_NAMES
 
@@ -57,7 +58,7 @@ IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"}) 
 
 @dataclass
 class ConsoleConfig:
-    bootstrap: str
+    bootstrap: Conn  # Settings, or a bootstrap string (adp.streams.kafka)
     trajectories: str            # a folder (absolute) or s3://bucket/prefix
     home: Path | None = None     # ADP_HOME: the index cache lives under it (None: no cache)
     host: str = "127.0.0.1"
@@ -83,7 +84,8 @@ class Console:
         self.tasks: list[asyncio.Task] = []
         self.runner: web.AppRunner | None = None
         self.port = config.port
-        self.hub.publish("config", {"bootstrap": config.bootstrap, "version": __version__,
+        self.hub.publish("config", {"bootstrap": connection(config.bootstrap).describe(),
+                                    "version": __version__,
                                     "trajectories": config.trajectories,
                                     "aggregator_group": config.aggregator_group})
 

@@ -9,6 +9,7 @@ $ADP_HOME/logs/llm-server.log, the pid to $ADP_HOME/run/llm-server.pid.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -151,16 +152,24 @@ def down(grace: float) -> None:
 @llm_command.command("status")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=None, help="Default 8088 or ADP_LLM_PORT.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: running, answering, pid, url, model, log.")
 @click.pass_context
-def status(ctx: click.Context, host: str, port: int | None) -> None:
+def status(ctx: click.Context, host: str, port: int | None, as_json: bool) -> None:
     """running (exit 0) or stopped (exit 3), with pid, URL and model."""
     host, port = _recorded(host, port)
     url = url_for(host, port)
     proc = managed(host, port)
     pid = proc.pid()
-    if pid is None:
+    answering = pid is not None and http_ok(f"{url}/models")
+    if as_json:
+        click.echo(json.dumps({"running": pid is not None, "answering": answering, "pid": pid,
+                               "url": url, "model": LOCAL_MODEL, "log": str(proc.log_file)}))
+    elif pid is None:
         click.echo(f"llm server stopped (url {url}, model {LOCAL_MODEL})")
+    else:
+        state = "running" if answering else "running (not answering yet)"
+        click.echo(f"llm server {state}: pid {pid}, url {url}, model {LOCAL_MODEL}, "
+                   f"log {proc.log_file}")
+    if pid is None:
         ctx.exit(3)
-    answering = http_ok(f"{url}/models")
-    state = "running" if answering else "running (not answering yet)"
-    click.echo(f"llm server {state}: pid {pid}, url {url}, model {LOCAL_MODEL}, log {proc.log_file}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import re
 import shutil
 import signal
@@ -23,8 +22,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from adp.core.settings import settings
-from adp.core.process import pid_alive, tail
+from adp.core.settings import Settings, settings
+from adp.core.process import ManagedProcess, pid_alive, tail
+from adp.streams.broker.security import ADMIN, ClusterSecurity, SecurityError
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,10 @@ class BrokerError(RuntimeError):
     pass
 
 
-def ensure_jars() -> Path:
+def ensure_jars(cache_dir: Path | None = None) -> Path:
     """Resolve the broker's jars once per machine into $ADP_CACHE_DIR/kafka-<version>/libs."""
-    return resolve_jars(POM, settings().cache_dir / f"kafka-{KAFKA_VERSION}" / "libs",
-                        f"Apache Kafka {KAFKA_VERSION}")
+    libs = (cache_dir or settings().cache_dir) / f"kafka-{KAFKA_VERSION}" / "libs"
+    return resolve_jars(POM, libs, f"Apache Kafka {KAFKA_VERSION}")
 
 
 def resolve_jars(pom: Path, libs: Path, what: str) -> Path:
@@ -80,6 +80,16 @@ def new_cluster_id() -> str:
             return cid
 
 
+def _advertised(properties: Path) -> str | None:
+    try:
+        for line in properties.read_text().splitlines():
+            if line.startswith("advertised.listeners="):
+                return line.split("=", 1)[1]
+    except OSError:
+        pass
+    return None
+
+
 def _port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -88,46 +98,59 @@ def _port_open(host: str, port: int) -> bool:
 
 @dataclass
 class Node:
+    """One broker+controller JVM: a ManagedProcess (pid file, log, own session, SIGTERM then
+    SIGKILL) whose command line is set when it starts."""
+
     index: int
     host: str
     port: int
     controller_port: int
     dir: Path
 
+    def __post_init__(self) -> None:
+        # the marker guards against a recycled pid in a stale pid file
+        self.process = ManagedProcess(name=f"Kafka node {self.index}", argv=[],
+                                      pid_file=self.dir / "kafka.pid",
+                                      log_file=self.dir / "server.log", marker="kafka.Kafka")
+
     @property
     def pid_file(self) -> Path:
-        return self.dir / "kafka.pid"
+        return self.process.pid_file
 
     @property
     def log_file(self) -> Path:
-        return self.dir / "server.log"
+        return self.process.log_file
 
     def pid(self) -> int | None:
-        try:
-            return int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return self.process.pid()
 
     def running(self) -> bool:
-        pid = self.pid()
-        if pid is None or not pid_alive(pid):
-            return False
-        try:  # a recycled pid is not our broker
-            return b"kafka.Kafka" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
+        return self.process.running()
 
 
 class KafkaCluster:
     """One local Kafka cluster: `nodes` combined broker+controller JVMs on consecutive ports."""
 
     def __init__(self, home: Path | None = None, bootstrap: str | None = None, nodes: int = 1,
-                 name: str = "default", heap_mb: int = 512):
-        s = settings()
+                 name: str = "default", heap_mb: int = 512, conf: Settings | None = None,
+                 partitions: dict[str, int] | None = None, secure: bool | None = None):
+        """`conf`: the settings to take defaults from (home, bootstrap = the first node's
+        address, cache, message size limit); `partitions`: per topic family at creation;
+        `secure`: SASL_SSL + SCRAM + ACLs (streams/broker/security.py), chosen when the
+        cluster is first formatted (None: as it was formatted)."""
+        self.conf = s = conf or settings()
         self.home = (home or s.home).resolve()
         host, port = (bootstrap or s.bootstrap).split(",")[0].rsplit(":", 1)
         self.host, self.base_port, self.heap_mb = host, int(port), heap_mb
+        self.partitions = partitions
         self.dir = self.home / "kafka" / name
+        self.security = ClusterSecurity(self.dir)
+        formatted = (self.dir / "cluster.id").exists()
+        if secure is not None and formatted and secure != self.security.enabled:
+            raise BrokerError(
+                f"the cluster in {self.dir} was created {'with' if self.security.enabled else 'without'}"
+                f" --secure; stop it and delete that folder to change it, or use another ADP_HOME")
+        self.secure = self.security.enabled if secure is None else secure
         self.nodes = [
             Node(i, host, self.base_port + i, self.base_port + CONTROLLER_PORT_OFFSET + i,
                  self.dir / f"node-{i}")
@@ -138,19 +161,33 @@ class KafkaCluster:
     def bootstrap(self) -> str:
         return ",".join(f"{n.host}:{n.port}" for n in self.nodes)
 
+    def client_settings(self, user: str = ADMIN) -> Settings:
+        """Settings for a client of this cluster (secure: as `user`, by default the admin)."""
+        if self.secure:
+            return self.security.client_settings(self.bootstrap, user)
+        return self.conf.with_bootstrap(self.bootstrap)
+
     def _properties(self, node: Node) -> str:
         n = len(self.nodes)
         voters = ",".join(f"{m.index + 1}@{m.host}:{m.controller_port}" for m in self.nodes)
         rf = min(3, n)
+        if self.secure:
+            listeners = self.security.broker_properties(node.host, node.port,
+                                                        node.controller_port)
+        else:
+            listeners = [
+                f"listeners=PLAINTEXT://{node.host}:{node.port},"
+                f"CONTROLLER://{node.host}:{node.controller_port}",
+                f"advertised.listeners=PLAINTEXT://{node.host}:{node.port}",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+            ]
         return "\n".join([
             "process.roles=broker,controller",
             f"node.id={node.index + 1}",
             f"controller.quorum.voters={voters}",
-            f"listeners=PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{node.host}:{node.port}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
+            *listeners,
             f"log.dirs={node.dir / 'data'}",
             "num.partitions=6",
             f"default.replication.factor={rf}",
@@ -163,8 +200,8 @@ class KafkaCluster:
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=false",
             # the broker must never refuse a large trajectory or a 10 MB task description
-            "message.max.bytes=33554432",
-            "replica.fetch.max.bytes=33554432",
+            f"message.max.bytes={self.conf.max_message_bytes}",
+            f"replica.fetch.max.bytes={self.conf.max_message_bytes}",
             "",
         ])
 
@@ -178,7 +215,8 @@ class KafkaCluster:
             ["java", "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={HERE / 'log4j2.yaml'}",
              "kafka.tools.StorageTool", "format",
              f"--cluster-id={cluster_id_file.read_text().strip()}",
-             "-c", str(node.dir / "server.properties")],
+             "-c", str(node.dir / "server.properties"),
+             *(self.security.scram_arguments() if self.secure else [])],
             capture_output=True, text=True,
         )
         if proc.returncode != 0:
@@ -187,51 +225,68 @@ class KafkaCluster:
     def start_node(self, node: Node) -> None:
         """Start one node if it is not running (idempotent). Does not wait for readiness."""
         if node.running():
+            listening = _advertised(node.dir / "server.properties")
+            if listening and f"//{node.host}:{node.port}" not in listening:
+                raise BrokerError(f"Kafka node {node.index} already runs from {node.dir} with "
+                                  f"{listening}: `adp kafka down` first, or use another ADP_HOME")
             return
         for port in (node.port, node.controller_port):
             if _port_open(node.host, port):
                 raise BrokerError(
                     f"port {port} is taken by another process: stop it or set ADP_BOOTSTRAP"
                 )
-        libs = ensure_jars()
+        libs = ensure_jars(self.conf.cache_dir)
         node.dir.mkdir(parents=True, exist_ok=True)
-        (node.dir / "server.properties").write_text(self._properties(node))
+        properties = node.dir / "server.properties"
+        properties.touch()
+        properties.chmod(0o600)  # secure: it holds the inter-broker password
+        properties.write_text(self._properties(node))
         self._format(libs, node)
-        with open(node.log_file, "ab") as out:
-            proc = subprocess.Popen(
-                ["java", f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 256)}m",
-                 "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                 f"-Dlog4j2.configurationFile={HERE / 'log4j2.yaml'}",
-                 "-cp", f"{libs}/*", "kafka.Kafka", str(node.dir / "server.properties")],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # outlives `adp kafka up`; `down` stops it
-            )
-        node.pid_file.write_text(str(proc.pid))
+        node.process.argv = [
+            "java", f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 256)}m", "-XX:+UseG1GC",
+            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={HERE / 'log4j2.yaml'}",
+            "-cp", f"{libs}/*", "kafka.Kafka", str(node.dir / "server.properties")]
+        pid, _ = node.process.start()  # detached: outlives `adp kafka up`; `down` stops it
         log.info("started Kafka node %d (pid %d) on %s:%d, log %s",
-                 node.index, proc.pid, node.host, node.port, node.log_file)
+                 node.index, pid, node.host, node.port, node.log_file)
 
     def stop_node(self, node: Node, sig: int = signal.SIGTERM, grace: float = 30.0) -> None:
         """Stop one node; SIGKILL after `grace` seconds. sig=SIGKILL is the fault tests' kill -9."""
-        pid = node.pid() if node.running() else None
-        if pid is not None:
-            os.kill(pid, sig)
-            deadline = time.monotonic() + grace
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if pid_alive(pid):
-                log.warning("Kafka node %d did not stop in %.0fs; killing it", node.index, grace)
-                os.kill(pid, signal.SIGKILL)
-                while pid_alive(pid):
-                    time.sleep(0.05)
-        node.pid_file.unlink(missing_ok=True)
+        if sig == signal.SIGKILL:
+            node.process.send(signal.SIGKILL)
+        if node.process.stop(grace) is not None and sig != signal.SIGKILL:
+            log.info("stopped Kafka node %d", node.index)
 
     def up(self, timeout: float = 120.0, topics: bool = True) -> None:
+        """Start every node, wait until ready, create the platform's topics; secure: also the
+        TLS material and users (first time), each user's client config and its role's ACLs."""
+        if self.secure:
+            try:
+                self.security.prepare(self.host)
+            except SecurityError as exc:
+                raise BrokerError(str(exc)) from None
         for node in self.nodes:
             self.start_node(node)
-        asyncio.run(self.wait_ready(timeout))
+        if self.secure:
+            self.security.write_client_configs(self.bootstrap)
+        asyncio.run(self._ready(timeout, topics))
+
+    async def _ready(self, timeout: float, topics: bool) -> None:
+        from adp.streams.admin import admin_client, ensure_topics
+
+        await self.wait_ready(timeout)
+        conf = self.client_settings()
         if topics:
-            from adp.streams.admin import ensure_topics
-            asyncio.run(ensure_topics(self.bootstrap, replication=min(3, len(self.nodes))))
+            await ensure_topics(conf, replication=min(3, len(self.nodes)),
+                                partitions=self.partitions)
+        if self.secure:
+            from adp.streams.authz import create_acls, role_acls
+
+            acls = [acl for name, entry in self.security.users().items()
+                    if entry["role"] != "admin"
+                    for acl in role_acls(entry["role"], f"User:{name}")]
+            async with admin_client(conf) as admin:
+                await create_acls(admin, acls)
 
     async def wait_ready(self, timeout: float = 120.0, nodes: list[Node] | None = None) -> None:
         """Wait until every node answers metadata requests as a broker of this cluster."""
@@ -250,7 +305,7 @@ class KafkaCluster:
                 await asyncio.sleep(0.3)  # JVM still starting; asking now only logs errors
                 continue
             try:
-                if want <= await cluster_broker_ids(self.bootstrap):
+                if want <= await cluster_broker_ids(self.client_settings()):
                     return
             except Exception as exc:  # not up yet: connection refused, no controller, ...
                 last_error = exc
@@ -262,8 +317,7 @@ class KafkaCluster:
         """Stop every node. All get SIGTERM at once: stopped one by one, the last ones wait
         for a controller quorum that is already gone."""
         for node in self.nodes:
-            if node.running():
-                os.kill(node.pid(), signal.SIGTERM)
+            node.process.send(signal.SIGTERM)
         deadline = time.monotonic() + grace
         for node in self.nodes:
             self.stop_node(node, grace=max(0.0, deadline - time.monotonic()))
