@@ -668,8 +668,7 @@ async def test_task_fetched_just_before_a_revocation_is_not_started_by_the_old_o
 
 async def produce_by_priority(bootstrap: str, tasks: list[Task]) -> None:
     """As `adp produce` does: each task to its type's lane for its priority, keyed by task_id."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
+    producer = await clients.start(clients.producer(bootstrap))
     try:
         for task in tasks:
             await producer.send(topics.topic_for_task(task.task_type, task.priority),

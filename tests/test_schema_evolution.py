@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from adp.core.settings import settings
 from adp.schemas import codec
 from adp.schemas.contracts import StepEvent, Task, Trajectory
+from adp.streams import kafka as clients
 from adp.streams.assembly import assemble
 from adp.streams.broker.server import resolve_jars
 from adp.streams.reader import read_topic
@@ -39,9 +39,7 @@ JAVA_DIR = HERE / "java"
 
 
 async def _produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                enable_idempotence=True)
-    await producer.start()
+    producer = await clients.start(clients.producer(bootstrap))
     try:
         for topic, key, value in records:
             await producer.send_and_wait(topic, value, key=key)
