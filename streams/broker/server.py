@@ -165,7 +165,9 @@ class KafkaCluster:
         """Settings for a client of this cluster (secure: as `user`, by default the admin)."""
         if self.secure:
             return self.security.client_settings(self.bootstrap, user)
-        return self.conf.with_bootstrap(self.bootstrap)
+        # a plaintext local cluster, whatever security the settings name for other clusters
+        return self.conf.model_copy(update={"bootstrap": self.bootstrap,
+                                            "security_protocol": "PLAINTEXT"})
 
     def _properties(self, node: Node) -> str:
         n = len(self.nodes)
