@@ -12,14 +12,20 @@ import uuid
 
 
 def main() -> None:
+    import asyncio
+
     import faust
     from faust import Worker
 
+    from adp.streams import kafka
+    from adp.streams.admin import partition_counts
+
     bootstrap, count = sys.argv[1], int(sys.argv[2])
-    app = faust.App(f"bench-faust-bare-{uuid.uuid4().hex[:8]}", broker=f"kafka://{bootstrap}",
+    partitions = asyncio.run(partition_counts(bootstrap, ["adp.steps"]))["adp.steps"]
+    app = faust.App(f"bench-faust-bare-{uuid.uuid4().hex[:8]}", **kafka.faust_settings(bootstrap),
                     store="memory://", web_enabled=False, key_serializer="raw",
                     value_serializer="raw", consumer_auto_offset_reset="earliest",
-                    datadir=tempfile.mkdtemp(prefix="faust-bare-"), topic_partitions=6)
+                    datadir=tempfile.mkdtemp(prefix="faust-bare-"), topic_partitions=partitions)
     topic = app.topic("adp.steps", key_serializer="raw", value_serializer="raw")
     seen = {"n": 0, "t": 0.0}
 

@@ -196,12 +196,10 @@ async def produce(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]])
     import asyncio
     import time
 
-    from aiokafka import AIOKafkaProducer
+    from adp.streams import kafka
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=20, max_batch_size=512 * 1024,
-                                compression_type="gzip", max_request_size=33554432)
-    await producer.start()
+    producer = await kafka.start(kafka.producer(bootstrap, client_id="adp-bench", linger_ms=20,
+                                                max_batch_size=512 * 1024))
     began = time.perf_counter()
     try:
         pending = [await producer.send(topic, v, key=k) for k, v in events]

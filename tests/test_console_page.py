@@ -18,7 +18,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from playwright.async_api import Page, async_playwright, expect
 
 from adp.connectors.sinks.base import render
@@ -27,7 +26,7 @@ from adp.runtimes.tools.browser import CHROMIUM_ARGS, chromium_path
 from adp.schemas import codec
 from adp.schemas.contracts import (Artifact, Step, StepEvent, Trajectory, TrajectoryMetadata,
                                   Verdict)
-from adp.streams import topics
+from adp.streams import kafka as clients, topics
 from tests.conftest import free_port_block
 from tests.helpers import ADP, AdpProcess, wait_for, write_tasks
 
@@ -148,8 +147,7 @@ async def send_step(bootstrap: str, task_id: str, observation: str) -> None:
                       step=Step(step_id=1, action_type="code_execution",
                                 action_params={"code": "print(1)"}, observation=observation,
                                 success=True, timestamp=time.time(), duration=0.1))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
+    producer = await clients.start(clients.producer(bootstrap))
     try:
         await producer.send_and_wait(topics.STEPS, codec.encode(event), key=task_id.encode())
     finally:
@@ -344,8 +342,7 @@ def test_console_answers_loopback_names_only_with_a_strict_policy(console):
 
 
 async def test_dead_letters_show_their_reason(console, browser, kafka):
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
-    await producer.start()
+    producer = await clients.start(clients.producer(kafka.bootstrap))
     try:
         await producer.send_and_wait(topics.task_topic("code"), b"\x00 not avro",
                                      key=b"console-garbage")

@@ -53,14 +53,11 @@ def java(cp: str, main: str, args: list[str]) -> str:
 
 async def python_pace(bootstrap: str, topic: str, size: int, n: int) -> tuple[float, float]:
     """aiokafka produce (acks=all, idempotent, gzip) and consume of n records; records/s."""
-    from aiokafka import AIOKafkaProducer
-
+    from adp.streams import kafka
     from adp.streams.reader import capture_range, open_consumer, read_range, topic_partitions
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=20, max_batch_size=512 * 1024, compression_type="gzip",
-                                max_request_size=33554432)
-    await producer.start()
+    producer = await kafka.start(kafka.producer(bootstrap, client_id="adp-bench", linger_ms=20,
+                                                max_batch_size=512 * 1024))
     payload = os.urandom(size // 2).hex().encode()[:size]
     t0 = time.perf_counter()
     try:
@@ -81,15 +78,16 @@ async def python_pace(bootstrap: str, topic: str, size: int, n: int) -> tuple[fl
 
 
 async def run(bench: Bench) -> None:
+    from adp.core.settings import settings
     from adp.streams.admin import ensure_topics
     from adp.streams.topics import TopicSpec
 
     cp = tools_classpath()
     for size, n in ((2048, bench.size(100_000, 20_000)), (24_576, bench.size(10_000, 2_000))):
         java_topic, py_topic = f"bench.perf.java.{size}", f"bench.perf.py.{size}"
-        await ensure_topics(bench.bootstrap, specs=[
-            TopicSpec(java_topic, 6, {"max.message.bytes": "33554432"}),
-            TopicSpec(py_topic, 6, {"max.message.bytes": "33554432"})])
+        limit = {"max.message.bytes": str(settings().max_message_bytes)}
+        await ensure_topics(bench.bootstrap, specs=[TopicSpec(java_topic, 6, limit),
+                                                    TopicSpec(py_topic, 6, limit)])
         out = java(cp, "org.apache.kafka.tools.ProducerPerformance", [
             "--topic", java_topic, "--num-records", str(n), "--record-size", str(size),
             "--throughput", "-1", "--producer-props", f"bootstrap.servers={bench.bootstrap}",

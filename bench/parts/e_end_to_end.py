@@ -58,15 +58,17 @@ async def start_at_end(bootstrap: str, group: str) -> None:
     """Commit the ends of adp.steps and adp.trajectories for the aggregator group `group`, so
     it skips what earlier parts left there (its sink agent would re-write every trajectory on
     the topic first) and the figures are this part's own."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
+    from adp.streams import kafka
+    from adp.streams.admin import partition_counts
     from adp.streams.topics import STEPS, TRAJECTORIES
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
-    await consumer.start()
+    counts = await partition_counts(bootstrap, [STEPS, TRAJECTORIES])
+    consumer = await kafka.start(kafka.consumer(conf=bootstrap, client_id="adp-bench",
+                                                group_id=group))
     try:
-        parts = [TopicPartition(t, p) for t in (STEPS, TRAJECTORIES) for p in range(6)]
+        parts = [TopicPartition(t, p) for t in (STEPS, TRAJECTORIES) for p in range(counts[t])]
         consumer.assign(parts)
         ends = await consumer.end_offsets(parts)
         await consumer.commit({tp: ends[tp] for tp in parts})
