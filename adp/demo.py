@@ -76,6 +76,9 @@ def demo_command(tasks_file: Path, out: Path | None, llm: str, concurrency: int,
     env = dict(os.environ, ADP_HOME=str(s.home))
     cluster = KafkaCluster(name="demo")
     env["ADP_BOOTSTRAP"] = cluster.bootstrap
+    # the demo's own cluster is plaintext, whatever the environment says about other clusters
+    env["ADP_SECURITY_PROTOCOL"] = "PLAINTEXT"
+    env.pop("ADP_CONFIG", None)
     started_at = time.monotonic()
     try:
         done = _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s)

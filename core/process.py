@@ -175,11 +175,13 @@ class ManagedProcess:
             pass
 
 
-def exit_if_stuck(seconds: float, what: str, code: int = 1) -> threading.Timer:
+def exit_if_stuck(seconds: float, what: str,
+                  code: int | Callable[[], int] = 1) -> threading.Timer:
     """Shutdown insurance, armed when a stop signal arrives: a daemon timer that ends the
     process if it has not exited `seconds` later (a library still waiting for a broker that is
-    gone). Safe for the platform's components: they commit only finished work, so whatever was
-    not committed is redone at the next start, as after a kill -9."""
+    gone), with exit status `code` (or what it returns then). Safe for the platform's
+    components: they commit only finished work, so whatever was not committed is redone at the
+    next start, as after a kill -9."""
 
     def expire() -> None:
         logging.getLogger("adp").error(
@@ -187,7 +189,7 @@ def exit_if_stuck(seconds: float, what: str, code: int = 1) -> threading.Timer:
             "exiting now: work not committed is redone at the next start", what, seconds)
         for handler in logging.getLogger().handlers:
             handler.flush()
-        os._exit(code)
+        os._exit(code() if callable(code) else code)
 
     timer = threading.Timer(seconds, expire)
     timer.daemon = True

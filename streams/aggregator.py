@@ -327,9 +327,11 @@ class Aggregator:
         schedule, armed = worker._schedule_shutdown, []
 
         def shutdown(signal: Any) -> None:
-            if not armed:
-                armed.append(exit_if_stuck(self.config.drain_timeout,
-                                           f"aggregator {self.config.app_id}"))
+            if not armed:  # (a crashed agent stops the worker this way too: keep its status)
+                armed.append(exit_if_stuck(
+                    self.config.drain_timeout, f"aggregator {self.config.app_id}",
+                    code=lambda: AGENT_CRASH_EXIT if getattr(worker, "crashed_by", None)
+                    else 1))
             schedule(signal)
 
         worker._schedule_shutdown = shutdown
