@@ -19,13 +19,15 @@ from adp import __version__
 from adp.connectors.export.card import card_facts, render_card
 from adp.connectors.export.dataset import FORMATS, ExportError, Exporter
 from adp.connectors.export.select import Filters
+from adp.core.settings import Settings
+from adp.streams.kafka import Conn, kafka_options
 from adp.streams.tail import parse_since
 from adp.streams.trajectories import (ReadReport, SourceError, check_source, describe_problems,
                                       read_trajectories)
 
 
 async def run_export(source: str, exporter: Exporter, filters: Filters,
-                     bootstrap: str | None = None, progress=None) -> ReadReport:
+                     bootstrap: Conn = None, progress=None) -> ReadReport:
     report = ReadReport(source)
     check_source(source)
     async for t in read_trajectories(source, report, bootstrap):
@@ -63,13 +65,12 @@ async def run_export(source: str, exporter: Exporter, filters: Filters,
               show_default=True,
               help="chat: tool-call arguments as JSON text (OpenAI) or parsed objects (chat "
                    "templates that want a dict).")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap servers [ADP_BOOTSTRAP].")
+@kafka_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def export_command(source: str, fmt: str, out: Path, verified_only: bool, success_only: bool,
                    task_type: str | None, model: str | None, min_steps: int | None,
                    max_steps: int | None, since: str | None, validation: float,
-                   no_dedup: bool, tool_arguments: str, bootstrap: str | None,
-                   as_json: bool) -> None:
+                   no_dedup: bool, tool_arguments: str, as_json: bool, conf: Settings) -> None:
     """Export the trajectories of SOURCE (a trajectory folder, s3://bucket/prefix, or `kafka`
     for adp.trajectories) as training data in --out, with a dataset card (README.md).
 
@@ -86,7 +87,7 @@ def export_command(source: str, fmt: str, out: Path, verified_only: bool, succes
     bar, tick = _bar()
     try:
         with bar:
-            report = asyncio.run(run_export(source, exporter, filters, bootstrap, tick))
+            report = asyncio.run(run_export(source, exporter, filters, conf, tick))
         stats = exporter.close()
     except (SourceError, ExportError) as exc:
         raise click.ClickException(str(exc)) from None

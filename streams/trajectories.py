@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from adp.connectors.sinks.base import BaseSink
 from adp.schemas import codec
 from adp.schemas.contracts import Trajectory
+from adp.streams import kafka
 from adp.streams.reader import KafkaReadError, read_topic
 from adp.streams.replay import ReplayError, open_destination
 from adp.streams.topics import TRAJECTORIES
@@ -68,7 +69,7 @@ def check_source(source: str) -> None:
 
 
 async def read_trajectories(source: str, report: ReadReport,
-                            bootstrap: str | None = None) -> AsyncIterator[Trajectory]:
+                            bootstrap: kafka.Conn = None) -> AsyncIterator[Trajectory]:
     """Every trajectory of `source`, in a stable order (object name, topic key)."""
     if source == KAFKA:
         async for t in _from_kafka(bootstrap, report):
@@ -117,12 +118,9 @@ async def _from_store(source: str, report: ReadReport) -> AsyncIterator[Trajecto
         await store.close()
 
 
-async def _from_kafka(bootstrap: str | None, report: ReadReport) -> AsyncIterator[Trajectory]:
-    from adp.core.settings import settings
-
-    bootstrap = bootstrap or settings().bootstrap
+async def _from_kafka(conf: kafka.Conn, report: ReadReport) -> AsyncIterator[Trajectory]:
     try:
-        records = await read_topic(bootstrap, TRAJECTORIES)
+        records = await read_topic(conf, TRAJECTORIES)
     except KafkaReadError as exc:
         raise SourceError(str(exc)) from exc
     latest: dict[bytes, tuple[str, bytes | None]] = {}
@@ -149,16 +147,14 @@ class KafkaTrajectorySink(BaseSink):
 
     kind = "kafka"
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, conf: kafka.Conn) -> None:
+        self.conf = kafka.connection(conf)
         self.producer: AIOKafkaProducer | None = None
 
     async def write(self, trajectory: Trajectory) -> str:
         if self.producer is None:
-            self.producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-                compression_type="gzip", max_request_size=33554432)
-            await self.producer.start()
+            self.producer = await kafka.start(kafka.producer(self.conf, client_id="adp-verify"),
+                                              self.conf)
         meta = await self.producer.send_and_wait(TRAJECTORIES, codec.encode(trajectory),
                                                  key=trajectory.key.encode())
         return f"{TRAJECTORIES}[{meta.partition}]@{meta.offset}"
@@ -166,15 +162,13 @@ class KafkaTrajectorySink(BaseSink):
     async def close(self) -> None:
         if self.producer is not None:
             producer, self.producer = self.producer, None
-            await producer.stop()
+            await kafka.close(producer)
 
 
-async def open_sink(destination: str, bootstrap: str | None = None) -> BaseSink:
+async def open_sink(destination: str, bootstrap: kafka.Conn = None) -> BaseSink:
     """Where trajectories are written back: a folder, s3://..., or kafka."""
     if destination == KAFKA:
-        from adp.core.settings import settings
-
-        return KafkaTrajectorySink(bootstrap or settings().bootstrap)
+        return KafkaTrajectorySink(bootstrap)
     try:
         return await open_destination(destination)
     except ReplayError as exc:

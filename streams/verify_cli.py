@@ -23,9 +23,11 @@ from typing import Any
 import click
 
 from adp.connectors.tasks_source import TaskFileError, read_tasks
+from adp.core.settings import Settings
 from adp.schemas.contracts import Trajectory
 from adp.runtimes.verify import BadSpec, Subject, VerifyContext, check_spec, verify
 from adp.streams.assembly import verified_success
+from adp.streams.kafka import Conn, kafka_options
 from adp.streams.trajectories import (KAFKA, ReadReport, SourceError, check_source,
                                       describe_problems, open_sink, read_trajectories)
 
@@ -71,7 +73,7 @@ def spec_for(trajectory: Trajectory, spec: Any, by_task: dict[str, Any] | None,
 
 async def run_verify(source: str, destination: str, spec: Any, by_task: dict[str, Any] | None,
                      task_type: str | None, ctx: VerifyContext, concurrency: int = 4,
-                     bootstrap: str | None = None, progress=None) -> VerifyReport:
+                     bootstrap: Conn = None, progress=None) -> VerifyReport:
     report = VerifyReport(ReadReport(source))
     check_source(source)
     sink = await open_sink(destination, bootstrap)
@@ -153,11 +155,11 @@ def load_specs(tasks_file: Path) -> dict[str, Any]:
                    "instead of back to SOURCE.")
 @click.option("--concurrency", "-c", default=4, show_default=True,
               help="Trajectories verified at once.")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap servers [ADP_BOOTSTRAP].")
+@kafka_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def verify_command(source: str, spec_text: str | None, tasks_file: Path | None,
                    task_type: str | None, destination: str | None, concurrency: int,
-                   bootstrap: str | None, as_json: bool) -> None:
+                   as_json: bool, conf: Settings) -> None:
     """Verify the trajectories of SOURCE again and write the new verdicts.
 
     SOURCE is a trajectory folder, s3://bucket/prefix, or `kafka` (adp.trajectories; new
@@ -186,7 +188,7 @@ def verify_command(source: str, spec_text: str | None, tasks_file: Path | None,
     try:
         with bar:
             report = asyncio.run(run_verify(source, destination or source, spec, by_task,
-                                            task_type, ctx, max(1, concurrency), bootstrap,
+                                            task_type, ctx, max(1, concurrency), conf,
                                             tick))
     except SourceError as exc:
         raise click.ClickException(str(exc)) from None

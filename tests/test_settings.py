@@ -19,7 +19,8 @@ from adp.streams import kafka
 ROOT = Path(__file__).resolve().parents[1]
 # every command that talks to Kafka; `adp kafka` has them on its subcommands
 KAFKA_COMMANDS = [["produce"], ["runtime"], ["aggregate"], ["tail"], ["replay"], ["status"],
-                  ["dlq"], ["topics", "describe"], ["kafka", "up"], ["kafka", "status"], ["console"]]
+                  ["dlq"], ["topics", "describe"], ["kafka", "up"], ["kafka", "status"], ["console"],
+                  ["verify"], ["export"]]
 
 
 @pytest.fixture(autouse=True)
