@@ -270,7 +270,10 @@ def test_a_crashed_agent_ends_the_process_with_an_error(kafka, tmp_path):
         shutil.rmtree(out)
         out.write_text("not a folder")
         asyncio.run(produce(kafka.bootstrap, attempt_events(f"crash-{run}", n_steps=1)))
-        wait_for(lambda: not proc.alive, 180, "the aggregator to exit")
+        try:
+            wait_for(lambda: not proc.alive, 180, "the aggregator to exit")
+        except AssertionError as exc:  # say what it was doing instead
+            raise AssertionError(f"{exc}; its log:\n{proc.log(lines=300)}") from None
     finally:
         proc.stop()
     log = proc.log(lines=400)
