@@ -16,7 +16,7 @@ COMMANDS = {
     "topics": "adp.streams.topics_cli:topics_command",
     "produce": "adp.streams.producer:produce_command",
     "runtime": "adp.streams.runtime_cli:runtime_command",
-    "aggregate": "adp.streams.aggregator:aggregate_command",
+    "aggregate": "adp.streams.aggregate_cli:aggregate_command",
     "tail": "adp.streams.tail:tail_command",
     "replay": "adp.streams.replay:replay_command",
     "verify": "adp.streams.verify_cli:verify_command",
