@@ -52,34 +52,18 @@ from collections.abc import Sequence
 from typing import Any, Awaitable, Callable, TypeVar
 
 import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError as BotoConnectionError,
-    HTTPClientError,
-    NoCredentialsError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 from adp.schemas.contracts import Artifact, Trajectory
 from adp.core.metrics import SINK_WRITES  # adp_sink_writes_total{sink,outcome}: ok, error, retry
 from adp.connectors.sinks.base import BaseSink, SinkError, artifact_name, object_name, render
+from adp.connectors.sinks.s3_client import (create_client, default_endpoint, default_region,
+                                            describe, error_code, retryable)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LAYOUTS = ("per-task", "jsonl-hourly")
 PUT_CONCURRENCY = 16  # per-task puts in flight in write_batch
-
-# Error codes S3 and S3-compatible servers use for "try again later".
-_RETRYABLE_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "ThrottledException",
-    "RequestThrottled", "RequestThrottledException", "TooManyRequestsException",
-    "ProvisionedThroughputExceededException", "RequestLimitExceeded", "BandwidthLimitExceeded",
-    "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable",
-    "ServerBusy", "PriorRequestNotComplete", "OperationAborted", "500", "502", "503", "504",
-})
-
 
 class S3SinkError(SinkError):
     """A put (or bucket operation) that finally failed; names the bucket and key."""
@@ -97,58 +81,6 @@ def parse_destination(destination: str) -> tuple[str, str]:
     if not bucket:
         raise ValueError(f"no bucket in S3 destination {destination!r}")
     return bucket, prefix.strip("/")
-
-
-def create_client(endpoint_url: str | None, region: str, timeout: float = 30.0,
-                  attempts: int = 1) -> Any:
-    """An aiobotocore S3 client context manager, configured alike for the sink and the readers
-    (connectors/sinks/stored.py). `attempts=1`: the sink retries itself, with jitter."""
-    config = AioConfig(
-        retries={"total_max_attempts": attempts},
-        # Plain Content-MD5 rather than the newer default CRC trailers, which some
-        # S3-compatible servers do not speak.
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        connect_timeout=min(10.0, timeout), read_timeout=timeout,
-        s3={"addressing_style": "path"} if endpoint_url else {},
-    )
-    return get_session().create_client("s3", endpoint_url=endpoint_url, region_name=region,
-                                       config=config)
-
-
-def default_endpoint() -> str | None:
-    return os.environ.get("ADP_S3_ENDPOINT_URL") or None
-
-
-def default_region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {}) or {}
-        status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0
-        return str(err.get("Code", "")) in _RETRYABLE_CODES or status == 429 or status >= 500
-    if isinstance(exc, NoCredentialsError):
-        return False
-    # Endpoint not reachable, connection reset/closed, connect/read timeouts, proxy errors.
-    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
-        return True
-    return isinstance(exc, (asyncio.TimeoutError, OSError, aiohttp.ClientError))
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {}) or {}
-        status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-        return f"{err.get('Code', '?')} (HTTP {status}): {err.get('Message') or exc}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str((exc.response.get("Error", {}) or {}).get("Code", ""))
-    return ""
 
 
 class S3Sink(BaseSink):
@@ -238,24 +170,24 @@ class S3Sink(BaseSink):
                 return await op(client)
             except (ClientError, BotoCoreError, asyncio.TimeoutError, OSError,
                     aiohttp.ClientError) as exc:
-                code = _error_code(exc)
+                code = error_code(exc)
                 if code in ("NoSuchBucket",) or (what == "head bucket" and code in ("404", "NotFound")):
                     raise S3SinkError(
                         f"S3 bucket {self.bucket!r} does not exist ({what} {where}"
                         f"{' at ' + self.endpoint_url if self.endpoint_url else ''}); "
                         f"create it first or pass create_bucket=True", self.bucket, key) from exc
-                if not _retryable(exc) or attempt >= self.retries:
+                if not retryable(exc) or attempt >= self.retries:
                     tries = attempt + 1
                     raise S3SinkError(
                         f"S3 {what} of {where} failed after {tries} "
-                        f"attempt{'s' if tries != 1 else ''}: {_describe(exc)}",
+                        f"attempt{'s' if tries != 1 else ''}: {describe(exc)}",
                         self.bucket, key) from exc
                 attempt += 1
                 delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)
                 SINK_WRITES.labels(self.kind, "retry").inc()
                 log.warning("S3 %s of %s failed (%s); retry %d/%d in %.2fs", what, where,
-                            _describe(exc), attempt, self.retries, delay)
+                            describe(exc), attempt, self.retries, delay)
                 await asyncio.sleep(delay)
 
     async def _ensure_bucket(self) -> None:
@@ -274,7 +206,7 @@ class S3Sink(BaseSink):
                 try:
                     await c.create_bucket(**kwargs)
                 except ClientError as err:  # someone else made it meanwhile
-                    if _error_code(err) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    if error_code(err) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                         raise
 
             await self._call("create bucket", None, create)

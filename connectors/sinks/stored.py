@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from adp.connectors.sinks import s3
+from adp.connectors.sinks import s3, s3_client
 from adp.connectors.sinks.base import is_artifact_name
 
 SUFFIXES = (".json", ".jsonl")
@@ -123,15 +123,15 @@ class S3Store:
                  region: str | None = None) -> None:
         self.location = destination
         self.bucket, self.prefix = s3.parse_destination(destination)
-        self.endpoint_url = endpoint_url or s3.default_endpoint()
-        self.region = region or s3.default_region()
+        self.endpoint_url = endpoint_url or s3_client.default_endpoint()
+        self.region = region or s3_client.default_region()
         self._context: Any = None
         self._client: Any = None
 
     async def _s3(self) -> Any:
         if self._client is None:
             # the listing and reads are idempotent: botocore's own retries are fine here
-            self._context = s3.create_client(self.endpoint_url, self.region, attempts=4)
+            self._context = s3_client.create_client(self.endpoint_url, self.region, attempts=4)
             self._client = await self._context.__aenter__()
         return self._client
 
