@@ -10,7 +10,7 @@
   <app_id>-assembly-changelog, as many partitions as adp.steps has on the broker: _prepare), so
   a kill -9'd aggregator resumes
   where its changelog and committed offsets left it.
-- The assembler writes into one StagedStore (streams/assembly.py). A batch's writes reach the
+- The assembler writes into one StagedStore (streams/staged_store.py). A batch's writes reach the
   table only AFTER every trajectory the batch completed is acknowledged on adp.trajectories,
   and the batch's offsets are acked only after that (Faust acks a take_events batch when the
   agent asks for the next one): a crash in between replays the events and publishes the same
@@ -44,11 +44,11 @@ from adp.core.process import exit_if_stuck
 from adp.core.settings import Settings
 from adp.schemas.contracts import StepEvent, Trajectory
 from adp.connectors.sinks.base import BaseSink
-from adp.streams.assembly import (DEFAULT_EXPIRE_AFTER, InvalidEvent, StagedStore,
-                                  TrajectoryAssembler)
+from adp.streams.assembly import DEFAULT_EXPIRE_AFTER, InvalidEvent, TrajectoryAssembler
 from adp.streams import kafka
 from adp.streams.artifacts import ArtifactFetcher
 from adp.streams.dlq import dlq_headers
+from adp.streams.staged_store import StagedStore
 from adp.streams.faust_guard import (AGENT_CRASH_EXIT, STALL_CHECK_EVERY, SkipGuard,
                                      stop_worker_on_crash)
 from adp.streams.topics import AGGREGATOR_GROUP, DLQ, STEPS, TRAJECTORIES
@@ -153,6 +153,7 @@ class Aggregator:
 
     async def _forget_offsets(self, *_: Any, **__: Any) -> None:
         self.guard.forget()
+        self.assembler.reindex()  # the table's partitions change with the assignment
 
     async def _refetch_stalled(self) -> None:
         await self.guard.refetch_stalled(self.app.consumer)

@@ -37,10 +37,11 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 from adp.schemas.contracts import UNVERIFIED, EventType, StepEvent, Trajectory, Verdict
+from adp.streams.open_attempts import AttemptDeadlines
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,23 @@ class TrajectoryAssembler:
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._watermarks: dict[int, float] = {}
         self._last_sweep: dict[int, float] = {}
+        # open attempts by their last event, so a sweep touches only the due ones
+        self._deadlines = AttemptDeadlines()
+        self._indexed = False
+
+    def reindex(self) -> None:
+        """The store changed behind the assembler's back (a Faust table restored or cut
+        after a rebalance): rebuild the index of open attempts from it before the next use."""
+        self._indexed = False
+
+    def _index(self) -> AttemptDeadlines:
+        if not self._indexed:
+            self._deadlines.rebuild(
+                (state["scope"], (tid, aid), attempt["last"])
+                for tid, state in self.store.items() if "\x00" not in tid and "attempts" in state
+                for aid, attempt in state["attempts"].items())
+            self._indexed = True
+        return self._deadlines
 
     # -- counters ------------------------------------------------------------------------------
     def __getattr__(self, name: str) -> int:
@@ -152,10 +170,12 @@ class TrajectoryAssembler:
             self.counters["late_events_dropped"] += 1
             return []
         attempts: dict[str, dict] = dict(old["attempts"]) if old else {}
+        index = self._index()
         changed = False
         for other, attempt in list(attempts.items()):
             if self._stale(attempt, wm):
                 self._drop(tid, other, attempts.pop(other))
+                index.discard(old["scope"], (tid, other))
                 self.counters["attempts_expired"] += 1
                 log.info("task %s: attempt %s expired (no event for %.0fs)", tid, other,
                          wm - attempt["last"])
@@ -172,6 +192,9 @@ class TrajectoryAssembler:
                 self.counters["attempts_superseded"] += len(attempts) - 1
                 for other, a in attempts.items():
                     self._drop(tid, other, a)
+                    index.discard(scope, (tid, other))
+                    if old is not None:
+                        index.discard(old["scope"], (tid, other))
                     if other != aid:
                         log.info("task %s: attempt %s superseded by %s", tid, other, aid)
                 self.store[tid] = {"scope": scope, "done": aid}
@@ -181,6 +204,8 @@ class TrajectoryAssembler:
         if changed:
             if attempts:
                 self.store[tid] = {"scope": scope, "attempts": attempts}
+                for other, a in attempts.items():
+                    index.touch(scope, (tid, other), a["last"])
             elif old is not None:
                 del self.store[tid]
         return []
@@ -234,20 +259,30 @@ class TrajectoryAssembler:
             if self.watermark(scope) is None or now > self._watermarks[scope]:
                 self._watermarks[scope] = now
             self.store[f"{WATERMARK_PREFIX}{scope}"] = {"watermark": self._watermarks[scope]}
+        index = self._index()
+        due: dict[str, list[str]] = {}  # task key -> its attempts the index says are due
+        for sweep in ([scope] if scope is not None else index.scopes()):
+            for tid, aid in index.pop_due(sweep, now, self.expire_after):
+                due.setdefault(tid, []).append(aid)
         dropped = 0
-        for tid, state in list(self.store.items()):
-            if "\x00" in tid or "attempts" not in state:
+        for tid, aids in due.items():
+            state = self.store.get(tid)
+            if state is None or "attempts" not in state:
                 continue
             if scope is not None and state.get("scope") != scope:
+                continue  # the index entry of a task that moved on to another scope
+            expired = {aid for aid in aids
+                       if aid in state["attempts"] and self._stale(state["attempts"][aid], now)}
+            for aid in set(aids) - expired:  # the index was behind: the attempt lives on
+                if aid in state["attempts"]:
+                    index.touch(state["scope"], (tid, aid), state["attempts"][aid]["last"])
+            if not expired:
                 continue
-            keep = {aid: a for aid, a in state["attempts"].items() if not self._stale(a, now)}
-            if len(keep) == len(state["attempts"]):
-                continue
-            for aid, attempt in state["attempts"].items():
-                if aid not in keep:
-                    self._drop(tid, aid, attempt)
-                    log.info("task %s: attempt %s expired", tid, aid)
-            dropped += len(state["attempts"]) - len(keep)
+            keep = {aid: a for aid, a in state["attempts"].items() if aid not in expired}
+            for aid in expired:
+                self._drop(tid, aid, state["attempts"][aid])
+                log.info("task %s: attempt %s expired", tid, aid)
+            dropped += len(expired)
             if keep:
                 self.store[tid] = {**state, "attempts": keep}
             else:
@@ -311,88 +346,3 @@ def assemble(events: list[StepEvent], expire_after: float = DEFAULT_EXPIRE_AFTER
     for event in events:
         out.extend(assembler.feed(event, scope))
     return out, dict(assembler.counters)
-
-
-_DELETED = object()
-
-
-def is_step_key(key: str) -> bool:
-    return "\x00" in key and not key.startswith(WATERMARK_PREFIX)
-
-
-class StagedStore(MutableMapping):
-    """A write-behind view of a table: reads see staged writes; `apply()` writes them through.
-
-    Made once and kept: the caller feeds a batch of events (setting `scope` to the partition
-    they came from), publishes what the batch completed, and only then applies the batch's
-    writes. A key written many times in a batch is written once; a key set and deleted within
-    the batch that the table never had is not written at all (most step entries of a task that
-    starts and finishes within a batch never reach the changelog)."""
-
-    def __init__(self, table: MutableMapping) -> None:
-        self.table = table
-        self.scope = 0  # the partition whose events are being fed (where writes belong)
-        self.staged: dict[str, tuple[int, Any]] = {}
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self.staged:
-            value = self.staged[key][1]
-            if value is _DELETED:
-                raise KeyError(key)
-            return value
-        return self.table[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.staged[key] = (self.scope, value)
-
-    def __delitem__(self, key: str) -> None:
-        if key not in self:
-            raise KeyError(key)
-        self.staged[key] = (self.scope, _DELETED)
-
-    def __contains__(self, key: object) -> bool:
-        if key in self.staged:
-            return self.staged[key][1] is not _DELETED
-        return key in self.table
-
-    def __iter__(self) -> Iterator[str]:
-        for key in list(self.table.keys()):
-            if key not in self.staged:
-                yield key
-        for key, (_, value) in list(self.staged.items()):
-            if value is not _DELETED:
-                yield key
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    def apply(self, write: Any = None, delete: Any = None) -> int:
-        """Write the staged changes through; returns how many table writes that took.
-        `write(scope, key, value)` / `delete(scope, key)` default to plain table writes.
-
-        Each write is its own changelog record, so a kill -9 can keep any prefix of them; the
-        order makes every prefix consistent: step entries first, then task headers (which
-        name their steps), then deleted headers, then deleted step entries. A prefix may leave
-        orphan step entries (harmless), never a header that points at a missing step."""
-        if write is None:
-            def write(_scope: int, key: str, value: Any) -> None:
-                self.table[key] = value
-        if delete is None:
-            def delete(_scope: int, key: str) -> None:
-                self.table.pop(key, None)
-        sets = [(k, sv) for k, sv in self.staged.items() if sv[1] is not _DELETED]
-        dels = [(k, sv) for k, sv in self.staged.items()
-                if sv[1] is _DELETED and k in self.table]
-        writes = 0
-        for steps_first in (True, False):
-            for key, (scope, value) in sets:
-                if is_step_key(key) == steps_first:
-                    write(scope, key, value)
-                    writes += 1
-        for steps_last in (False, True):
-            for key, (scope, _) in dels:
-                if is_step_key(key) == steps_last:
-                    delete(scope, key)
-                    writes += 1
-        self.staged.clear()
-        return writes

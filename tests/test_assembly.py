@@ -243,7 +243,7 @@ def _feed_all(assembler: TrajectoryAssembler, events: list[StepEvent]) -> list[T
 
 
 def test_staged_store_writes_each_key_once_and_skips_what_lived_only_in_the_batch():
-    from adp.streams.assembly import StagedStore
+    from adp.streams.staged_store import StagedStore
 
     table: dict = {}
     staged = StagedStore(table)
@@ -275,7 +275,7 @@ def test_staged_store_writes_each_key_once_and_skips_what_lived_only_in_the_batc
 def test_every_prefix_of_an_applied_batch_is_a_consistent_state():
     """A kill -9 keeps any prefix of a batch's changelog writes: no prefix may leave a task
     header naming a step entry that is not there."""
-    from adp.streams.assembly import StagedStore
+    from adp.streams.staged_store import StagedStore
 
     rng = random.Random(3)
     events = []
