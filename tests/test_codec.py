@@ -290,3 +290,16 @@ def test_render_is_exactly_the_indented_json_of_the_trajectory():
                 + "\n").encode("utf-8")
         assert render(doc) == want, value
         assert isinstance(doc, Trajectory)
+
+
+def test_json_fields_keep_what_orjson_refuses():
+    """The "json" logical type goes through orjson, and through json for what orjson refuses
+    or would change: integers beyond 64 bits, non-string keys, lone surrogates, NaN."""
+    from adp.schemas.codec import _json_dumps, _json_loads
+
+    for value in [{"big": 2 ** 70, "neg": -(2 ** 63) - 1}, {"s": "\ud800 x"}, [1.5, "é✓", None]]:
+        assert _json_loads(_json_dumps(value)) == value
+    assert _json_loads(_json_dumps({1: "a"})) == {"1": "a"}
+    assert str(_json_loads("[NaN]")[0]) == "nan"  # written by json before orjson was used
+    assert _json_loads('{"n": 12345678901234567890123}')["n"] == 12345678901234567890123
+    assert _json_loads('"a 1234567890123456789012 in a string"').startswith("a 123")
