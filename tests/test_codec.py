@@ -293,8 +293,8 @@ def test_render_is_exactly_the_indented_json_of_the_trajectory():
 
 
 def test_json_fields_keep_what_orjson_refuses():
-    """The "json" logical type goes through orjson, and through json for what orjson refuses
-    or would change: integers beyond 64 bits, non-string keys, lone surrogates, NaN."""
+    """The "json" logical type is written with orjson, and with json for what orjson refuses:
+    integers beyond 64 bits, non-string keys, lone surrogates; it reads NaN of old records."""
     from adp.schemas.codec import _json_dumps, _json_loads
 
     for value in [{"big": 2 ** 70, "neg": -(2 ** 63) - 1}, {"s": "\ud800 x"}, [1.5, "é✓", None]]:
