@@ -13,27 +13,13 @@ import time
 from typing import Any
 
 from bench.core import ADP, Bench
+from bench.load_test import sandbox_baseline
 from bench.tasks import count_files, produce_tasks
 
 KEY = "e"
 NAME = "end-to-end"
 TITLE = "End to end (zero-latency stub): step events/s from produce to files"
 RUNTIMES, CONCURRENCY = 2, 16
-
-
-async def sandbox_only(n: int, concurrency: int) -> float:
-    from adp.runtimes.tools.sandbox import SandboxLimits, make_sandbox
-
-    sandbox, limits, gate = make_sandbox(), SandboxLimits(), asyncio.Semaphore(concurrency)
-
-    async def one(i: int) -> None:
-        async with gate:
-            result = await sandbox.run_python(f"print({i!r})", limits)
-            assert result.ok, result.observation()
-
-    began = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(n)))
-    return n / (time.perf_counter() - began)
 
 
 def _tail(bench: Bench, seen: list[tuple[float, float]], stop: threading.Event) -> Any:
@@ -121,7 +107,7 @@ async def end_to_end(bench: Bench) -> dict[str, Any]:
 
 async def run(bench: Bench) -> None:
     info = await end_to_end(bench)
-    base = await sandbox_only(info["tasks"], RUNTIMES * CONCURRENCY)
+    base = await sandbox_baseline(info["tasks"], RUNTIMES * CONCURRENCY)
     events_per_task = info["events"] / info["tasks"]
     bench.figure(KEY, "pipeline, step events/s", info["events"] / info["seconds"], "events/s",
                  f"sandbox alone x {events_per_task:.0f} events/task",
