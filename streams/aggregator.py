@@ -65,6 +65,9 @@ BATCH_MAX = 5000  # step events per assemble batch
 BATCH_WITHIN = 0.25  # seconds a batch waits to fill
 SINK_BATCH_MAX = 1000  # trajectories per sink batch
 SINK_BATCH_WITHIN = 0.1
+# Trajectories published by this process, kept until its sink agent reads them back (at most
+# this many): the sink then skips decoding records it encoded itself.
+PUBLISHED_KEPT = 1024
 # assembler counter -> adp_aggregator_dropped_total{reason}
 DROP_REASONS = {"duplicates_dropped": "duplicate", "late_events_dropped": "late",
                 "attempts_superseded": "superseded", "attempts_expired": "expired",
@@ -128,6 +131,7 @@ class Aggregator:
                                value_type=None,
                                help="TrajectoryAssembler state: per task, per step, done records")
         self.staged = StagedStore(self.table)
+        self.published = PublishedTrajectories(PUBLISHED_KEPT)
         self.assembler = TrajectoryAssembler(store=self.staged, expire_after=config.expire_after)
         self.health = metrics.Health(f"aggregator {config.app_id}",
                                      busy=lambda: self.assembler.in_flight > 0)
@@ -226,8 +230,11 @@ class Aggregator:
         """Send every trajectory, then wait until the broker acknowledged all of them."""
         if not trajectories:
             return
-        pending = [await self.trajectories.send(key=t.key.encode(), value=codec.encode(t))
-                   for t in trajectories]
+        pending = []
+        for t in trajectories:
+            value = codec.encode(t)
+            self.published.put(value, t)
+            pending.append(await self.trajectories.send(key=t.key.encode(), value=value))
         await asyncio.gather(*pending)  # acknowledged before the tasks' state is dropped
         self.stats["trajectories_published"] += len(trajectories)
         for t in trajectories:
@@ -247,6 +254,10 @@ class Aggregator:
         dead: list[tuple[Any, str]] = []
         for message in messages:
             if message.value is None:  # a compaction tombstone: nothing to write
+                continue
+            mine = self.published.take(message.value)
+            if mine is not None:
+                good.append(mine)
                 continue
             try:
                 good.append(codec.decode(message.value, expect=Trajectory))
@@ -356,3 +367,29 @@ class Aggregator:
 def changelog_topic(app_id: str) -> str:
     """The Faust table's changelog topic (Faust names it <app_id>-<table>-changelog)."""
     return f"{app_id}-{TABLE_NAME}-changelog"
+
+
+class PublishedTrajectories:
+    """Trajectories this process published, by their exact record bytes, until its own sink
+    agent reads those bytes back from adp.trajectories. A record that comes back is written
+    from the Trajectory it was encoded from instead of being decoded again: the same values
+    (decode(encode(t)) == t for a trajectory assembled from decoded step events: its JSON
+    fields already made the round trip), so the same file bytes. Decoding was the largest part
+    of the sink agent's work. Bounded: the oldest is forgotten first, and a record not found
+    (another aggregator's, or forgotten) is decoded as before."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._by_value: dict[bytes, Trajectory] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_value)
+
+    def put(self, value: bytes, trajectory: Trajectory) -> None:
+        self._by_value.pop(value, None)
+        self._by_value[value] = trajectory
+        while len(self._by_value) > self.limit:
+            del self._by_value[next(iter(self._by_value))]
+
+    def take(self, value: bytes | None) -> Trajectory | None:
+        return self._by_value.pop(value, None) if value else None

@@ -279,3 +279,21 @@ def test_a_crashed_agent_ends_the_process_with_an_error(kafka, tmp_path):
     log = proc.log(lines=400)
     assert proc.proc.returncode == 3, log
     assert "agent sink crashed" in log and "stopping the aggregator" in log, log
+
+
+def test_published_trajectories_come_back_once_and_stay_bounded():
+    """The sink agent writes a record this process published from the Trajectory it encoded
+    (no second decode): the same values as decoding the bytes; unknown or forgotten records
+    are decoded as before."""
+    from adp.streams.aggregator import PublishedTrajectories
+    from adp.streams.assembly import assemble
+
+    trajectories, _ = assemble([e for i in range(3) for e in attempt_events(f"pub-{i}")])
+    published = PublishedTrajectories(limit=2)
+    values = [encode(t) for t in trajectories]
+    for value, t in zip(values, trajectories):
+        published.put(value, t)
+    assert len(published) == 2 and published.take(values[0]) is None  # the oldest went
+    assert published.take(values[1]) == decode(values[1], expect=Trajectory)
+    assert published.take(values[1]) is None  # once
+    assert published.take(None) is None and published.take(b"other") is None
