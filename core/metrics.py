@@ -45,6 +45,15 @@ AGGREGATOR_EVENTS = Counter("adp_aggregator_events_total",
                             "Step events the aggregator consumed from adp.steps")
 TRAJECTORIES = Counter("adp_trajectories_total", "Trajectories assembled by the aggregator",
                        ["task_type", "success"])
+AGGREGATOR_BATCH_EVENTS = Histogram(
+    "adp_aggregator_batch_events", "Step events per assemble batch: small batches under load "
+    "mean more table writes per event", buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000))
+AGGREGATOR_BATCH_SECONDS = Histogram(
+    "adp_aggregator_batch_seconds", "Time to assemble one batch and get its trajectories, "
+    "dead letters and table writes acknowledged",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+AGGREGATOR_TABLE_WRITES = Counter(
+    "adp_aggregator_table_writes_total", "Records the aggregator wrote to its table's changelog")
 LLM_REQUESTS = Counter("adp_llm_requests_total", "LLM HTTP requests by outcome",
                        ["provider", "outcome"])
 LLM_LATENCY = Histogram("adp_llm_latency_seconds", "Latency of successful LLM requests",

@@ -49,6 +49,7 @@ from adp.streams import kafka
 from adp.streams.artifacts import ArtifactFetcher
 from adp.streams.dlq import dlq_headers
 from adp.streams.staged_store import StagedStore
+from adp.streams.published import PublishedTrajectories
 from adp.streams.faust_guard import (AGENT_CRASH_EXIT, STALL_CHECK_EVERY, SkipGuard,
                                      stop_worker_on_crash)
 from adp.streams.topics import AGGREGATOR_GROUP, DLQ, STEPS, TRAJECTORIES
@@ -165,6 +166,7 @@ class Aggregator:
     async def on_batch(self, messages: list[Any]) -> None:
         """Assemble one batch of adp.steps records (in delivery order); returns once its
         trajectories and dead letters are acknowledged and its state is in the table."""
+        began = time.monotonic()
         by_partition: dict[int, list[Any]] = {}
         for message in messages:
             batch = by_partition.setdefault(message.partition, [])
@@ -194,6 +196,8 @@ class Aggregator:
         self.staged.apply(lambda p, k, v: changes.append((p, k, v)),
                           lambda p, k: changes.append((p, k, None)))
         await self.write_table(changes)
+        metrics.AGGREGATOR_BATCH_EVENTS.observe(len(messages))
+        metrics.AGGREGATOR_BATCH_SECONDS.observe(time.monotonic() - began)
 
     _recovered_seen = 0
 
@@ -208,23 +212,32 @@ class Aggregator:
         """Apply (partition, key, value or None to delete) to the table and its changelog, in
         order, and wait until the broker has every changelog record. What Table.__setitem__
         does, but with the changelog partition named rather than taken from Faust's "current
-        event" (a batch holds several partitions), and sent together instead of through
-        Faust's one-at-a-time producer buffer."""
+        event" (a batch holds several partitions), serialized with the table's own codecs and
+        handed to the producer together (see `_send`)."""
         table, topic = self.table, self.table.changelog_topic
         pending = []
         for partition, key, value in changes:
+            raw_key = topic.prepare_key(key, table.key_serializer)[0]
             if value is None:
                 table.data.pop(key, None)
-                pending.append(await topic.send(key=key, value=None, partition=partition,
-                                                key_serializer=table.key_serializer,
-                                                value_serializer="raw"))
+                raw_value = None
             else:
                 table.data[key] = value
-                pending.append(await topic.send(key=key, value=value, partition=partition,
-                                                key_serializer=table.key_serializer,
-                                                value_serializer=table.value_serializer))
+                raw_value = topic.prepare_value(value, table.value_serializer)[0]
+            pending.append(await self._send(topic.get_topic_name(), raw_key, raw_value,
+                                            partition))
         await asyncio.gather(*pending)
         self.stats["table_writes"] += len(changes)
+        metrics.AGGREGATOR_TABLE_WRITES.inc(len(changes))
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes | None,
+                    partition: int | None = None, headers: Any = None) -> Any:
+        """Hand one serialized record to Faust's producer (the client Faust built from
+        kafka.faust_settings); returns the future of its acknowledgement. Topic.send does the
+        same through Faust's per-message machinery (PendingMessage, callbacks, sensors), which
+        cost more than the send itself at the aggregator's record rates."""
+        return await self.app.producer.send(topic, key, value, partition=partition,
+                                            timestamp=None, headers=headers)
 
     async def publish(self, trajectories: list[Trajectory]) -> None:
         """Send every trajectory, then wait until the broker acknowledged all of them."""
@@ -234,7 +247,7 @@ class Aggregator:
         for t in trajectories:
             value = codec.encode(t)
             self.published.put(value, t)
-            pending.append(await self.trajectories.send(key=t.key.encode(), value=value))
+            pending.append(await self._send(TRAJECTORIES, t.key.encode(), value))
         await asyncio.gather(*pending)  # acknowledged before the tasks' state is dropped
         self.stats["trajectories_published"] += len(trajectories)
         for t in trajectories:
@@ -368,28 +381,3 @@ def changelog_topic(app_id: str) -> str:
     """The Faust table's changelog topic (Faust names it <app_id>-<table>-changelog)."""
     return f"{app_id}-{TABLE_NAME}-changelog"
 
-
-class PublishedTrajectories:
-    """Trajectories this process published, by their exact record bytes, until its own sink
-    agent reads those bytes back from adp.trajectories. A record that comes back is written
-    from the Trajectory it was encoded from instead of being decoded again: the same values
-    (decode(encode(t)) == t for a trajectory assembled from decoded step events: its JSON
-    fields already made the round trip), so the same file bytes. Decoding was the largest part
-    of the sink agent's work. Bounded: the oldest is forgotten first, and a record not found
-    (another aggregator's, or forgotten) is decoded as before."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._by_value: dict[bytes, Trajectory] = {}
-
-    def __len__(self) -> int:
-        return len(self._by_value)
-
-    def put(self, value: bytes, trajectory: Trajectory) -> None:
-        self._by_value.pop(value, None)
-        self._by_value[value] = trajectory
-        while len(self._by_value) > self.limit:
-            del self._by_value[next(iter(self._by_value))]
-
-    def take(self, value: bytes | None) -> Trajectory | None:
-        return self._by_value.pop(value, None) if value else None

@@ -285,7 +285,7 @@ def test_published_trajectories_come_back_once_and_stay_bounded():
     """The sink agent writes a record this process published from the Trajectory it encoded
     (no second decode): the same values as decoding the bytes; unknown or forgotten records
     are decoded as before."""
-    from adp.streams.aggregator import PublishedTrajectories
+    from adp.streams.published import PublishedTrajectories
     from adp.streams.assembly import assemble
 
     trajectories, _ = assemble([e for i in range(3) for e in attempt_events(f"pub-{i}")])
