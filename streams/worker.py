@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from aiokafka.structs import ConsumerRecord
 
 from adp.core import metrics
 from adp.schemas.contracts import Task
@@ -39,6 +39,7 @@ from adp.runtimes.verify import VerifyContext
 from adp.core.limit import AdaptiveLimit
 from adp.streams import authz, kafka, topics
 from adp.streams.attempt import Attempt
+from adp.streams.commits import RuntimeCommits
 from adp.streams.dlq import dlq_headers
 from adp.streams.intake import LaneIntake
 from adp.streams.lanes import DEFAULT_MIN_SHARE, check_min_share
@@ -92,7 +93,8 @@ class RuntimeWorker:
         self.stats = WorkerStats()
         self.offsets: dict[TopicPartition, PartitionOffsets] = {}
         self.inflight: dict[asyncio.Task, tuple[TopicPartition, int]] = {}
-        self._commit_lock = asyncio.Lock()
+        # one commit in flight at a time; what is asked meanwhile rides on the next one
+        self.committer = RuntimeCommits(lambda: self.consumer, self.offsets, self.ledgers)
         # bumped on every revocation: records fetched before one are not ours to start
         self._revocations = 0
         self._slot_freed = asyncio.Event()
@@ -151,6 +153,7 @@ class RuntimeWorker:
                     finally:
                         watcher.cancel()
             finally:
+                self.committer.cancel()
                 await self.consumer.stop()
         finally:
             await self.admin.close()
@@ -179,8 +182,9 @@ class RuntimeWorker:
                 for record in taken:  # in pick order: the higher lane's partition first
                     by_partition.setdefault(TopicPartition(record.topic, record.partition),
                                             []).append(record)
-                for tp, records in by_partition.items():
-                    await self._start_batch(tp, records, epoch)
+                # one commit (round trip) for every partition's batch, not one each
+                await asyncio.gather(*(self._start_batch(tp, records, epoch)
+                                       for tp, records in by_partition.items()))
                 if free <= 0 and not taken:
                     self._slot_freed.clear()
                     waiter = asyncio.ensure_future(self._slot_freed.wait())
@@ -202,8 +206,9 @@ class RuntimeWorker:
 
     async def _drain(self, timeout: float) -> None:
         """On shutdown let running tasks finish for a while, then cancel the rest (uncommitted:
-        they will be redone)."""
+        they will be redone); the last done offsets are committed before this returns."""
         if not self.inflight:
+            await self.committer.settle()
             return
         log.info("waiting up to %.0fs for %d running task(s)", timeout, len(self.inflight))
         _, pending = await asyncio.wait(set(self.inflight), timeout=timeout)
@@ -211,8 +216,9 @@ class RuntimeWorker:
             t.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-            # cancelled on purpose, not killed: say nothing is running, so no strikes
-            await self._commit(list(self.offsets), clean=True)
+        await self.committer.settle()
+        if pending:  # cancelled on purpose, not killed: say nothing is running, so no strikes
+            await self.committer.now(list(self.offsets), clean=True)
 
     # ---- one task --------------------------------------------------------------------------
 
@@ -229,7 +235,7 @@ class RuntimeWorker:
             tracker.start(record.offset)
         # Record what is about to run before it runs: if it kills this process, the next
         # owner of the partition finds it in the commit metadata (streams/poison.py).
-        await self._commit([tp])
+        await self.committer.request([tp])
         if self._revocations != epoch:  # revoke() already dropped this partition's tracker
             log.info("not starting %d task(s) of %s[%d]: the partition was revoked meanwhile",
                      len(records), tp.topic, tp.partition)
@@ -305,24 +311,8 @@ class RuntimeWorker:
             return
         tracker.finish(offset)
         self.ledgers.get(tp, PoisonLedger()).clear(offset)
-        await self._commit([tp])
-
-    async def _commit(self, partitions: list[TopicPartition], clean: bool = False) -> None:
-        """Commit each partition's contiguous done prefix, with the running offsets and strikes
-        as metadata. `clean`: report nothing running (tasks were cancelled on purpose)."""
-        async with self._commit_lock:
-            owned = {}
-            for tp in partitions:
-                tracker = self.offsets.get(tp)
-                if tp not in self.consumer.assignment() or tracker is None \
-                        or tracker.committable is None:
-                    continue
-                ledger = self.ledgers.setdefault(tp, PoisonLedger())
-                running = set() if clean else tracker.running_offsets
-                owned[tp] = OffsetAndMetadata(
-                    tracker.committable, ledger.metadata(running, tracker.committable))
-            if owned:
-                await self.consumer.commit(owned)
+        # not awaited: the slot frees now; the commit joins the next round (streams/commits.py)
+        self.committer.request([tp])
 
     # ---- health and lag --------------------------------------------------------------------
 
@@ -370,7 +360,7 @@ class RuntimeWorker:
             log.info("cancelled %d running task(s) of revoked partitions; they will be redone",
                      len(victims))
         # commit what is safely done before the partitions move to another member
-        await self._commit([tp for tp in revoked if tp in self.offsets], clean=True)
+        await self.committer.now([tp for tp in revoked if tp in self.offsets], clean=True)
         for tp in revoked:
             self.offsets.pop(tp, None)
             self.ledgers.pop(tp, None)

@@ -325,17 +325,22 @@ async def test_concurrency_limit_and_contiguous_commits(kafka):
             assert meta.offset == base
             assert json.loads(meta.metadata)["run"] == [base, base + 1, base + 2]
 
-            def finished_in_worker(i: str) -> bool:
-                # a task leaves `inflight` only after its _done (and its commit) returned
+            def finished_in_worker(i: str, sent_before: int) -> bool:
+                # a task leaves `inflight` after its _done asked for a commit; a commit sent
+                # after that carries the partition's state at that moment or newer
                 return offset_of[i] not in {off for _, off in worker.inflight.values()} \
-                    and i in runtime.started
+                    and i in runtime.started and len(worker.commits) > sent_before
 
+            sent = len(worker.commits)
             runtime.gates[ids[1]].set()
-            await until(lambda: finished_in_worker(ids[1]), "offset 1 done", workers=ws)
+            await until(lambda: finished_in_worker(ids[1], sent), "offset 1 done", workers=ws)
+            await worker.committer.settle()
             assert (await committed.offsets())[0] == base  # 0 still running bounds the commit
 
+            sent = len(worker.commits)
             runtime.gates[ids[0]].set()
-            await until(lambda: finished_in_worker(ids[0]), "offset 0 done", workers=ws)
+            await until(lambda: finished_in_worker(ids[0], sent), "offset 0 done", workers=ws)
+            await worker.committer.settle()
             assert (await committed.offsets())[0] == base + 2  # 0 and 1 done, 2 still runs
 
             for i in ids:
