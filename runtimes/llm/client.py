@@ -6,6 +6,14 @@ unparseable replies; then the next provider. A provider that exhausted its tries
 `cooldown` seconds so later calls do not pay for it again. Each try has a per-call timeout.
 The SDK's own retries are off (max_retries=0): retries are ours, visible and counted.
 
+Speed (issue 13): one AsyncOpenAI per provider per event loop, on the SDK's aiohttp transport
+(`openai[aiohttp]`) with a connection pool sized to the runtime's concurrency, and the request
+goes through the SDK's `post` with the raw JSON body kept as the exchange's response: the SDK's
+typed `chat.completions.create` (request transform, response model, model_dump) cost about
+three times the CPU of the HTTP exchange itself, and a runtime at concurrency 64 spent its core
+there instead of waiting on the LLM. Status errors, timeouts and connection errors are still the
+SDK's exceptions.
+
 Every reply carries an LlmExchange (request messages/tools/params, the raw response dict, tokens,
 latency, cached). An optional LLMCache answers exact repeats without a request. An optional
 AdaptiveLimit (AIMD, core/limit.py) hears about 429s and successes; the runtime consumer gates tasks with it.
@@ -25,6 +33,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import httpx2
 import openai
 
 from adp.core.limit import AdaptiveLimit
@@ -69,7 +78,7 @@ class LLMClient:
                  max_tokens: int = 512, params: dict[str, Any] | None = None,
                  timeout: float = 60.0, retry: RetryPolicy | None = None,
                  cache: LLMCache | None = None, limit: AdaptiveLimit | None = None,
-                 cooldown: float = 30.0) -> None:
+                 cooldown: float = 30.0, connections: int = 100) -> None:
         self.providers = list(providers) if providers is not None else resolve_providers()
         if not self.providers:
             raise ValueError("LLMClient needs at least one provider")
@@ -80,7 +89,9 @@ class LLMClient:
         self.cache = cache
         self.limit = limit
         self.cooldown = cooldown
-        self._clients: dict[str, openai.AsyncOpenAI] = {}
+        # HTTP connections per provider: a runtime sizes this to its concurrency
+        self.connections = max(1, connections)
+        self._clients: dict[tuple[str, int], openai.AsyncOpenAI] = {}
         self._down_until: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -94,17 +105,25 @@ class LLMClient:
         return text
 
     def _client(self, provider: Provider) -> openai.AsyncOpenAI:
-        client = self._clients.get(provider.name)
+        # per event loop too: an aiohttp session belongs to the loop it was made in
+        key = (provider.name, id(asyncio.get_running_loop()))
+        client = self._clients.get(key)
         if client is None:
-            client = openai.AsyncOpenAI(base_url=provider.base_url, api_key=provider.key(),
-                                        max_retries=0, timeout=self.timeout)
-            self._clients[provider.name] = client
+            limits = httpx2.Limits(max_connections=self.connections,
+                                   max_keepalive_connections=self.connections)
+            client = openai.AsyncOpenAI(
+                base_url=provider.base_url, api_key=provider.key(), max_retries=0,
+                timeout=self.timeout,
+                http_client=openai.DefaultAioHttpClient(limits=limits, timeout=self.timeout))
+            self._clients[key] = client
         return client
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.close()
+        clients, self._clients = self._clients, {}
+        here = id(asyncio.get_running_loop())
+        for (_, loop), client in clients.items():
+            if loop == here:  # a session of a loop that is gone went with it
+                await client.close()
         if self.cache is not None:
             self.cache.close()
 
@@ -182,16 +201,17 @@ class LLMClient:
     async def _call(self, provider: Provider, messages: list[dict[str, Any]],
                     tools: list[dict[str, Any]] | None,
                     params: dict[str, Any]) -> tuple[dict[str, Any], float]:
-        kwargs: dict[str, Any] = {"model": provider.model, "messages": messages, **params}
+        body: dict[str, Any] = {"model": provider.model, "messages": messages, **params}
         if tools:
-            kwargs["tools"] = tools
+            body["tools"] = tools
         started = time.perf_counter()
         try:
             response = await asyncio.wait_for(
-                self._client(provider).chat.completions.create(**kwargs, timeout=self.timeout),
+                self._client(provider).post("/chat/completions", body=body,
+                                            cast_to=httpx2.Response,
+                                            options={"timeout": self.timeout}),
                 self.timeout + 1.0)
-            raw = response.model_dump(mode="json", exclude_unset=True) \
-                if hasattr(response, "model_dump") else response
+            raw = json.loads(await response.aread())
             if not isinstance(raw, dict) or not raw.get("choices"):
                 raise _Retryable("bad_response", "reply has no choices")
         except (asyncio.TimeoutError, openai.APITimeoutError):
@@ -266,7 +286,7 @@ def _flag(value: Any) -> bool:
 def build_model(options: dict[str, Any] | None = None) -> LLMClient:
     """The Model `adp runtime` uses: provider chain from the environment, knobs from `options`
     (keys: temperature, max_tokens, params, timeout, attempts, backoff_base, backoff_cap,
-    cooldown, cache (bool or path), limit (an AdaptiveLimit), providers) or ADP_LLM_* env
+    cooldown, connections (HTTP pool per provider), cache (bool or path), limit (an AdaptiveLimit), providers) or ADP_LLM_* env
     (ADP_LLM_TEMPERATURE, ADP_LLM_MAX_TOKENS, ADP_LLM_TIMEOUT, ADP_LLM_ATTEMPTS, ADP_LLM_CACHE)."""
     opts = dict(options or {})
     env = os.environ
@@ -285,4 +305,5 @@ def build_model(options: dict[str, Any] | None = None) -> LLMClient:
         retry=RetryPolicy(attempts=int(opts.get("attempts", env.get("ADP_LLM_ATTEMPTS", 4))),
                           base=float(opts.get("backoff_base", 0.5)),
                           cap=float(opts.get("backoff_cap", 8.0))),
-        cache=cache, limit=opts.get("limit"), cooldown=float(opts.get("cooldown", 30.0)))
+        cache=cache, limit=opts.get("limit"), cooldown=float(opts.get("cooldown", 30.0)),
+        connections=int(opts.get("connections", 100)))
