@@ -63,7 +63,7 @@ def runtime_command(name: str, concurrency: int, runtime_id: str | None, group: 
     task_type = runtime_cls.task_type
     rid = runtime_id or default_runtime_id(name)
     limit = AdaptiveLimit(initial=concurrency, maximum=concurrency)
-    model = build_model({"limit": limit})
+    model = build_model({"limit": limit, "connections": concurrency})
     runtime = runtime_cls(RuntimeContext(runtime_id=rid, model=model))
     # a task's verifier judges with the same provider chain the agent used
     worker = RuntimeWorker(runtime, task_type, conf, concurrency=concurrency, runtime_id=rid,

@@ -71,7 +71,8 @@ class CollectedFile:
 class Workspace:
     """The working directory of a series of runs (one attempt): /work inside every run.
     `root` is the host folder holding it, `work` the folder itself, `uid` the host uid its runs
-    use (None unless the runtime is root)."""
+    use (None unless the runtime is root). A backend may make the folder at the first run
+    (bubblewrap does): until then `root` and `work` are empty."""
 
     root: str
     work: str
