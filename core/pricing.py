@@ -82,19 +82,43 @@ def call_cost(provider: str, model: str, prompt_tokens: int, completion_tokens: 
               cached: bool = False, path: Path | None = None) -> float | None:
     """USD of one call, or None when the model is not in the table. `path`: the table file
     (default: ADP_PRICES). A broken table is logged once and prices nothing."""
-    if path is None:
-        from adp.core.settings import settings
+    return Pricer(path)(provider, model, prompt_tokens, completion_tokens, cached)
 
-        path = settings().prices
-    try:
-        table = load_table(path)
-    except PriceTableError as exc:
-        _warn_once(str(exc))
-        return None
-    price = price_of(provider, model, table)
-    if price is None:
-        return None
-    return 0.0 if cached else round(price.cost(prompt_tokens, completion_tokens), 10)
+
+class Pricer:
+    """call_cost with the table read once and each model's price looked up once: a runtime
+    prices every LLM call, and reading the settings and the table per call was a sixth of a
+    runtime's CPU at concurrency 64 (issue 13). `path`: the table file (default: ADP_PRICES,
+    read at the first call)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._table: dict[str, Price] | None = None
+        self._prices: dict[tuple[str, str], Price | None] = {}
+
+    def __call__(self, provider: str, model: str, prompt_tokens: int, completion_tokens: int,
+                 cached: bool = False) -> float | None:
+        key = (provider, model)
+        if key not in self._prices:
+            self._prices[key] = price_of(provider, model, self._load())
+        price = self._prices[key]
+        if price is None:
+            return None
+        return 0.0 if cached else round(price.cost(prompt_tokens, completion_tokens), 10)
+
+    def _load(self) -> dict[str, Price]:
+        if self._table is None:
+            path = self.path
+            if path is None:
+                from adp.core.settings import settings
+
+                path = settings().prices
+            try:
+                self._table = load_table(path)
+            except PriceTableError as exc:
+                _warn_once(str(exc))
+                self._table = {}
+        return self._table
 
 
 @lru_cache(maxsize=8)

@@ -38,7 +38,7 @@ import openai
 
 from adp.core.limit import AdaptiveLimit
 from adp.core.metrics import LLM_COST, LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
-from adp.core.pricing import call_cost
+from adp.core.pricing import Pricer
 from adp.schemas.contracts import LlmExchange
 from adp.runtimes.base import CURRENT_SAMPLING, ModelReply, ToolCall
 from adp.runtimes.llm.cache import LLMCache, fingerprint
@@ -92,6 +92,7 @@ class LLMClient:
         # HTTP connections per provider: a runtime sizes this to its concurrency
         self.connections = max(1, connections)
         self._clients: dict[tuple[str, int], openai.AsyncOpenAI] = {}
+        self._price = Pricer()  # ADP_PRICES, read at the first call
         self._down_until: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -262,7 +263,7 @@ class LLMClient:
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             latency=latency, cached=cached)
-        exchange.cost_usd = call_cost(provider.name, provider.model, exchange.prompt_tokens,
+        exchange.cost_usd = self._price(provider.name, provider.model, exchange.prompt_tokens,
                                       exchange.completion_tokens, cached)
         return ModelReply(content=content or "", tool_calls=calls, exchange=exchange, message=assistant)
 

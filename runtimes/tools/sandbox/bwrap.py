@@ -203,8 +203,8 @@ class BubblewrapSandbox:
         try:
             yield ws
         finally:
-            # shielded: a cancelled attempt still leaves nothing behind
-            await asyncio.shield(asyncio.to_thread(self._remove, ws))
+            if ws.root:  # shielded: a cancelled attempt still leaves nothing behind
+                await asyncio.shield(asyncio.to_thread(self._remove, ws))
             if uid is not None:
                 self._uids_in_use.discard(uid)
 
@@ -214,9 +214,9 @@ class BubblewrapSandbox:
             ws.work = os.path.join(ws.root, "work")
 
     def _remove(self, ws: Workspace) -> None:
-        if ws.root:  # only a workspace that ran something can have processes or files
-            self._sweep_sync(ws.uid)
-            _rmtree(ws.root, fix_modes=ws.uid is None)
+        # only a workspace that ran something can have processes or files
+        self._sweep_sync(ws.uid)
+        _rmtree(ws.root, fix_modes=ws.uid is None)
 
     async def run_python(self, code: str, limits: SandboxLimits | None = None,
                          workspace: Workspace | None = None) -> ExecResult:
