@@ -14,7 +14,7 @@ from adp.core import logs
 COMMANDS = {
     "kafka": "adp.streams.broker.cli:kafka",
     "topics": "adp.streams.topics_cli:topics_command",
-    "produce": "adp.streams.producer:produce_command",
+    "produce": "adp.streams.produce_cli:produce_command",
     "runtime": "adp.streams.runtime_cli:runtime_command",
     "aggregate": "adp.streams.aggregate_cli:aggregate_command",
     "tail": "adp.streams.tail:tail_command",
