@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,8 @@ class Health:
 async def serve(health: Health, port: int | None = None, host: str = "0.0.0.0",
                 tries: int = 20) -> web.AppRunner | None:
     """Serve /metrics and /health. port None -> ADP_METRICS_PORT or 8001; 0 disables."""
+    from aiohttp import web  # only processes that serve: aiohttp costs ~0.3 s to import
+
     from adp.core.settings import settings
 
     port = settings().metrics_port if port is None else port
