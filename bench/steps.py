@@ -54,7 +54,8 @@ async def raw_loop(bench: Bench) -> dict[str, Any]:
     def on_records(tp: Any, records: list) -> None:
         a = assemblers.setdefault(tp.partition, TrajectoryAssembler())
         for r in records:
-            done[1] += len(a.feed(codec.decode(r.value, expect=StepEvent), scope=tp.partition))
+            event, raw = codec.decode_record(r.value, expect=StepEvent)
+            done[1] += len(a.feed(event, scope=tp.partition, raw=raw))
         done[0] += len(records)
         xs.append(time.perf_counter() - began)
         ys.append(done[0])

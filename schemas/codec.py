@@ -316,6 +316,13 @@ def decode(data: bytes, expect: type[M] | None = None) -> BaseModel:
 
     Raises DecodeError for bytes without the Avro header, an unknown fingerprint, a record of
     another type than `expect`, or a body that does not parse."""
+    return decode_record(data, expect)[0]
+
+
+def decode_record(data: bytes, expect: type[M] | None = None) -> tuple[BaseModel, dict]:
+    """As `decode`, and also the record as plain data: what the model's
+    model_dump(mode="json") gives, without paying for it (the model was validated from it, and
+    JSON fields are the same objects), for callers that keep parts of records as JSON."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -334,8 +341,8 @@ def decode(data: bytes, expect: type[M] | None = None) -> BaseModel:
     reader = registry.current[name]
     body = io.BytesIO(data[HEADER_LEN:])
     try:
-        if writer.canonical == reader.canonical:
-            obj = fastavro.schemaless_reader(body, reader.parsed, reader.parsed)
+        if writer.canonical == reader.canonical:  # no reader schema: nothing to resolve
+            obj = fastavro.schemaless_reader(body, reader.parsed, None)
         else:  # written with an older version: Avro schema resolution to the current one
             obj = fastavro.schemaless_reader(body, writer.parsed, reader.parsed)
             _decode_json_defaults(reader.parsed, writer.parsed, obj)
@@ -345,7 +352,7 @@ def decode(data: bytes, expect: type[M] | None = None) -> BaseModel:
     if body.tell() != len(data) - HEADER_LEN:
         raise DecodeError(f"{len(data) - HEADER_LEN - body.tell()} trailing bytes after {name}")
     try:
-        return model.model_validate(obj)
+        return model.model_validate(obj), obj
     except ValidationError as exc:  # Avro-valid, but not a record this platform would write
         raise DecodeError(f"invalid {name}: {exc.error_count()} field error(s): "
                           + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"

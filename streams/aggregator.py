@@ -184,12 +184,12 @@ class Aggregator:
             self.staged.scope = partition
             for record in records:
                 try:
-                    event = codec.decode(record.value, expect=StepEvent)
+                    event, raw = codec.decode_record(record.value, expect=StepEvent)
                 except (codec.DecodeError, ValidationError) as exc:
                     dead.append((record, f"undecodable StepEvent: {exc}"))
                     continue
                 try:
-                    done.extend(self.assembler.feed(event, scope=partition))
+                    done.extend(self.assembler.feed(event, scope=partition, raw=raw))
                 except InvalidEvent as exc:
                     dead.append((record, f"invalid StepEvent: {exc}"))
         t_fed = time.monotonic()

@@ -152,18 +152,21 @@ class TrajectoryAssembler:
         return attempt["last"] + self.expire_after < now
 
     # -- the work ------------------------------------------------------------------------------
-    def feed(self, event: StepEvent, scope: int = 0) -> list[Trajectory]:
+    def feed(self, event: StepEvent, scope: int = 0, raw: dict | None = None) -> list[Trajectory]:
         """Apply one event (scope: the adp.steps partition it came from). Returns the
-        trajectory it completes, if any. Raises InvalidEvent for a contract-breaking event."""
+        trajectory it completes, if any. Raises InvalidEvent for a contract-breaking event.
+        `raw`: the event as plain data, when the caller has it (codec.decode_record): its
+        parts are kept as they are instead of dumping them from the model again."""
         _check(event)
         self.counters["events"] += 1
         wm = self._advance(scope, event.timestamp)
-        out = self._apply(event, scope, wm)
+        out = self._apply(event, scope, wm, raw)
         if wm >= self._last_sweep.get(scope, float("-inf")) + self.sweep_every:
             self.expire(wm, scope)
         return out
 
-    def _apply(self, event: StepEvent, scope: int, wm: float) -> list[Trajectory]:
+    def _apply(self, event: StepEvent, scope: int, wm: float,
+               raw: dict | None) -> list[Trajectory]:
         tid, aid = event.key, event.attempt_id
         old = self.store.get(tid)
         if old is not None and "done" in old:
@@ -182,7 +185,7 @@ class TrajectoryAssembler:
                 changed = True
         attempt = dict(attempts.get(aid) or {
             "last": wm, "started": None, "finished": None, "steps": []})
-        if self._record(tid, aid, attempt, event):
+        if self._record(tid, aid, attempt, event, raw):
             attempt["last"] = wm
             attempts[aid] = attempt
             changed = True
@@ -210,25 +213,29 @@ class TrajectoryAssembler:
                 del self.store[tid]
         return []
 
-    def _record(self, tid: str, aid: str, attempt: dict, event: StepEvent) -> bool:
+    def _record(self, tid: str, aid: str, attempt: dict, event: StepEvent,
+                raw: dict | None) -> bool:
         """Put the event into the (copied) attempt header / the store; False if a repeat."""
+        def part(name: str) -> dict:  # the part in JSON mode
+            return raw[name] if raw is not None else getattr(event, name).model_dump(mode="json")
+
         kind = EventType(event.event_type)
         if kind is EventType.started:
             if attempt["started"] is not None:
                 return False
             attempt["started"] = {"timestamp": event.timestamp, "runtime_id": event.runtime_id,
-                                  "task": event.task.model_dump(mode="json")}
+                                  "task": part("task")}
         elif kind is EventType.step:
             step_id = event.step.step_id
             if step_id in attempt["steps"]:
                 return False
-            self.store[step_key(tid, aid, step_id)] = event.step.model_dump(mode="json")
+            self.store[step_key(tid, aid, step_id)] = part("step")
             attempt["steps"] = sorted([*attempt["steps"], step_id])
         else:
             if attempt["finished"] is not None:
                 return False
             attempt["finished"] = {"timestamp": event.timestamp, "runtime_id": event.runtime_id,
-                                   "finish": event.finish.model_dump(mode="json")}
+                                   "finish": part("finish")}
         return True
 
     def _complete(self, tid: str, aid: str, attempt: dict) -> Trajectory | None:

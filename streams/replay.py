@@ -206,12 +206,12 @@ async def replay(conf: kafka.Conn, sink: BaseSink, source: str = "steps",
                 summary.outside_window += 1
                 continue
             try:
-                event = codec.decode(r.value, expect=StepEvent)
+                event, raw = codec.decode_record(r.value, expect=StepEvent)
             except (codec.DecodeError, ValidationError):
                 summary.undecodable += 1
                 continue
             try:
-                done = assembler.feed(event, scope=tp.partition)
+                done = assembler.feed(event, scope=tp.partition, raw=raw)
             except InvalidEvent:
                 summary.invalid += 1
                 continue

@@ -384,3 +384,21 @@ def test_samples_have_file_names_of_their_own():
     assert all(is_artifact_name(n) for n in names)
     assert not any(is_artifact_name(n) for n in ("plot.json", "plot/1.json", "step-2.json",
                                                  "step-2/1.json"))
+
+
+def test_feeding_the_decoded_record_gives_the_same_state_and_trajectories():
+    """The aggregator and replay pass the record as plain data (codec.decode_record) so the
+    assembler keeps its parts instead of dumping them from the model: same state, same bytes."""
+    from adp.schemas import codec
+
+    events = [e for i in range(3) for e in attempt_events(f"raw-{i}", n_steps=3, cached_every=2)]
+    events += attempt_events("raw-open", n_steps=2, finish=False)
+    plain, fast = TrajectoryAssembler(), TrajectoryAssembler()
+    out_plain, out_fast = [], []
+    for e in events:
+        out_plain += plain.feed(e)
+        event, raw = codec.decode_record(codec.encode(e), expect=StepEvent)
+        out_fast += fast.feed(event, raw=raw)
+    assert [render(t) for t in out_fast] == [render(t) for t in out_plain] and len(out_fast) == 3
+    assert json.dumps(dict(fast.store), sort_keys=True) == json.dumps(dict(plain.store),
+                                                                      sort_keys=True)
