@@ -13,8 +13,9 @@ Each run gets
   python3) mounted read-only at /env, its interpreter exec'd for the program;
 - an empty environment (the runtime's API keys never reach the sandbox, not even through the
   environ of bwrap's own pid 1);
-- rlimits on CPU time, address space, processes and file size, set by a tiny launcher inside
-  the sandbox right before the program is exec'd;
+- rlimits on CPU time, address space, processes and file size, set right before the program
+  is exec'd by util-linux's prlimit (a small C program: one interpreter start per run, not two),
+  or by a tiny Python launcher where prlimit is missing;
 - a wall-clock timeout after which the whole tree dies (SIGKILL to bwrap; its pid 1 has
   PR_SET_PDEATHSIG, and the death of a pid namespace's init kills everything in it).
 
@@ -46,6 +47,8 @@ from adp.runtimes.tools.sandbox.env import MOUNT, MPLCONFIG, SandboxEnv, ensure_
 
 BWRAP = "/usr/bin/bwrap"  # also in __init__.make_sandbox ("auto")
 PYTHON = "/usr/bin/python3"  # Debian's interpreter, never the runtime's venv
+PRLIMIT = "/usr/bin/prlimit"  # util-linux (Debian: required); sets rlimits, then execs
+MPL_DIR = "mpl"  # per-workspace matplotlib config dir (seeded with the env's font cache)
 INNER_UID = 1000  # what the program sees as its uid/gid
 _UID_BASE, _UID_SPAN = 1_500_000_000, 1 << 24  # host uids for runs when we are root
 _CHUNK = 1 << 16
@@ -110,15 +113,27 @@ def _bwrap_argv(root: str, limits: SandboxLimits, env: SandboxEnv | None = None)
     argv += ["--ro-bind", f"{root}/code", "/code", "--bind", f"{root}/work", "/work"]
     if env is not None:
         argv += ["--ro-bind", str(env.root), MOUNT]
+    seeded = env is not None and env.mplconfig is not None and os.path.isdir(f"{root}/{MPL_DIR}")
+    if seeded:  # the font cache, copied when the workspace was made (_prepare)
+        argv += ["--bind", f"{root}/{MPL_DIR}", ENV["MPLCONFIGDIR"]]
     argv += ["--remount-ro", "/", "--chdir", "/work"]
     for k, v in ENV.items():
         argv += ["--setenv", k, v]
+    python = f"{MOUNT}/bin/python" if env is not None else PYTHON
+    cpu, mem = limits.cpu_seconds, limits.memory_mb << 20
+    nproc, fsize = limits.max_processes, limits.file_size_mb << 20
+    if _have_prlimit() and (seeded or env is None or env.mplconfig is None):
+        return argv + ["--", PRLIMIT, f"--cpu={cpu}:{cpu + 1}", f"--as={mem}",
+                       f"--nproc={nproc}", f"--fsize={fsize}", "--core=0", "--",
+                       python, "/code/main.py"]
     mpl = f"{MOUNT}/{MPLCONFIG}" if env is not None and env.mplconfig else "-"
-    return argv + [
-        "--", PYTHON, "-I", "-S", "-c", _LAUNCHER,
-        str(limits.cpu_seconds), str(limits.memory_mb << 20), str(limits.max_processes),
-        str(limits.file_size_mb << 20), mpl, f"{MOUNT}/bin/python" if env is not None else PYTHON,
-        "/code/main.py"]
+    return argv + ["--", PYTHON, "-I", "-S", "-c", _LAUNCHER, str(cpu), str(mem), str(nproc),
+                   str(fsize), mpl, python, "/code/main.py"]
+
+
+@functools.cache
+def _have_prlimit() -> bool:
+    return os.access(PRLIMIT, os.X_OK)
 
 
 def _uids_alive(uid: int) -> list[int]:
@@ -178,6 +193,18 @@ class BubblewrapSandbox:
             with open(os.path.join(root, "etc", name), "w") as f:
                 f.write(text)
             os.chmod(os.path.join(root, "etc", name), 0o644)
+        mplconfig = self.env.mplconfig if self.env is not None else None
+        if mplconfig is not None and _have_prlimit():
+            # the run's matplotlib config dir, seeded here once per workspace (the Python
+            # launcher seeded it inside every run)
+            mpl = os.path.join(root, MPL_DIR)
+            os.mkdir(mpl, 0o700)
+            for f in mplconfig.iterdir():
+                shutil.copyfile(f, os.path.join(mpl, f.name))
+            if uid is not None:
+                os.chown(mpl, uid, uid)
+                for f in os.listdir(mpl):
+                    os.chown(os.path.join(mpl, f), uid, uid)
         if uid is not None:  # bwrap runs as `uid`: it must reach root/, and own the workdir
             os.chown(root, uid, uid)
             os.chown(os.path.join(root, "work"), uid, uid)
