@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 
@@ -88,7 +89,10 @@ class Attempt:
             out.append(artifact.model_copy(update={"location": located[artifact.sha256]}))
         return step.model_copy(update={"artifacts": out})
 
-    async def run(self, runtime: Runtime) -> Outcome:
+    async def run(self, runtime: Runtime, on_sent: Callable[[], None] | None = None) -> Outcome:
+        """`on_sent` is called once the finished event is handed to the producer, before its
+        acknowledgement is awaited: the agent's work is over, so its slot may start the next
+        task while this one only waits on the broker."""
         await self.send(EventType.started, task=self.task)
         began = time.monotonic()
         try:
@@ -115,6 +119,8 @@ class Attempt:
             verdict=self.verdict,
         )
         await self.send(EventType.finished, finish=finish)
+        if on_sent is not None:
+            on_sent()
         # acks=all on every event of the attempt before the offset may be committed
         await asyncio.gather(*self.pending)
         return outcome

@@ -8,7 +8,8 @@ lanes first, a minimum share for lower ones).
 Delivery discipline (README, "Delivery guarantees"):
 - a plain aiokafka consumer in group adp-runtime-<type>, auto-commit off, subscribed to every
   lane topic of the type;
-- up to `concurrency` tasks run at once; a lane's partitions are paused while it has enough
+- up to `concurrency` tasks run at once (a task whose agent is done and that only waits for
+  the broker's acks holds no slot); a lane's partitions are paused while it has enough
   fetched and unstarted to fill every slot, and the loop keeps polling, at the limit too, so
   the consumer never exceeds max.poll.interval.ms however long a task runs;
 - a task's offset counts as done only after its finished event is acknowledged by the broker
@@ -45,6 +46,7 @@ from adp.streams.intake import LaneIntake
 from adp.streams.lanes import DEFAULT_MIN_SHARE, check_min_share
 from adp.streams.offsets import PartitionOffsets
 from adp.streams.poison import PoisonLedger, Quarantine
+from adp.streams.runtime_watch import RuntimeWatch
 from adp.streams.producer import task_from_record
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,8 @@ class RuntimeWorker:
         self.stats = WorkerStats()
         self.offsets: dict[TopicPartition, PartitionOffsets] = {}
         self.inflight: dict[asyncio.Task, tuple[TopicPartition, int]] = {}
+        # tasks whose agent is done and that only wait for their events' acks: no slot
+        self._acking: set[asyncio.Task] = set()
         # one commit in flight at a time; what is asked meanwhile rides on the next one
         self.committer = RuntimeCommits(lambda: self.consumer, self.offsets, self.ledgers)
         # bumped on every revocation: records fetched before one are not ours to start
@@ -103,8 +107,8 @@ class RuntimeWorker:
         self.producer: AIOKafkaProducer | None = None
         self.health = metrics.Health(f"runtime {self.runtime_id}",
                                      busy=lambda: bool(self.inflight))
-        self.health.checks += [self._broker_check, self._assignment_check]
-        self._broker_ok: tuple[bool, str] = (True, "")
+        self.watch = RuntimeWatch(self)  # lag gauges, broker and assignment checks
+        self.health.checks += [self.watch.broker_check, self.watch.assignment_check]
         self._server = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -146,7 +150,7 @@ class RuntimeWorker:
                              "get at least %g of the starts", self.runtime_id,
                              ", ".join(self.intake.topics), self.group_id, self.concurrency,
                              self.min_share)
-                    watcher = asyncio.create_task(self._watch_lag(stop))
+                    watcher = asyncio.create_task(self.watch.run(stop))
                     try:
                         await self._poll_loop(stop)
                         await self._drain(drain_timeout)
@@ -162,7 +166,8 @@ class RuntimeWorker:
         return self.stats
 
     def _free(self) -> int:
-        return self.capacity() - len(self.inflight) if self.quarantine.is_open else 0
+        busy = len(self.inflight) - len(self._acking)
+        return self.capacity() - busy if self.quarantine.is_open else 0
 
     async def _poll_loop(self, stop: asyncio.Event) -> None:
         assert self.consumer is not None and self.intake is not None
@@ -254,6 +259,7 @@ class RuntimeWorker:
 
     def _task_done(self, task: asyncio.Task) -> None:
         self.inflight.pop(task, None)
+        self._acking.discard(task)
         metrics.TASKS_IN_FLIGHT.labels(self.task_type).dec()
         self._slot_freed.set()
 
@@ -279,13 +285,18 @@ class RuntimeWorker:
             # debug: at hundreds of tasks a second two info lines per task were 4% of the CPU;
             # the finished line below names the task and says how it ended
             log.debug("task %s: attempt %s started", task.task_id, attempt.attempt_id)
-            outcome = await attempt.run(self.runtime)
+            outcome = await attempt.run(self.runtime, on_sent=self._agent_done)
             self._count(outcome)
             log.info("task %s: finished success=%s steps=%d%s%s", task.key, outcome.success,
                      attempt.steps, f" ({outcome.error_type}: {outcome.error})"
                      if outcome.error_type else "", f", verdict {attempt.verdict.status}"
                      if attempt.verdict else "")
         await self._done(tp, record.offset)
+
+    def _agent_done(self) -> None:
+        # the offset still counts as done only after the acks (then _done): only the slot frees
+        self._acking.add(asyncio.current_task())
+        self._slot_freed.set()
 
     def _count(self, outcome: Outcome) -> None:
         self.stats.finished += 1
@@ -315,38 +326,6 @@ class RuntimeWorker:
         self.ledgers.get(tp, PoisonLedger()).clear(offset)
         # not awaited: the slot frees now; the commit joins the next round (streams/commits.py)
         self.committer.request([tp])
-
-    # ---- health and lag --------------------------------------------------------------------
-
-    def _broker_check(self) -> tuple[bool, str]:
-        return self._broker_ok
-
-    def _assignment_check(self) -> tuple[bool, str]:
-        # Members beyond the partition count legitimately get nothing; say so, don't fail.
-        assigned = self.consumer.assignment() if self.consumer else set()
-        owned: dict[str, list[int]] = {}
-        for tp in sorted(assigned):
-            owned.setdefault(tp.topic, []).append(tp.partition)
-        self.health.details["partitions"] = owned  # per lane topic
-        return True, ""
-
-    async def _watch_lag(self, stop: asyncio.Event, every: float = 5.0) -> None:
-        """Ask the broker for end offsets periodically: gives the lag gauge per lane, and tells
-        /health whether the broker answers."""
-        while not stop.is_set():
-            try:
-                done = {tp: t.committable for tp, t in self.offsets.items()}
-                lag = await asyncio.wait_for(self.intake.lag(done), every * 2)
-                for lane, behind in lag.items():
-                    metrics.CONSUMER_LAG.labels(self.task_type, lane).set(behind)
-                self.health.details["lag"] = lag
-                self._broker_ok = (True, "")
-            except Exception as exc:  # broker down, partitions moving: report, keep going
-                self._broker_ok = (False, f"broker not answering: {type(exc).__name__}: {exc}")
-            try:
-                await asyncio.wait_for(stop.wait(), every)
-            except TimeoutError:
-                pass
 
     # ---- rebalance -------------------------------------------------------------------------
 

@@ -189,7 +189,9 @@ class ObservedWorker(RuntimeWorker):
         return current
 
     async def _start_batch(self, tp, records, *args: Any) -> None:
-        self.intakes.append((len(self.inflight), len(records), self._capacity))
+        # a task that only waits for its events' acks holds no slot
+        self.intakes.append((len(self.inflight) - len(self._acking), len(records),
+                             self._capacity))
         await super()._start_batch(tp, records, *args)
 
     async def revoke(self, revoked) -> None:
