@@ -402,3 +402,19 @@ def test_feeding_the_decoded_record_gives_the_same_state_and_trajectories():
     assert [render(t) for t in out_fast] == [render(t) for t in out_plain] and len(out_fast) == 3
     assert json.dumps(dict(fast.store), sort_keys=True) == json.dumps(dict(plain.store),
                                                                       sort_keys=True)
+
+
+def test_render_matches_json_for_floats_with_negative_exponents():
+    """orjson writes 1e-7 where json writes 1e-07: render falls back to json for those
+    documents (and only those) so every file has json.dumps' bytes."""
+    events = attempt_events("tiny-cost", n_steps=1)
+    t = assemble(events)[0][0]
+    doc_plain = json.loads(render(t))
+    tiny = t.model_copy(update={"total_duration": 2.5e-7, "final_result": "pre-1e-x 3e-"})
+    out = render(tiny)
+    assert b"2.5e-07" in out and out.decode() == json.dumps(
+        tiny.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+    assert doc_plain["task_id"] == "tiny-cost"
+    text_only = t.model_copy(update={"final_result": "e-1 and re-2 are not numbers"})
+    assert render(text_only).decode() == json.dumps(
+        text_only.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"

@@ -24,7 +24,15 @@ from adp.schemas.contracts import Artifact, Trajectory
 # faster: the stdlib encoder has no C path with indent), except for floats with a negative
 # exponent ("1e-7" where json writes "1e-07"); it refuses integers beyond 64 bits and lone
 # surrogates. Those documents, rare in practice, go through json itself.
-_NEGATIVE_EXPONENT = re.compile(rb"[0-9]e-[0-9]")
+# Found by its literal part first: re then scans with a fast substring search (the pattern
+# that starts with [0-9] tested every byte and cost more than the dump itself).
+_EXPONENT_MINUS = re.compile(rb"e-[0-9]")
+
+
+def _has_negative_exponent(out: bytes) -> bool:
+    """Whether `out` has a digit, "e-", a digit (1e-7), inside a string or not."""
+    return any(m.start() and out[m.start() - 1] in b"0123456789"
+               for m in _EXPONENT_MINUS.finditer(out))
 
 
 def render(trajectory: Trajectory) -> bytes:
@@ -35,7 +43,7 @@ def render(trajectory: Trajectory) -> bytes:
         out = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     except (orjson.JSONEncodeError, TypeError):
         out = None
-    if out is None or _NEGATIVE_EXPONENT.search(out):
+    if out is None or _has_negative_exponent(out):
         out = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     return out
 
