@@ -232,3 +232,24 @@ class ChildProcesses:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def watch_children_with_pidfd() -> bool:
+    """On Python 3.11 asyncio waits for each child process (sandbox runs, browsers) with a
+    thread blocked in waitpid (ThreadedChildWatcher): a runtime at concurrency 64 ran a thread
+    per sandbox run. A pidfd watcher (Linux >= 5.3) waits on the event loop instead; Python
+    3.12 does this by default. Call inside the running loop, before the first child starts.
+    Returns whether it was installed."""
+    import asyncio
+    import sys
+
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:  # kernel without pidfd, or refused by a seccomp filter
+        return False
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
+    return True

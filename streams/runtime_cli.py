@@ -8,7 +8,7 @@ import signal
 
 import click
 
-from adp.core.process import exit_if_stuck
+from adp.core.process import exit_if_stuck, watch_children_with_pidfd
 from adp.core.settings import Settings
 from adp.runtimes.base import RuntimeContext
 from adp.runtimes.registry import UnknownRuntime, available, load_runtime
@@ -78,6 +78,7 @@ def runtime_command(name: str, concurrency: int, runtime_id: str | None, group: 
                 exit_if_stuck(drain_timeout + 15, f"runtime {rid}")
             stop.set()
 
+        watch_children_with_pidfd()  # no waitpid thread per sandbox run (Python 3.11)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
