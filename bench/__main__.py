@@ -110,6 +110,7 @@ def main() -> None:
                   f"({info['cpu']}), load average {info['load_average_at_start']}; work {work}")
     began = time.monotonic()
     loads: dict[str, list[float]] = {}
+    took: dict[str, float] = {}  # seconds per part: where `make bench`'s 15 minutes go
     try:
         if any(getattr(m, "NEEDS_BROKER", True) for m in wanted):
             port = args.port or free_port_block(60)
@@ -124,11 +125,13 @@ def main() -> None:
                 bench.note(module.KEY, f"FAILED: {type(exc).__name__}: {exc}")
                 console.print(traceback.format_exc())
             loads[module.KEY] = [round(x, 2) for x in load_average()]
-            console.print(f"  [dim]{time.monotonic() - t0:.0f}s, load average after: "
+            took[module.KEY] = round(time.monotonic() - t0, 1)
+            console.print(f"  [dim]{took[module.KEY]:.0f}s, load average after: "
                           f"{loads[module.KEY]}[/]")
     finally:
         bench.close()
     info["load_average_after_part"] = loads
+    info["seconds_per_part"] = took
     info["seconds"] = round(time.monotonic() - began, 1)
     console.print(bench.table)
     from bench.report import write_report

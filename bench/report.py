@@ -83,7 +83,9 @@ def write_report(bench: Bench, machine: dict, out: Path, stamp: str,
         if doc_text:
             lines += [re.sub(r"\n(?!\n)", " ", doc_text), ""]
         if key in loads:
-            lines.append(f"Load average after this part: {loads[key]}.")
+            took = machine.get("seconds_per_part", {}).get(key)
+            lines.append((f"Took {took:.0f}s. " if took is not None else "")
+                         + f"Load average after this part: {loads[key]}.")
             lines.append("")
         for text in bench.notes.get(key, []):
             lines.append(f"- {text}")
