@@ -20,6 +20,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
+from adp.streams.broker.server import free_port_block
 from bench import parts as parts_pkg
 from bench.core import Bench, console, load_average, new_workdir
 
@@ -53,27 +54,6 @@ def machine() -> dict:
     return {"host": platform.node(), "cpus": os.cpu_count(), "cpu": cpu, "memory_gib": mem,
             "python": platform.python_version(), "os": platform.platform(),
             "load_average_at_start": [round(x, 2) for x in load_average()]}
-
-
-def free_port_block(size: int) -> int:
-    """A base port whose next `size` ports (and the controller's, +100) look free; below the
-    ephemeral range, like the tests' brokers."""
-    import random
-    import socket
-
-    def free(port: int) -> bool:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return True
-            except OSError:
-                return False
-
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - 200 - size)
-        if all(free(p) for p in [*range(base, base + size), base + 100]):
-            return base
-    raise RuntimeError("no free port block found")
 
 
 def main() -> None:

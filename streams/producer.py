@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaProducer
 from adp.schemas import codec
 from adp.core.settings import Settings
 from adp.schemas.contracts import Task
-from adp.connectors.tasks_source import TaskFileError, parse_line, read_stream, read_tasks
+from adp.connectors.tasks_source import parse_line, read_stream, read_tasks
 from adp.runtimes.verify import BadSpec, check_spec
 from adp.streams import authz, kafka
 from adp.streams.topics import topic_for_task

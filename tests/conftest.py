@@ -4,37 +4,13 @@ project's own jars for the whole test session, on a free port, with its own ADP_
 from __future__ import annotations
 
 import os
-import random
-import socket
 from pathlib import Path
 
 import pytest
 
 from adp.runtimes.tools.browser import BrowserPool
 from adp.site_server import SiteServer
-from adp.streams.broker.server import KafkaCluster
-
-
-def free_port_block(size: int = 1) -> int:
-    """A base port such that base..base+size-1 and their controller ports (+100) look free.
-
-    Drawn below Linux's ephemeral range (32768+): a listener there can collide with a client's
-    source port, and a broker polled before it listens can even connect to itself."""
-    for _ in range(200):
-        base = random.randrange(24000, 32000 - 100 - size)
-        ports = [base + i for i in range(size)] + [base + 100 + i for i in range(size)]
-        if all(_free(p) for p in ports):
-            return base
-    raise RuntimeError("no free port block found")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+from adp.streams.broker.server import KafkaCluster, free_port_block  # noqa: F401 (tests import it from here)
 
 
 @pytest.fixture(scope="session")

@@ -733,7 +733,7 @@ async def test_a_low_lane_keeps_its_minimum_share_while_high_work_keeps_coming(k
     low = gated_tasks("trickle", 12, priority=2)
     for task in high + low:  # no gating: each task finishes as soon as it starts
         runtime.gates[task.task_id].set()
-    high_ids, low_ids = {t.task_id for t in high}, {t.task_id for t in low}
+    low_ids = {t.task_id for t in low}
     await produce_by_priority(bootstrap, low + high)
     worker = ObservedWorker(runtime, "code", bootstrap, concurrency=2, group_id=group,
                             min_share=share)

@@ -23,7 +23,7 @@ import pytest
 
 from adp.core.settings import settings
 from adp.schemas import codec
-from adp.schemas.contracts import StepEvent, Task, Trajectory
+from adp.schemas.contracts import StepEvent, Trajectory
 from adp.streams import kafka as clients
 from adp.streams.assembly import assemble
 from adp.streams.broker.server import resolve_jars

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from adp.connectors.sinks.base import render
 from adp.connectors.sinks.file import write_atomic

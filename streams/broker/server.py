@@ -34,6 +34,30 @@ KAFKA_VERSION = re.search(r"<kafka.version>(.+?)</kafka.version>", POM.read_text
 CONTROLLER_PORT_OFFSET = 100  # node i listens for clients on port+i, for the quorum on port+100+i
 
 
+def free_port_block(size: int = 1, lowest: int = 24000) -> int:
+    """A base port such that base..base+size-1 and their controller ports
+    (+CONTROLLER_PORT_OFFSET) look free: where a throwaway local cluster (tests, bench) can
+    listen. Drawn below Linux's ephemeral range (32768+): a listener there can collide with a
+    client's source port, and a broker polled before it listens can even connect to itself."""
+    import random
+
+    def free(port: int) -> bool:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                return False
+
+    for _ in range(200):
+        base = random.randrange(lowest, 32000 - CONTROLLER_PORT_OFFSET - size)
+        ports = [*range(base, base + size),
+                 *range(base + CONTROLLER_PORT_OFFSET, base + CONTROLLER_PORT_OFFSET + size)]
+        if all(free(p) for p in ports):
+            return base
+    raise BrokerError("no free port block found")
+
+
 class BrokerError(RuntimeError):
     pass
 
