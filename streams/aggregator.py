@@ -62,8 +62,9 @@ TABLE_NAME = "assembly"
 # longer it collects, the more of a task's writes coalesce into one table write (a task that
 # starts and finishes within a batch writes only its done record), at the price of that much
 # latency on a quiet stream. Under a backlog a batch fills while the previous one is acked
-# either way: bench b gave the same events/s at 0.25 s and 0.1 s, and 0.1 s halved bench f's
-# finished -> file latency (p50 1.14 -> 0.52 s, --quick on a quiet machine).
+# either way: bench b gave the same events/s at 0.25 s and 0.1 s. On a stream with room to
+# spare 0.1 s halved bench f's finished -> file latency (--quick: p50 1.14 -> 0.52 s); at full
+# scale, where the runtimes saturate both cores, it did not move (p50 ~0.6 s, p99 1.1-1.3 s).
 BATCH_MAX = 5000  # step events per assemble batch
 BATCH_WITHIN = 0.1  # seconds a batch waits to fill
 PRODUCER_BATCH_BYTES = 1024 * 1024  # records per partition sent in one go (uncompressed)
