@@ -8,7 +8,7 @@ producers keep writing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,12 +78,11 @@ async def capture_range(consumer: AIOKafkaConsumer, parts: list[TopicPartition],
     return Range(start={tp: min(start[tp], end[tp]) for tp in parts}, end=end)
 
 
-async def read_range(consumer: AIOKafkaConsumer, rng: Range,
-                     on_records: Callable[[TopicPartition, list], Any],
-                     on_progress: Callable[[int], None] | None = None) -> int:
-    """Feed each partition's records in [start, end) to `on_records(tp, records)` (awaited if
-    it returns an awaitable), batch by batch, in offset order per partition. Returns the number
-    of records read."""
+async def batches_in_range(consumer: AIOKafkaConsumer, rng: Range,
+                           on_progress: Callable[[int], None] | None = None,
+                           ) -> AsyncIterator[tuple[TopicPartition, list[ConsumerRecord]]]:
+    """Each partition's records in [start, end), batch by batch, in offset order per
+    partition, as (partition, records): a caller that yields what it reads holds one batch."""
     remaining = [tp for tp in rng.start if rng.start[tp] < rng.end[tp]]
     consumer.assign(list(rng.start))
     for tp in rng.start:
@@ -91,17 +90,13 @@ async def read_range(consumer: AIOKafkaConsumer, rng: Range,
     done_parts = [tp for tp in rng.start if tp not in remaining]
     if done_parts:
         consumer.pause(*done_parts)
-    read = 0
     while remaining:
         batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=MAX_RECORDS)
         for tp, records in batches.items():
             end = rng.end[tp]
             records = [r for r in records if r.offset < end]
             if records:
-                read += len(records)
-                result = on_records(tp, records)
-                if asyncio.iscoroutine(result):
-                    await result
+                yield tp, records
         finished = []
         for tp in remaining:
             if await consumer.position(tp) >= rng.end[tp]:
@@ -115,6 +110,20 @@ async def read_range(consumer: AIOKafkaConsumer, rng: Range,
                 pos = rng.end[tp] if tp not in remaining else await consumer.position(tp)
                 done += max(0, min(pos, rng.end[tp]) - rng.start[tp])
             on_progress(done)
+
+
+async def read_range(consumer: AIOKafkaConsumer, rng: Range,
+                     on_records: Callable[[TopicPartition, list], Any],
+                     on_progress: Callable[[int], None] | None = None) -> int:
+    """Feed each partition's records in [start, end) to `on_records(tp, records)` (awaited if
+    it returns an awaitable), batch by batch, in offset order per partition. Returns the number
+    of records read."""
+    read = 0
+    async for tp, records in batches_in_range(consumer, rng, on_progress):
+        read += len(records)
+        result = on_records(tp, records)
+        if asyncio.iscoroutine(result):
+            await result
     return read
 
 

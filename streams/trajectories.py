@@ -6,7 +6,8 @@ A SOURCE is one of:
   s3://b/p      the S3 sink's objects under the prefix: per-task *.json, and jsonl-hourly
                 *.jsonl parts (a key written twice keeps the line with the latest finished_at)
   kafka         the adp.trajectories topic, read to its current end without a consumer group;
-                the last record of each key wins, as compaction keeps it
+                the last record of each key wins, as compaction keeps it (two passes: memory
+                follows the number of keys, not the topic's size)
 
 Files or records that are not trajectories are skipped and listed in the ReadReport with the
 reason, never silently. Written back (adp verify), a trajectory goes where it came from: the
@@ -20,13 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from adp.connectors.sinks.base import BaseSink
 from adp.schemas import codec
 from adp.schemas.contracts import Trajectory
 from adp.streams import kafka
-from adp.streams.reader import KafkaReadError, read_topic
+from adp.streams.reader import (KafkaReadError, batches_in_range, capture_range, open_consumer,
+                                topic_partitions)
 from adp.streams.replay import ReplayError, open_destination
 from adp.streams.topics import TRAJECTORIES
 
@@ -70,7 +73,8 @@ def check_source(source: str) -> None:
 
 async def read_trajectories(source: str, report: ReadReport,
                             bootstrap: kafka.Conn = None) -> AsyncIterator[Trajectory]:
-    """Every trajectory of `source`, in a stable order (object name, topic key)."""
+    """Every trajectory of `source`, in a stable order (object name; for kafka, partition and
+    offset)."""
     if source == KAFKA:
         async for t in _from_kafka(bootstrap, report):
             yield t
@@ -119,24 +123,38 @@ async def _from_store(source: str, report: ReadReport) -> AsyncIterator[Trajecto
 
 
 async def _from_kafka(conf: kafka.Conn, report: ReadReport) -> AsyncIterator[Trajectory]:
+    """Two bounded passes over the same offset range, so memory follows the number of keys,
+    not the topic's bytes: the first notes where each key's last record is (as compaction
+    keeps it), the second decodes and yields only those records, in partition and offset
+    order. A key whose last record is a tombstone was deleted: nothing is yielded for it."""
     try:
-        records = await read_topic(conf, TRAJECTORIES)
+        parts = await topic_partitions(conf, TRAJECTORIES)
+        consumer = await open_consumer(conf)
     except KafkaReadError as exc:
         raise SourceError(str(exc)) from exc
-    latest: dict[bytes, tuple[str, bytes | None]] = {}
-    for r in records:  # per partition, in offset order: the last record of a key wins
-        latest[r.key or b""] = (f"{r.topic}[{r.partition}]@{r.offset}", r.value)
-    for key in sorted(latest):
-        where, value = latest[key]
-        if value is None:  # a tombstone: the key was deleted
-            continue
-        try:
-            t = codec.decode(value, expect=Trajectory)
-        except codec.DecodeError as exc:
-            report.skip(where, str(exc))
-            continue
-        report.read += 1
-        yield t
+    try:
+        rng = await capture_range(consumer, parts, since=None)
+        last: dict[bytes, tuple[int, int]] = {}
+        async for tp, records in batches_in_range(consumer, rng):
+            for r in records:
+                last[r.key or b""] = (tp.partition, r.offset)
+        wanted = set(last.values())
+        del last
+        async for tp, records in batches_in_range(consumer, rng):
+            for r in records:
+                if (tp.partition, r.offset) not in wanted or r.value is None:
+                    continue
+                try:
+                    t = codec.decode(r.value, expect=Trajectory)
+                except codec.DecodeError as exc:
+                    report.skip(f"{r.topic}[{r.partition}]@{r.offset}", str(exc))
+                    continue
+                report.read += 1
+                yield t
+    except KafkaError as exc:
+        raise SourceError(f"cannot read {TRAJECTORIES}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        await consumer.stop()
 
 
 # ---- writing back -------------------------------------------------------------------------------

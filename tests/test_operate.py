@@ -205,3 +205,31 @@ def test_runtime_dead_letters_bad_messages_and_keeps_going(kafka, llm_stub, tmp_
     assert "description: missing (required)" in by_key["dlq-json-bad"]["reason"]
     assert "dlq-json-good" not in by_key
     assert by_key["dlq-garbage"]["source"].startswith("adp.tasks.code[")
+
+
+def test_the_kafka_source_reads_the_last_record_of_each_key_once(kafka):
+    """`adp export kafka` / `adp verify kafka` read adp.trajectories as compaction keeps it:
+    the last record of each key wins and a tombstone deletes the key (streams/trajectories.py
+    reads it in two passes, so memory follows the keys, not the topic)."""
+    from adp.streams.trajectories import ReadReport, read_trajectories
+
+    prefix = f"src-{time.monotonic_ns()}"
+    a, b, c = f"{prefix}-a", f"{prefix}-b", f"{prefix}-c"
+    asyncio.run(send(kafka.bootstrap, topics.TRAJECTORIES, [
+        (a, codec.encode(trajectory(a, False)), None),
+        (b, codec.encode(trajectory(b, True)), None),
+        (c, codec.encode(trajectory(c, True)), None),
+        (a, codec.encode(trajectory(a, True)), None),  # a re-verified: the newer record wins
+        (c, None, None),  # c deleted
+        (f"{prefix}-junk", b"not avro", None)]))
+
+    async def read() -> tuple[list[Trajectory], ReadReport]:
+        report = ReadReport("kafka")
+        return [t async for t in read_trajectories("kafka", report, kafka.bootstrap)], report
+
+    got, report = asyncio.run(read())
+    mine = [(t.task_id, t.success) for t in got if t.task_id.startswith(prefix)]
+    assert sorted(mine) == [(a, True), (b, True)]
+    # the undecodable record is reported with where it is, not dropped silently
+    assert any(where.startswith(f"{topics.TRAJECTORIES}[") and "not Avro" in why
+               for where, why in report.problems), report.problems
