@@ -16,6 +16,7 @@ the judge) -> adp aggregate -> files. Then:
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,9 +91,19 @@ class Batch:
             p.assert_alive()
 
 
-def members(batch: Batch) -> int:
-    rows = {r["task_type"]: r for r in json.loads(batch.adp("status", "--json").stdout)}
-    return rows["code"]["members"]
+def code_partitions(runtime) -> set[int]:
+    """The adp.tasks.code partitions a runtime's latest assignment gave it (its log's last
+    "assigned [...]" line: every rebalance assigns afresh)."""
+    lines = [line for line in runtime.log(lines=400).splitlines() if " assigned [" in line]
+    return {int(p) for p in re.findall(r"'adp\.tasks\.code\[(\d+)\]'", lines[-1])} \
+        if lines else set()
+
+
+def both_code_runtimes_own_partitions(batch: Batch) -> bool:
+    """Both code runtimes hold task partitions of the same, settled assignment (disjoint: the
+    first one's assignment from before the second joined would overlap it)."""
+    one, two = (code_partitions(r) for r in batch.runtimes[:2])
+    return bool(one) and bool(two) and not one & two
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +123,9 @@ def batch(kafka, tmp_path_factory) -> Batch:
                     for kind, i in (("code", 1), ("code", 2), ("reasoning", 1))]
         b = Batch(out, aggregator.env, workdir, aggregator, runtimes)
         try:
-            # both code runtimes in the group before anything is produced: samples can spread
-            wait_for(lambda: members(b) == 2, 120, "two code runtimes in the group", b.check)
+            # both code runtimes own partitions before anything is produced: samples spread
+            wait_for(lambda: both_code_runtimes_own_partitions(b), 120,
+                     "both code runtimes to own adp.tasks.code partitions", b.check)
             produced = b.adp("produce", "--quiet", str(write_tasks(workdir / "tasks.jsonl",
                                                                     TASKS)))
             assert produced.returncode == 0, produced.stdout + produced.stderr
