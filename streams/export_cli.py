@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -22,8 +21,8 @@ from adp.connectors.export.select import Filters
 from adp.core.settings import Settings
 from adp.streams.kafka import Conn, kafka_options
 from adp.streams.tail import parse_since
-from adp.streams.trajectories import (ReadReport, SourceError, check_source, describe_problems,
-                                      read_trajectories)
+from adp.streams.trajectories import (ReadReport, SourceError, check_source, counting_bar,
+                                      describe_problems, read_trajectories)
 
 
 async def run_export(source: str, exporter: Exporter, filters: Filters,
@@ -84,7 +83,7 @@ def export_command(source: str, fmt: str, out: Path, verified_only: bool, succes
         exporter = Exporter(fmt, out, validation, not no_dedup, tool_arguments, __version__)
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None
-    bar, tick = _bar()
+    bar, tick = counting_bar("export")
     try:
         with bar:
             report = asyncio.run(run_export(source, exporter, filters, conf, tick))
@@ -111,17 +110,3 @@ def export_command(source: str, fmt: str, out: Path, verified_only: bool, succes
                                               for why, n in stats.left_out.most_common()))
     if stats.duplicates:
         click.echo(f"  {stats.duplicates} duplicate conversations dropped")
-
-
-def _bar():
-    from contextlib import nullcontext
-
-    if not sys.stderr.isatty():
-        return nullcontext(), None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    bar = Progress(TextColumn("[bold]export"), BarColumn(), MofNCompleteColumn(),
-                   console=Console(stderr=True), transient=True)
-    task = bar.add_task("export", total=None)
-    return bar, lambda: bar.advance(task)

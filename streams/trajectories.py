@@ -198,3 +198,21 @@ def describe_problems(report: ReadReport) -> list[str]:
     if len(report.problems) > SHOWN_PROBLEMS:
         lines.append(f"... and {len(report.problems) - SHOWN_PROBLEMS} more")
     return lines
+
+
+def counting_bar(label: str):
+    """A progress bar counting trajectories as `adp export` / `adp verify` read them (the total
+    is unknown until the source is read): (context, tick), or (a null context, None) when
+    stderr is not a terminal."""
+    import sys
+    from contextlib import nullcontext
+
+    if not sys.stderr.isatty():
+        return nullcontext(), None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                   console=Console(stderr=True), transient=True)
+    task = bar.add_task(label, total=None)
+    return bar, lambda: bar.advance(task)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,8 @@ from adp.runtimes.verify import BadSpec, Subject, VerifyContext, check_spec, ver
 from adp.streams.assembly import verified_success
 from adp.streams.kafka import Conn, kafka_options
 from adp.streams.trajectories import (KAFKA, ReadReport, SourceError, check_source,
-                                      describe_problems, open_sink, read_trajectories)
+                                      counting_bar, describe_problems, open_sink,
+                                      read_trajectories)
 
 
 @dataclass
@@ -184,7 +184,7 @@ def verify_command(source: str, spec_text: str | None, tasks_file: Path | None,
     from adp.runtimes.llm.client import build_model
 
     ctx = VerifyContext(model_factory=build_model)
-    bar, tick = _bar()
+    bar, tick = counting_bar("verify")
     try:
         with bar:
             report = asyncio.run(run_verify(source, destination or source, spec, by_task,
@@ -206,17 +206,3 @@ def verify_command(source: str, spec_text: str | None, tasks_file: Path | None,
             click.echo(f"  {status:<10} {report.before[status]:>6} -> {report.after[status]}")
     if source == KAFKA and destination is None:
         click.echo("  (published to adp.trajectories: a running aggregator rewrites its files)")
-
-
-def _bar():
-    from contextlib import nullcontext
-
-    if not sys.stderr.isatty():
-        return nullcontext(), None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    bar = Progress(TextColumn("[bold]verify"), BarColumn(), MofNCompleteColumn(),
-                   console=Console(stderr=True), transient=True)
-    task = bar.add_task("verify", total=None)
-    return bar, lambda: bar.advance(task)
