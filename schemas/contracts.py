@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 
 class TaskType(str, enum.Enum):
@@ -46,6 +46,14 @@ class ErrorType(str, enum.Enum):
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", use_enum_values=True)
+
+    def as_json(self) -> dict:
+        """model_dump(mode="json") (a Trajectory may know it without dumping: see there)."""
+        return self.model_dump(mode="json")
+
+    def keep_json(self, data: dict) -> None:
+        """Told the JSON-mode data the record was validated from (codec.decode_record): only
+        a Trajectory keeps it."""
 
 
 TASK_FIELDS = (
@@ -238,6 +246,37 @@ class Trajectory(_Record):
     final_result: str
     total_duration: float
     metadata: TrajectoryMetadata
+
+    # The JSON-mode data this trajectory was validated from, kept where the code that validated
+    # it knows that data is exactly what model_dump(mode="json") gives (codec.decode_record,
+    # assembly.build_trajectory): as_json() returns it instead of dumping again. Dumping a
+    # trajectory builds a new tree of every nested LLM exchange (about 1 ms each on bench/
+    # workload.py's), and the aggregator did it twice per trajectory (encode, render). Setting
+    # a field or copying the record drops it, so it never describes another state than this
+    # object's; trajectories are built and then sent, never changed in place below the top
+    # level. Only here: a private attribute costs every instance of a model a Python call.
+    _json: dict | None = PrivateAttr(default=None)
+
+    def as_json(self) -> dict:
+        return self._json if self._json is not None else self.model_dump(mode="json")
+
+    def keep_json(self, data: dict) -> None:
+        self._json = data
+
+    def __eq__(self, other: object) -> bool:  # the same record whether or not it knows _json
+        if not isinstance(other, Trajectory):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if not name.startswith("_"):
+            super().__setattr__("_json", None)
+
+    def model_copy(self, *, update: Any = None, deep: bool = False) -> Any:
+        copy = super().model_copy(update=update, deep=deep)
+        copy._json = None
+        return copy
 
 
     @property

@@ -16,8 +16,11 @@
   agent asks for the next one): a crash in between replays the events and publishes the same
   trajectories again (same bytes), never loses one. Each key is written once per batch, into
   the changelog partition of the events that wrote it.
-- Agent "sink" reads adp.trajectories in batches, writes them with the sink (`write_batch`) and
-  calls `flush()` before the batch can be acked, so nothing acknowledged is only in a buffer.
+- The assemble agent writes the trajectories it published with the sink (streams/
+  trajectory_writer.py: `write_batch`, then `flush()`) once they are acknowledged and before
+  the batch's state reaches the table. Agent "sink" reads adp.trajectories in batches and
+  writes the records this process did not publish (another aggregator's, adp verify's) the same
+  way before the batch can be acked, so nothing acknowledged is only in a buffer.
 - Bytes that do not decode, or events that break the contract, go to adp.dlq with the original
   bytes and the headers of streams/dlq.py.
 - Faust's bugs are worked around in streams/faust_guard.py: records it skips are read back
@@ -49,7 +52,7 @@ from adp.streams import kafka
 from adp.streams.artifacts import ArtifactFetcher
 from adp.streams.dlq import dlq_headers
 from adp.streams.staged_store import StagedStore
-from adp.streams.published import PublishedTrajectories
+from adp.streams.trajectory_writer import TrajectoryWriter
 from adp.streams.faust_guard import (AGENT_CRASH_EXIT, STALL_CHECK_EVERY, SkipGuard,
                                      stop_worker_on_crash)
 from adp.streams.topics import AGGREGATOR_GROUP, DLQ, STEPS, TRAJECTORIES
@@ -70,9 +73,6 @@ BATCH_WITHIN = 0.1  # seconds a batch waits to fill
 PRODUCER_BATCH_BYTES = 1024 * 1024  # records per partition sent in one go (uncompressed)
 SINK_BATCH_MAX = 1000  # trajectories per sink batch
 SINK_BATCH_WITHIN = 0.05
-# Trajectories published by this process, kept until its sink agent reads them back (at most
-# this many): the sink then skips decoding records it encoded itself.
-PUBLISHED_KEPT = 1024
 # assembler counter -> adp_aggregator_dropped_total{reason}
 DROP_REASONS = {"duplicates_dropped": "duplicate", "late_events_dropped": "late",
                 "attempts_superseded": "superseded", "attempts_expired": "expired",
@@ -141,10 +141,10 @@ class Aggregator:
                                value_type=None,
                                help="TrajectoryAssembler state: per task, per step, done records")
         self.staged = StagedStore(self.table)
-        self.published = PublishedTrajectories(PUBLISHED_KEPT)
         self.assembler = TrajectoryAssembler(store=self.staged, expire_after=config.expire_after)
         self.health = metrics.Health(f"aggregator {config.app_id}",
                                      busy=lambda: self.assembler.in_flight > 0)
+        self.writer = TrajectoryWriter(config.sink, self.artifacts, self.stats, self.health)
         crash_stops = stop_worker_on_crash(self._running_worker)
         app.agent(self.steps, name="assemble", concurrency=1)(crash_stops(self._assemble_agent))
         app.agent(self.trajectories, name="sink", concurrency=1)(crash_stops(self._sink_agent))
@@ -202,6 +202,8 @@ class Aggregator:
         self._count_drops()
         self.health.progress()
         await asyncio.gather(self.publish(done), self.to_dlq(dead))
+        # written before the table learns these tasks are done: see streams/trajectory_writer
+        await self.writer.write(done)
         t_pub = time.monotonic()
         changes: list[tuple[int, str, Any]] = []
         self.staged.apply(lambda p, k, v: changes.append((p, k, v)),
@@ -209,9 +211,9 @@ class Aggregator:
         await self.write_table(changes)
         metrics.AGGREGATOR_BATCH_EVENTS.observe(len(messages))
         metrics.AGGREGATOR_BATCH_SECONDS.observe(time.monotonic() - began)
-        log.debug("batch of %d events: assembled in %.2fs, %d trajectories acked in %.2fs, "
-                  "%d table writes acked in %.2fs", len(messages), t_fed - began, len(done),
-                  t_pub - t_fed, len(changes), time.monotonic() - t_pub)
+        log.debug("batch of %d events: assembled in %.2fs, %d trajectories acked and written "
+                  "in %.2fs, %d table writes acked in %.2fs", len(messages), t_fed - began,
+                  len(done), t_pub - t_fed, len(changes), time.monotonic() - t_pub)
 
     _recovered_seen = 0
 
@@ -260,7 +262,7 @@ class Aggregator:
         pending = []
         for t in trajectories:
             value = codec.encode(t)
-            self.published.put(value, t)
+            self.writer.published(value)
             pending.append(await self._send(TRAJECTORIES, t.key.encode(), value))
         await asyncio.gather(*pending)  # acknowledged before the tasks' state is dropped
         self.stats["trajectories_published"] += len(trajectories)
@@ -275,41 +277,22 @@ class Aggregator:
             await self.on_trajectories([event.message for event in events])
 
     async def on_trajectories(self, messages: list[Any]) -> None:
-        """Write one batch of adp.trajectories records and flush the sink: when this returns,
-        every trajectory of the batch is stored and the batch may be acked."""
+        """Write one batch of adp.trajectories records this process did not publish and flush
+        the sink: when this returns, every trajectory of the batch is stored and the batch may
+        be acked."""
         good: list[Trajectory] = []
         dead: list[tuple[Any, str]] = []
         for message in messages:
             if message.value is None:  # a compaction tombstone: nothing to write
                 continue
-            mine = self.published.take(message.value)
-            if mine is not None:
-                good.append(mine)
-                continue
+            if self.writer.published_here(message.value):
+                continue  # the assemble agent wrote it
             try:
                 good.append(codec.decode(message.value, expect=Trajectory))
             except (codec.DecodeError, ValidationError) as exc:
                 dead.append((message, f"undecodable Trajectory: {exc}"))
         await self.to_dlq(dead)
-        sink = self.config.sink
-        for trajectory in good:  # the files steps wrote, before their trajectory
-            await self.artifacts.store(sink, trajectory)
-        where = await sink.write_batch(good)
-        await sink.flush()
-        now = time.time()
-        self.stats["trajectories_written"] += len(good)
-        self.health.progress()
-        for trajectory, place in zip(good, where):
-            metrics.SINK_LATENCY.labels(sink.kind).observe(
-                max(0.0, now - trajectory.metadata.finished_at))
-            log.debug("trajectory %s written: %d steps, success=%s (%s), attempt %s -> %s",
-                      trajectory.key, len(trajectory.steps), trajectory.success,
-                      trajectory.verdict_status,
-                      trajectory.metadata.attempt_id, place)
-        if good:
-            log.info("%d trajector%s written (%s%s)", len(good), "y" if len(good) == 1 else
-                     "ies", ", ".join(t.key for t in good[:3]), ", ..." if len(good) > 3
-                     else "")
+        await self.writer.write(good)
 
     async def to_dlq(self, dead: list[tuple[Any, str]]) -> None:
         pending = []

@@ -313,14 +313,14 @@ def build_trajectory(attempt_id: str, started: dict, finished: dict,
     """The Trajectory of one complete attempt, from its recorded (JSON-mode) parts."""
     task, finish = started["task"], finished["finish"]
     exchanges = [s["llm"] for s in steps if s.get("llm")]
-    verdict = Verdict.model_validate(finish["verdict"]) if finish.get("verdict") else UNVERIFIED
+    verdict = finish.get("verdict") or UNVERIFIED.as_json()
     costs = [e["cost_usd"] for e in exchanges if e.get("cost_usd") is not None]
-    return Trajectory.model_validate({
+    doc = {
         "task_id": task["task_id"],
         "task_type": task["task_type"],
         "description": task["description"],
         "sample_index": task.get("sample_index", 0),
-        "success": verified_success(finish["success"], verdict),
+        "success": verified_success(finish["success"], Verdict.model_validate(verdict)),
         "claimed_success": finish["success"],
         "verification": verdict,
         "steps": steps,
@@ -342,7 +342,12 @@ def build_trajectory(attempt_id: str, started: dict, finished: dict,
                                               "verify", "samples", "temperature", "seed")},
             "cost_usd": sum(costs) if costs else None,
         },
-    })
+    }
+    trajectory = Trajectory.model_validate(doc)
+    # doc is what model_dump(mode="json") would give (the parts are JSON-mode, in field order:
+    # tests/test_assembly.py checks it), so encode and render skip dumping it again
+    trajectory.keep_json(doc)
+    return trajectory
 
 
 def assemble(events: list[StepEvent], expire_after: float = DEFAULT_EXPIRE_AFTER,

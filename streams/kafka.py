@@ -222,6 +222,9 @@ def kafka_errors(conf: Settings, doing: str = "") -> Iterator[None]:
 
 # ---- Faust ----------------------------------------------------------------------------------
 
+FAUST_FETCH_BYTES = 256 * 1024
+
+
 def faust_settings(conf: Conn = None) -> dict[str, Any]:
     """faust.App keyword arguments that point it at the cluster: brokers, credentials, the
     message size limit both ways, client id."""
@@ -231,7 +234,13 @@ def faust_settings(conf: Conn = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "broker": [f"kafka://{h.strip()}" for h in conf.bootstrap.split(",") if h.strip()],
         "producer_max_request_size": conf.max_message_bytes,
-        "consumer_max_fetch_size": conf.max_message_bytes,
+        # Per partition and per poll, kept small: Faust hands an agent everything one poll
+        # returned before it polls again, so with max_message_bytes (32 MiB) a partition's whole
+        # backlog arrived in one poll and the other topics' records waited behind it (the
+        # aggregator's sink saw no trajectory until the adp.steps backlog was drained). A record
+        # larger than this still arrives: brokers return the first batch whatever its size
+        # (KIP-74).
+        "consumer_max_fetch_size": min(FAUST_FETCH_BYTES, conf.max_message_bytes),
     }
     if conf.client_id:
         out["broker_client_id"] = conf.client_id

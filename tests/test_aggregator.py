@@ -258,7 +258,7 @@ async def test_jsonl_sink_flushes_before_offsets_are_committed(kafka, moto, tmp_
 
 
 def test_a_crashed_agent_ends_the_process_with_an_error(kafka, tmp_path):
-    """The sink cannot write (its folder became a file): the sink agent's exception must stop
+    """The sink cannot write (its folder became a file): the agent's exception must stop
     the whole process with a non-zero status and say why, not leave a process without it."""
     run = uuid.uuid4().hex[:8]
     out = tmp_path / "out"
@@ -278,22 +278,23 @@ def test_a_crashed_agent_ends_the_process_with_an_error(kafka, tmp_path):
         proc.stop()
     log = proc.log(lines=400)
     assert proc.proc.returncode == 3, log
-    assert "agent sink crashed" in log and "stopping the aggregator" in log, log
+    # the assemble agent writes what it publishes (streams/trajectory_writer.py)
+    assert "agent assemble crashed" in log and "stopping the aggregator" in log, log
 
 
-def test_published_trajectories_come_back_once_and_stay_bounded():
-    """The sink agent writes a record this process published from the Trajectory it encoded
-    (no second decode): the same values as decoding the bytes; unknown or forgotten records
-    are decoded as before."""
-    from adp.streams.published import PublishedTrajectories
+def test_records_published_here_are_known_once_and_the_memory_stays_bounded():
+    """The sink agent skips a record this process published (the assemble agent wrote it),
+    once; a record published elsewhere, or forgotten, is written by the sink agent."""
     from adp.streams.assembly import assemble
+    from adp.streams.trajectory_writer import TrajectoryWriter
 
     trajectories, _ = assemble([e for i in range(3) for e in attempt_events(f"pub-{i}")])
-    published = PublishedTrajectories(limit=2)
+    writer = TrajectoryWriter(sink=None, artifacts=None, stats={}, health=None, kept=2)
     values = [encode(t) for t in trajectories]
-    for value, t in zip(values, trajectories):
-        published.put(value, t)
-    assert len(published) == 2 and published.take(values[0]) is None  # the oldest went
-    assert published.take(values[1]) == decode(values[1], expect=Trajectory)
-    assert published.take(values[1]) is None  # once
-    assert published.take(None) is None and published.take(b"other") is None
+    for value in values:
+        writer.published(value)
+    assert not writer.published_here(values[0])  # the oldest was forgotten
+    assert writer.published_here(values[1]) and not writer.published_here(values[1])  # once
+    assert writer.published_here(values[2])
+    assert not writer.published_here(encode(trajectories[0].model_copy(
+        update={"final_result": "another"})))

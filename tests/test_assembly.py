@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -418,3 +419,37 @@ def test_render_matches_json_for_floats_with_negative_exponents():
     text_only = t.model_copy(update={"final_result": "e-1 and re-2 are not numbers"})
     assert render(text_only).decode() == json.dumps(
         text_only.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+
+
+def test_an_assembled_trajectory_keeps_exactly_the_json_a_dump_gives():
+    """The aggregator encodes and renders a trajectory from the document it was built from
+    (as_json); it must be what model_dump(mode="json") gives, key order included, for
+    trajectories assembled from decoded events (the aggregator's path) with a verdict,
+    artifacts, an error, and from validated events (no raw parts)."""
+    from adp.schemas import codec
+
+    events = attempt_events("t-j", n_steps=3, attempt_id="a1", success=False)
+    events[2] = events[2].model_copy(update={"step": events[2].step.model_copy(update={
+        "artifacts": [{"name": "plot.png", "size": 3, "media_type": "image/png",
+                       "sha256": "ab" * 32, "kept": True, "note": None,
+                       "location": {"topic": "adp.artifacts", "partition": 1,
+                                    "offsets": [4, 5]}}]})})
+    verdict = Verdict(verifier="answer", passed=True, score=1.0, details="ok",
+                      spec={"expected": "42"}, verified_at=T0, duration=0.25)
+    events[-1] = events[-1].model_copy(update={"finish": events[-1].finish.model_copy(
+        update={"verdict": verdict})})
+    decoded = [codec.decode_record(codec.encode(e)) for e in events]
+    assembler = TrajectoryAssembler()
+    built = [t for e, raw in decoded for t in assembler.feed(e, raw=raw)]
+    built += assemble(attempt_events("t-k", n_steps=2))[0]  # parts dumped from the models
+    # and from the step events schema v1 wrote (resolved to today's schema on decode)
+    v1 = json.loads((Path(__file__).parent / "data" / "schema_v1_records.json").read_text())
+    v1_events = [codec.decode_record(bytes.fromhex(r["value"])) for r in v1["records"][1:5]]
+    v1_assembler = TrajectoryAssembler()
+    built += [t for e, raw in v1_events for t in v1_assembler.feed(e, raw=raw)]
+    assert len(built) == 3 and built[0].verification.passed is True and built[0].success
+    for t in built:
+        assert t._json is not None
+        assert json.dumps(t.as_json()) == json.dumps(t.model_dump(mode="json"))
+        fresh = Trajectory.model_validate(t.model_dump())  # knows no document
+        assert codec.encode(t) == codec.encode(fresh) and render(t) == render(fresh)

@@ -4,6 +4,7 @@ not such a record is refused with DecodeError (never another exception, never a 
 from __future__ import annotations
 
 import io
+import json
 import struct
 
 import fastavro
@@ -70,6 +71,19 @@ def test_round_trip(record):
     back = decode(data)
     assert type(back) is type(record) and back == record
     assert decode(data, expect=type(record)) == record
+
+
+def test_a_decoded_trajectory_keeps_exactly_the_json_a_dump_gives():
+    """encode and render use as_json(): for a decoded trajectory that is the data it was
+    validated from, which must be what model_dump(mode="json") gives, key order included."""
+    back = decode(encode(TRAJECTORY))
+    assert back._json is not None
+    assert json.dumps(back.as_json()) == json.dumps(back.model_dump(mode="json"))
+    # a copy or a changed field no longer claims it
+    assert back.model_copy(update={"task_id": "other"}).as_json()["task_id"] == "other"
+    back.task_id = "changed"
+    assert back._json is None and back.as_json()["task_id"] == "changed"
+    assert encode(back) == encode(type(back).model_validate(back.model_dump()))
 
 
 def test_each_event_type_is_covered():

@@ -265,6 +265,9 @@ def test_records_the_v1_codec_wrote_still_decode():
     assert decoded[0].verify is None and decoded[1].task.verify is None
     assert decoded[0].samples == 1 and decoded[-1].claimed_success is None
     assert decoded[-1].verification is None and decoded[-1].metadata.cost_usd is None
+    # what a decoded record keeps as its JSON (render, encode) is what dumping it gives
+    for record in decoded:
+        assert json.dumps(record.as_json()) == json.dumps(record.model_dump(mode="json"))
     # decoded into today's models, re-encoded with today's (spec) fingerprints
     for record, raw in zip(decoded, records):
         again = codec.encode(record)

@@ -38,7 +38,7 @@ def _has_negative_exponent(out: bytes) -> bool:
 def render(trajectory: Trajectory) -> bytes:
     """The file bytes of a trajectory: indented JSON, UTF-8, trailing newline (exactly
     json.dumps(doc, indent=2, ensure_ascii=False) + newline)."""
-    doc = trajectory.model_dump(mode="json")
+    doc = trajectory.as_json()
     try:
         out = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     except (orjson.JSONEncodeError, TypeError):
