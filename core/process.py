@@ -1,6 +1,8 @@
 """Managing a detached local server process: pid file, log file, start in a new session, wait
 until it is ready, stop it (SIGTERM, then SIGKILL after a grace period). Used by `adp llm`;
-generic enough for any long-running helper (a broker, a model server)."""
+generic enough for any long-running helper (a broker, a model server). Also how this process
+itself runs: the collector's pace for stream processors (`relax_gc`), the shutdown insurance
+(`exit_if_stuck`)."""
 
 from __future__ import annotations
 
@@ -173,6 +175,24 @@ class ManagedProcess:
                 os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+GC_GEN0_THRESHOLD = 50_000
+
+
+def relax_gc() -> None:
+    """For a process that decodes records all day (the aggregator, replay): move what exists
+    at start-up (modules, Faust's app) out of the collector's sight and collect the youngest
+    generation every 50,000 allocations instead of 700. Decoded records are trees of dicts
+    and lists that die young; with the default pace the collector ran through them hundreds
+    of times a second (bench b: 12% of the aggregator's time with no collection at all).
+    Reference cycles are still collected, only less often."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def exit_if_stuck(seconds: float, what: str,

@@ -43,7 +43,7 @@ from pydantic import ValidationError
 
 from adp.schemas import codec
 from adp.core import metrics
-from adp.core.process import exit_if_stuck
+from adp.core.process import exit_if_stuck, relax_gc
 from adp.core.settings import Settings
 from adp.schemas.contracts import StepEvent, Trajectory
 from adp.connectors.sinks.base import BaseSink
@@ -356,6 +356,7 @@ class Aggregator:
             schedule(signal)
 
         worker._schedule_shutdown = shutdown
+        relax_gc()
         code: Any = 0
         try:
             worker.execute_from_commandline()

@@ -58,6 +58,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from adp.schemas import codec
+from adp.core.process import relax_gc
 from adp.core.settings import Settings
 from adp.schemas.contracts import StepEvent, Trajectory
 from adp.connectors.sinks.base import BaseSink, SinkError, make_sink
@@ -380,6 +381,7 @@ def replay_command(out: str, source: str, from_beginning: bool, since: str | Non
                 bar.stop()
             await sink.close()
 
+    relax_gc()
     try:
         summary = asyncio.run(main())
     except ReplayError as exc:
