@@ -10,8 +10,8 @@ objects here; adp.schemas.codec turns them into JSON text on the wire.
 Where a step event is born, travels and lands:
   runtimes/<type>.py reports each step -> streams/attempt.py (Attempt.emit) numbers it, wraps it
   in a StepEvent and sends it to adp.steps -> streams/aggregator.py (Faust) feeds it to
-  streams/assembly.py -> Trajectory -> adp.trajectories -> connectors/sinks/ write
-  output/trajectories/<task_id>.json.
+  streams/assembly.py -> Trajectory -> adp.trajectories, and once acknowledged
+  streams/trajectory_writer.py -> connectors/sinks/ write output/trajectories/<task_id>.json.
 """
 
 from __future__ import annotations

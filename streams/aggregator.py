@@ -1,7 +1,8 @@
 """The aggregator: a faust-streaming app that turns adp.steps into trajectory files.
 
     adp.steps --agent "assemble" (TrajectoryAssembler, state in Faust table "assembly")-->
-        adp.trajectories (Avro, key task_id[/sample]) --agent "sink"--> BaseSink (file | s3)
+        adp.trajectories (Avro, key task_id[/sample]), then BaseSink (file | s3)
+    adp.trajectories records published elsewhere --agent "sink"--> BaseSink
 
 - Agent "assemble" reads adp.steps (raw bytes, concurrency 1: faust-streaming #606) in batches
   (`take_events`: up to BATCH_MAX events or BATCH_WITHIN seconds), decodes them with

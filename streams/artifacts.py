@@ -7,10 +7,10 @@ the broker has acknowledged every chunk, with the ArtifactLocation (topic, parti
 offsets) that goes into the Artifact record of the step: the step event is sent after its bytes
 are durable, so no step ever points at bytes that are not there.
 
-`ArtifactFetcher` reads them back byte for byte (checking size and sha256) for the aggregator's
-sink agent and `adp replay`, and hands them to the sink, which stores them next to the
-trajectory (connectors/sinks/base.py `artifact_name`: <task_id>/step-<n>/<name>) before the
-trajectory itself, so a reader that sees a trajectory finds its files.
+`ArtifactFetcher` reads them back byte for byte (checking size and sha256) for the aggregator
+(streams/trajectory_writer.py) and `adp replay`, and hands them to the sink, which stores them
+next to the trajectory (connectors/sinks/base.py `artifact_name`: <task_id>/step-<n>/<name>)
+before the trajectory itself, so a reader that sees a trajectory finds its files.
 
 Why a topic and not the step event: a 5 MiB plot inside every replayed step event would make
 adp.steps slow to read for everyone who only wants the steps (tail, status, replay); why not an

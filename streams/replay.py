@@ -16,7 +16,7 @@ assembler, so the outcome does not depend on how fast or in which batches replay
 
 --source trajectories: re-sinks the published records of adp.trajectories (compacted, key
 task_id): every record is written in offset order, per task_id one after the other, so the last
-one wins, exactly as the aggregator's sink agent does. A tombstone (null value) is not written.
+one wins, as the aggregator writes them. A tombstone (null value) is not written.
 
 What replay reads: every partition from its start offset (the beginning, or with --since the
 first offset whose record timestamp is >= since, found with offsets_for_times) up to the END
