@@ -2,7 +2,7 @@
 
     adp.steps --agent "assemble" (TrajectoryAssembler, state in Faust table "assembly")-->
         adp.trajectories (Avro, key task_id[/sample]), then BaseSink (file | s3)
-    adp.trajectories records published elsewhere --agent "sink"--> BaseSink
+    adp.trajectories records this app did not write --agent "sink"--> BaseSink
 
 - Agent "assemble" reads adp.steps (raw bytes, concurrency 1: faust-streaming #606) in batches
   (`take_events`: up to BATCH_MAX events or BATCH_WITHIN seconds), decodes them with
@@ -20,8 +20,8 @@
 - The assemble agent writes the trajectories it published with the sink (streams/
   trajectory_writer.py: `write_batch`, then `flush()`) once they are acknowledged and before
   the batch's state reaches the table. Agent "sink" reads adp.trajectories in batches and
-  writes the records this process did not publish (another aggregator's, adp verify's) the same
-  way before the batch can be acked, so nothing acknowledged is only in a buffer.
+  writes the records no aggregator of this app wrote (adp verify's, another app's) the same way
+  before the batch can be acked, so nothing acknowledged is only in a buffer.
 - Bytes that do not decode, or events that break the contract, go to adp.dlq with the original
   bytes and the headers of streams/dlq.py.
 - Faust's bugs are worked around in streams/faust_guard.py: records it skips are read back
@@ -145,7 +145,8 @@ class Aggregator:
         self.assembler = TrajectoryAssembler(store=self.staged, expire_after=config.expire_after)
         self.health = metrics.Health(f"aggregator {config.app_id}",
                                      busy=lambda: self.assembler.in_flight > 0)
-        self.writer = TrajectoryWriter(config.sink, self.artifacts, self.stats, self.health)
+        self.writer = TrajectoryWriter(config.sink, self.artifacts, self.stats, self.health,
+                                       config.app_id)
         crash_stops = stop_worker_on_crash(self._running_worker)
         app.agent(self.steps, name="assemble", concurrency=1)(crash_stops(self._assemble_agent))
         app.agent(self.trajectories, name="sink", concurrency=1)(crash_stops(self._sink_agent))
@@ -262,9 +263,8 @@ class Aggregator:
             return
         pending = []
         for t in trajectories:
-            value = codec.encode(t)
-            self.writer.published(value)
-            pending.append(await self._send(TRAJECTORIES, t.key.encode(), value))
+            pending.append(await self._send(TRAJECTORIES, t.key.encode(), codec.encode(t),
+                                            headers=self.writer.headers))
         await asyncio.gather(*pending)  # acknowledged before the tasks' state is dropped
         self.stats["trajectories_published"] += len(trajectories)
         for t in trajectories:
@@ -286,8 +286,8 @@ class Aggregator:
         for message in messages:
             if message.value is None:  # a compaction tombstone: nothing to write
                 continue
-            if self.writer.published_here(message.value):
-                continue  # the assemble agent wrote it
+            if self.writer.written_by_app(message.headers):
+                continue  # an assemble agent of this app wrote it
             try:
                 good.append(codec.decode(message.value, expect=Trajectory))
             except (codec.DecodeError, ValidationError) as exc:

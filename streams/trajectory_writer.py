@@ -5,17 +5,17 @@
   its own records to come back through Faust's consumer put them behind the adp.steps backlog
   (10-20 s in bench b, a whole backlog before the fetch size was cut) and cost a second decode
   of every trajectory when they did.
-- The sink agent writes every other record of adp.trajectories (another aggregator's, adp
-  verify's re-judged ones) and skips the ones this process published, known by a digest of
-  their bytes, noted before they were sent.
-Nothing is lost when the process dies between publishing and writing: the batch's step events
-are then not acknowledged and its state is not in the table, so the restarted aggregator
-assembles and publishes the same bytes again, remembers nothing, and writes them.
+- Each record it publishes carries the header adp-written-by: <app id>. The sink agent writes
+  every record of adp.trajectories without its own app id there (adp verify's re-judged ones,
+  another app's, older records) and skips the others: an aggregator of the same app (same
+  group, same sink) wrote them, whichever process of the app owns their partition.
+Nothing is lost when a process dies between publishing and writing: the batch's step events are
+then not acknowledged and its state is not in the table, so whichever process of the app takes
+the partition over assembles, publishes and writes the same bytes again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -27,40 +27,31 @@ from adp.streams.artifacts import ArtifactFetcher
 
 log = logging.getLogger(__name__)
 
-# Digests of records published here that the sink agent has not read back yet (16 bytes each,
-# about 100 B with the dict entry): the oldest is forgotten first, and a forgotten record is
-# decoded and written once more (the same bytes) when it comes.
-PUBLISHED_KEPT = 200_000
+WRITTEN_BY = "adp-written-by"  # record header: the app id of the aggregator that wrote it
 
 
-def digest(value: bytes) -> bytes:
-    return hashlib.blake2b(value, digest_size=16).digest()
+def written_by(headers: object) -> str | None:
+    """The app id a record's adp-written-by header names (None without one)."""
+    for name, value in headers or ():
+        if name == WRITTEN_BY and value is not None:
+            return bytes(value).decode("utf-8", "replace")
+    return None
 
 
 class TrajectoryWriter:
     def __init__(self, sink: BaseSink, artifacts: ArtifactFetcher, stats: dict[str, int],
-                 health: metrics.Health, kept: int = PUBLISHED_KEPT) -> None:
+                 health: metrics.Health, app_id: str) -> None:
         self.sink = sink
         self.artifacts = artifacts
         self.stats = stats
         self.health = health
-        self.kept = kept
-        self._published: dict[bytes, None] = {}
+        self.app_id = app_id
+        # the headers of every trajectory the assemble agent publishes (and then writes)
+        self.headers = [(WRITTEN_BY, app_id.encode())]
 
-    def published(self, value: bytes) -> None:
-        """Note a record this process is about to publish (and will write itself)."""
-        self._published[digest(value)] = None
-        while len(self._published) > self.kept:
-            del self._published[next(iter(self._published))]
-
-    def published_here(self, value: bytes) -> bool:
-        """For the sink agent: whether a record it read is one this process published (then
-        it was written by the assemble agent); each is answered yes once."""
-        key = digest(value)
-        if key not in self._published:
-            return False
-        del self._published[key]
-        return True
+    def written_by_app(self, headers: object) -> bool:
+        """For the sink agent: whether an aggregator of this app wrote the record already."""
+        return written_by(headers) == self.app_id
 
     async def write(self, trajectories: Sequence[Trajectory]) -> None:
         """Store every trajectory (the files its steps wrote first) and flush the sink: when

@@ -282,19 +282,15 @@ def test_a_crashed_agent_ends_the_process_with_an_error(kafka, tmp_path):
     assert "agent assemble crashed" in log and "stopping the aggregator" in log, log
 
 
-def test_records_published_here_are_known_once_and_the_memory_stays_bounded():
-    """The sink agent skips a record this process published (the assemble agent wrote it),
-    once; a record published elsewhere, or forgotten, is written by the sink agent."""
-    from adp.streams.assembly import assemble
-    from adp.streams.trajectory_writer import TrajectoryWriter
+def test_the_sink_agent_skips_only_what_an_aggregator_of_its_app_wrote():
+    """A trajectory the assemble agent published carries adp-written-by: <app id>; the sink
+    agent of the same app skips it (written already), anything else it writes."""
+    from adp.streams.trajectory_writer import WRITTEN_BY, TrajectoryWriter, written_by
 
-    trajectories, _ = assemble([e for i in range(3) for e in attempt_events(f"pub-{i}")])
-    writer = TrajectoryWriter(sink=None, artifacts=None, stats={}, health=None, kept=2)
-    values = [encode(t) for t in trajectories]
-    for value in values:
-        writer.published(value)
-    assert not writer.published_here(values[0])  # the oldest was forgotten
-    assert writer.published_here(values[1]) and not writer.published_here(values[1])  # once
-    assert writer.published_here(values[2])
-    assert not writer.published_here(encode(trajectories[0].model_copy(
-        update={"final_result": "another"})))
+    writer = TrajectoryWriter(sink=None, artifacts=None, stats={}, health=None, app_id="app-a")
+    assert writer.headers == [(WRITTEN_BY, b"app-a")]
+    assert writer.written_by_app(writer.headers)
+    assert writer.written_by_app((("other", b"x"), (WRITTEN_BY, b"app-a")))  # aiokafka: tuples
+    assert not writer.written_by_app([(WRITTEN_BY, b"app-b")])  # another app: its own sink
+    assert not writer.written_by_app(None) and not writer.written_by_app([])  # adp verify's
+    assert written_by([(WRITTEN_BY, b"app-b")]) == "app-b" and written_by(None) is None
