@@ -53,6 +53,18 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def describe_exit(returncode: int | None) -> str:
+    """'exit status 1', 'killed by SIGKILL', or '' when unknown (not our child)."""
+    if returncode is None:
+        return ""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
 def tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -84,10 +96,22 @@ class ManagedProcess:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        if pid_alive(pid) and self._is_ours(pid):
+        if self._alive(pid) and self._is_ours(pid):
             return pid
         self.pid_file.unlink(missing_ok=True)
         return None
+
+    def _alive(self, pid: int) -> bool:
+        # our own child: ask its Popen, which keeps the exit status (pid_alive would reap it
+        # and throw the status away)
+        if self._proc is not None and self._proc.pid == pid:
+            return self._proc.poll() is None
+        return pid_alive(pid)
+
+    def exit_description(self) -> str:
+        """How the process this object started ended ('exit status 1', 'killed by SIGKILL'),
+        or '' if it runs, was not started here, or its status is unknown."""
+        return describe_exit(self._proc.poll()) if self._proc is not None else ""
 
     def _is_ours(self, pid: int) -> bool:
         if not self.marker:
@@ -126,9 +150,11 @@ class ManagedProcess:
         while True:
             if self.ready():
                 return
-            if not pid_alive(pid):
+            if not self._alive(pid):
                 self.pid_file.unlink(missing_ok=True)
-                raise ProcessError(f"{self.name} exited during startup; see {self.log_file}:\n"
+                how = self.exit_description()
+                raise ProcessError(f"{self.name} exited during startup{f' ({how})' if how else ''}"
+                                   f"; see {self.log_file}:\n"
                                    f"{tail(self.log_file)}")
             if time.monotonic() > deadline:
                 self.stop()
@@ -144,12 +170,12 @@ class ManagedProcess:
             return None
         self._signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while pid_alive(pid) and time.monotonic() < deadline:
+        while self._alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if pid_alive(pid):
+        if self._alive(pid):
             self._signal(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
-            while pid_alive(pid) and time.monotonic() < deadline:
+            while self._alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
         if self._proc is not None and self._proc.pid == pid:
             try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from adp.schemas.contracts import StepEvent, Trajectory, Verdict
+from adp.schemas.contracts import Artifact, ArtifactLocation, StepEvent, Trajectory, Verdict
 from adp.connectors.sinks.base import render
 from adp.streams.assembly import InvalidEvent, TrajectoryAssembler, assemble
 
@@ -430,10 +430,10 @@ def test_an_assembled_trajectory_keeps_exactly_the_json_a_dump_gives():
 
     events = attempt_events("t-j", n_steps=3, attempt_id="a1", success=False)
     events[2] = events[2].model_copy(update={"step": events[2].step.model_copy(update={
-        "artifacts": [{"name": "plot.png", "size": 3, "media_type": "image/png",
-                       "sha256": "ab" * 32, "kept": True, "note": None,
-                       "location": {"topic": "adp.artifacts", "partition": 1,
-                                    "offsets": [4, 5]}}]})})
+        "artifacts": [Artifact(name="plot.png", size=3, media_type="image/png",
+                               sha256="ab" * 32, kept=True, note=None,
+                               location=ArtifactLocation(topic="adp.artifacts", partition=1,
+                                                         offsets=[4, 5]))]})})
     verdict = Verdict(verifier="answer", passed=True, score=1.0, details="ok",
                       spec={"expected": "42"}, verified_at=T0, duration=0.25)
     events[-1] = events[-1].model_copy(update={"finish": events[-1].finish.model_copy(

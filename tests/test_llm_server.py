@@ -95,9 +95,17 @@ def test_managed_process_lifecycle(tmp_path):
     dying = ManagedProcess(name="dying", argv=[sys.executable, "-c", "print('boom'); raise SystemExit(3)"],
                            pid_file=tmp_path / "run" / "d.pid", log_file=tmp_path / "logs" / "d.log",
                            ready=lambda: False)
-    with pytest.raises(ProcessError, match="exited during startup") as info:
+    with pytest.raises(ProcessError, match=r"exited during startup \(exit status 3\)") as info:
         dying.start(timeout=60)
     assert "boom" in str(info.value) and str(dying.log_file) in str(info.value)
+
+    # a process that dies silently (kill -9, the OOM killer) still says how it ended
+    killed = ManagedProcess(name="killed", argv=["sh", "-c", "kill -9 $$"],
+                            pid_file=tmp_path / "run" / "k.pid", log_file=tmp_path / "logs" / "k.log",
+                            ready=lambda: False)
+    with pytest.raises(ProcessError, match=r"exited during startup \(killed by SIGKILL\)"):
+        killed.start(timeout=60)
+    assert killed.pid() is None and killed.exit_description() == "killed by SIGKILL"
 
     (tmp_path / "run" / "stale.pid").write_text("999999999\n")  # a pid that cannot exist
     stale = ManagedProcess(name="stale", argv=["true"], pid_file=tmp_path / "run" / "stale.pid",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adp.core.settings import Settings, settings
-from adp.core.process import ManagedProcess, pid_alive, tail
+from adp.core.process import ManagedProcess, tail
 from adp.streams.broker.security import ADMIN, ClusterSecurity, SecurityError
 
 log = logging.getLogger(__name__)
@@ -323,10 +323,10 @@ class KafkaCluster:
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             for n in nodes or self.nodes:
-                pid = n.pid()
-                if pid is None or not pid_alive(pid):
-                    raise BrokerError(f"Kafka node {n.index} exited; see {n.log_file}:\n"
-                                      + tail(n.log_file))
+                if n.pid() is None:
+                    how = n.process.exit_description()
+                    raise BrokerError(f"Kafka node {n.index} exited{f' ({how})' if how else ''}"
+                                      f"; see {n.log_file}:\n" + tail(n.log_file))
             if not all(_port_open(n.host, n.port) for n in nodes or self.nodes):
                 await asyncio.sleep(0.3)  # JVM still starting; asking now only logs errors
                 continue
