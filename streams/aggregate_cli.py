@@ -14,7 +14,7 @@ from adp.connectors.sinks.base import SinkError, make_sink
 from adp.streams import kafka
 from adp.streams.aggregator import (DEFAULT_APP_ID, Aggregator, AggregatorConfig,
                                     changelog_topic)
-from adp.streams.assembly import DEFAULT_EXPIRE_AFTER
+from adp.streams.assembly import DEFAULT_EXPIRE_AFTER, DEFAULT_FORGET_DONE_AFTER
 from adp.streams.topics import DLQ, STEPS, TRAJECTORIES
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,20 @@ async def _prepare(conf: Settings, replication: int | None, app_id: str) -> tupl
     return replication, steps
 
 
+def _forget_done_after(_ctx: click.Context, _param: click.Parameter, value: float) -> float | None:
+    if value < 0:
+        raise click.BadParameter("must be positive, or 0 to keep done records forever")
+    return value or None
+
+
+forget_done_option = click.option(
+    "--forget-done-after", type=float, default=DEFAULT_FORGET_DONE_AFTER, show_default=True,
+    callback=_forget_done_after,
+    help="seconds (event time) a finished task is remembered: a copy of it produced within "
+         "this gives no second trajectory, one produced later runs and is written again; "
+         "what the state holds besides the tasks in flight. 0: remember forever")
+
+
 @click.command("aggregate")
 @click.option("--sink", "sink_kind", type=click.Choice(["file", "s3"]), default="file",
               show_default=True, help="where trajectories go")
@@ -77,6 +91,7 @@ async def _prepare(conf: Settings, replication: int | None, app_id: str) -> tupl
                    "s3://bucket/prefix for --sink s3")
 @click.option("--expire-after", type=float, default=DEFAULT_EXPIRE_AFTER, show_default=True,
               help="drop an attempt with no new event for this many seconds (event time)")
+@forget_done_option
 @click.option("--metrics-port", type=int, default=None,
               help="port of /metrics and /health [ADP_METRICS_PORT or 8001, next free]; 0: off")
 @click.option("--app-id", default=DEFAULT_APP_ID, show_default=True,
@@ -90,7 +105,7 @@ async def _prepare(conf: Settings, replication: int | None, app_id: str) -> tupl
                    "the broker gone (uncommitted events are read again at the next start)")
 @kafka.kafka_options
 def aggregate_command(sink_kind: str, out: str | None, expire_after: float,
-                      metrics_port: int | None, app_id: str, replication: int | None,
+                      forget_done_after: float | None, metrics_port: int | None, app_id: str, replication: int | None,
                       session_timeout: float, drain_timeout: float, conf: Settings) -> None:
     """Assemble step events (adp.steps) into trajectories (adp.trajectories) and write them with
     a sink. Stops cleanly on SIGTERM/SIGINT; a restarted aggregator resumes from its table."""
@@ -108,6 +123,7 @@ def aggregate_command(sink_kind: str, out: str | None, expire_after: float,
              time.monotonic() - started, STEPS, step_partitions)
     Aggregator(AggregatorConfig(connection=conf, sink=sink, step_partitions=step_partitions,
                                 app_id=app_id, expire_after=expire_after,
+                                forget_done_after=forget_done_after,
                                 replication=replication,
                                 metrics_port=conf.metrics_port if metrics_port is None
                                 else metrics_port, session_timeout=session_timeout,

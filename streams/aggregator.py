@@ -48,7 +48,8 @@ from adp.core.process import exit_if_stuck, relax_gc
 from adp.core.settings import Settings
 from adp.schemas.contracts import StepEvent, Trajectory
 from adp.connectors.sinks.base import BaseSink
-from adp.streams.assembly import DEFAULT_EXPIRE_AFTER, InvalidEvent, TrajectoryAssembler
+from adp.streams.assembly import (DEFAULT_EXPIRE_AFTER, DEFAULT_FORGET_DONE_AFTER, InvalidEvent,
+                                  TrajectoryAssembler)
 from adp.streams import kafka
 from adp.streams.artifacts import ArtifactFetcher
 from adp.streams.dlq import dlq_headers
@@ -87,6 +88,7 @@ class AggregatorConfig:
     step_partitions: int  # adp.steps' partitions on the broker (= the changelog's): _prepare
     app_id: str = DEFAULT_APP_ID
     expire_after: float = DEFAULT_EXPIRE_AFTER
+    forget_done_after: float | None = DEFAULT_FORGET_DONE_AFTER  # None: keep done records
     replication: int = 1
     metrics_port: int | None = None
     log_every: float = 30.0
@@ -142,7 +144,8 @@ class Aggregator:
                                value_type=None,
                                help="TrajectoryAssembler state: per task, per step, done records")
         self.staged = StagedStore(self.table)
-        self.assembler = TrajectoryAssembler(store=self.staged, expire_after=config.expire_after)
+        self.assembler = TrajectoryAssembler(store=self.staged, expire_after=config.expire_after,
+                                             forget_done_after=config.forget_done_after)
         self.health = metrics.Health(f"aggregator {config.app_id}",
                                      busy=lambda: self.assembler.in_flight > 0)
         self.writer = TrajectoryWriter(config.sink, self.artifacts, self.stats, self.health,
@@ -319,9 +322,11 @@ class Aggregator:
         await self.config.sink.close()
 
     async def _on_startup(self) -> None:
-        log.info("aggregator %s started: %s -> %s -> sink %r (expire after %.0fs)",
-                 self.config.app_id, STEPS, TRAJECTORIES, self.config.sink,
-                 self.config.expire_after)
+        forget = self.config.forget_done_after
+        log.info("aggregator %s started: %s -> %s -> sink %r (expire attempts after %.0fs, "
+                 "forget finished tasks %s)", self.config.app_id, STEPS, TRAJECTORIES,
+                 self.config.sink, self.config.expire_after,
+                 "never" if forget is None else f"after {forget:.0f}s")
 
     async def _report(self) -> None:
         log.info("counters: %s", " ".join(f"{k}={v}" for k, v in self.counters().items()))

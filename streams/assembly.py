@@ -11,7 +11,14 @@ trajectories:
   finished event and steps 1..n with n = finish.step_count (no gap, nothing extra);
 - the first attempt to complete wins; every other attempt of that task is dropped
   (`attempts_superseded`); events arriving for a completed task are dropped (`late_events_dropped`)
-  thanks to a small durable "done" record {task_id: attempt_id};
+  thanks to a small durable "done" record {task_id: attempt_id}, so a task produced again
+  (the same file twice) gives no second trajectory;
+- a done record is forgotten `forget_done_after` seconds (event time, default 7 days) after its
+  task completed (`done_forgotten`): the state follows the tasks in flight and those finished
+  recently, not every task ever finished. A copy of the task produced later than that runs and
+  is written again (same task_id: the file sink replaces the file, the compacted
+  adp.trajectories keeps the newer record). Done records written before this rule existed
+  carry no completion time and are kept;
 - a repeated event (same attempt, same event type, same step_id) is ignored (`duplicates_dropped`);
   the first copy counts;
 - an attempt with no new event for `expire_after` seconds is dropped (`attempts_expired`).
@@ -28,7 +35,7 @@ table sees every change. Each step is its own entry, so one changelog record nev
 attempt (a task's header stays small however long its LLM requests are). Keys:
   task_id                      in flight: {"scope": 3, "attempts": {attempt_id: {"last": w,
                                "started": {...} | None, "finished": {...} | None, "steps": [1, 2]}}}
-                               done:      {"scope": 3, "done": attempt_id}
+                               done:      {"scope": 3, "done": attempt_id, "at": w}
   task_id\\x00attempt\\x00step_id  one step, JSON mode
   \\x00wm:<scope>              {"watermark": w}
 """
@@ -46,9 +53,10 @@ from adp.streams.open_attempts import AttemptDeadlines
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPIRE_AFTER = 900.0
+DEFAULT_FORGET_DONE_AFTER = 7 * 24 * 3600.0
 WATERMARK_PREFIX = "\x00wm:"
 COUNTERS = ("events", "completed", "duplicates_dropped", "attempts_superseded",
-            "attempts_expired", "late_events_dropped", "inconsistent_attempts")
+            "attempts_expired", "late_events_dropped", "inconsistent_attempts", "done_forgotten")
 
 
 class InvalidEvent(ValueError):
@@ -77,19 +85,26 @@ class TrajectoryAssembler:
 
     def __init__(self, store: MutableMapping[str, dict] | None = None,
                  expire_after: float = DEFAULT_EXPIRE_AFTER,
-                 sweep_every: float | None = None) -> None:
+                 sweep_every: float | None = None,
+                 forget_done_after: float | None = DEFAULT_FORGET_DONE_AFTER) -> None:
+        """`forget_done_after`: seconds of event time a done record is kept (None: forever)."""
         if expire_after <= 0:
             raise ValueError("expire_after must be positive")
+        if forget_done_after is not None and forget_done_after <= 0:
+            raise ValueError("forget_done_after must be positive (None: keep done records)")
         self.store: MutableMapping[str, dict] = {} if store is None else store
         self.expire_after = float(expire_after)
+        self.forget_done_after = forget_done_after
         # How far (event time) the watermark moves between sweeps of a scope.
         self.sweep_every = float(sweep_every if sweep_every is not None
                                  else max(1.0, min(60.0, expire_after / 10)))
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._watermarks: dict[int, float] = {}
         self._last_sweep: dict[int, float] = {}
-        # open attempts by their last event, so a sweep touches only the due ones
+        # open attempts by their last event, and done records by their completion, so a sweep
+        # touches only the due ones
         self._deadlines = AttemptDeadlines()
+        self._done = AttemptDeadlines()
         self._indexed = False
 
     def reindex(self) -> None:
@@ -99,10 +114,13 @@ class TrajectoryAssembler:
 
     def _index(self) -> AttemptDeadlines:
         if not self._indexed:
+            headers = [(tid, state) for tid, state in self.store.items() if "\x00" not in tid]
             self._deadlines.rebuild(
                 (state["scope"], (tid, aid), attempt["last"])
-                for tid, state in self.store.items() if "\x00" not in tid and "attempts" in state
+                for tid, state in headers if "attempts" in state
                 for aid, attempt in state["attempts"].items())
+            self._done.rebuild((state["scope"], (tid, state["done"]), state["at"])
+                               for tid, state in headers if "at" in state)
             self._indexed = True
         return self._deadlines
 
@@ -200,7 +218,8 @@ class TrajectoryAssembler:
                         index.discard(old["scope"], (tid, other))
                     if other != aid:
                         log.info("task %s: attempt %s superseded by %s", tid, other, aid)
-                self.store[tid] = {"scope": scope, "done": aid}
+                self.store[tid] = {"scope": scope, "done": aid, "at": wm}
+                self._done.touch(scope, (tid, aid), wm)
                 return [trajectory]
         else:
             self.counters["duplicates_dropped"] += 1
@@ -295,7 +314,23 @@ class TrajectoryAssembler:
             else:
                 del self.store[tid]
         self.counters["attempts_expired"] += dropped
+        if self.forget_done_after is not None:
+            self._forget_done(now, scope)
         return dropped
+
+    def _forget_done(self, now: float, scope: int | None) -> None:
+        """Delete the done records of tasks completed more than forget_done_after before
+        `now` (event time); only of `scope` if given."""
+        for sweep in ([scope] if scope is not None else self._done.scopes()):
+            for tid, aid in self._done.pop_due(sweep, now, self.forget_done_after):
+                state = self.store.get(tid)
+                if state is None or state.get("done") != aid or state.get("scope") != sweep:
+                    continue  # the index was behind the store
+                if not state["at"] + self.forget_done_after < now:
+                    self._done.touch(sweep, (tid, aid), state["at"])
+                    continue
+                del self.store[tid]
+                self.counters["done_forgotten"] += 1
 
 
 def step_key(task_id: str, attempt_id: str, step_id: int) -> str:

@@ -2,7 +2,8 @@
 
     adp replay --out DIR | s3://bucket/prefix
                [--from-beginning | --since TIME [--until TIME]]
-               [--source steps|trajectories] [--expire-after S] [-b HOSTS] [--config FILE]
+               [--source steps|trajectories] [--expire-after S] [--forget-done-after S]
+               [-b HOSTS] [--config FILE]
 
 --source steps (default): reads adp.steps and runs the events through the same pure
 TrajectoryAssembler the Faust aggregator uses (streams/assembly.py), one fresh assembler per
@@ -11,8 +12,9 @@ aggregator's agent feeds them. Each completed trajectory is what the aggregator'
 from adp.trajectories (its values already made the Avro and JSON round trip on adp.steps, so
 replay does not encode and decode it again) and is written with the same sink classes, so
 `render()` gives the same bytes: a replay from the beginning with the aggregator's
---expire-after reproduces its files byte for byte. (Expiry is decided in event time inside the
-assembler, so the outcome does not depend on how fast or in which batches replay reads.)
+--expire-after and --forget-done-after reproduces its files byte for byte. (Both are decided in
+event time inside the assembler, so the outcome does not depend on how fast or in which batches
+replay reads.)
 
 --source trajectories: re-sinks the published records of adp.trajectories (compacted, key
 task_id): every record is written in offset order, per task_id one after the other, so the last
@@ -64,7 +66,9 @@ from adp.schemas.contracts import StepEvent, Trajectory
 from adp.connectors.sinks.base import BaseSink, SinkError, make_sink
 from adp.streams import kafka
 from adp.streams.artifacts import ArtifactFetcher
-from adp.streams.assembly import DEFAULT_EXPIRE_AFTER, InvalidEvent, TrajectoryAssembler
+from adp.streams.aggregate_cli import forget_done_option
+from adp.streams.assembly import (DEFAULT_EXPIRE_AFTER, DEFAULT_FORGET_DONE_AFTER, InvalidEvent,
+                                  TrajectoryAssembler)
 from adp.streams.reader import KafkaReadError, capture_range, open_consumer, read_range, topic_partitions
 from adp.streams.topics import STEPS, TRAJECTORIES
 
@@ -186,8 +190,9 @@ def _in_window(ts_ms: int, since: float | None, until: float | None) -> bool:
 
 async def replay(conf: kafka.Conn, sink: BaseSink, source: str = "steps",
                  since: float | None = None, until: float | None = None,
-                 expire_after: float = DEFAULT_EXPIRE_AFTER, destination: str = "",
-                 progress: Callable[[int, int], None] | None = None) -> ReplaySummary:
+                 expire_after: float = DEFAULT_EXPIRE_AFTER,
+                 forget_done_after: float | None = DEFAULT_FORGET_DONE_AFTER,
+                 destination: str = "", progress: Callable[[int, int], None] | None = None) -> ReplaySummary:
     """Run one replay; `progress(done, total)` is called as records are read. The sink is
     closed at the end (so a buffering S3 layout is flushed)."""
     topic = SOURCES[source]
@@ -201,7 +206,8 @@ async def replay(conf: kafka.Conn, sink: BaseSink, source: str = "steps",
     async def on_steps(tp: TopicPartition, records: list) -> None:
         assembler = assemblers.get(tp.partition)
         if assembler is None:
-            assembler = assemblers[tp.partition] = TrajectoryAssembler(expire_after=expire_after)
+            assembler = assemblers[tp.partition] = TrajectoryAssembler(
+                expire_after=expire_after, forget_done_after=forget_done_after)
         for r in records:
             if not _in_window(r.timestamp, since, until):
                 summary.outside_window += 1
@@ -340,10 +346,12 @@ def _progress_bar() -> tuple[Any, Callable[[int, int], None]] | tuple[None, None
               help="only records with a timestamp before this (same forms as --since)")
 @click.option("--expire-after", type=float, default=DEFAULT_EXPIRE_AFTER, show_default=True,
               help="as the aggregator's --expire-after; use the same value to get its files")
+@forget_done_option
 @kafka.kafka_options
 @click.option("--json", "json_out", is_flag=True, help="print the summary as one JSON object")
 def replay_command(out: str, source: str, from_beginning: bool, since: str | None,
-                   until: str | None, expire_after: float, json_out: bool,
+                   until: str | None, expire_after: float,
+                   forget_done_after: float | None, json_out: bool,
                    conf: Settings) -> None:
     """Rebuild trajectories from the log into a NEW destination, without disturbing the live
     aggregator: no consumer group, nothing committed, nothing produced. Reads up to the end
@@ -371,7 +379,9 @@ def replay_command(out: str, source: str, from_beginning: bool, since: str | Non
             bar.start()
         try:
             return await replay(conf, sink, source=source, since=t_since, until=t_until,
-                                expire_after=expire_after, destination=out, progress=update)
+                                expire_after=expire_after,
+                                forget_done_after=forget_done_after, destination=out,
+                                progress=update)
         except (ReplayError, kafka.KafkaClientError):
             raise
         except Exception as exc:  # a sink write that failed: OSError, S3SinkError, ...

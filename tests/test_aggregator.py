@@ -298,3 +298,54 @@ def test_the_sink_agent_skips_only_what_an_aggregator_of_its_app_wrote():
     assert not writer.written_by_app([(WRITTEN_BY, b"app-b")])  # another app: its own sink
     assert not writer.written_by_app(None) and not writer.written_by_app([])  # adp verify's
     assert written_by([(WRITTEN_BY, b"app-b")]) == "app-b" and written_by(None) is None
+
+
+async def test_a_finished_task_is_remembered_for_forget_done_after_then_runs_again(kafka,
+                                                                                  tmp_path):
+    """--forget-done-after 60: the same task again within the minute (event time) is late and
+    leaves the file alone, also after a restart (the done record and its completion time come
+    back from the changelog); once another task moved event time past the minute, the record
+    is gone and a new copy of the task is written again."""
+    run = uuid.uuid4().hex[:8]
+    tid, out = f"forget-{run}", tmp_path / "out"
+    t1 = T0 + 10_000_000  # after every other test's events: they share the partition
+    env = {"ADP_BOOTSTRAP": kafka.bootstrap, "ADP_HOME": str(tmp_path / "home")}
+    args = ["-v", "aggregate", "--out", str(out), "--app-id", f"test-agg-forget-{run}",
+            "--session-timeout", "6", "--forget-done-after", "60"]
+
+    async def to_partition_0(events: list[StepEvent]) -> None:  # one partition: one event time
+        producer = await clients.start(clients.producer(kafka.bootstrap))
+        try:
+            for e in events:
+                await producer.send(STEPS, encode(e), key=e.task_id.encode(), partition=0)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    def attempt_of(task_id: str) -> str | None:
+        path = out / f"{task_id}.json"
+        return json.loads(path.read_text())["metadata"]["attempt_id"] if path.exists() else None
+
+    proc = AdpProcess(args, tmp_path / "agg.log", env).start()
+    try:
+        await to_partition_0(attempt_events(tid, n_steps=2, attempt_id="a1", t0=t1))
+        await wait_until(lambda: attempt_of(tid) == "a1", 120, "the first trajectory", proc)
+        await to_partition_0(attempt_events(tid, n_steps=2, attempt_id="a2", t0=t1 + 20)
+                             + attempt_events(f"{tid}-m1", n_steps=1, t0=t1 + 25))
+        await wait_until(lambda: attempt_of(f"{tid}-m1"), 120, "the marker after the copy", proc)
+        assert attempt_of(tid) == "a1"
+        proc.stop()
+        assert proc.proc.returncode == 0, proc.log()
+        proc = AdpProcess(args, tmp_path / "agg2.log", env).start()
+        await to_partition_0(attempt_events(tid, n_steps=2, attempt_id="a3", t0=t1 + 40)
+                             + attempt_events(f"{tid}-m2", n_steps=1, t0=t1 + 45))
+        await wait_until(lambda: attempt_of(f"{tid}-m2"), 120, "the marker after the restart",
+                         proc)
+        assert attempt_of(tid) == "a1"  # remembered across the restart
+        await to_partition_0(attempt_events(f"{tid}-m3", n_steps=1, t0=t1 + 200)
+                             + attempt_events(tid, n_steps=2, attempt_id="a4", t0=t1 + 210))
+        await wait_until(lambda: attempt_of(tid) == "a4", 120, "the copy after the minute", proc)
+    finally:
+        proc.stop()
+    assert proc.proc.returncode == 0, proc.log()
+    assert re.search(r"done_forgotten=[1-9]", proc.log(lines=400)), proc.log(lines=400)

@@ -95,8 +95,60 @@ def test_state_is_dropped_after_completion_and_memory_follows_in_flight_tasks():
     assert len(a.feed(events[-1])) == 1
     assert a.in_flight == 0
     # only the done record (and the scope's watermark) remain: no step entries
-    assert a.get_state("t3") == {"scope": 0, "done": "a1"}
+    assert a.get_state("t3") == {"scope": 0, "done": "a1", "at": events[-1].timestamp}
     assert not [k for k in a.store if k.startswith("t3\x00")]
+
+
+def task_headers(a: TrajectoryAssembler) -> dict[str, dict]:
+    return {k: v for k, v in a.store.items() if "\x00" not in k}
+
+
+def test_a_done_record_is_forgotten_after_forget_done_after_in_event_time():
+    a = TrajectoryAssembler(expire_after=60, forget_done_after=3600)
+    first = attempt_events("t-old", n_steps=2, attempt_id="a1")
+    assert len([t for e in first for t in a.feed(e)]) == 1
+    # within the hour (event time) the same task again is late, however long it runs
+    again = attempt_events("t-old", n_steps=2, attempt_id="a2", t0=T0 + 1800)
+    assert [t for e in again for t in a.feed(e)] == []
+    assert a.late_events_dropped == 4 and a.done_forgotten == 0
+    # another task moves the watermark past completion + 1 hour: the record goes
+    later = attempt_events("t-new", n_steps=1, t0=T0 + 3 + 3600 + 61)
+    assert len([t for e in later for t in a.feed(e)]) == 1
+    assert "t-old" not in a.store and a.done_forgotten == 1
+    # and a copy of the task produced now runs and gives a trajectory again
+    rerun = attempt_events("t-old", n_steps=2, attempt_id="a3", t0=T0 + 3 + 3600 + 70)
+    (t,) = [t for e in rerun for t in a.feed(e)]
+    assert t.metadata.attempt_id == "a3"
+
+
+def test_the_state_follows_tasks_in_flight_and_recently_finished_not_all_finished():
+    a = TrajectoryAssembler(expire_after=30, forget_done_after=100)
+    peak = 0
+    for i in range(400):  # a task every 2 s of event time, each 4 s long
+        for e in attempt_events(f"t{i}", n_steps=2, attempt_id=f"a{i}", t0=T0 + 2 * i):
+            a.feed(e)
+        peak = max(peak, len(task_headers(a)))
+    assert a.completed == 400 and a.done_forgotten > 300
+    # done records of the last 100 s (+ one sweep) and the few tasks in flight: ~60, not 400
+    assert peak <= 100 / 2 + a.sweep_every / 2 + 5
+    assert not [k for k in a.store if "\x00" in k and not k.startswith("\x00wm:")]
+
+
+def test_done_records_are_kept_forever_when_asked_and_when_written_without_a_time():
+    keep = TrajectoryAssembler(expire_after=30, forget_done_after=None)
+    for i in range(50):
+        for e in attempt_events(f"t{i}", n_steps=1, attempt_id=f"a{i}", t0=T0 + 100 * i):
+            keep.feed(e)
+    assert len(task_headers(keep)) == 50 and keep.done_forgotten == 0
+    # a store restored from an older aggregator: its done records carry no completion time
+    store = {"t-before": {"scope": 0, "done": "x"},
+             "t-timed": {"scope": 0, "done": "y", "at": T0}}
+    restored = TrajectoryAssembler(store=store, expire_after=30, forget_done_after=100)
+    for e in attempt_events("t-next", n_steps=1, t0=T0 + 500):
+        restored.feed(e)
+    assert "t-before" in store and "t-timed" not in store and restored.done_forgotten == 1
+    with pytest.raises(ValueError, match="forget_done_after"):
+        TrajectoryAssembler(forget_done_after=0)
 
 
 def test_duplicates_are_ignored_and_counted():

@@ -2,7 +2,10 @@
 a finished event each) preloaded on adp.steps. Held to: RSS at the end over RSS when a quarter
 of the tasks were written (flat: it should follow the tasks in flight, not the finished ones).
 What stays per finished task is its "done" record (task_id -> winning attempt), which turns
-the re-production of a finished task into a dropped late event."""
+the re-production of a finished task into a dropped late event, until --forget-done-after
+(event time) has passed. The tasks finish one per second of event time; the aggregator runs
+with a window of FORGET_AFTER seconds, so it holds the done records of the last FORGET_AFTER
+tasks: with the default (7 days) the figure would only level off after 604,800 tasks."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ KEY = "g"
 NAME = "memory"
 TITLE = "Aggregator RSS over many finished tasks"
 METRICS_PORT_OFFSET = 41
+FORGET_AFTER = 3600  # seconds of event time = tasks of this workload
 
 
 def small_tasks(n: int, prefix: str) -> list[tuple[bytes, bytes]]:
@@ -53,7 +57,7 @@ async def run(bench: Bench) -> None:
     port = bench.cluster_port + METRICS_PORT_OFFSET
     proc = bench.start("memory-aggregator", [
         "aggregate", "--out", str(bench.work / "memory-out"), "--app-id", "bench-memory",
-        "--metrics-port", str(port)])
+        "--metrics-port", str(port), "--forget-done-after", str(FORGET_AFTER)])
     url = f"http://127.0.0.1:{port}/metrics"
     written, rss, xs = [], [], []
     began = time.monotonic()
@@ -75,4 +79,5 @@ async def run(bench: Bench) -> None:
                  max(1.0, (total - total / 4) / 1000), "MiB")
     bench.series(KEY, "aggregator RSS", "rss", xs, rss)
     bench.note(KEY, f"{total:,.0f} trajectories written in {xs[-1]:.0f}s; peak RSS "
-                    f"{max(rss):.0f} MiB")
+                    f"{max(rss):.0f} MiB; done records kept for {FORGET_AFTER:,} s of event "
+                    f"time (--forget-done-after): the last {FORGET_AFTER:,} tasks")
