@@ -18,7 +18,7 @@ COMMANDS = {
     "runtime": "adp.streams.runtime_cli:runtime_command",
     "aggregate": "adp.streams.aggregate_cli:aggregate_command",
     "tail": "adp.streams.tail:tail_command",
-    "replay": "adp.streams.replay:replay_command",
+    "replay": "adp.streams.replay_cli:replay_command",
     "verify": "adp.streams.verify_cli:verify_command",
     "export": "adp.streams.export_cli:export_command",
     "status": "adp.streams.status:status_command",

@@ -40,36 +40,34 @@ live aggregator dropped as late) gets the in-window attempt's trajectory.
 Speed: records are fetched in large batches (getmany, max_records) and decoded in-process; each
 fetched batch's trajectories are written with the sink's write_batch while the next batch is
 read (the file sink fsyncs a batch of files together). Faust's per-event path is not involved
-(`python -m bench replay` measures it against a plain aiokafka loop).
+(`python -m bench replay` measures it against a plain aiokafka loop). One process is bound by
+one interpreter; `adp replay --workers N` (default: one per CPU, streams/replay_workers.py)
+shares the partitions out to N processes that each run `replay()` over their share of the
+same captured range. The command itself is streams/replay_cli.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-import click
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from adp.schemas import codec
-from adp.core.process import relax_gc
-from adp.core.settings import Settings
 from adp.schemas.contracts import StepEvent, Trajectory
 from adp.connectors.sinks.base import BaseSink, SinkError, make_sink
 from adp.streams import kafka
 from adp.streams.artifacts import ArtifactFetcher
-from adp.streams.aggregate_cli import forget_done_option
 from adp.streams.assembly import (DEFAULT_EXPIRE_AFTER, DEFAULT_FORGET_DONE_AFTER, InvalidEvent,
                                   TrajectoryAssembler)
-from adp.streams.reader import KafkaReadError, capture_range, open_consumer, read_range, topic_partitions
+from adp.streams.reader import (KafkaReadError, Range, capture_range, open_consumer, read_range,
+                               topic_partitions)
 from adp.streams.topics import STEPS, TRAJECTORIES
 
 log = logging.getLogger(__name__)
@@ -98,21 +96,27 @@ class ReplaySummary:
     incomplete_attempts: int = 0     # attempts still open at the end of the range / window
     assembler: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    workers: int = 1                 # processes that shared the partitions
+    # the task_ids written (task_ids counts them): what summaries of several workers merge
+    written_task_ids: set[str] = field(default_factory=set, repr=False)
 
     @property
     def rate(self) -> float:
         return self.records_read / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "records_per_second": round(self.rate, 1)}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "written_task_ids"}
+        return {**out, "assembler": dict(self.assembler),
+                "records_per_second": round(self.rate, 1)}
 
     def lines(self) -> list[str]:
         window = ""
         if self.since is not None or self.until is not None:
             window = f" in window [{_iso(self.since)}, {_iso(self.until)})"
+        workers = f", {self.workers} processes" if self.workers > 1 else ""
         out = [f"replayed {self.source} -> {self.destination}{window}",
                f"  records read: {self.records_read} of {self.total_in_range} in range "
-               f"({self.rate:,.0f}/s, {self.seconds:.1f}s)",
+               f"({self.rate:,.0f}/s, {self.seconds:.1f}s{workers})",
                f"  trajectories written: {self.trajectories_written} "
                f"({self.task_ids} task ids)"]
         skipped = {"outside window": self.outside_window, "undecodable": self.undecodable,
@@ -192,9 +196,12 @@ async def replay(conf: kafka.Conn, sink: BaseSink, source: str = "steps",
                  since: float | None = None, until: float | None = None,
                  expire_after: float = DEFAULT_EXPIRE_AFTER,
                  forget_done_after: float | None = DEFAULT_FORGET_DONE_AFTER,
-                 destination: str = "", progress: Callable[[int, int], None] | None = None) -> ReplaySummary:
+                 destination: str = "", progress: Callable[[int, int], None] | None = None,
+                 rng: Range | None = None) -> ReplaySummary:
     """Run one replay; `progress(done, total)` is called as records are read. The sink is
-    closed at the end (so a buffering S3 layout is flushed)."""
+    closed at the end (so a buffering S3 layout is flushed). `rng`: the offsets to read
+    (a share of a range captured once, streams/replay_workers.py); default: the whole topic
+    from the start (or `since`) to its end offsets now."""
     topic = SOURCES[source]
     summary = ReplaySummary(source=topic, destination=destination or repr(sink),
                             since=since, until=until)
@@ -248,13 +255,10 @@ async def replay(conf: kafka.Conn, sink: BaseSink, source: str = "steps",
 
     conf = kafka.connection(conf)
     bootstrap = conf.describe()
-    parts = await topic_partitions(conf, topic)
     consumer = await open_consumer(conf)
     try:
-        try:
-            rng = await capture_range(consumer, parts, since)
-        except (KafkaError, asyncio.TimeoutError) as exc:
-            raise ReplayError(f"cannot read offsets of {topic} at {bootstrap}: {exc}") from exc
+        if rng is None:
+            rng = await capture(conf, consumer, topic, since)
         summary.total_in_range = rng.total
         if progress is not None:
             progress(0, rng.total)
@@ -277,6 +281,7 @@ async def replay(conf: kafka.Conn, sink: BaseSink, source: str = "steps",
     except Exception as exc:  # noqa: BLE001
         raise ReplayError(f"closing the sink {summary.destination} failed: {exc}") from exc
     summary.trajectories_written = writer.written
+    summary.written_task_ids = writer.task_ids
     summary.task_ids = len(writer.task_ids)
     if source == "steps":
         counters: dict[str, int] = {}
@@ -289,6 +294,17 @@ async def replay(conf: kafka.Conn, sink: BaseSink, source: str = "steps",
         summary.assembler = counters
     summary.seconds = time.monotonic() - started
     return summary
+
+
+async def capture(conf: kafka.Conn, consumer: Any, topic: str, since: float | None) -> Range:
+    """What a replay reads: every partition of `topic` from its start (or the first record at
+    or after `since`) to the end offsets now."""
+    parts = await topic_partitions(conf, topic)
+    try:
+        return await capture_range(consumer, parts, since)
+    except (KafkaError, asyncio.TimeoutError) as exc:
+        raise ReplayError(f"cannot read offsets of {topic} at {kafka.connection(conf).describe()}"
+                          f": {exc}") from exc
 
 
 # ---- destination --------------------------------------------------------------------------------
@@ -308,96 +324,3 @@ async def open_destination(out: str) -> BaseSink:
         await sink.close()
         raise ReplayError(f"bad destination {out}: {exc}") from exc
     return sink
-
-
-# ---- command ------------------------------------------------------------------------------------
-
-def _progress_bar() -> tuple[Any, Callable[[int, int], None]] | tuple[None, None]:
-    if not sys.stderr.isatty():
-        return None, None
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
-                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
-
-    bar = Progress(TextColumn("[bold]replay[/] {task.description}"), BarColumn(),
-                   MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), console=Console(stderr=True), transient=False)
-    task_id = bar.add_task("events", total=None)
-
-    def update(done: int, total: int) -> None:
-        bar.update(task_id, completed=done, total=total)
-
-    return bar, update
-
-
-@click.command("replay")
-@click.option("--out", "out", required=True,
-              help="new destination: a folder, or s3://bucket/prefix (same names and bytes as "
-                   "the aggregator's sinks; files of the same name are replaced)")
-@click.option("--source", type=click.Choice(sorted(SOURCES)), default="steps",
-              show_default=True,
-              help="steps: rebuild from adp.steps with the assembler; trajectories: re-sink "
-                   "the published records of adp.trajectories (last per task_id wins)")
-@click.option("--from-beginning", is_flag=True, default=False,
-              help="read from the oldest record kept (the default without --since)")
-@click.option("--since", default=None,
-              help="only records with a timestamp at/after this: 10m, 2h, 1d ago or ISO time")
-@click.option("--until", default=None,
-              help="only records with a timestamp before this (same forms as --since)")
-@click.option("--expire-after", type=float, default=DEFAULT_EXPIRE_AFTER, show_default=True,
-              help="as the aggregator's --expire-after; use the same value to get its files")
-@forget_done_option
-@kafka.kafka_options
-@click.option("--json", "json_out", is_flag=True, help="print the summary as one JSON object")
-def replay_command(out: str, source: str, from_beginning: bool, since: str | None,
-                   until: str | None, expire_after: float,
-                   forget_done_after: float | None, json_out: bool,
-                   conf: Settings) -> None:
-    """Rebuild trajectories from the log into a NEW destination, without disturbing the live
-    aggregator: no consumer group, nothing committed, nothing produced. Reads up to the end
-    offsets at start, then stops; prints a summary (events read, trajectories written,
-    duplicates / expired / incomplete attempts)."""
-    from adp.streams.tail import parse_since
-
-    if from_beginning and since:
-        raise click.UsageError("--from-beginning and --since exclude each other")
-    if expire_after <= 0:
-        raise click.BadParameter("must be positive", param_hint="--expire-after")
-    now = time.time()
-    t_since = parse_since(since, now) if since else None
-    t_until = parse_since(until, now) if until else None
-    if t_since is not None and t_until is not None and t_until <= t_since:
-        raise click.UsageError("--until must be after --since")
-    if not logging.getLogger("adp").isEnabledFor(logging.DEBUG):  # no -v
-        logging.getLogger("adp.streams.assembly").setLevel(logging.WARNING)  # one line per expiry
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # our error says it once
-
-    async def main() -> ReplaySummary:
-        sink = await open_destination(out)
-        bar, update = _progress_bar()
-        if bar is not None:
-            bar.start()
-        try:
-            return await replay(conf, sink, source=source, since=t_since, until=t_until,
-                                expire_after=expire_after,
-                                forget_done_after=forget_done_after, destination=out,
-                                progress=update)
-        except (ReplayError, kafka.KafkaClientError):
-            raise
-        except Exception as exc:  # a sink write that failed: OSError, S3SinkError, ...
-            raise ReplayError(f"writing to {out} failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            if bar is not None:
-                bar.stop()
-            await sink.close()
-
-    relax_gc()
-    try:
-        summary = asyncio.run(main())
-    except ReplayError as exc:
-        raise click.ClickException(str(exc)) from None
-    if json_out:
-        click.echo(json.dumps(summary.as_dict()))
-    else:
-        for line in summary.lines():
-            click.echo(line)

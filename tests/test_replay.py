@@ -171,6 +171,14 @@ def test_replay_from_steps_is_byte_identical_and_leaves_the_aggregator_alone(pip
     assert summary["records_read"] == summary["total_in_range"] == summary["assembler"]["events"]
     # 15 tasks x (started, 2 steps, finished), nothing duplicated on this clean run
     assert summary["assembler"]["events"] >= 15 * 4
+    # the partitions shared by two processes: the same files, the same counts
+    b2 = tmp_path / "B2"
+    split = summary_of(replay(pipeline, "--out", str(b2), "--json", "--workers", "2"))
+    assert read_folder(b2) == a
+    assert split["workers"] == 2 and summary["workers"] == 1
+    same = ("records_read", "total_in_range", "trajectories_written", "task_ids", "assembler",
+            "incomplete_attempts", "undecodable", "invalid")
+    assert {k: split[k] for k in same} == {k: summary[k] for k in same}
     # no group was created, the aggregator's offsets did not move
     assert groups(pipeline.bootstrap) == groups_before
     assert committed(pipeline.bootstrap) == before
@@ -189,6 +197,10 @@ def test_replay_of_published_trajectories_is_byte_identical(pipeline, tmp_path):
     assert read_folder(c) == a
     assert summary["source"] == topics.TRAJECTORIES and summary["task_ids"] == len(a)
     assert summary["assembler"] == {}
+    c3 = tmp_path / "C3"
+    split = summary_of(replay(pipeline, "--source", "trajectories", "--out", str(c3), "--json",
+                              "--workers", "3"))
+    assert read_folder(c3) == a and split["workers"] == 3 and split["task_ids"] == len(a)
 
 
 async def _s3(endpoint: str, op):

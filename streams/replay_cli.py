@@ -1,0 +1,121 @@
+"""`adp replay`: the command (options, progress bar, summary) around streams/replay.py, and
+its spread over processes (streams/replay_workers.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from adp.core.process import relax_gc
+from adp.core.settings import Settings
+from adp.streams import kafka
+from adp.streams.aggregate_cli import forget_done_option
+from adp.streams.assembly import DEFAULT_EXPIRE_AFTER
+from adp.streams.replay import SOURCES, ReplayError, ReplaySummary, open_destination, replay
+from adp.streams.replay_workers import replay_in_workers
+
+
+def _progress_bar() -> tuple[Any, Callable[[int, int], None]] | tuple[None, None]:
+    if not sys.stderr.isatty():
+        return None, None
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
+                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+
+    bar = Progress(TextColumn("[bold]replay[/] {task.description}"), BarColumn(),
+                   MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+    task_id = bar.add_task("events", total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task_id, completed=done, total=total)
+
+    return bar, update
+
+
+@click.command("replay")
+@click.option("--out", "out", required=True,
+              help="new destination: a folder, or s3://bucket/prefix (same names and bytes as "
+                   "the aggregator's sinks; files of the same name are replaced)")
+@click.option("--source", type=click.Choice(sorted(SOURCES)), default="steps",
+              show_default=True,
+              help="steps: rebuild from adp.steps with the assembler; trajectories: re-sink "
+                   "the published records of adp.trajectories (last per task_id wins)")
+@click.option("--from-beginning", is_flag=True, default=False,
+              help="read from the oldest record kept (the default without --since)")
+@click.option("--since", default=None,
+              help="only records with a timestamp at/after this: 10m, 2h, 1d ago or ISO time")
+@click.option("--until", default=None,
+              help="only records with a timestamp before this (same forms as --since)")
+@click.option("--expire-after", type=float, default=DEFAULT_EXPIRE_AFTER, show_default=True,
+              help="as the aggregator's --expire-after; use the same value to get its files")
+@forget_done_option
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="processes that share the partitions (the same files either way) "
+                   "[default: one per CPU, at most one per partition and per 20,000 records]")
+@kafka.kafka_options
+@click.option("--json", "json_out", is_flag=True, help="print the summary as one JSON object")
+def replay_command(out: str, source: str, from_beginning: bool, since: str | None,
+                   until: str | None, expire_after: float,
+                   forget_done_after: float | None, workers: int | None, json_out: bool,
+                   conf: Settings) -> None:
+    """Rebuild trajectories from the log into a NEW destination, without disturbing the live
+    aggregator: no consumer group, nothing committed, nothing produced. Reads up to the end
+    offsets at start, then stops; prints a summary (events read, trajectories written,
+    duplicates / expired / incomplete attempts)."""
+    from adp.streams.tail import parse_since
+
+    if from_beginning and since:
+        raise click.UsageError("--from-beginning and --since exclude each other")
+    if expire_after <= 0:
+        raise click.BadParameter("must be positive", param_hint="--expire-after")
+    now = time.time()
+    t_since = parse_since(since, now) if since else None
+    t_until = parse_since(until, now) if until else None
+    if t_since is not None and t_until is not None and t_until <= t_since:
+        raise click.UsageError("--until must be after --since")
+    if not logging.getLogger("adp").isEnabledFor(logging.DEBUG):  # no -v
+        logging.getLogger("adp.streams.assembly").setLevel(logging.WARNING)  # one line per expiry
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # our error says it once
+
+    async def main() -> ReplaySummary:
+        sink = await open_destination(out)
+        bar, update = _progress_bar()
+        if bar is not None:
+            bar.start()
+        options = {"until": t_until, "expire_after": expire_after,
+                   "forget_done_after": forget_done_after}
+        try:
+            if workers != 1:
+                summary = await replay_in_workers(conf, out, workers, source, t_since, options,
+                                                  update)
+                if summary is not None:
+                    return summary
+            return await replay(conf, sink, source=source, since=t_since, destination=out,
+                                progress=update, **options)
+        except (ReplayError, kafka.KafkaClientError):
+            raise
+        except Exception as exc:  # a sink write that failed: OSError, S3SinkError, ...
+            raise ReplayError(f"writing to {out} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if bar is not None:
+                bar.stop()
+            await sink.close()
+
+    relax_gc()
+    try:
+        summary = asyncio.run(main())
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from None
+    if json_out:
+        click.echo(json.dumps(summary.as_dict()))
+    else:
+        for line in summary.lines():
+            click.echo(line)
