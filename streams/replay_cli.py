@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -109,6 +110,12 @@ def replay_command(out: str, source: str, from_beginning: bool, since: str | Non
                 bar.stop()
             await sink.close()
 
+    def stop(signum: int, _frame: Any) -> None:
+        # SIGTERM ends the command like Ctrl-C does: through its finally blocks, which stop
+        # the worker processes and release what they shared
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     relax_gc()
     try:
         summary = asyncio.run(main())

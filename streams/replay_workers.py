@@ -16,10 +16,13 @@ others are stopped.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import os
 import queue
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 # Below this many records a second process costs more (its start: ~1-2 s of imports) than it
 # saves.
 MIN_RECORDS_PER_WORKER = 20_000
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def auto_workers(rng: Range, cpus: int | None = None) -> int:
@@ -71,13 +75,27 @@ def merge(parts: list[ReplaySummary], total: int, seconds: float) -> ReplaySumma
     return out
 
 
+def _stop_with_parent(parent: int) -> None:
+    """Ctrl-C reaches the whole process group: the parent alone acts on it (and stops the
+    workers). A parent killed outright takes its workers along (Linux: PR_SET_PDEATHSIG)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the parent's finally stops them
+        pass
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
 def _worker(conf: Settings, out: str, share: Range, options: dict[str, Any], verbose: int,
-            done: Any, results: Any, index: int) -> None:
+            done: Any, results: Any, index: int, parent: int) -> None:
     """One worker process: replay `share` into `out`; puts (index, summary | error) on
     `results` and keeps `done.value` at the records it has read."""
     from adp.core import logs
     from adp.core.process import relax_gc
 
+    _stop_with_parent(parent)
     logs.setup(verbose)
     relax_gc()
     if not verbose:
@@ -124,7 +142,8 @@ async def replay_in_workers(conf: Settings, out: str, workers: int | None, sourc
     verbose = 1 if logging.getLogger("adp").isEnabledFor(logging.DEBUG) else 0
     options = {**options, "source": source, "since": since}
     procs = [ctx.Process(target=_worker, name=f"adp-replay-{i}", daemon=True,
-                         args=(conf, out, share, options, verbose, counters[i], results, i))
+                         args=(conf, out, share, options, verbose, counters[i], results, i,
+                               os.getpid()))
              for i, share in enumerate(shares)]
     log.info("replaying %d records of %s in %d processes", rng.total, SOURCES[source],
              len(procs))
