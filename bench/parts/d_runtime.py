@@ -7,6 +7,7 @@ Two checks make the figures readable on a shared machine: a bare aiohttp loop ag
 stub at concurrency 64 (the ceiling the stub and the machine allow, however fast the runtime),
 and the runtime processes' own CPU time per LLM call in the steady state (from /proc: what a
 call costs the runtime, whatever else the machine was doing; one core sustains 1000/x calls/s).
+A last run at concurrency 64, not measured, is profiled with py-spy (the report's table).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ async def bare_client(url: str, concurrency: int, seconds: float) -> float:
 
 
 async def measure(bench: Bench, name: str, processes: int, concurrency: int,
-                  seconds: float) -> tuple[float, list, list, float]:
+                  seconds: float, profile: bool = False) -> tuple[float, list, list, float]:
     url = bench.stub(LATENCY, SCRIPT)
     ideal = processes * concurrency / LATENCY
     n = max(20, int(ideal * seconds))
@@ -64,6 +65,7 @@ async def measure(bench: Bench, name: str, processes: int, concurrency: int,
     pids = [bench.start(child, ["runtime", "code", "--concurrency", str(concurrency)],
                         env={"ADP_LLM_BASE_URL": url}).pid for child in names]
     produce_tasks(bench, name, n)
+    spy = bench.profile(f"{KEY}-{name}", pids[0], seconds * 0.7) if profile else None
     began = time.monotonic()
     xs, ys = [], []
     marks: list[tuple[float, int]] = []  # (runtime CPU s, calls) at 20% and 90% of the calls
@@ -77,6 +79,7 @@ async def measure(bench: Bench, name: str, processes: int, concurrency: int,
         if done >= n or xs[-1] > 300:
             break
         await asyncio.sleep(0.25)
+    bench.profile_done(f"{KEY}-{name}", spy)
     for child in names:
         bench.stop(child)
     calls = marks[-1][1] - marks[0][1] if len(marks) == 2 else 0
@@ -98,6 +101,9 @@ async def run(bench: Bench) -> None:
         if c == 64 and cpu_ms:
             bench.note(KEY, f"runtime CPU per LLM call at concurrency 64: {cpu_ms:.2f} ms "
                             f"(one core sustains {1000 / cpu_ms:.0f} calls/s)")
+    # where a runtime's CPU goes at concurrency 64, in a run of its own: py-spy takes CPU from
+    # the two cores the measured runs share (0.61 -> 0.45 of ideal with it attached)
+    await measure(bench, "rt-c64-profiled", 1, 64, seconds, profile=True)
     one = None
     for p in (1, 2, 4):
         rate, _, _, _ = await measure(bench, f"rt-p{p}", p, 16, seconds)
