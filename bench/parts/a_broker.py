@@ -83,7 +83,7 @@ async def run(bench: Bench) -> None:
     from adp.streams.topics import TopicSpec
 
     cp = tools_classpath()
-    for size, n in ((2048, bench.size(100_000, 20_000)), (24_576, bench.size(10_000, 2_000))):
+    for size, n in ((2048, bench.size(100_000, 20_000)), (24_576, bench.size(5_000, 2_000))):
         java_topic, py_topic = f"bench.perf.java.{size}", f"bench.perf.py.{size}"
         limit = {"max.message.bytes": str(settings().max_message_bytes)}
         await ensure_topics(bench.bootstrap, specs=[TopicSpec(java_topic, 6, limit),

@@ -103,7 +103,7 @@ async def run(bench: Bench) -> None:
                             f"(one core sustains {1000 / cpu_ms:.0f} calls/s)")
     # where a runtime's CPU goes at concurrency 64, in a run of its own: py-spy takes CPU from
     # the two cores the measured runs share (0.61 -> 0.45 of ideal with it attached)
-    await measure(bench, "rt-c64-profiled", 1, 64, seconds, profile=True)
+    await measure(bench, "rt-c64-profiled", 1, 64, max(3.0, seconds / 2), profile=True)
     one = None
     for p in (1, 2, 4):
         rate, _, _, _ = await measure(bench, f"rt-p{p}", p, 16, seconds)

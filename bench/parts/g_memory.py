@@ -1,6 +1,7 @@
 """Aggregator memory: RSS sampled while it assembles many small finished tasks (a started and
-a finished event each) preloaded on adp.steps. Held to: RSS at the end over RSS when a quarter
-of the tasks were written (flat: it should follow the tasks in flight, not the finished ones).
+a finished event each) preloaded on adp.steps. Held to: RSS at the end over RSS when half of
+the tasks were written (flat: it should follow the tasks in flight, not the finished ones; the
+first half is the process's warm-up).
 What stays per finished task is its "done" record (task_id -> winning attempt), which turns
 the re-production of a finished task into a dropped late event, until --forget-done-after
 (event time) has passed. The tasks finish one per second of event time; the aggregator runs
@@ -73,10 +74,17 @@ async def run(bench: Bench) -> None:
     bench.stop("memory-aggregator")
     total = written[-1]
     quarter = next(r for w, r in zip(written, rss) if w >= total / 4)
+    half = next(r for w, r in zip(written, rss) if w >= total / 2)
+    # Held from the half mark on: the first half holds the warm-up (the allocator's arenas and
+    # the clients' buffers grow in steps to their working size, and a dip at the quarter mark
+    # moved that ratio from 1.18 to 1.42 between two runs of the same code); what must not grow
+    # is what each further finished task adds.
     bench.figure(KEY, "aggregator RSS after all tasks", rss[-1], "MiB",
-                 "RSS at a quarter of them", quarter, target="<= 1.2")
-    bench.figure(KEY, "RSS growth per 1,000 finished tasks", (rss[-1] - quarter) /
-                 max(1.0, (total - total / 4) / 1000), "MiB")
+                 "RSS at half of them", half, target="<= 1.1")
+    bench.figure(KEY, "RSS growth per 1,000 finished tasks, second half", (rss[-1] - half) /
+                 max(1.0, (total - total / 2) / 1000), "MiB")
+    bench.figure(KEY, "aggregator RSS after all tasks, against a quarter of them", rss[-1],
+                 "MiB", "RSS at a quarter of them", quarter)
     bench.series(KEY, "aggregator RSS", "rss", xs, rss)
     bench.note(KEY, f"{total:,.0f} trajectories written in {xs[-1]:.0f}s; peak RSS "
                     f"{max(rss):.0f} MiB; done records kept for {FORGET_AFTER:,} s of event "
