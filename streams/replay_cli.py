@@ -19,8 +19,8 @@ from adp.core.settings import Settings
 from adp.streams import kafka
 from adp.streams.aggregate_cli import forget_done_option
 from adp.streams.assembly import DEFAULT_EXPIRE_AFTER
-from adp.streams.replay import SOURCES, ReplayError, ReplaySummary, open_destination, replay
-from adp.streams.replay_workers import replay_in_workers
+from adp.streams.replay import SOURCES, ReplayError, ReplaySummary, open_destination
+from adp.streams.replay_workers import replay_spread
 
 
 def _progress_bar() -> tuple[Any, Callable[[int, int], None]] | tuple[None, None]:
@@ -94,13 +94,8 @@ def replay_command(out: str, source: str, from_beginning: bool, since: str | Non
         options = {"until": t_until, "expire_after": expire_after,
                    "forget_done_after": forget_done_after}
         try:
-            if workers != 1:
-                summary = await replay_in_workers(conf, out, workers, source, t_since, options,
-                                                  update)
-                if summary is not None:
-                    return summary
-            return await replay(conf, sink, source=source, since=t_since, destination=out,
-                                progress=update, **options)
+            return await replay_spread(conf, sink, out, workers, source, t_since, options,
+                                       update)
         except (ReplayError, kafka.KafkaClientError):
             raise
         except Exception as exc:  # a sink write that failed: OSError, S3SinkError, ...

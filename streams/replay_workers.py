@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from adp.connectors.sinks.base import BaseSink
 from adp.core.settings import Settings
 from adp.streams.reader import Range, open_consumer
 from adp.streams.replay import (SOURCES, ReplayError, ReplaySummary, capture, open_destination,
@@ -121,12 +122,11 @@ def _worker(conf: Settings, out: str, share: Range, options: dict[str, Any], ver
         results.put((index, f"writing to {out} failed: {type(exc).__name__}: {exc}"))
 
 
-async def replay_in_workers(conf: Settings, out: str, workers: int | None, source: str,
-                            since: float | None, options: dict[str, Any],
-                            progress: Callable[[int, int], None] | None = None,
-                            ) -> ReplaySummary | None:
-    """Capture the range and replay it in `workers` processes (None: auto_workers). Returns
-    None when one process is what it takes: the caller then runs replay() itself."""
+async def replay_spread(conf: Settings, sink: BaseSink, out: str, workers: int | None,
+                        source: str, since: float | None, options: dict[str, Any],
+                        progress: Callable[[int, int], None] | None = None) -> ReplaySummary:
+    """Capture the range once and replay it into `out` in `workers` processes (None:
+    auto_workers); with one, in this process with `sink`."""
     consumer = await open_consumer(conf)
     try:
         rng = await capture(conf, consumer, SOURCES[source], since)
@@ -134,7 +134,8 @@ async def replay_in_workers(conf: Settings, out: str, workers: int | None, sourc
         await consumer.stop()
     shares = split(rng, workers or auto_workers(rng))
     if len(shares) == 1:
-        return None
+        return await replay(conf, sink, source=source, since=since, destination=out,
+                            progress=progress, rng=rng, **options)
     began = time.monotonic()
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
