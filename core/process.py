@@ -116,11 +116,20 @@ class ManagedProcess:
     def _is_ours(self, pid: int) -> bool:
         if not self.marker:
             return True
+        if self._proc is not None and self._proc.pid == pid:
+            return True  # the child this object started; the marker is for pid files of others
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return True  # no /proc: trust the pid file
-        return self.marker in cmdline
+        if not cmdline:
+            # A live process shows no arguments while it execs: Linux closes the exec'ing
+            # child's close-on-exec pipe (which is when Popen returns) before it sets up the
+            # new program's arguments, and a launcher may exec again. Read then, the pid of a
+            # broker just started looked like a stranger's: its pid file was removed and the
+            # node reported as exited (CI, twice).
+            return True
+        return self.marker in cmdline.replace(b"\0", b" ").decode(errors="replace")
 
     def running(self) -> bool:
         return self.pid() is not None

@@ -15,7 +15,6 @@ import hashlib
 import os
 import re
 import subprocess
-import warnings
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,6 @@ from adp.schemas import codec
 from adp.schemas.contracts import (Artifact, Step, StepEvent, Trajectory, TrajectoryMetadata,
                                   Verdict)
 from adp.streams import kafka as clients, topics
-from adp.streams.broker import BrokerError
 from tests.conftest import free_port_block
 from tests.helpers import ADP, AdpProcess, wait_for, write_tasks
 
@@ -357,23 +355,6 @@ async def test_dead_letters_show_their_reason(console, browser, kafka):
     await expect(w.page.locator("#dlq-count")).not_to_have_text("")
 
 
-async def restart(kafka, node) -> None:
-    """Start the stopped node again and wait until it serves. Once in CI the restarted node
-    vanished within seconds with nothing in its log (no error of its own, so a signal from
-    outside the test; the message now says which). What this module checks is the console,
-    so that is reported as a warning and the node started once more; the broker's own restarts
-    are held by tests/faults and tests/test_broker.py."""
-    for attempt in (1, 2):
-        await asyncio.to_thread(kafka.start_node, node)
-        try:
-            await kafka.wait_ready()
-            return
-        except BrokerError as exc:
-            if attempt == 2 or "exited" not in str(exc):
-                raise
-            warnings.warn(f"the restarted Kafka node exited, starting it once more: {exc}")
-
-
 async def test_page_survives_a_broker_restart(console, browser, kafka, tmp_path):
     w = await open_page(browser, console.url + "#overview")
     page = w.page
@@ -387,7 +368,8 @@ async def test_page_survives_a_broker_restart(console, browser, kafka, tmp_path)
         await expect(page.locator("#banner")).to_contain_text("does not answer")
         console.procs[0].assert_alive()
     finally:
-        await restart(kafka, node)
+        await asyncio.to_thread(kafka.start_node, node)
+        await kafka.wait_ready()
     await expect(broker).to_have_attribute("data-state", "up", timeout=SLOW)
     await expect(page.locator("#banner")).to_be_hidden()
     # counters and live steps carry on: an urgent web task nobody runs stays pending, in the

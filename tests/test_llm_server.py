@@ -99,6 +99,22 @@ def test_managed_process_lifecycle(tmp_path):
         dying.start(timeout=60)
     assert "boom" in str(info.value) and str(dying.log_file) in str(info.value)
 
+    # the marker guards pid files of others (a pid reused by another program); the child this
+    # object started is its own whatever its command line shows (an exec'ing child shows none)
+    own = ManagedProcess(name="own", argv=[sys.executable, "-c", "import time; time.sleep(60)"],
+                         pid_file=tmp_path / "run" / "own.pid", log_file=tmp_path / "logs" / "o.log",
+                         marker="not-in-its-command-line")
+    pid, started = own.start(timeout=60)
+    try:
+        assert started and own.pid() == pid and own.running()
+        stranger = ManagedProcess(name="own", argv=[], pid_file=own.pid_file,
+                                  log_file=own.log_file, marker="not-in-its-command-line")
+        assert stranger.pid() is None and not own.pid_file.exists()  # stale for anyone else
+        own.pid_file.write_text(f"{pid}\n")
+    finally:
+        assert own.stop(grace=10) == pid
+    assert not pid_alive(pid)
+
     # a process that dies silently (kill -9, the OOM killer) still says how it ended
     killed = ManagedProcess(name="killed", argv=["sh", "-c", "kill -9 $$"],
                             pid_file=tmp_path / "run" / "k.pid", log_file=tmp_path / "logs" / "k.log",
