@@ -1,5 +1,5 @@
 """`python -m adp` is the `adp` command."""
 
-from adp.cli import main
+from adp.app.cli import main
 
 main()

@@ -12,15 +12,15 @@ import argparse
 import asyncio
 import importlib
 import os
-import platform
 import pkgutil
+import platform
 import shutil
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from adp.streams.broker.server import free_port_block
+from adp.streams.kafka.broker.server import free_port_block
 from bench import parts as parts_pkg
 from bench.core import Bench, console, load_average, new_workdir
 
@@ -40,40 +40,66 @@ def discover() -> list:
 def machine() -> dict:
     cpu = "?"
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     mem = 0
     try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2 ** 30
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**30
     except (ValueError, OSError):
         pass
-    return {"host": platform.node(), "cpus": os.cpu_count(), "cpu": cpu, "memory_gib": mem,
-            "python": platform.python_version(), "os": platform.platform(),
-            "load_average_at_start": [round(x, 2) for x in load_average()]}
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": mem,
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in load_average()],
+    }
 
 
 def main() -> None:
     every = discover()
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("parts", nargs="*", metavar="PART",
-                    help="parts to run, by key or name: " + ", ".join(
-                        f"{m.KEY}={m.NAME}" for m in every) + " (default: all)")
-    ap.add_argument("--quick", action="store_true",
-                    help="smaller workloads (a smoke run of the harness, not figures to quote)")
-    ap.add_argument("--scale", type=float, default=1.0,
-                    help="multiply every workload size (default 1: the sizes the targets are "
-                         "stated for; the report says when another was used)")
-    ap.add_argument("--port", type=int, default=None,
-                    help="Kafka port of the bench cluster (default: a free one; the stubs and "
-                         "metrics use the next 50)")
+    ap.add_argument(
+        "parts",
+        nargs="*",
+        metavar="PART",
+        help="parts to run, by key or name: "
+        + ", ".join(f"{m.KEY}={m.NAME}" for m in every)
+        + " (default: all)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller workloads (a smoke run of the harness, not figures to quote)",
+    )
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply every workload size (default 1: the sizes the targets are "
+        "stated for; the report says when another was used)",
+    )
+    ap.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="Kafka port of the bench cluster (default: a free one; the stubs and "
+        "metrics use the next 50)",
+    )
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the report goes")
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the work folder (broker data, outputs, child logs, raw "
-                         "profiles; about 1.5 GB at --scale 1) instead of removing it at the end")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the work folder (broker data, outputs, child logs, raw "
+        "profiles; about 1.5 GB at --scale 1) instead of removing it at the end",
+    )
     args = ap.parse_args()
     wanted = [m for m in every if not args.parts or m.KEY in args.parts or m.NAME in args.parts]
     unknown = set(args.parts) - {m.KEY for m in every} - {m.NAME for m in every}
@@ -90,8 +116,10 @@ def main() -> None:
     bench = Bench(work, quick=args.quick, scale=args.scale)
     info = machine()
     info["scale"], info["quick"] = args.scale, args.quick
-    console.print(f"[bold]adp bench[/]: {len(wanted)} part(s) on {info['cpus']} CPUs "
-                  f"({info['cpu']}), load average {info['load_average_at_start']}; work {work}")
+    console.print(
+        f"[bold]adp bench[/]: {len(wanted)} part(s) on {info['cpus']} CPUs "
+        f"({info['cpu']}), load average {info['load_average_at_start']}; work {work}"
+    )
     began = time.monotonic()
     loads: dict[str, list[float]] = {}
     took: dict[str, float] = {}  # seconds per part: where `make bench`'s 15 minutes go
@@ -105,13 +133,14 @@ def main() -> None:
             t0 = time.monotonic()
             try:
                 asyncio.run(module.run(bench))
-            except Exception as exc:  # noqa: BLE001 - one failed part must not hide the rest
+            except Exception as exc:
                 bench.note(module.KEY, f"FAILED: {type(exc).__name__}: {exc}")
                 console.print(traceback.format_exc())
             loads[module.KEY] = [round(x, 2) for x in load_average()]
             took[module.KEY] = round(time.monotonic() - t0, 1)
-            console.print(f"  [dim]{took[module.KEY]:.0f}s, load average after: "
-                          f"{loads[module.KEY]}[/]")
+            console.print(
+                f"  [dim]{took[module.KEY]:.0f}s, load average after: {loads[module.KEY]}[/]"
+            )
     finally:
         bench.close()
         if not args.keep:
@@ -122,7 +151,7 @@ def main() -> None:
     console.print(bench.table)
     from bench.report import write_report
 
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     paths = write_report(bench, info, args.results, stamp, [m for m in wanted])
     console.print(f"wrote {', '.join(str(p) for p in paths)} in {info['seconds']:.0f}s")
 

@@ -34,7 +34,7 @@ from rich.table import Table
 
 from adp.core.process import ChildProcesses, http_ok
 
-ADP = [sys.executable, "-m", "adp.cli"]
+ADP = [sys.executable, "-m", "adp"]
 console = Console()
 
 
@@ -46,8 +46,8 @@ class Figure:
     unit: str
     baseline: str = ""
     baseline_value: float | None = None
-    target: str = ""          # e.g. ">= 0.5": what the ratio (or the value) must be
-    met: bool | None = None   # None: no target
+    target: str = ""  # e.g. ">= 0.5": what the ratio (or the value) must be
+    met: bool | None = None  # None: no target
     note: str = ""
 
     @property
@@ -61,7 +61,7 @@ class Figure:
 class Series:
     part: str
     name: str
-    kind: str                 # "throughput" (x: s, y: /s) | "rss" (x: s, y: MiB) | "cdf" (samples)
+    kind: str  # "throughput" (x: s, y: /s) | "rss" (x: s, y: MiB) | "cdf" (samples)
     x: list[float] = field(default_factory=list)
     y: list[float] = field(default_factory=list)
 
@@ -72,8 +72,7 @@ def meets(value: float | None, target: str) -> bool | None:
         return None
     op, _, limit = target.partition(" ")
     bound = float(limit)
-    return {">=": value >= bound, ">": value > bound, "<=": value <= bound,
-            "<": value < bound}[op]
+    return {">=": value >= bound, ">": value > bound, "<=": value <= bound, "<": value < bound}[op]
 
 
 class Bench:
@@ -101,15 +100,20 @@ class Bench:
 
     # -- services ------------------------------------------------------------------------------
     def start_broker(self, port: int) -> str:
-        from adp.streams.broker.server import KafkaCluster
+        from adp.streams.kafka.broker.server import KafkaCluster
 
         self._port = port
-        self.cluster = KafkaCluster(home=self.work / "home",
-                                    bootstrap=f"127.0.0.1:{port}", name="bench")
+        self.cluster = KafkaCluster(
+            home=self.work / "home", bootstrap=f"127.0.0.1:{port}", name="bench"
+        )
         self.cluster.wipe()
         self.cluster.up(timeout=240)
-        self.env = {"ADP_BOOTSTRAP": self.cluster.bootstrap, "ADP_HOME": str(self.work / "home"),
-                    "ADP_METRICS_PORT": "0", "ADP_LLM_MODEL": "stub"}
+        self.env = {
+            "ADP_BOOTSTRAP": self.cluster.bootstrap,
+            "ADP_HOME": str(self.work / "home"),
+            "ADP_METRICS_PORT": "0",
+            "ADP_LLM_MODEL": "stub",
+        }
         self.children.env.update(self.env)
         return self.cluster.bootstrap
 
@@ -122,7 +126,7 @@ class Bench:
         key = f"{latency}-{json.dumps(script, sort_keys=True)}"
         if key not in self._stubs:
             port = self._port + 10 + len(self._stubs)
-            args = ADP + ["llm-stub", "--port", str(port), "--latency", str(latency)]
+            args = [*ADP, "llm-stub", "--port", str(port), "--latency", str(latency)]
             if script is not None:
                 path = self.work / f"stub-script-{len(self._stubs)}.json"
                 path.write_text(json.dumps(script))
@@ -141,8 +145,13 @@ class Bench:
     def cluster_port(self) -> int:
         return self._port
 
-    def start(self, name: str, args: list[str], env: dict[str, str] | None = None,
-              command: list[str] | None = None) -> Any:
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> Any:
         """An `adp ARGS` child process, or `python COMMAND ARGS` (its log in the work folder)."""
         argv = ([sys.executable, *command] if command else ADP) + args
         saved = dict(self.children.env)
@@ -180,27 +189,38 @@ class Bench:
             self.cluster.down()
 
     # -- reporting -----------------------------------------------------------------------------
-    def figure(self, part: str, name: str, value: float, unit: str, baseline: str = "",
-               baseline_value: float | None = None, target: str = "", on: str = "ratio",
-               note: str = "") -> Figure:
+    def figure(
+        self,
+        part: str,
+        name: str,
+        value: float,
+        unit: str,
+        baseline: str = "",
+        baseline_value: float | None = None,
+        target: str = "",
+        on: str = "ratio",
+        note: str = "",
+    ) -> Figure:
         """Record one figure; `target` applies to the ratio (on="ratio") or the value."""
         f = Figure(part, name, value, unit, baseline, baseline_value, target, None, note)
         f.met = meets(f.ratio if on == "ratio" else value, target)
         if target and on != "ratio":
             f.target = f"value {target}"
         self.figures.append(f)
-        base = (f"{fmt(baseline_value)} {unit} ({baseline})" if baseline_value is not None
-                else "")
+        base = f"{fmt(baseline_value)} {unit} ({baseline})" if baseline_value is not None else ""
         ratio = f"{f.ratio:.2f}" if f.ratio is not None else ""
         met = {True: "[green]yes[/]", False: "[red]no[/]", None: ""}[f.met]
         self.table.add_row(part, name, f"{fmt(value)} {unit}", base, ratio, f.target, met)
-        console.print(f"  [bold]{part}[/] {name}: {fmt(value)} {unit}"
-                      + (f" | {baseline}: {fmt(baseline_value)} -> ratio {ratio}" if base else "")
-                      + (f" | target {f.target}: {met}" if target else ""))
+        console.print(
+            f"  [bold]{part}[/] {name}: {fmt(value)} {unit}"
+            + (f" | {baseline}: {fmt(baseline_value)} -> ratio {ratio}" if base else "")
+            + (f" | target {f.target}: {met}" if target else "")
+        )
         return f
 
-    def series(self, part: str, name: str, kind: str, x: list[float],
-               y: list[float] | None = None) -> None:
+    def series(
+        self, part: str, name: str, kind: str, x: list[float], y: list[float] | None = None
+    ) -> None:
         self.series_list.append(Series(part, name, kind, list(x), list(y or [])))
 
     def note(self, part: str, text: str) -> None:
@@ -210,16 +230,32 @@ class Bench:
     def profile(self, name: str, pid: int, seconds: float) -> subprocess.Popen | None:
         """Start py-spy sampling `pid` for `seconds` (raw collapsed stacks); `profile_done`
         reads it. None where py-spy is missing or not allowed to attach."""
-        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or \
-            shutil.which("py-spy")
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which(
+            "py-spy"
+        )
         if spy is None:
             self.note(name, "py-spy not installed: no profile")
             return None
         out = self.work / f"profile-{name}.txt"
-        return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration",
-                                 str(int(seconds)), "--rate", "50", "--nonblocking",
-                                 "--format", "raw", "--output", str(out)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(int(seconds)),
+                "--rate",
+                "50",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def profile_done(self, name: str, proc: subprocess.Popen | None, top: int = 15) -> None:
         if proc is None:
@@ -236,12 +272,15 @@ class Bench:
 
     # -- output --------------------------------------------------------------------------------
     def as_dict(self, machine: dict) -> dict:
-        return {"machine": machine,
-                "figures": [{**asdict(f), "ratio": f.ratio} for f in self.figures],
-                "series": [asdict(s) for s in self.series_list],
-                "profiles": {k: [{"share": s, "frame": fr} for s, fr in v]
-                             for k, v in self.profiles.items()},
-                "notes": self.notes}
+        return {
+            "machine": machine,
+            "figures": [{**asdict(f), "ratio": f.ratio} for f in self.figures],
+            "series": [asdict(s) for s in self.series_list],
+            "profiles": {
+                k: [{"share": s, "frame": fr} for s, fr in v] for k, v in self.profiles.items()
+            },
+            "notes": self.notes,
+        }
 
 
 def fmt(value: float | None) -> str:
@@ -267,12 +306,29 @@ def summarize_profile(raw: str, top: int) -> list[tuple[float, str]]:
         total += n
         for frame in set(stack.split(";")):
             inclusive[frame] += n
-    skip = ("run_forever", "run_until_complete", "_run_once", "Handle._run", "<module>",
-            "execute_from_commandline", "_run_module_as_main", "_run_code", "main (",
-            "Thread._bootstrap", "invoke (", "__call__ (", "asyncio/runners", "run (asyncio",
-            "Runner.run", "callback (")
-    rows = [(100.0 * n / total, frame) for frame, n in inclusive.most_common(top * 4)
-            if total and not any(s in frame for s in skip)]
+    skip = (
+        "run_forever",
+        "run_until_complete",
+        "_run_once",
+        "Handle._run",
+        "<module>",
+        "execute_from_commandline",
+        "_run_module_as_main",
+        "_run_code",
+        "main (",
+        "Thread._bootstrap",
+        "invoke (",
+        "__call__ (",
+        "asyncio/runners",
+        "run (asyncio",
+        "Runner.run",
+        "callback (",
+    )
+    rows = [
+        (100.0 * n / total, frame)
+        for frame, n in inclusive.most_common(top * 4)
+        if total and not any(s in frame for s in skip)
+    ]
     return rows[:top]
 
 

@@ -17,19 +17,26 @@ def main() -> None:
     import faust
     from faust import Worker
 
-    from adp.streams import kafka
-    from adp.streams.admin import partition_counts
+    from adp.streams.kafka import clients
+    from adp.streams.kafka.admin import partition_counts
 
     bootstrap, count = sys.argv[1], int(sys.argv[2])
     partitions = asyncio.run(partition_counts(bootstrap, ["adp.steps"]))["adp.steps"]
-    app = faust.App(f"bench-faust-bare-{uuid.uuid4().hex[:8]}", **kafka.faust_settings(bootstrap),
-                    store="memory://", web_enabled=False, key_serializer="raw",
-                    value_serializer="raw", consumer_auto_offset_reset="earliest",
-                    datadir=tempfile.mkdtemp(prefix="faust-bare-"), topic_partitions=partitions)
+    app = faust.App(
+        f"bench-faust-bare-{uuid.uuid4().hex[:8]}",
+        **clients.faust_settings(bootstrap),
+        store="memory://",
+        web_enabled=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        datadir=tempfile.mkdtemp(prefix="faust-bare-"),
+        topic_partitions=partitions,
+    )
     topic = app.topic("adp.steps", key_serializer="raw", value_serializer="raw")
     seen = {"n": 0, "t": 0.0}
 
-    async def count_events(stream):  # noqa: ANN001
+    async def count_events(stream):
         async for _ in stream.events():
             if not seen["n"]:
                 seen["t"] = time.perf_counter()
@@ -40,8 +47,9 @@ def main() -> None:
                 os._exit(0)
 
     app.agent(topic, name="count")(count_events)
-    worker = Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
-                    override_logging=False)
+    worker = Worker(
+        app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False
+    )
     worker.spinner = None
     worker.execute_from_commandline()
 

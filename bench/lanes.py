@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from adp.schemas import codec
 from adp.schemas.contracts import StepEvent
-from adp.streams import topics
-from adp.streams.reader import read_topic
+from adp.streams.kafka import topics
+from adp.streams.kafka.reader import read_topic
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,10 @@ async def lane_starts(bootstrap: str, task_type: str, prefix: str) -> list[Start
             event = codec.decode(r.value, expect=StepEvent)
             if event.event_type == "started":
                 started[key] = event.timestamp
-    return sorted((Start(t, produced[t][0], produced[t][1], at) for t, at in started.items()),
-                  key=lambda s: s.started)
+    return sorted(
+        (Start(t, produced[t][0], produced[t][1], at) for t, at in started.items()),
+        key=lambda s: s.started,
+    )
 
 
 async def lane_waits(bootstrap: str, task_type: str, prefix: str) -> dict[str, list[float]]:
@@ -64,7 +66,7 @@ def share_while_busy(starts: list[Start], lane: str, above: str) -> tuple[float,
     marks = [i for i, s in enumerate(starts) if s.lane == above]
     if not marks:
         return 0.0, 0
-    stretch = starts[marks[0]: marks[-1] + 1]
+    stretch = starts[marks[0] : marks[-1] + 1]
     return sum(s.lane == lane for s in stretch) / len(stretch), len(stretch)
 
 
@@ -76,5 +78,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def summary(waits: dict[str, list[float]]) -> list[tuple[str, int, float, float, float]]:
     """(lane, tasks, p50, p95, max) per lane that had tasks, highest lane first."""
-    return [(lane, len(w), percentile(w, 50), percentile(w, 95), max(w))
-            for lane, w in waits.items() if w]
+    return [
+        (lane, len(w), percentile(w, 50), percentile(w, 95), max(w))
+        for lane, w in waits.items()
+        if w
+    ]

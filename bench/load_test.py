@@ -28,13 +28,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from adp.core.settings import settings
 from adp.core.process import ChildProcesses, http_ok
-from adp.streams.broker.server import KafkaCluster
-from adp.streams.status import StatusReader
+from adp.core.settings import settings
+from adp.streams.inspection.status import StatusReader
+from adp.streams.kafka.broker.server import KafkaCluster
 from bench.lanes import lane_waits, summary
 
-ADP = [sys.executable, "-m", "adp.cli"]
+ADP = [sys.executable, "-m", "adp"]
 console = Console()
 
 
@@ -54,16 +54,19 @@ async def sandbox_baseline(n: int, concurrency: int) -> float:
 
 
 async def kafka_baseline(bootstrap: str, n: int) -> float:
-    from adp.streams import kafka
-    from adp.streams.admin import ensure_topics
-    from adp.streams.topics import TopicSpec
+    from adp.streams.kafka import clients
+    from adp.streams.kafka.admin import ensure_topics
+    from adp.streams.kafka.topics import TopicSpec
 
     topic = "bench.raw"
     await ensure_topics(bootstrap, specs=[TopicSpec(topic, 6)])
     # plain clients: no idempotence, no compression (the baseline is Kafka itself)
-    producer = await kafka.start(kafka.producer(bootstrap, client_id="adp-bench",
-                                                enable_idempotence=False, compression_type=None))
-    consumer = await kafka.start(kafka.consumer(topic, conf=bootstrap, client_id="adp-bench"))
+    producer = await clients.start(
+        clients.producer(
+            bootstrap, client_id="adp-bench", enable_idempotence=False, compression_type=None
+        )
+    )
+    consumer = await clients.start(clients.consumer(topic, conf=bootstrap, client_id="adp-bench"))
     began = time.perf_counter()
     try:
         futures = [await producer.send(topic, b"x" * 200, key=str(i).encode()) for i in range(n)]
@@ -88,8 +91,10 @@ async def watch(bootstrap: str, out: Path, n: int, every: float, timeout: float)
             code = next(r for r in await reader.read() if r.task_type == "code")
             now = time.perf_counter()
             rate = (done - last_done) / (now - last_t)
-            console.print(f"{now - began:6.1f}s  trajectories {done:6d}/{n}  "
-                          f"{rate:7.1f}/s  pending {code.pending:6d}  running {code.running:4d}")
+            console.print(
+                f"{now - began:6.1f}s  trajectories {done:6d}/{n}  "
+                f"{rate:7.1f}/s  pending {code.pending:6d}  running {code.running:4d}"
+            )
             last_done, last_t = done, now
             if done >= n:
                 return now - began
@@ -106,17 +111,25 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=29092, help="first Kafka port of the bench cluster")
     ap.add_argument("--every", type=float, default=3.0, help="seconds between progress lines")
     ap.add_argument("--timeout", type=float, default=1800.0)
-    ap.add_argument("--priorities", default="5",
-                    help="comma-separated task priorities, cycled over the tasks (e.g. 1,1,1,5,10)")
+    ap.add_argument(
+        "--priorities",
+        default="5",
+        help="comma-separated task priorities, cycled over the tasks (e.g. 1,1,1,5,10)",
+    )
     args = ap.parse_args()
     priorities = [int(p) for p in args.priorities.split(",") if p.strip()]
 
     work = Path(tempfile.mkdtemp(prefix="adp-bench-"))
     out = work / "trajectories"
     cluster = KafkaCluster(bootstrap=f"127.0.0.1:{args.port}", name="bench")
-    env = dict(os.environ, ADP_BOOTSTRAP=cluster.bootstrap, ADP_HOME=str(settings().home),
-               ADP_METRICS_PORT="0", ADP_LLM_BASE_URL=f"http://127.0.0.1:{args.port + 1}/v1",
-               ADP_LLM_MODEL="stub")
+    env = dict(
+        os.environ,
+        ADP_BOOTSTRAP=cluster.bootstrap,
+        ADP_HOME=str(settings().home),
+        ADP_METRICS_PORT="0",
+        ADP_LLM_BASE_URL=f"http://127.0.0.1:{args.port + 1}/v1",
+        ADP_LLM_MODEL="stub",
+    )
     children = ChildProcesses(work, env)
     try:
         cluster.wipe()
@@ -126,23 +139,36 @@ def main() -> None:
         total_concurrency = args.runtimes * args.concurrency
         sandbox = asyncio.run(sandbox_baseline(args.tasks, total_concurrency))
 
-        children.start("llm-stub", ADP + ["llm-stub", "--port", str(args.port + 1),
-                                          "--latency", str(args.latency)])
-        children.start("aggregator", ADP + ["aggregate", "--out", str(out)])
+        children.start(
+            "llm-stub",
+            [*ADP, "llm-stub", "--port", str(args.port + 1), "--latency", str(args.latency)],
+        )
+        children.start("aggregator", [*ADP, "aggregate", "--out", str(out)])
         for i in range(args.runtimes):
-            children.start(f"runtime-{i}", ADP + ["runtime", "code", "--concurrency",
-                                                  str(args.concurrency)])
+            children.start(
+                f"runtime-{i}", [*ADP, "runtime", "code", "--concurrency", str(args.concurrency)]
+            )
         while not http_ok(f"http://127.0.0.1:{args.port + 1}/health"):
             children.check()
             time.sleep(0.2)
         tasks = work / "tasks.jsonl"
-        tasks.write_text("".join(json.dumps({
-            "task_id": f"load-{i:06d}", "task_type": "code",
-            "description": f"Print the number {i}.", "max_steps": 4,
-            "priority": priorities[i % len(priorities)]}) + "\n"
-            for i in range(args.tasks)))
+        tasks.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "task_id": f"load-{i:06d}",
+                        "task_type": "code",
+                        "description": f"Print the number {i}.",
+                        "max_steps": 4,
+                        "priority": priorities[i % len(priorities)],
+                    }
+                )
+                + "\n"
+                for i in range(args.tasks)
+            )
+        )
         began = time.perf_counter()
-        subprocess.run(ADP + ["produce", "--quiet", str(tasks)], env=env, check=True)
+        subprocess.run([*ADP, "produce", "--quiet", str(tasks)], env=env, check=True)
         produced_in = time.perf_counter() - began
         took = asyncio.run(watch(cluster.bootstrap, out, args.tasks, args.every, args.timeout))
         took += produced_in
@@ -152,8 +178,10 @@ def main() -> None:
         cluster.down()
 
     pipeline = args.tasks / took
-    table = Table(title=f"{args.tasks} code tasks, {args.runtimes} runtimes x "
-                        f"{args.concurrency} concurrency, stub latency {args.latency}s")
+    table = Table(
+        title=f"{args.tasks} code tasks, {args.runtimes} runtimes x "
+        f"{args.concurrency} concurrency, stub latency {args.latency}s"
+    )
     for col in ("measure", "per second", "ratio to pipeline"):
         table.add_column(col, justify="right")
     table.add_row("pipeline (tasks.jsonl -> files)", f"{pipeline:.1f}", "1.00")
@@ -166,8 +194,14 @@ def main() -> None:
         for col in ("lane", "tasks", "p50 s", "p95 s", "max s", "p50 / lowest lane's p50"):
             lanes.add_column(col, justify="right")
         for lane, n, p50, p95, most in waits:
-            lanes.add_row(lane, str(n), f"{p50:.2f}", f"{p95:.2f}", f"{most:.2f}",
-                          f"{p50 / lowest_p50:.2f}" if lowest_p50 else "-")
+            lanes.add_row(
+                lane,
+                str(n),
+                f"{p50:.2f}",
+                f"{p95:.2f}",
+                f"{most:.2f}",
+                f"{p50 / lowest_p50:.2f}" if lowest_p50 else "-",
+            )
         console.print(lanes)
 
 

@@ -22,8 +22,11 @@ def _plot(bench: Bench, out: Path, stamp: str) -> dict[str, list[str]]:
     for s in bench.series_list:
         groups.setdefault((s.part, s.kind), []).append(s)
     made: dict[str, list[str]] = {}
-    labels = {"throughput": ("seconds", "per second"), "rss": ("seconds", "RSS (MiB)"),
-              "cdf": ("seconds", "fraction of samples")}
+    labels = {
+        "throughput": ("seconds", "per second"),
+        "rss": ("seconds", "RSS (MiB)"),
+        "cdf": ("seconds", "fraction of samples"),
+    }
     for (part, kind), items in groups.items():
         fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
         for s in items:
@@ -49,8 +52,9 @@ def _plot(bench: Bench, out: Path, stamp: str) -> dict[str, list[str]]:
     return made
 
 
-def write_report(bench: Bench, machine: dict, out: Path, stamp: str,
-                 parts: list[Any]) -> list[Path]:
+def write_report(
+    bench: Bench, machine: dict, out: Path, stamp: str, parts: list[Any]
+) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob(f"{stamp}*"):
         old.unlink()
@@ -58,23 +62,32 @@ def write_report(bench: Bench, machine: dict, out: Path, stamp: str,
     json_path = out / f"{stamp}.json"
     json_path.write_text(json.dumps(doc, indent=1))
     plots = _plot(bench, out, stamp)
-    lines = [f"# adp bench, {stamp}", "",
-             f"Machine: {machine['cpus']} CPUs ({machine['cpu']}), {machine['memory_gib']} GiB, "
-             f"Python {machine['python']}. Load average at start "
-             f"{machine['load_average_at_start']} (a shared machine: other work ran beside the "
-             f"bench; every figure is a ratio against a baseline measured in the same run). "
-             f"Run took {machine.get('seconds', 0):.0f}s."
-             + (f" Workloads scaled by {machine['scale']} (--scale)." if machine.get("scale",
-                1) != 1 else "") + (" --quick: a smoke run, not figures to quote."
-                                    if machine.get("quick") else ""), "",
-             "| part | figure | value | baseline | ratio | target | met |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# adp bench, {stamp}",
+        "",
+        f"Machine: {machine['cpus']} CPUs ({machine['cpu']}), {machine['memory_gib']} GiB, "
+        f"Python {machine['python']}. Load average at start "
+        f"{machine['load_average_at_start']} (a shared machine: other work ran beside the "
+        f"bench; every figure is a ratio against a baseline measured in the same run). "
+        f"Run took {machine.get('seconds', 0):.0f}s."
+        + (
+            f" Workloads scaled by {machine['scale']} (--scale)."
+            if machine.get("scale", 1) != 1
+            else ""
+        )
+        + (" --quick: a smoke run, not figures to quote." if machine.get("quick") else ""),
+        "",
+        "| part | figure | value | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for f in bench.figures:
         base = f"{fmt(f.baseline_value)} {f.unit} ({f.baseline})" if f.baseline_value else ""
         ratio = f"{f.ratio:.2f}" if f.ratio is not None else ""
         met = {True: "yes", False: "**no**", None: ""}[f.met]
-        lines.append(f"| {f.part} | {f.name} | {fmt(f.value)} {f.unit} | {base} | {ratio} | "
-                     f"{f.target} | {met} |")
+        lines.append(
+            f"| {f.part} | {f.name} | {fmt(f.value)} {f.unit} | {base} | {ratio} | "
+            f"{f.target} | {met} |"
+        )
     loads = machine.get("load_average_after_part", {})
     for module in parts:
         key = module.KEY
@@ -84,8 +97,10 @@ def write_report(bench: Bench, machine: dict, out: Path, stamp: str,
             lines += [re.sub(r"\n(?!\n)", " ", doc_text), ""]
         if key in loads:
             took = machine.get("seconds_per_part", {}).get(key)
-            lines.append((f"Took {took:.0f}s. " if took is not None else "")
-                         + f"Load average after this part: {loads[key]}.")
+            lines.append(
+                (f"Took {took:.0f}s. " if took is not None else "")
+                + f"Load average after this part: {loads[key]}."
+            )
             lines.append("")
         for text in bench.notes.get(key, []):
             lines.append(f"- {text}")
@@ -93,8 +108,13 @@ def write_report(bench: Bench, machine: dict, out: Path, stamp: str,
             lines += ["", f"![{name}]({name})"]
         for pname, rows in bench.profiles.items():
             if pname.startswith(key):
-                lines += ["", f"Profile `{pname}` (py-spy, inclusive share of samples):", "",
-                          "| share | frame |", "|---|---|"]
+                lines += [
+                    "",
+                    f"Profile `{pname}` (py-spy, inclusive share of samples):",
+                    "",
+                    "| share | frame |",
+                    "|---|---|",
+                ]
                 lines += [f"| {share:.1f}% | `{frame}` |" for share, frame in rows]
     md_path = out / f"{stamp}.md"
     md_path.write_text("\n".join(lines) + "\n")

@@ -18,18 +18,24 @@ async def ensure_steps(bench: Bench) -> dict[str, Any]:
     """Put the workload on adp.steps once per run; what it put there."""
     if "steps" in bench.shared:
         return bench.shared["steps"]
-    from adp.streams.topics import STEPS
+    from adp.streams.kafka.topics import STEPS
 
     w = workload(bench)
     t0 = time.perf_counter()
     events = cached_events(w)
     made = time.perf_counter() - t0
     seconds = await produce(bench.bootstrap, STEPS, events)
-    info = {"tasks": w.tasks, "events": len(events), "bytes": sum(len(v) for _, v in events),
-            "produce_seconds": seconds}
-    console.print(f"  adp.steps: {len(events):,} events of {w.tasks:,} tasks "
-                  f"({info['bytes'] / len(events):,.0f} B each) produced in {seconds:.1f}s "
-                  f"(workload ready in {made:.1f}s)")
+    info = {
+        "tasks": w.tasks,
+        "events": len(events),
+        "bytes": sum(len(v) for _, v in events),
+        "produce_seconds": seconds,
+    }
+    console.print(
+        f"  adp.steps: {len(events):,} events of {w.tasks:,} tasks "
+        f"({info['bytes'] / len(events):,.0f} B each) produced in {seconds:.1f}s "
+        f"(workload ready in {made:.1f}s)"
+    )
     bench.shared["steps"] = info
     return info
 
@@ -41,9 +47,9 @@ async def raw_loop(bench: Bench) -> dict[str, Any]:
         return bench.shared["raw"]
     from adp.schemas import codec
     from adp.schemas.contracts import StepEvent
-    from adp.streams.assembly import TrajectoryAssembler
-    from adp.streams.reader import capture_range, open_consumer, read_range, topic_partitions
-    from adp.streams.topics import STEPS
+    from adp.streams.aggregator.assembly import TrajectoryAssembler
+    from adp.streams.kafka.reader import capture_range, open_consumer, read_range, topic_partitions
+    from adp.streams.kafka.topics import STEPS
 
     await ensure_steps(bench)
     assemblers: dict[int, TrajectoryAssembler] = {}
@@ -69,8 +75,14 @@ async def raw_loop(bench: Bench) -> dict[str, Any]:
         seconds = time.perf_counter() - began
     finally:
         await consumer.stop()
-    info = {"events": done[0], "trajectories": done[1], "seconds": seconds,
-            "rate": done[0] / seconds, "x": xs, "y": ys}
+    info = {
+        "events": done[0],
+        "trajectories": done[1],
+        "seconds": seconds,
+        "rate": done[0] / seconds,
+        "x": xs,
+        "y": ys,
+    }
     bench.shared["raw"] = info
     return info
 

@@ -14,12 +14,24 @@ from bench.core import ADP, Bench
 def produce_tasks(bench: Bench, prefix: str, n: int) -> list[str]:
     ids = [f"{prefix}-{i:06d}" for i in range(n)]
     path = bench.work / f"{prefix}.jsonl"
-    path.write_text("".join(json.dumps({"task_id": t, "task_type": "code",
-                                        "description": f"Print the number {i}.",
-                                        "max_steps": 4}) + "\n" for i, t in enumerate(ids)))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "task_id": t,
+                    "task_type": "code",
+                    "description": f"Print the number {i}.",
+                    "max_steps": 4,
+                }
+            )
+            + "\n"
+            for i, t in enumerate(ids)
+        )
+    )
     env = {**bench.children.env}
-    subprocess.run(ADP + ["produce", "--quiet", str(path)], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*ADP, "produce", "--quiet", str(path)], env=env, check=True, stdout=subprocess.DEVNULL
+    )
     return ids
 
 

@@ -1,7 +1,7 @@
 """The tasks.jsonl source: read a file of tasks line by line and validate each one.
 
-One line is one JSON object (see adp.schemas.contracts.Task). The file is read in binary, one line at a
-time, so a file of any size streams through in constant memory (a single line may be large: a
+One line is one JSON object (see adp.schemas.contracts.Task). The file is read in binary, one line
+at a time, so a file of any size streams through in constant memory (a single line may be large: a
 10 MB description is fine; a line over MAX_LINE_BYTES is rejected without being held in memory).
 
 `read_tasks(path)` yields one SourceItem per non-blank line, in file order, numbered from 1:
@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from adp.core.errors import BadInput
 from adp.schemas.contracts import Task
 
 # Bigger than any task the broker accepts (32 MiB per record batch), so a longer line cannot be
@@ -38,7 +39,7 @@ _CHUNK = 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 
 
-class TaskFileError(Exception):
+class TaskFileError(BadInput):
     """The tasks file itself cannot be read (missing, a directory, no permission, I/O error)."""
 
 
@@ -106,7 +107,7 @@ def _field_errors(exc: ValidationError) -> str:
             continue
         msg = str(err.get("msg", "invalid"))
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         parts.append(f"{where}: {msg}")
     return "; ".join(parts)
 
@@ -114,13 +115,15 @@ def _field_errors(exc: ValidationError) -> str:
 def parse_line(raw: bytes, line_no: int = 1, file_offset: int = 0) -> Task | str:
     """Validate one line's bytes: the Task, or an error message (without the 'line N: ')."""
     if line_no == 1 and raw.startswith(_BOM):
-        raw = raw[len(_BOM):]
+        raw = raw[len(_BOM) :]
         file_offset += len(_BOM)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return (f"not valid UTF-8 at byte {exc.start} of the line "
-                f"(byte {file_offset + exc.start} of the file): {exc.reason}")
+        return (
+            f"not valid UTF-8 at byte {exc.start} of the line "
+            f"(byte {file_offset + exc.start} of the file): {exc.reason}"
+        )
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
@@ -144,12 +147,19 @@ def parse_line(raw: bytes, line_no: int = 1, file_offset: int = 0) -> Task | str
 
 
 def _json_kind(obj: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "null"}.get(type(obj), type(obj).__name__)
+    return {
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(obj), type(obj).__name__)
 
 
-def read_tasks(path: str | os.PathLike[str],
-               max_line_bytes: int | None = None) -> Iterator[SourceItem]:
+def read_tasks(
+    path: str | os.PathLike[str], max_line_bytes: int | None = None
+) -> Iterator[SourceItem]:
     """Stream the file's tasks and errors, in order. See the module docstring.
     `max_line_bytes`: longer lines are rejected (default MAX_LINE_BYTES).
 
@@ -160,8 +170,9 @@ def read_tasks(path: str | os.PathLike[str],
     return _items(path, _open(path), max_line_bytes or MAX_LINE_BYTES)
 
 
-def read_stream(fh, name: str = "<stdin>",
-                max_line_bytes: int | None = None) -> Iterator[SourceItem]:
+def read_stream(
+    fh, name: str = "<stdin>", max_line_bytes: int | None = None
+) -> Iterator[SourceItem]:
     """As read_tasks, from an open binary stream (standard input); `name` in messages."""
     return _items(name, fh, max_line_bytes or MAX_LINE_BYTES)
 
@@ -177,29 +188,46 @@ def _items(path: Path | str, fh, limit: int) -> Iterator[SourceItem]:
                 end = offset + length
                 if raw is None:
                     any_content = True
-                    yield SourceItem(line_no, error=(
-                        f"line {line_no}: line is {length} bytes, over the "
-                        f"{limit / (1024 * 1024):.3g} MiB limit"), offset=offset, end=end)
+                    yield SourceItem(
+                        line_no,
+                        error=(
+                            f"line {line_no}: line is {length} bytes, over the "
+                            f"{limit / (1024 * 1024):.3g} MiB limit"
+                        ),
+                        offset=offset,
+                        end=end,
+                    )
                     continue
                 if not raw.strip():
                     continue
                 any_content = True
                 result = parse_line(raw, line_no, offset)
                 if isinstance(result, str):
-                    yield SourceItem(line_no, error=f"line {line_no}: {result}",
-                                     offset=offset, end=end)
+                    yield SourceItem(
+                        line_no, error=f"line {line_no}: {result}", offset=offset, end=end
+                    )
                     continue
                 first = seen.get(result.task_id)
                 if first is not None:
-                    yield SourceItem(line_no, error=(
-                        f"line {line_no}: duplicate task_id {result.task_id!r} "
-                        f"(first on line {first})"), offset=offset, end=end)
+                    yield SourceItem(
+                        line_no,
+                        error=(
+                            f"line {line_no}: duplicate task_id {result.task_id!r} "
+                            f"(first on line {first})"
+                        ),
+                        offset=offset,
+                        end=end,
+                    )
                     continue
                 seen[result.task_id] = line_no
                 yield SourceItem(line_no, task=result, offset=offset, end=end)
         except OSError as exc:
             raise TaskFileError(
-                f"error reading {path} after line {line_no}: {exc.strerror or exc}") from None
+                f"error reading {path} after line {line_no}: {exc.strerror or exc}"
+            ) from None
     if not any_content:
-        yield SourceItem(0, error=f"{path} contains no tasks (the file is empty"
-                         + (")" if line_no == 0 else " apart from blank lines)"))
+        yield SourceItem(
+            0,
+            error=f"{path} contains no tasks (the file is empty"
+            + (")" if line_no == 0 else " apart from blank lines)"),
+        )

@@ -17,8 +17,14 @@ class AdaptiveLimit:
     adds `increase / limit`, i.e. about +increase per window of `limit` successes, up to
     `maximum`. It never drops below `minimum` (>= 1), so work never stalls."""
 
-    def __init__(self, initial: int = 4, maximum: int = 64, minimum: int = 1,
-                 increase: float = 1.0, decrease: float = 0.5) -> None:
+    def __init__(
+        self,
+        initial: int = 4,
+        maximum: int = 64,
+        minimum: int = 1,
+        increase: float = 1.0,
+        decrease: float = 0.5,
+    ) -> None:
         self.minimum = max(1, int(minimum))
         self.maximum = max(self.minimum, int(maximum))
         self._limit = float(min(max(initial, self.minimum), self.maximum))
@@ -66,7 +72,7 @@ class AdaptiveLimit:
     def on_overload(self) -> None:
         self._limit = max(float(self.minimum), self._limit * self.decrease)
 
-    async def __aenter__(self) -> "AdaptiveLimit":
+    async def __aenter__(self) -> AdaptiveLimit:
         await self.acquire()
         return self
 
@@ -74,4 +80,6 @@ class AdaptiveLimit:
         self.release()
 
     def __repr__(self) -> str:
-        return f"AdaptiveLimit(current={self.current}, in_flight={self.in_flight}, max={self.maximum})"
+        return (
+            f"AdaptiveLimit(current={self.current}, in_flight={self.in_flight}, max={self.maximum})"
+        )

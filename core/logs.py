@@ -29,8 +29,9 @@ class RepeatCollapser(logging.Filter):
             entry[1] += 1
             return False
         if entry is not None and entry[1]:  # (no % added: safe with and without args)
-            record.msg = f"{record.msg} [{entry[1]} more like this in the last " \
-                         f"{now - entry[0]:.0f}s]"
+            record.msg = (
+                f"{record.msg} [{entry[1]} more like this in the last {now - entry[0]:.0f}s]"
+            )
         if len(self.seen) > 1000:  # a library logging unique texts: forget the oldest
             self.seen.clear()
         self.seen[key] = [now, 0]

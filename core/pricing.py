@@ -22,18 +22,20 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from adp.core.errors import BadInput
+
 log = logging.getLogger(__name__)
 
 BUILT_IN = {"local/*": {"input": 0.0, "output": 0.0}}
 
 
-class PriceTableError(ValueError):
+class PriceTableError(BadInput):
     """The price table file cannot be used; the message names the file and the entry."""
 
 
 @dataclass(frozen=True)
 class Price:
-    input: float   # USD per million prompt tokens
+    input: float  # USD per million prompt tokens
     output: float  # USD per million completion tokens
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
@@ -42,16 +44,21 @@ class Price:
 
 def parse_table(obj: object, where: str) -> dict[str, Price]:
     if not isinstance(obj, dict):
-        raise PriceTableError(f"{where}: a JSON object of \"provider/model\": prices")
+        raise PriceTableError(f'{where}: a JSON object of "provider/model": prices')
     table = {}
     for key, value in obj.items():
         if not isinstance(value, dict) or not all(
-                isinstance(value.get(k), (int, float)) and not isinstance(value.get(k), bool)
-                and value[k] >= 0 for k in ("input", "output")):
-            raise PriceTableError(f"{where}: {key!r}: needs \"input\" and \"output\", USD per "
-                                  f"million tokens, numbers >= 0")
+            isinstance(value.get(k), (int, float))
+            and not isinstance(value.get(k), bool)
+            and value[k] >= 0
+            for k in ("input", "output")
+        ):
+            raise PriceTableError(
+                f'{where}: {key!r}: needs "input" and "output", USD per '
+                f"million tokens, numbers >= 0"
+            )
         if "/" not in key:
-            raise PriceTableError(f"{where}: {key!r}: a key is \"<provider>/<model>\"")
+            raise PriceTableError(f'{where}: {key!r}: a key is "<provider>/<model>"')
         table[key] = Price(float(value["input"]), float(value["output"]))
     return table
 
@@ -78,8 +85,14 @@ def price_of(provider: str, model: str, table: dict[str, Price]) -> Price | None
     return table[max(matches, key=len)] if matches else None
 
 
-def call_cost(provider: str, model: str, prompt_tokens: int, completion_tokens: int,
-              cached: bool = False, path: Path | None = None) -> float | None:
+def call_cost(
+    provider: str,
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached: bool = False,
+    path: Path | None = None,
+) -> float | None:
     """USD of one call, or None when the model is not in the table. `path`: the table file
     (default: ADP_PRICES). A broken table is logged once and prices nothing."""
     return Pricer(path)(provider, model, prompt_tokens, completion_tokens, cached)
@@ -96,8 +109,14 @@ class Pricer:
         self._table: dict[str, Price] | None = None
         self._prices: dict[tuple[str, str], Price | None] = {}
 
-    def __call__(self, provider: str, model: str, prompt_tokens: int, completion_tokens: int,
-                 cached: bool = False) -> float | None:
+    def __call__(
+        self,
+        provider: str,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached: bool = False,
+    ) -> float | None:
         key = (provider, model)
         if key not in self._prices:
             self._prices[key] = price_of(provider, model, self._load())

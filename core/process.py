@@ -14,19 +14,21 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+
+from adp.core.errors import AdpError
 
 
-class ProcessError(RuntimeError):
+class ProcessError(AdpError):
     pass
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     """True when GET url answers 2xx."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (local URLs)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return 200 <= resp.status < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -145,8 +147,15 @@ class ManagedProcess:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
             log.flush()
             self._proc = subprocess.Popen(
-                list(self.argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env=self.env, cwd=self.cwd, close_fds=True)
+                list(self.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.env,
+                cwd=self.cwd,
+                close_fds=True,
+            )
         pid = self._proc.pid
         self.pid_file.write_text(f"{pid}\n")
         self.wait_ready(pid, timeout)
@@ -162,13 +171,17 @@ class ManagedProcess:
             if not self._alive(pid):
                 self.pid_file.unlink(missing_ok=True)
                 how = self.exit_description()
-                raise ProcessError(f"{self.name} exited during startup{f' ({how})' if how else ''}"
-                                   f"; see {self.log_file}:\n"
-                                   f"{tail(self.log_file)}")
+                raise ProcessError(
+                    f"{self.name} exited during startup{f' ({how})' if how else ''}"
+                    f"; see {self.log_file}:\n"
+                    f"{tail(self.log_file)}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
-                raise ProcessError(f"{self.name} was not ready after {timeout:g}s and was stopped; "
-                                   f"see {self.log_file}:\n{tail(self.log_file)}")
+                raise ProcessError(
+                    f"{self.name} was not ready after {timeout:g}s and was stopped; "
+                    f"see {self.log_file}:\n{tail(self.log_file)}"
+                )
             time.sleep(self.poll)
 
     def stop(self, grace: float = 10.0) -> int | None:
@@ -225,8 +238,7 @@ def relax_gc() -> None:
     gc.freeze()
 
 
-def exit_if_stuck(seconds: float, what: str,
-                  code: int | Callable[[], int] = 1) -> threading.Timer:
+def exit_if_stuck(seconds: float, what: str, code: int | Callable[[], int] = 1) -> threading.Timer:
     """Shutdown insurance, armed when a stop signal arrives: a daemon timer that ends the
     process if it has not exited `seconds` later (a library still waiting for a broker that is
     gone), with exit status `code` (or what it returns then). Safe for the platform's
@@ -236,7 +248,10 @@ def exit_if_stuck(seconds: float, what: str,
     def expire() -> None:
         logging.getLogger("adp").error(
             "%s did not stop within %.0fs of the stop signal (is the broker unreachable?); "
-            "exiting now: work not committed is redone at the next start", what, seconds)
+            "exiting now: work not committed is redone at the next start",
+            what,
+            seconds,
+        )
         for handler in logging.getLogger().handlers:
             handler.flush()
         os._exit(code() if callable(code) else code)
@@ -259,24 +274,31 @@ class ChildProcesses:
     def start(self, name: str, args: list[str]) -> subprocess.Popen:
         log_path = self.log_dir / f"{self.prefix}{name}.log"
         with open(log_path, "wb") as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=self.env,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+            )
         self.procs.append((name, proc, log_path))
         return proc
 
     def check(self) -> None:
         for name, proc, log_path in self.procs:
             if proc.poll() is not None:
-                raise ProcessError(f"{name} exited with code {proc.returncode}; last lines of "
-                                   f"{log_path}:\n{tail(log_path, 15)}")
+                raise ProcessError(
+                    f"{name} exited with code {proc.returncode}; last lines of "
+                    f"{log_path}:\n{tail(log_path, 15)}"
+                )
 
     def stop(self, grace: float = 40.0) -> None:
         for _, proc, _ in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for name, proc, _ in reversed(self.procs):
+        for _, proc, _ in reversed(self.procs):
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

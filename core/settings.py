@@ -28,56 +28,100 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from adp.core.errors import BadInput
+
 MiB = 1024 * 1024
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
-class SettingsError(ValueError):
+class SettingsError(BadInput):
     """A setting is missing or invalid; the message names it and where it came from."""
 
 
 class Settings(BaseSettings):
     # an empty ADP_* variable counts as unset (ADP_PRICES= must not mean the current folder)
-    model_config = SettingsConfigDict(env_prefix="ADP_", extra="forbid", frozen=True,
-                                      validate_default=True, env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ADP_", extra="forbid", frozen=True, validate_default=True, env_ignore_empty=True
+    )
 
-    config: Path | None = Field(None, description=(
-        "TOML file with any of these settings (keys as in this table); flag --config."))
-    bootstrap: str = Field("127.0.0.1:9092", description=(
-        "Kafka bootstrap servers, host:port[,host:port]; `adp kafka up` listens there."))
-    security_protocol: SecurityProtocol = Field("PLAINTEXT", description=(
-        "How clients talk to Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."))
-    sasl_mechanism: SaslMechanism = Field("PLAIN", description=(
-        "SASL mechanism for SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."))
+    config: Path | None = Field(
+        None,
+        description=(
+            "TOML file with any of these settings (keys as in this table); flag --config."
+        ),
+    )
+    bootstrap: str = Field(
+        "127.0.0.1:9092",
+        description=(
+            "Kafka bootstrap servers, host:port[,host:port]; `adp kafka up` listens there."
+        ),
+    )
+    security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT",
+        description=("How clients talk to Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."),
+    )
+    sasl_mechanism: SaslMechanism = Field(
+        "PLAIN", description=("SASL mechanism for SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    )
     sasl_username: str | None = Field(None, description="SASL user name (SASL_* protocols).")
-    sasl_password: SecretStr | None = Field(None, description=(
-        "SASL password; never printed or logged. Prefer the environment or a file only you "
-        "can read."))
-    ssl_cafile: Path | None = Field(None, description=(
-        "CA certificate(s) (PEM) to verify the brokers; default: the system's CAs."))
-    ssl_certfile: Path | None = Field(None, description=(
-        "Client certificate (PEM) for TLS client authentication (mutual TLS)."))
+    sasl_password: SecretStr | None = Field(
+        None,
+        description=(
+            "SASL password; never printed or logged. Prefer the environment or a file only you "
+            "can read."
+        ),
+    )
+    ssl_cafile: Path | None = Field(
+        None,
+        description=("CA certificate(s) (PEM) to verify the brokers; default: the system's CAs."),
+    )
+    ssl_certfile: Path | None = Field(
+        None, description=("Client certificate (PEM) for TLS client authentication (mutual TLS).")
+    )
     ssl_keyfile: Path | None = Field(None, description="Private key (PEM) of ssl_certfile.")
-    ssl_check_hostname: bool = Field(True, description=(
-        "Check that a broker's certificate names the host connected to."))
-    client_id: str | None = Field(None, description=(
-        "Client id of every Kafka client (broker logs, quotas); default: adp-<component>."))
-    max_message_bytes: int = Field(32 * MiB, gt=0, description=(
-        "Largest record the platform produces or fetches (a trajectory carries every raw LLM "
-        "exchange); topics are created with this max.message.bytes."))
-    home: Path = Field(Path(".adp"), description=(
-        "Local state: Kafka data, pid files, logs, the aggregator's data."))
-    cache_dir: Path = Field(Path("~/.cache/adp"), description=(
-        "Downloads reused across checkouts and test runs (Kafka jars)."))
-    output_dir: Path = Field(Path("output/trajectories"), description=(
-        "Where the file sink writes trajectories."))
-    metrics_port: int = Field(8001, description=(
-        "Port of /metrics and /health of the first long-running component on a host (the "
-        "next free one after it for the others)."))
-    prices: Path | None = Field(None, description=(
-        "A JSON price table per provider/model (README, 'Tokens and cost'); unset: only the "
-        "embedded model is priced (at 0)."))
+    ssl_check_hostname: bool = Field(
+        True, description=("Check that a broker's certificate names the host connected to.")
+    )
+    client_id: str | None = Field(
+        None,
+        description=(
+            "Client id of every Kafka client (broker logs, quotas); default: adp-<component>."
+        ),
+    )
+    max_message_bytes: int = Field(
+        32 * MiB,
+        gt=0,
+        description=(
+            "Largest record the platform produces or fetches (a trajectory carries every raw LLM "
+            "exchange); topics are created with this max.message.bytes."
+        ),
+    )
+    home: Path = Field(
+        Path(".adp"),
+        description=("Local state: Kafka data, pid files, logs, the aggregator's data."),
+    )
+    cache_dir: Path = Field(
+        Path("~/.cache/adp"),
+        description=("Downloads reused across checkouts and test runs (Kafka jars)."),
+    )
+    output_dir: Path = Field(
+        Path("output/trajectories"), description=("Where the file sink writes trajectories.")
+    )
+    metrics_port: int = Field(
+        8001,
+        description=(
+            "Port of /metrics and /health of the first long-running component on a host (the "
+            "next free one after it for the others)."
+        ),
+    )
+    prices: Path | None = Field(
+        None,
+        description=(
+            "A JSON price table per provider/model (README, 'Tokens and cost'); unset: only the "
+            "embedded model is priced (at 0)."
+        ),
+    )
 
     @field_validator("home", "cache_dir", "output_dir")
     @classmethod
@@ -90,24 +134,30 @@ class Settings(BaseSettings):
         return path.expanduser().resolve() if path is not None else None
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Settings":
+    def _consistent(self) -> Settings:
         if self.security_protocol.startswith("SASL_"):
-            missing = [f"sasl_{n} (ADP_SASL_{n.upper()})" for n in ("username", "password")
-                       if getattr(self, f"sasl_{n}") is None]
+            missing = [
+                f"sasl_{n} (ADP_SASL_{n.upper()})"
+                for n in ("username", "password")
+                if getattr(self, f"sasl_{n}") is None
+            ]
             if missing:
-                raise ValueError(f"security_protocol {self.security_protocol} needs "
-                                 + " and ".join(missing))
+                raise ValueError(
+                    f"security_protocol {self.security_protocol} needs " + " and ".join(missing)
+                )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_certfile and ssl_keyfile go together")
         return self
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
-                                   init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _ConfigFile(settings_cls)
 
     @property
@@ -128,11 +178,16 @@ class Settings(BaseSettings):
 
     def describe(self) -> str:
         """Where and how this connects, for messages: never the password."""
-        how = "" if self.security_protocol == "PLAINTEXT" else f" ({self.security_protocol}" + (
-            f" as {self.sasl_username}" if self.uses_sasl else "") + ")"
+        how = (
+            ""
+            if self.security_protocol == "PLAINTEXT"
+            else f" ({self.security_protocol}"
+            + (f" as {self.sasl_username}" if self.uses_sasl else "")
+            + ")"
+        )
         return f"{self.bootstrap}{how}"
 
-    def with_bootstrap(self, bootstrap: str | None) -> "Settings":
+    def with_bootstrap(self, bootstrap: str | None) -> Settings:
         return self if not bootstrap else self.model_copy(update={"bootstrap": bootstrap})
 
 
@@ -141,8 +196,15 @@ class _ConfigFile(PydanticBaseSettingsSource):
     the defaults. Unknown keys are errors (a typo must not silently fall back to a default);
     relative paths in it are relative to the file, so a config folder can move as a whole."""
 
-    PATH_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "home", "cache_dir", "output_dir",
-                 "prices")
+    PATH_KEYS = (
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "home",
+        "cache_dir",
+        "output_dir",
+        "prices",
+    )
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # unused: __call__ reads the whole file
@@ -163,8 +225,10 @@ class _ConfigFile(PydanticBaseSettingsSource):
         known = set(self.settings_cls.model_fields) - {"config"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise SettingsError(f"config file {path}: unknown setting(s) {', '.join(unknown)} "
-                                f"(known: {', '.join(sorted(known))})")
+            raise SettingsError(
+                f"config file {path}: unknown setting(s) {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
+            )
         for key in self.PATH_KEYS:
             if isinstance(data.get(key), str):
                 data[key] = str(path.parent / Path(data[key]).expanduser())
@@ -196,8 +260,7 @@ def _explain(exc: ValidationError) -> str:
 def settings_table() -> str:
     """README's table of settings, from the class: name, environment variable, default,
     meaning (tests/test_settings.py keeps README equal to it)."""
-    rows = ["| setting (config file key) | environment | default | meaning |",
-            "|---|---|---|---|"]
+    rows = ["| setting (config file key) | environment | default | meaning |", "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default
         if default is None:
@@ -212,7 +275,6 @@ def settings_table() -> str:
 
 def environment_names() -> list[str]:
     return [f"ADP_{name.upper()}" for name in Settings.model_fields]
-
 
 
 if __name__ == "__main__":  # README's table: python -m adp.core.settings

@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from adp.schemas.contracts import Artifact, ErrorType, Task
 from adp.runtimes.base import EmitStep, Model, ModelReply, Outcome, StepReport, ToolCall
 from adp.runtimes.dialects import DIALECTS, FINISH_SPEC, Decision, rejects_tools, thinking_of
 from adp.runtimes.tools.base import Tool, ToolResult
+from adp.schemas.contracts import Artifact, ErrorType, Task
 
 PROTOCOLS = ("auto", "tools", "text", "code")
 NUDGE = "Reply with one tool call, or give the final answer."
@@ -57,8 +57,15 @@ class Agent:
     `protocol`: "auto" (tools, falling back to text for the rest of the task when the endpoint
     rejects `tools` with a 4xx other than 408/409/429), "tools", "text" or "code"."""
 
-    def __init__(self, model: Model, tools: list[Tool], system_prompt: str, *,
-                 protocol: str = "auto", observation_limit: int = 12000) -> None:
+    def __init__(
+        self,
+        model: Model,
+        tools: list[Tool],
+        system_prompt: str,
+        *,
+        protocol: str = "auto",
+        observation_limit: int = 12000,
+    ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         self.model, self.system_prompt, self.protocol = model, system_prompt, protocol
@@ -66,8 +73,14 @@ class Agent:
         self.specs = [t.spec() for t in tools] + [FINISH_SPEC]
         self.observation_limit = observation_limit
 
-    async def run(self, task: Task, emit: EmitStep, *, context: str | None = None,
-                  max_steps: int | None = None) -> Outcome:
+    async def run(
+        self,
+        task: Task,
+        emit: EmitStep,
+        *,
+        context: str | None = None,
+        max_steps: int | None = None,
+    ) -> Outcome:
         chat = self.start(task, context)
         steps = max_steps if max_steps is not None else task.max_steps
         for _ in range(steps):
@@ -90,19 +103,24 @@ class Agent:
         name = "tools" if self.protocol == "auto" else self.protocol
         user = task.description if not context else f"{task.description}\n\n{context}"
         system = DIALECTS[name].system(self.system_prompt, self.specs)
-        return Conversation([{"role": "system", "content": system},
-                             {"role": "user", "content": user}], name)
+        return Conversation(
+            [{"role": "system", "content": system}, {"role": "user", "content": user}], name
+        )
 
     async def query(self, chat: Conversation) -> ModelReply:
         try:
             return await self.model.chat(chat.messages, chat.dialect.request_tools(self.specs))
         except Exception as exc:
-            if not (self.protocol == "auto" and chat.dialect_name == "tools" and rejects_tools(exc)):
+            if not (
+                self.protocol == "auto" and chat.dialect_name == "tools" and rejects_tools(exc)
+            ):
                 raise LlmFailed(str(exc)) from exc
         # the endpoint refused `tools`: describe them in the prompt instead, for the whole task
         chat.dialect_name = "text"
-        chat.messages[0] = {"role": "system",
-                            "content": chat.dialect.system(self.system_prompt, self.specs)}
+        chat.messages[0] = {
+            "role": "system",
+            "content": chat.dialect.system(self.system_prompt, self.specs),
+        }
         try:
             return await self.model.chat(chat.messages, None)
         except Exception as exc:
@@ -121,59 +139,102 @@ class Agent:
         tool = self.tools.get(call.name)
         if tool is None:
             available = ", ".join([*self.tools, "finish"])
-            return ToolResult(f"Unknown tool {call.name!r}. Available tools: {available}.",
-                              False, "unknown tool")
+            return ToolResult(
+                f"Unknown tool {call.name!r}. Available tools: {available}.", False, "unknown tool"
+            )
         try:
             return await tool.run(dict(call.arguments))
         except Exception as exc:  # a tool bug or a bad argument must not end the task
-            return ToolResult(f"{call.name} failed: {type(exc).__name__}: {exc}", False,
-                              f"{type(exc).__name__}: {exc}"[:500])
+            return ToolResult(
+                f"{call.name} failed: {type(exc).__name__}: {exc}",
+                False,
+                f"{type(exc).__name__}: {exc}"[:500],
+            )
 
-    def report(self, decision: Decision, results: list[tuple[ToolCall, ToolResult]],
-               reply: ModelReply, started: float) -> StepReport:
+    def report(
+        self,
+        decision: Decision,
+        results: list[tuple[ToolCall, ToolResult]],
+        reply: ModelReply,
+        started: float,
+    ) -> StepReport:
         """The step this model call made."""
         calls = decision.calls
-        fields: dict[str, Any] = dict(timestamp=started, thinking=thinking_of(reply),
-                                      llm=reply.exchange, observation="", success=True)
+        fields: dict[str, Any] = dict(
+            timestamp=started,
+            thinking=thinking_of(reply),
+            llm=reply.exchange,
+            observation="",
+            success=True,
+        )
         if not calls or (len(calls) == 1 and calls[0].name == "finish"):
             if decision.answer is None:
-                fields.update(action_type="no_action", action_params={}, success=False,
-                              error="the model replied with neither a tool call nor an answer")
+                fields.update(
+                    action_type="no_action",
+                    action_params={},
+                    success=False,
+                    error="the model replied with neither a tool call nor an answer",
+                )
             else:
                 fields.update(action_type="final_answer", action_params={"answer": decision.answer})
         elif len(calls) == 1:
             call, result = results[0]
             tool = self.tools.get(call.name)
-            fields.update(action_type=(tool and tool.action_type) or call.name,
-                          action_params=call.arguments, observation=result.observation,
-                          success=result.ok, error=None if result.ok else result.error or "tool failed")
+            fields.update(
+                action_type=(tool and tool.action_type) or call.name,
+                action_params=call.arguments,
+                observation=result.observation,
+                success=result.ok,
+                error=None if result.ok else result.error or "tool failed",
+            )
         else:
             failed = next((r for _, r in results if not r.ok), None)
             fields.update(
                 action_type="tool_calls",
-                action_params={"calls": [{"name": c.name, "arguments": c.arguments, "id": c.id}
-                                         for c in calls]},
-                observation="\n\n".join(f"[{i}] {c.name}:\n{r.observation}"
-                                        for i, (c, r) in enumerate(results, 1)),
+                action_params={
+                    "calls": [{"name": c.name, "arguments": c.arguments, "id": c.id} for c in calls]
+                },
+                observation="\n\n".join(
+                    f"[{i}] {c.name}:\n{r.observation}" for i, (c, r) in enumerate(results, 1)
+                ),
                 success=failed is None,
-                error=None if failed is None else failed.error or "tool failed")
+                error=None if failed is None else failed.error or "tool failed",
+            )
         report = StepReport(duration=time.time() - started, **fields)
         for _, result in results:
             for f in result.files:
-                report.artifacts.append(Artifact(name=f.name, size=f.size, media_type=f.media_type,
-                                                 sha256=f.sha256, kept=f.kept, note=f.note))
+                report.artifacts.append(
+                    Artifact(
+                        name=f.name,
+                        size=f.size,
+                        media_type=f.media_type,
+                        sha256=f.sha256,
+                        kept=f.kept,
+                        note=f.note,
+                    )
+                )
                 if f.kept:
                     report.blobs[f.sha256] = f.data
         return report
 
-    def observe(self, chat: Conversation, reply: ModelReply, decision: Decision,
-                results: list[tuple[ToolCall, ToolResult]]) -> None:
+    def observe(
+        self,
+        chat: Conversation,
+        reply: ModelReply,
+        decision: Decision,
+        results: list[tuple[ToolCall, ToolResult]],
+    ) -> None:
         """Give the model what its actions returned, in the shape its protocol expects."""
         if decision.native:
             chat.messages.append(reply.message or _assistant(reply))
             for call, result in results:
-                chat.messages.append({"role": "tool", "tool_call_id": call.id or "",
-                                      "content": self.clip(result.observation)})
+                chat.messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": call.id or "",
+                        "content": self.clip(result.observation),
+                    }
+                )
             return
         chat.messages.append({"role": "assistant", "content": reply.content or ""})
         if not results:
@@ -181,8 +242,9 @@ class Agent:
         elif len(results) == 1:
             text = f"Observation:\n{self.clip(results[0][1].observation)}"
         else:
-            text = "\n\n".join(f"Observation from {c.name}:\n{self.clip(r.observation)}"
-                               for c, r in results)
+            text = "\n\n".join(
+                f"Observation from {c.name}:\n{self.clip(r.observation)}" for c, r in results
+            )
         chat.messages.append({"role": "user", "content": text})
 
     def clip(self, text: str) -> str:
@@ -195,6 +257,12 @@ class Agent:
 def _assistant(reply: ModelReply) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": "assistant", "content": reply.content or ""}
     if reply.tool_calls:
-        msg["tool_calls"] = [{"id": c.id, "type": "function", "function": {
-            "name": c.name, "arguments": json.dumps(c.arguments)}} for c in reply.tool_calls]
+        msg["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+            }
+            for c in reply.tool_calls
+        ]
     return msg

@@ -9,17 +9,17 @@
 
 runtimes/agent.py is the one loop (query -> parse -> act -> observe) the built-in runtimes drive.
 
-streams/worker.py and streams/attempt.py own everything Kafka: they wrap each Step in a
-StepEvent, enforce the task's timeout and commit offsets. A runtime never sees Kafka, and never numbers its steps: the attempt does.
-"""
+streams/runtime/worker.py and streams/runtime/attempt.py own everything Kafka: they wrap each Step
+in a StepEvent, enforce the task's timeout and commit offsets. A runtime never sees Kafka, and never
+numbers its steps: the attempt does."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -62,12 +62,14 @@ class Sampling:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-CURRENT_SAMPLING: ContextVar[Sampling] = ContextVar("adp_sampling", default=Sampling())
+# Sampling is frozen: the shared default is never mutated
+CURRENT_SAMPLING: ContextVar[Sampling] = ContextVar("adp_sampling", default=Sampling())  # noqa: B039
 
 
 @contextmanager
-def sampling(sample_index: int, temperature: float | None = None,
-             seed: int | None = None) -> Iterator[Sampling]:
+def sampling(
+    sample_index: int, temperature: float | None = None, seed: int | None = None
+) -> Iterator[Sampling]:
     """Make this sample's parameters current for the Model calls inside the block (the
     attempt runs the runtime inside it; runtimes need not know)."""
     params = {k: v for k, v in (("temperature", temperature), ("seed", seed)) if v is not None}
@@ -113,7 +115,9 @@ class StepReport(BaseModel):
         return self._blobs
 
     def numbered(self, step_id: int) -> Step:
-        return Step(step_id=step_id, **{name: getattr(self, name) for name in type(self).model_fields})
+        return Step(
+            step_id=step_id, **{name: getattr(self, name) for name in type(self).model_fields}
+        )
 
 
 # A runtime reports StepReports; a full Step is accepted too (its step_id is replaced).
@@ -137,7 +141,7 @@ class Runtime(Protocol):
 
     task_type: ClassVar[str]
 
-    async def __aenter__(self) -> "Runtime": ...
+    async def __aenter__(self) -> Runtime: ...
 
     async def __aexit__(self, *exc: object) -> None: ...
 

@@ -2,11 +2,11 @@
 
 Text protocol (works with any chat endpoint, tool calling or not): each reply holds either one
 ```python block to run, or a line `FINAL ANSWER: <answer>`. A failing run's traceback is the
-observation, so the model can repair its code on the next step. The programs of one attempt
-share a working directory; what they save there is kept as the step's artifacts, and the
-prompt says so and names the libraries the sandbox has (runtimes/tools/sandbox/env.py). A reply with neither is taken
-as the model's final answer in prose (small models often answer directly). The loop is the
-shared one (runtimes/agent.py) in its "code" dialect; each run is a `code_execution` step.
+observation, so the model can repair its code on the next step. The programs of one attempt share a
+working directory; what they save there is kept as the step's artifacts, and the prompt says so and
+names the libraries the sandbox has (runtimes/tools/sandbox/env.py). A reply with neither is taken
+as the model's final answer in prose (small models often answer directly). The loop is the shared
+one (runtimes/agent.py) in its "code" dialect; each run is a `code_execution` step.
 
 Options: sandbox ("auto" | "bwrap" | "docker"), sandbox_limits (SandboxLimits fields).
 """
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from adp.schemas.contracts import Task
 from adp.runtimes.agent import Agent
 from adp.runtimes.base import EmitStep, Outcome, RuntimeContext
 from adp.runtimes.tools.python import python_tool
 from adp.runtimes.tools.sandbox import SandboxLimits, make_sandbox
+from adp.schemas.contracts import Task
 
 SYSTEM_PROMPT = """You are a careful Python programmer solving a task step by step.
 To run code, reply with a short thought and exactly one fenced block:
@@ -55,7 +55,7 @@ class CodeRuntime:
         env = getattr(self.sandbox, "env", None)
         self.system_prompt = system_prompt(env.libraries() if env is not None else None)
 
-    async def __aenter__(self) -> "CodeRuntime":
+    async def __aenter__(self) -> CodeRuntime:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -64,7 +64,8 @@ class CodeRuntime:
     async def run(self, task: Task, emit: EmitStep) -> Outcome:
         # one working directory per attempt: later steps see the files earlier ones wrote
         async with self.sandbox.workspace() as workspace:
-            tool = python_tool(self.sandbox, self.limits, workspace=workspace,
-                               action_type="code_execution")
+            tool = python_tool(
+                self.sandbox, self.limits, workspace=workspace, action_type="code_execution"
+            )
             agent = Agent(self.model, [tool], self.system_prompt, protocol="code")
             return await agent.run(task, emit)

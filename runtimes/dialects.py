@@ -28,11 +28,20 @@ FENCE = re.compile(r"```([a-zA-Z]*)[ \t]*\n(.*?)```", re.DOTALL)
 _STATUS = re.compile(r"(?:^|[\s:])(4\d\d): ")
 _RETRYABLE_4XX = {408, 409, 429}
 
-FINISH_SPEC = {"type": "function", "function": {
-    "name": "finish", "description": "Finish the task with the final answer.",
-    "parameters": {"type": "object", "properties": {
-        "answer": {"type": "string", "description": "The final answer to the task"}},
-        "required": ["answer"]}}}
+FINISH_SPEC = {
+    "type": "function",
+    "function": {
+        "name": "finish",
+        "description": "Finish the task with the final answer.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "answer": {"type": "string", "description": "The final answer to the task"}
+            },
+            "required": ["answer"],
+        },
+    },
+}
 
 TEXT_GUIDE = """You can use these tools:
 {tools}
@@ -44,8 +53,10 @@ To use a tool, reply with a short thought and exactly one JSON block:
 You will then see what the tool returned. When you know the answer, reply with one line:
 FINAL ANSWER: <the answer>"""
 
-TOOLS_GUIDE = ("Act through the tools, one step at a time, and look at what each returns. "
-               "When you know the answer, call the `finish` tool with it.")
+TOOLS_GUIDE = (
+    "Act through the tools, one step at a time, and look at what each returns. "
+    "When you know the answer, call the `finish` tool with it."
+)
 
 
 @dataclass
@@ -115,8 +126,9 @@ def describe_tools(specs: list[dict[str, Any]]) -> str:
         fn = spec["function"]
         props = fn.get("parameters", {}).get("properties", {})
         required = set(fn.get("parameters", {}).get("required", []))
-        args = ", ".join(f"{k}: {v.get('type', 'any')}{'' if k in required else '?'}"
-                         for k, v in props.items())
+        args = ", ".join(
+            f"{k}: {v.get('type', 'any')}{'' if k in required else '?'}" for k, v in props.items()
+        )
         lines.append(f"- {fn['name']}({args}): {fn.get('description', '')}")
     return "\n".join(lines)
 
@@ -156,8 +168,9 @@ def _json_call(text: str, names: set[str], strict: bool) -> ToolCall | None:
     return ToolCall(name, args if isinstance(args, dict) else {"_raw": args}, _call_id())
 
 
-def parse_text_reply(text: str, names: set[str], *, bare_fence_is_code: bool = False
-                     ) -> tuple[ToolCall | None, str | None]:
+def parse_text_reply(
+    text: str, names: set[str], *, bare_fence_is_code: bool = False
+) -> tuple[ToolCall | None, str | None]:
     """-> (call, None) | (None, final answer) | (None, None) when the reply holds neither.
     Whichever comes first wins: an action, or the FINAL ANSWER line."""
     final = FINAL_ANSWER.search(text)

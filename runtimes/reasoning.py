@@ -13,7 +13,8 @@ sandbox_limits (SandboxLimits fields).
 
 from __future__ import annotations
 
-from typing import AsyncContextManager, ClassVar
+from contextlib import AbstractAsyncContextManager
+from typing import ClassVar
 
 from adp.runtimes.base import RuntimeContext
 from adp.runtimes.tools.base import Tool
@@ -37,7 +38,10 @@ class ReasoningRuntime(WebRuntime):
         self.limits = SandboxLimits(**ctx.options.get("sandbox_limits", {}))
 
     def tools(self, browser: BrowserSession, workspace: Workspace | None = None) -> list[Tool]:
-        return [python_tool(self.sandbox, self.limits, workspace=workspace), *browser_tools(browser)]
+        return [
+            python_tool(self.sandbox, self.limits, workspace=workspace),
+            *browser_tools(browser),
+        ]
 
-    def workspace(self) -> AsyncContextManager[Workspace | None]:
+    def workspace(self) -> AbstractAsyncContextManager[Workspace | None]:
         return self.sandbox.workspace()

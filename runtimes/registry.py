@@ -13,22 +13,20 @@ reasoning, code, web) in its own consumer group adp-runtime-<task_type>. See REA
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from adp.core.errors import BadInput
+from adp.core.registry import Registry
 
-GROUP = "adp.runtimes"
 
-
-class UnknownRuntime(LookupError):
+class UnknownRuntime(BadInput, LookupError):
     pass
 
 
+RUNTIMES = Registry("runtime", group="adp.runtimes", error=UnknownRuntime)
+
+
 def available() -> dict[str, str]:
-    return {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    return RUNTIMES.entries()
 
 
 def load_runtime(name: str) -> type:
-    for ep in entry_points(group=GROUP):
-        if ep.name == name:
-            return ep.load()
-    names = ", ".join(sorted(available())) or "none"
-    raise UnknownRuntime(f"no runtime named {name!r} (installed: {names})")
+    return RUNTIMES.load(name)

@@ -19,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Any, AsyncContextManager, ClassVar
+from contextlib import AbstractAsyncContextManager
+from typing import Any, ClassVar
 
-from adp.schemas.contracts import Task
 from adp.runtimes.agent import Agent
 from adp.runtimes.base import EmitStep, Outcome, RuntimeContext, StepReport
 from adp.runtimes.tools.base import Tool
 from adp.runtimes.tools.browser import BrowserOptions, BrowserPool, BrowserSession
+from adp.schemas.contracts import Task
 
 SYSTEM_PROMPT = """You are a web agent operating a real Chromium browser to complete a task.
 Use the browser tools to open pages, click links and buttons, fill in forms and read what the
@@ -33,6 +34,7 @@ pages show. Base your answer only on what the pages actually show; quote the rel
 
 
 # ---- the browser tools a model sees ----------------------------------------------------------
+
 
 def _s(description: str) -> dict[str, Any]:
     return {"type": "string", "description": description}
@@ -48,6 +50,7 @@ def _first(args: dict[str, Any], *names: str, default: Any = None) -> Any:
 def browser_tools(session: BrowserSession) -> list[Tool]:
     """The browser actions as agent tools (OpenAI function specs + what runs them). Common
     argument aliases (text/selector for target, value for text) are accepted."""
+
     def need(args: dict[str, Any], *names: str) -> str:
         value = _first(args, *names)
         if value is None:
@@ -55,39 +58,89 @@ def browser_tools(session: BrowserSession) -> list[Tool]:
         return str(value)
 
     return [
-        Tool("goto", "Open a URL in the browser; returns the page's visible text.",
-             {"type": "object", "properties": {"url": _s("Absolute URL to open")},
-              "required": ["url"]},
-             lambda a: session.goto(need(a, "url", "href"))),
-        Tool("click", "Click a link or button by its visible text, or an element by CSS selector; "
-             "returns the resulting page's text.",
-             {"type": "object", "properties": {"target": _s("Visible text or CSS selector")},
-              "required": ["target"]},
-             lambda a: session.click(need(a, "target", "text", "selector", "element", "name"))),
-        Tool("fill", "Type text into an input field found by its label, placeholder, name or CSS "
-             "selector (replacing what it held).",
-             {"type": "object", "properties": {"target": _s("Label, placeholder, name or CSS selector"),
-                                               "text": _s("Text to enter")},
-              "required": ["target", "text"]},
-             lambda a: session.fill(need(a, "target", "selector", "label", "field", "name"),
-                                    str(_first(a, "text", "value", default="")))),
-        Tool("press", "Press a key (e.g. Enter, Tab, ArrowDown), optionally in a given field.",
-             {"type": "object", "properties": {"key": _s("Key name, e.g. Enter"),
-                                               "target": _s("Optional field to press it in")},
-              "required": ["key"]},
-             lambda a: session.press(need(a, "key"), _first(a, "target", "selector"))),
-        Tool("scroll", "Scroll the page up or down (by a number of pixels), or to the top/bottom.",
-             {"type": "object", "properties": {
-                 "direction": {"type": "string", "enum": ["up", "down", "top", "bottom"]},
-                 "amount": {"type": "integer", "description": "Pixels (default: one screen)"}}},
-             lambda a: session.scroll(str(_first(a, "direction", default="down")),
-                                      _first(a, "amount", "pixels"))),
-        Tool("read_page", "Return the current page's URL, title and visible text.",
-             {"type": "object", "properties": {}}, lambda a: session.read_page()),
-        Tool("extract_links", "List the links on the current page as text -> absolute URL.",
-             {"type": "object", "properties": {}}, lambda a: session.extract_links()),
-        Tool("back", "Go back to the previous page.",
-             {"type": "object", "properties": {}}, lambda a: session.back()),
+        Tool(
+            "goto",
+            "Open a URL in the browser; returns the page's visible text.",
+            {
+                "type": "object",
+                "properties": {"url": _s("Absolute URL to open")},
+                "required": ["url"],
+            },
+            lambda a: session.goto(need(a, "url", "href")),
+        ),
+        Tool(
+            "click",
+            "Click a link or button by its visible text, or an element by CSS selector; "
+            "returns the resulting page's text.",
+            {
+                "type": "object",
+                "properties": {"target": _s("Visible text or CSS selector")},
+                "required": ["target"],
+            },
+            lambda a: session.click(need(a, "target", "text", "selector", "element", "name")),
+        ),
+        Tool(
+            "fill",
+            "Type text into an input field found by its label, placeholder, name or CSS "
+            "selector (replacing what it held).",
+            {
+                "type": "object",
+                "properties": {
+                    "target": _s("Label, placeholder, name or CSS selector"),
+                    "text": _s("Text to enter"),
+                },
+                "required": ["target", "text"],
+            },
+            lambda a: session.fill(
+                need(a, "target", "selector", "label", "field", "name"),
+                str(_first(a, "text", "value", default="")),
+            ),
+        ),
+        Tool(
+            "press",
+            "Press a key (e.g. Enter, Tab, ArrowDown), optionally in a given field.",
+            {
+                "type": "object",
+                "properties": {
+                    "key": _s("Key name, e.g. Enter"),
+                    "target": _s("Optional field to press it in"),
+                },
+                "required": ["key"],
+            },
+            lambda a: session.press(need(a, "key"), _first(a, "target", "selector")),
+        ),
+        Tool(
+            "scroll",
+            "Scroll the page up or down (by a number of pixels), or to the top/bottom.",
+            {
+                "type": "object",
+                "properties": {
+                    "direction": {"type": "string", "enum": ["up", "down", "top", "bottom"]},
+                    "amount": {"type": "integer", "description": "Pixels (default: one screen)"},
+                },
+            },
+            lambda a: session.scroll(
+                str(_first(a, "direction", default="down")), _first(a, "amount", "pixels")
+            ),
+        ),
+        Tool(
+            "read_page",
+            "Return the current page's URL, title and visible text.",
+            {"type": "object", "properties": {}},
+            lambda a: session.read_page(),
+        ),
+        Tool(
+            "extract_links",
+            "List the links on the current page as text -> absolute URL.",
+            {"type": "object", "properties": {}},
+            lambda a: session.extract_links(),
+        ),
+        Tool(
+            "back",
+            "Go back to the previous page.",
+            {"type": "object", "properties": {}},
+            lambda a: session.back(),
+        ),
     ]
 
 
@@ -107,14 +160,17 @@ class WebRuntime:
         self.browser_options = BrowserOptions(
             text_limit=int(_opt(opts, "text_limit", "ADP_BROWSER_TEXT_LIMIT", 4000)),
             nav_timeout=float(opts.get("nav_timeout", 20.0)),
-            action_timeout=float(opts.get("action_timeout", 5.0)))
+            action_timeout=float(opts.get("action_timeout", 5.0)),
+        )
         self.protocol = str(_opt(opts, "tool_protocol", "ADP_TOOL_PROTOCOL", "auto"))
         self._owns_pool = opts.get("pool") is None
         self.pool: BrowserPool = opts.get("pool") or BrowserPool(
             size=int(_opt(opts, "browsers", "ADP_BROWSERS", 1)),
-            executable=opts.get("chromium"), headless=bool(opts.get("headless", True)))
+            executable=opts.get("chromium"),
+            headless=bool(opts.get("headless", True)),
+        )
 
-    async def __aenter__(self) -> "WebRuntime":
+    async def __aenter__(self) -> WebRuntime:
         await self.pool.start()
         return self
 
@@ -126,23 +182,32 @@ class WebRuntime:
         """The tools one task gets (besides finish); `workspace`: see `workspace()`."""
         return browser_tools(browser)
 
-    def workspace(self) -> AsyncContextManager[Any]:
+    def workspace(self) -> AbstractAsyncContextManager[Any]:
         """A per-attempt working directory for tools that write files (none here)."""
         return contextlib.nullcontext()
 
     async def run(self, task: Task, emit: EmitStep) -> Outcome:
         async with self.pool.session(self.browser_options) as browser:
-            agent = Agent(self.model, self.tools(browser), self.system_prompt,
-                              protocol=self.protocol)
+            agent = Agent(
+                self.model, self.tools(browser), self.system_prompt, protocol=self.protocol
+            )
             context = None
             start_url = (task.constraints or {}).get("start_url")
             if start_url:
                 url = str(start_url)
                 started = time.time()
                 result = await browser.goto(url)
-                await emit(StepReport(action_type="goto", action_params={"url": url},
-                                      observation=result.observation, success=result.ok,
-                                      error=result.error, timestamp=started,
-                                      duration=time.time() - started, llm=None))
+                await emit(
+                    StepReport(
+                        action_type="goto",
+                        action_params={"url": url},
+                        observation=result.observation,
+                        success=result.ok,
+                        error=result.error,
+                        timestamp=started,
+                        duration=time.time() - started,
+                        llm=None,
+                    )
+                )
                 context = f"The browser has opened {url}. It shows:\n\n{result.observation}"
             return await agent.run(task, emit, context=context)

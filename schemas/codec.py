@@ -97,8 +97,9 @@ def _fullname(name: str, namespace: str | None) -> str:
     return name if "." in name or not namespace else f"{namespace}.{name}"
 
 
-def canonical_form(schema: Any, named: dict[str, Any] | None = None,
-                   define_once: bool = True) -> str:
+def canonical_form(
+    schema: Any, named: dict[str, Any] | None = None, define_once: bool = True
+) -> str:
     """The schema's Parsing Canonical Form as the spec defines it.
 
     `named`: full name -> raw definition of named types defined in earlier files (a reference
@@ -134,8 +135,9 @@ def canonical_form(schema: Any, named: dict[str, Any] | None = None,
             out["name"] = full
         out["type"] = kind
         if kind in ("record", "error"):
-            out["fields"] = [{"name": f["name"], "type": walk(f["type"], ns)}
-                             for f in node["fields"]]
+            out["fields"] = [
+                {"name": f["name"], "type": walk(f["type"], ns)} for f in node["fields"]
+            ]
         elif kind == "enum":
             out["symbols"] = list(node["symbols"])
         elif kind == "array":
@@ -149,8 +151,9 @@ def canonical_form(schema: Any, named: dict[str, Any] | None = None,
     return json.dumps(walk(schema, None), ensure_ascii=False, separators=(",", ":"))
 
 
-def named_types(schema: Any, namespace: str | None = None,
-                into: dict[str, Any] | None = None) -> dict[str, Any]:
+def named_types(
+    schema: Any, namespace: str | None = None, into: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Every named type a raw schema defines: full name -> definition."""
     into = {} if into is None else into
     if isinstance(schema, list):
@@ -178,21 +181,22 @@ def crc64_fingerprint(canonical: str) -> bytes:
 
 # --- the registry: writer schemas by fingerprint, the current schema as reader ----------------
 
+
 @dataclass(frozen=True)
 class WriterSchema:
     """One schema a record may have been written with."""
 
-    name: str      # adp.StepEvent
-    version: str   # "v1", ... or "current" for schemas/*.avsc not yet released
+    name: str  # adp.StepEvent
+    version: str  # "v1", ... or "current" for schemas/*.avsc not yet released
     canonical: str
-    parsed: Any    # fastavro's parsed schema, within its own version's named types
+    parsed: Any  # fastavro's parsed schema, within its own version's named types
 
 
 @dataclass(frozen=True)
 class Registry:
-    current: dict[str, WriterSchema]       # name -> the schema this code writes and reads into
-    writers: dict[bytes, WriterSchema]     # fingerprint -> writer schema
-    fingerprints: dict[str, bytes]         # name -> fingerprint this code writes
+    current: dict[str, WriterSchema]  # name -> the schema this code writes and reads into
+    writers: dict[bytes, WriterSchema]  # fingerprint -> writer schema
+    fingerprints: dict[str, bytes]  # name -> fingerprint this code writes
 
 
 def load_version(folder: Path, version: str) -> dict[str, WriterSchema]:
@@ -204,8 +208,9 @@ def load_version(folder: Path, version: str) -> dict[str, WriterSchema]:
         raw = json.loads((folder / file).read_text())
         canonical = canonical_form(raw, raw_named)
         named_types(raw, into=raw_named)
-        out[name] = WriterSchema(name, version, canonical,
-                                 fastavro.parse_schema(raw, named_schemas=parsed_named))
+        out[name] = WriterSchema(
+            name, version, canonical, fastavro.parse_schema(raw, named_schemas=parsed_named)
+        )
     return out
 
 
@@ -213,8 +218,14 @@ def released_versions(history_dir: Path = HISTORY_DIR) -> list[str]:
     """Folders of schemas/history, oldest first (v1, v2, ..., v10)."""
     if not history_dir.is_dir():
         return []
-    return sorted((p.name for p in history_dir.iterdir() if p.is_dir() and p.name[1:].isdigit()
-                   and p.name.startswith("v")), key=lambda v: int(v[1:]))
+    return sorted(
+        (
+            p.name
+            for p in history_dir.iterdir()
+            if p.is_dir() and p.name[1:].isdigit() and p.name.startswith("v")
+        ),
+        key=lambda v: int(v[1:]),
+    )
 
 
 def legacy_fingerprint(folder: Path, name: str) -> bytes:
@@ -286,8 +297,11 @@ def _decode_json_defaults(reader: Any, writer: Any, value: Any) -> None:
             for f in r["fields"]:
                 t = f["type"]
                 if f["name"] not in have:
-                    if isinstance(t, dict) and t.get("logicalType") == "json" \
-                            and isinstance(v.get(f["name"]), str):
+                    if (
+                        isinstance(t, dict)
+                        and t.get("logicalType") == "json"
+                        and isinstance(v.get(f["name"]), str)
+                    ):
                         v[f["name"]] = json.loads(v[f["name"]])
                 else:
                     walk(t, have[f["name"]], v.get(f["name"]))
@@ -347,16 +361,21 @@ def decode_record(data: bytes, expect: type[M] | None = None) -> tuple[BaseModel
             obj = fastavro.schemaless_reader(body, writer.parsed, reader.parsed)
             _decode_json_defaults(reader.parsed, writer.parsed, obj)
     except Exception as exc:  # fastavro raises many types on truncated or corrupt input
-        raise DecodeError(f"corrupt {name} body ({writer.version} schema): "
-                          f"{type(exc).__name__}: {exc}") from exc
+        raise DecodeError(
+            f"corrupt {name} body ({writer.version} schema): {type(exc).__name__}: {exc}"
+        ) from exc
     if body.tell() != len(data) - HEADER_LEN:
         raise DecodeError(f"{len(data) - HEADER_LEN - body.tell()} trailing bytes after {name}")
     try:
         record = model.model_validate(obj)
     except ValidationError as exc:  # Avro-valid, but not a record this platform would write
-        raise DecodeError(f"invalid {name}: {exc.error_count()} field error(s): "
-                          + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                      for e in exc.errors(include_url=False)[:5])) from exc
+        raise DecodeError(
+            f"invalid {name}: {exc.error_count()} field error(s): "
+            + "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                for e in exc.errors(include_url=False)[:5]
+            )
+        ) from exc
     if writer.canonical != reader.canonical:
         # resolved from an older schema: the fields added since come last in obj, where callers
         # (and as_json) are promised the model's order (the current schema's: test_contracts)

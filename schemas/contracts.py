@@ -8,10 +8,10 @@ Fields whose Avro type is `{"type": "string", "logicalType": "json"}` are plain 
 objects here; adp.schemas.codec turns them into JSON text on the wire.
 
 Where a step event is born, travels and lands:
-  runtimes/<type>.py reports each step -> streams/attempt.py (Attempt.emit) numbers it, wraps it
-  in a StepEvent and sends it to adp.steps -> streams/aggregator.py (Faust) feeds it to
-  streams/assembly.py -> Trajectory -> adp.trajectories, and once acknowledged
-  streams/trajectory_writer.py -> connectors/sinks/ write output/trajectories/<task_id>.json.
+  runtimes/<type>.py reports each step -> streams/runtime/attempt.py (Attempt.emit) numbers it,
+  wraps it in a StepEvent and sends it to adp.steps -> streams/aggregator/faust_app.py (Faust) feeds
+  it to streams/aggregator/assembly.py -> Trajectory -> adp.trajectories, and once acknowledged
+  streams/aggregator/writer.py -> connectors/sinks/ write output/trajectories/<task_id>.json.
 """
 
 from __future__ import annotations
@@ -57,9 +57,20 @@ class _Record(BaseModel):
 
 
 TASK_FIELDS = (
-    "task_id", "task_type", "description", "expected_tools",
-    "max_steps", "timeout", "priority", "constraints", "metadata",
-    "verify", "samples", "sample_index", "temperature", "seed",
+    "task_id",
+    "task_type",
+    "description",
+    "expected_tools",
+    "max_steps",
+    "timeout",
+    "priority",
+    "constraints",
+    "metadata",
+    "verify",
+    "samples",
+    "sample_index",
+    "temperature",
+    "seed",
 )
 MAX_SAMPLES = 1000
 
@@ -93,14 +104,17 @@ class Task(_Record):
     @classmethod
     def _task_id_is_a_safe_file_name(cls, value: str) -> str:
         # task_id names the output file: no path separators, no leading dot, no control chars.
-        if "/" in value or "\\" in value or value.startswith(".") or any(
-            ord(ch) < 32 for ch in value
+        if (
+            "/" in value
+            or "\\" in value
+            or value.startswith(".")
+            or any(ord(ch) < 32 for ch in value)
         ):
             raise ValueError("must not contain '/', '\\', control characters or start with '.'")
         return value
 
     @classmethod
-    def from_line(cls, obj: Any) -> "Task":
+    def from_line(cls, obj: Any) -> Task:
         """Validate one decoded tasks.jsonl object; extra keys go to metadata."""
         if not isinstance(obj, dict):
             raise ValueError(f"a task line must be a JSON object, got {type(obj).__name__}")
@@ -131,7 +145,8 @@ class LlmExchange(_Record):
 
 
 class ArtifactLocation(_Record):
-    """Where a kept file's bytes are: its chunks on the artifacts topic (streams/artifacts.py)."""
+    """Where a kept file's bytes are: its chunks on the artifacts topic
+    (streams/kafka/artifacts.py)."""
 
     topic: str
     partition: int
@@ -182,14 +197,29 @@ class Verdict(_Record):
     @property
     def status(self) -> str:
         """passed | failed | error | unverified"""
-        if not self.verifier:
-            return "unverified"
-        if self.passed is None:
-            return "error"
-        return "passed" if self.passed else "failed"
+        return verdict_status(self)
 
 
 UNVERIFIED = Verdict(verifier="")
+
+
+def verdict_status(verification: Verdict | dict | None) -> str:
+    """passed | failed | error | unverified: the one place a verdict's status is decided, for a
+    Verdict or the JSON document of one (as a stored trajectory holds it, perhaps written by a
+    version with other fields). None or no verifier: unverified (trajectories written before
+    verification existed, tasks that name no verifier); a verifier that gave no pass or fail
+    could not run: error."""
+    if isinstance(verification, dict):
+        verifier, passed = verification.get("verifier"), verification.get("passed")
+    elif verification is not None:
+        verifier, passed = verification.verifier, verification.passed
+    else:
+        return "unverified"
+    if not verifier:
+        return "unverified"
+    if not isinstance(passed, bool):
+        return "error"
+    return "passed" if passed else "failed"
 
 
 class Finish(_Record):
@@ -277,7 +307,6 @@ class Trajectory(_Record):
         copy = super().model_copy(update=update, deep=deep)
         copy._json = None
         return copy
-
 
     @property
     def key(self) -> str:

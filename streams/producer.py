@@ -1,20 +1,20 @@
 """`adp produce FILE`: validate a tasks.jsonl file and publish its tasks to Kafka.
 
 Each good line becomes one Avro-encoded Task (adp.schemas.codec) on its type's priority lane,
-adp.tasks.<task_type>[.high|.low] (streams/topics.py: priority 8-10 high, 4-7 the plain default
-topic, 1-3 low), keyed by its task_id, sent by an idempotent producer with acks=all. A task
+adp.tasks.<task_type>[.high|.low] (streams/kafka/topics.py: priority 8-10 high, 4-7 the plain
+default topic, 1-3 low), keyed by its task_id, sent by an idempotent producer with acks=all. A task
 asking for k samples (`samples` on the line, or --samples) becomes k records, one per sample
-(sample_index 0..k-1, keyed "<task_id>/<i>" for i > 0), so the samples spread over the
-partitions and the runtimes of the group instead of running one after another on one consumer.
-Sends are pipelined (a bounded number of
-records and bytes in flight) and every one is confirmed by the broker before the command ends.
-Bad lines are reported with their line number and reason; they never stop the good ones.
+(sample_index 0..k-1, keyed "<task_id>/<i>" for i > 0), so the samples spread over the partitions
+and the runtimes of the group instead of running one after another on one consumer. Sends are
+pipelined (a bounded number of records and bytes in flight) and every one is confirmed by the broker
+before the command ends. Bad lines are reported with their line number and reason; they never stop
+the good ones.
 
 The file is streamed: a line is read, validated, encoded and handed to the producer before the
 next is read, so files of any size go through in bounded memory. The broker connection is opened
 at the first good task, so a file with nothing to send never needs a broker.
 
-The command itself (table, progress bar, exit codes) is streams/produce_cli.py.
+The command itself (table, progress bar, exit codes) is app/commands/produce.py.
 
 Exit codes: 0 every line sent; 1 some lines rejected (the good ones were sent); 2 nothing to send
 (empty file, file missing or unreadable, every line bad); 3 the broker is unreachable or a send
@@ -33,13 +33,14 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from adp.schemas import codec
-from adp.core.settings import Settings
-from adp.schemas.contracts import Task
 from adp.connectors.tasks_source import parse_line, read_stream, read_tasks
+from adp.core.errors import AdpError
+from adp.core.settings import Settings
 from adp.runtimes.verify import BadSpec, check_spec
-from adp.streams import authz, kafka
-from adp.streams.topics import topic_for_task
+from adp.schemas import codec
+from adp.schemas.contracts import Task
+from adp.streams.kafka import authz, clients
+from adp.streams.kafka.topics import topic_for_task
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ MiB = 1024 * 1024
 # max_message_bytes setting (headroom for the batch header and for gzip, which can grow
 # incompressible data slightly).
 MAX_TASK_BYTES: int | None = None
-MAX_IN_FLIGHT = 2000           # records handed to the producer and not yet confirmed
+MAX_IN_FLIGHT = 2000  # records handed to the producer and not yet confirmed
 MAX_IN_FLIGHT_BYTES = 64 * MiB  # ... and their encoded size
 # k samples of one task at temperature 0 would be k copies of one greedy answer: samples of a
 # task with k > 1 and no temperature of its own are drawn at this one (recorded in each record).
@@ -57,11 +58,11 @@ SAMPLE_TEMPERATURE = 1.0
 Progress = Callable[[int, int], None]  # (bytes of the file read so far, file size)
 
 
-class ProduceError(RuntimeError):
+class ProduceError(AdpError):
     """The broker could not be reached or a send failed. `confirmed` tasks were acknowledged
     before that (they are on the broker; re-producing the file is safe for the aggregator)."""
 
-    def __init__(self, message: str, bootstrap: str, confirmed: int, report: "ProduceReport"):
+    def __init__(self, message: str, bootstrap: str, confirmed: int, report: ProduceReport):
         super().__init__(message)
         self.bootstrap = bootstrap
         self.confirmed = confirmed
@@ -102,9 +103,17 @@ def expand_samples(task: Task, samples: int | None = None) -> list[Task]:
     temperature = task.temperature
     if temperature is None and k > 1:
         temperature = SAMPLE_TEMPERATURE
-    return [task.model_copy(update={
-        "samples": k, "sample_index": i, "temperature": temperature,
-        "seed": None if task.seed is None else task.seed + i}) for i in range(k)]
+    return [
+        task.model_copy(
+            update={
+                "samples": k,
+                "sample_index": i,
+                "temperature": temperature,
+                "seed": None if task.seed is None else task.seed + i,
+            }
+        )
+        for i in range(k)
+    ]
 
 
 def task_limit(conf: Settings) -> int:
@@ -117,11 +126,13 @@ def encode_task(task: Task, limit: int = 30 * MiB) -> bytes | str:
         value = codec.encode(task)
     except UnicodeEncodeError as exc:  # a lone surrogate from a "\udxxx" JSON escape
         return f"text is not encodable as UTF-8 ({exc.reason} at character {exc.start})"
-    except Exception as exc:  # noqa: BLE001 - anything the encoder refuses is a bad line
+    except Exception as exc:
         return f"cannot be encoded: {type(exc).__name__}: {exc}"
     if len(value) > limit:
-        return (f"encoded task is {len(value) / MiB:.1f} MiB, over the "
-                f"{limit / MiB:.3g} MiB a task may be")
+        return (
+            f"encoded task is {len(value) / MiB:.1f} MiB, over the "
+            f"{limit / MiB:.3g} MiB a task may be"
+        )
     return value
 
 
@@ -131,7 +142,7 @@ def task_from_record(value: bytes | None, limit: int = 30 * MiB) -> Task | str:
     `adp produce` validates a line. Returns the Task or why the record is not one."""
     if not value:
         return "empty record: no task in it"
-    if value[:len(codec.MAGIC)] == codec.MAGIC:
+    if value[: len(codec.MAGIC)] == codec.MAGIC:
         try:
             return codec.decode(value, expect=Task)
         except codec.DecodeError as exc:
@@ -149,12 +160,12 @@ def task_from_record(value: bytes | None, limit: int = 30 * MiB) -> Task | str:
 
 def _make_producer(conf: Settings) -> AIOKafkaProducer:
     # gzip: the one codec aiokafka supports without extra packages
-    return kafka.producer(conf, client_id="adp-produce", linger_ms=20,
-                          max_batch_size=512 * 1024)
+    return clients.producer(conf, client_id="adp-produce", linger_ms=20, max_batch_size=512 * 1024)
 
 
-def encode_samples(task: Task, samples: int | None,
-                   limit: int = 30 * MiB) -> list[tuple[Task, bytes]] | str:
+def encode_samples(
+    task: Task, samples: int | None, limit: int = 30 * MiB
+) -> list[tuple[Task, bytes]] | str:
     """Every sample's record and wire bytes, or why the task cannot be sent (a verify spec no
     verifier can apply is refused here, not found out by the runtime)."""
     try:
@@ -170,16 +181,20 @@ def encode_samples(task: Task, samples: int | None,
     return records
 
 
-async def produce_tasks(path: str | Path, conf: kafka.Conn = None,
-                        progress: Progress | None = None, dry_run: bool = False,
-                        samples: int | None = None) -> ProduceReport:
+async def produce_tasks(
+    path: str | Path,
+    conf: clients.Conn = None,
+    progress: Progress | None = None,
+    dry_run: bool = False,
+    samples: int | None = None,
+) -> ProduceReport:
     """Validate `path` ("-": standard input) and send every good task (k records for a task of
     k samples; `samples` is the k of lines that name none); returns what was sent and what was
     rejected.
 
     Raises TaskFileError if the file cannot be read, ProduceError if the broker cannot be
     reached or a send fails. With dry_run, validates and encodes only (no broker)."""
-    conf = kafka.connection(conf)
+    conf = clients.connection(conf)
     bootstrap = conf.bootstrap
     limit = task_limit(conf)
     if str(path) == "-":
@@ -192,8 +207,13 @@ async def produce_tasks(path: str | Path, conf: kafka.Conn = None,
         # opens the file: raises TaskFileError now if it cannot
         items = read_tasks(path, max_line_bytes=conf.max_message_bytes)
         size = path.stat().st_size
-    log.debug("producing %s (%d bytes) to %s%s", report.path, size, conf.describe(),
-              " (dry run)" if dry_run else "")
+    log.debug(
+        "producing %s (%d bytes) to %s%s",
+        report.path,
+        size,
+        conf.describe(),
+        " (dry run)" if dry_run else "",
+    )
 
     producer: AIOKafkaProducer | None = None
     pending: dict[asyncio.Future, tuple[str, str, int]] = {}  # future -> (type, topic, bytes)
@@ -203,13 +223,16 @@ async def produce_tasks(path: str | Path, conf: kafka.Conn = None,
 
     def fail(what: str, exc: BaseException) -> ProduceError:
         confirmed = report.total_sent
-        if isinstance(exc, kafka.KafkaClientError):
+        if isinstance(exc, clients.KafkaClientError):
             text = exc.message
         else:
-            text = kafka.explain(exc, conf, what).message
+            text = clients.explain(exc, conf, what).message
         return ProduceError(
             f"{text} ({confirmed} of {handed} tasks handed to the producer were confirmed)",
-            bootstrap, confirmed, report)
+            bootstrap,
+            confirmed,
+            report,
+        )
 
     def settle(done) -> None:
         nonlocal in_flight_bytes
@@ -246,12 +269,14 @@ async def produce_tasks(path: str | Path, conf: kafka.Conn = None,
                     await authz.require(conf, write=[topic])
                     writable.add(topic)
                 if producer is None:
-                    producer = await kafka.start(_make_producer(conf), conf)
-            except kafka.KafkaClientError as exc:
+                    producer = await clients.start(_make_producer(conf), conf)
+            except clients.KafkaClientError as exc:
                 raise fail("", exc) from None
             for task, value in records:
-                while pending and (len(pending) >= MAX_IN_FLIGHT
-                                   or in_flight_bytes + len(value) > MAX_IN_FLIGHT_BYTES):
+                while pending and (
+                    len(pending) >= MAX_IN_FLIGHT
+                    or in_flight_bytes + len(value) > MAX_IN_FLIGHT_BYTES
+                ):
                     done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     settle(done)
                 try:
@@ -270,10 +295,13 @@ async def produce_tasks(path: str | Path, conf: kafka.Conn = None,
         if producer is not None:
             try:
                 await asyncio.wait_for(producer.stop(), timeout=35)
-            except Exception:  # noqa: BLE001 - already failing; the report says what landed
+            except Exception:
                 log.warning("producer did not stop cleanly", exc_info=True)
-    log.info("%s %d tasks%s; rejected %d lines", "validated" if dry_run else "sent",
-             report.total_sent,
-             "".join(f", {n} to {t}" for t, n in sorted(report.by_topic.items())),
-             len(report.rejected))
+    log.info(
+        "%s %d tasks%s; rejected %d lines",
+        "validated" if dry_run else "sent",
+        report.total_sent,
+        "".join(f", {n} to {t}" for t, n in sorted(report.by_topic.items())),
+        len(report.rejected),
+    )
     return report

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from adp.app.site_server import SiteServer
 from adp.runtimes.tools.browser import BrowserPool
-from adp.site_server import SiteServer
-from adp.streams.broker.server import KafkaCluster, free_port_block  # noqa: F401 (tests import it from here)
+from adp.streams.kafka.broker.server import KafkaCluster, free_port_block
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +22,11 @@ def adp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def kafka(adp_home: Path, request: pytest.FixtureRequest) -> KafkaCluster:
     """A fresh single-node cluster with the platform's topics for each test module, so the
     consumer groups, offsets and Faust tables of one module never leak into another."""
-    cluster = KafkaCluster(home=adp_home, bootstrap=f"127.0.0.1:{free_port_block()}",
-                           name=request.module.__name__.rsplit(".", 1)[-1])
+    cluster = KafkaCluster(
+        home=adp_home,
+        bootstrap=f"127.0.0.1:{free_port_block()}",
+        name=request.module.__name__.rsplit(".", 1)[-1],
+    )
     try:
         cluster.up(timeout=180)
     except BaseException:

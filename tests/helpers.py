@@ -9,21 +9,27 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
-from adp.schemas.contracts import Step, Task
 from adp.core.process import http_ok
 from adp.runtimes.llm.client import LLMClient, RetryPolicy
 from adp.runtimes.llm.providers import Provider
+from adp.schemas.contracts import Step, Task
 
 T = TypeVar("T")
-ADP = [sys.executable, "-m", "adp.cli"]
+ADP = [sys.executable, "-m", "adp"]
 
 
-def wait_for(condition: Callable[[], T], timeout: float, what: str,
-             check: Callable[[], None] | None = None, interval: float = 0.2) -> T:
+def wait_for(
+    condition: Callable[[], T],
+    timeout: float,
+    what: str,
+    check: Callable[[], None] | None = None,
+    interval: float = 0.2,
+) -> T:
     """Poll `condition` until it returns something truthy; fail with `what` after `timeout`.
     `check` runs each round (e.g. to fail fast when a child process died)."""
     deadline = time.monotonic() + timeout
@@ -41,19 +47,31 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str,
 class AdpProcess:
     """One `adp ...` child process with its output in a log file."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
-                 command: list[str] | None = None, cwd: Path | None = None):
+    def __init__(
+        self,
+        args: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+        cwd: Path | None = None,
+    ):
         self.args, self.log_path = args, log_path
         self.env = dict(os.environ, **(env or {}))
         self.command, self.cwd = command or ADP, cwd
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "AdpProcess":
+    def start(self) -> AdpProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(self.command + self.args, stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=self.env, cwd=self.cwd, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.command + self.args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
         return self
 
     @property
@@ -68,8 +86,10 @@ class AdpProcess:
 
     def assert_alive(self) -> None:
         if not self.alive:
-            raise AssertionError(f"adp {' '.join(self.args)} exited "
-                                 f"({self.proc and self.proc.returncode}):\n{self.log()}")
+            raise AssertionError(
+                f"adp {' '.join(self.args)} exited "
+                f"({self.proc and self.proc.returncode}):\n{self.log()}"
+            )
 
     def kill9(self) -> None:
         """kill -9 of the whole process group: no cleanup code of ours runs."""
@@ -105,8 +125,12 @@ def llm_stub_process(workdir: Path, *args: str) -> Iterator[str]:
     port = free_port_block()
     stub = AdpProcess(["llm-stub", "--port", str(port), *args], workdir / "stub.log").start()
     try:
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/v1/models"), 30,
-                 "the stub LLM to answer", check=stub.assert_alive)
+        wait_for(
+            lambda: http_ok(f"http://127.0.0.1:{port}/v1/models"),
+            30,
+            "the stub LLM to answer",
+            check=stub.assert_alive,
+        )
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         stub.stop()
@@ -122,8 +146,11 @@ def scripted_stub(script: list[dict[str, Any]], workdir: Path) -> Iterator[str]:
 
 
 def client(url: str) -> LLMClient:
-    return LLMClient([Provider("stub", url, "stub-model")], timeout=30,
-                     retry=RetryPolicy(attempts=2, base=0.01, cap=0.02))
+    return LLMClient(
+        [Provider("stub", url, "stub-model")],
+        timeout=30,
+        retry=RetryPolicy(attempts=2, base=0.01, cap=0.02),
+    )
 
 
 def call(name: str, **arguments: Any) -> dict[str, Any]:
@@ -157,12 +184,15 @@ class MotoServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "MotoServer":
+    def start(self) -> MotoServer:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         return self
 
     def wait_ready(self, timeout: float = 60) -> None:

@@ -8,17 +8,18 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable, TypeVar
+from typing import TypeVar
 
 import pytest
 from aiokafka import TopicPartition
 
 from adp.schemas.codec import decode, encode
 from adp.schemas.contracts import StepEvent, Trajectory
-from adp.streams import kafka as clients
-from adp.streams.admin import partition_counts
-from adp.streams.topics import DLQ, STEPS, TRAJECTORIES
+from adp.streams.kafka import clients
+from adp.streams.kafka.admin import partition_counts
+from adp.streams.kafka.topics import DLQ, STEPS, TRAJECTORIES
 from tests.helpers import AdpProcess
 from tests.test_assembly import T0, attempt_events
 
@@ -27,8 +28,12 @@ pytestmark = pytest.mark.kafka
 T = TypeVar("T")
 
 
-async def wait_until(condition: Callable[[], Awaitable[T] | T], timeout: float, what: str,
-                     proc: AdpProcess | None = None) -> T:
+async def wait_until(
+    condition: Callable[[], Awaitable[T] | T],
+    timeout: float,
+    what: str,
+    proc: AdpProcess | None = None,
+) -> T:
     """Poll until `condition` is truthy (fail fast if `proc` died); fail after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -40,15 +45,20 @@ async def wait_until(condition: Callable[[], Awaitable[T] | T], timeout: float, 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
-                                 + (f"\n{proc.log()}" if proc else ""))
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what}"
+                + (f"\n{proc.log()}" if proc else "")
+            )
         await asyncio.sleep(0.2)
 
 
 def aggregator(kafka, tmp_path: Path, out: Path, app_id: str, log: str) -> AdpProcess:
     env = {"ADP_BOOTSTRAP": kafka.bootstrap, "ADP_HOME": str(tmp_path / "home")}
-    return AdpProcess(["-v", "aggregate", "--out", str(out), "--app-id", app_id,
-                       "--session-timeout", "6"], tmp_path / log, env).start()
+    return AdpProcess(
+        ["-v", "aggregate", "--out", str(out), "--app-id", app_id, "--session-timeout", "6"],
+        tmp_path / log,
+        env,
+    ).start()
 
 
 async def produce(bootstrap: str, records: list[StepEvent | tuple[bytes, bytes]]) -> None:
@@ -66,8 +76,9 @@ def files(out: Path, prefix: str) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in out.glob(f"{prefix}*.json")}
 
 
-async def read_topic(bootstrap: str, topic: str, until: Callable[[list], bool],
-                     timeout: float = 60) -> list:
+async def read_topic(
+    bootstrap: str, topic: str, until: Callable[[list], bool], timeout: float = 60
+) -> list:
     """All records of `topic` from the beginning, read until `until(records)` holds."""
     consumer = await clients.start(clients.consumer(topic, conf=bootstrap))
     records: list = []
@@ -116,11 +127,17 @@ async def test_one_file_per_task_duplicates_retries_and_dlq(kafka, tmp_path):
     proc = aggregator(kafka, tmp_path, out, f"test-agg-{run}", "agg.log")
     try:
         await produce(kafka.bootstrap, records)
-        got = await wait_until(lambda: len(files(out, prefix)) >= 20 and files(out, prefix), 120,
-                               "20 trajectory files", proc)
-        dlq = await read_topic(kafka.bootstrap, DLQ,
-                               lambda rs: sum(prefix.encode() in (r.key or b"") or
-                                              r.value == marker for r in rs) >= 2)
+        got = await wait_until(
+            lambda: len(files(out, prefix)) >= 20 and files(out, prefix),
+            120,
+            "20 trajectory files",
+            proc,
+        )
+        dlq = await read_topic(
+            kafka.bootstrap,
+            DLQ,
+            lambda rs: sum(prefix.encode() in (r.key or b"") or r.value == marker for r in rs) >= 2,
+        )
     finally:
         proc.stop()
     assert sorted(got) == sorted(expected)
@@ -147,8 +164,9 @@ async def committed_past(bootstrap: str, group: str, ends: dict[TopicPartition, 
         offsets = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    return all(end == 0 or (tp in offsets and offsets[tp].offset >= end)
-               for tp, end in ends.items())
+    return all(
+        end == 0 or (tp in offsets and offsets[tp].offset >= end) for tp, end in ends.items()
+    )
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
@@ -164,20 +182,30 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
 async def test_kill9_mid_way_loses_and_duplicates_nothing(kafka, tmp_path):
     run = uuid.uuid4().hex[:8]
     prefix, app_id, out = f"k9-{run}-", f"test-agg-k9-{run}", tmp_path / "out"
-    done = {f"{prefix}done-{i}": attempt_events(f"{prefix}done-{i}", n_steps=3, t0=T0 + i)
-            for i in range(8)}
-    half = {f"{prefix}half-{i}": attempt_events(f"{prefix}half-{i}", n_steps=3, t0=T0 + i)
-            for i in range(8)}
+    done = {
+        f"{prefix}done-{i}": attempt_events(f"{prefix}done-{i}", n_steps=3, t0=T0 + i)
+        for i in range(8)
+    }
+    half = {
+        f"{prefix}half-{i}": attempt_events(f"{prefix}half-{i}", n_steps=3, t0=T0 + i)
+        for i in range(8)
+    }
     first = aggregator(kafka, tmp_path, out, app_id, "agg1.log")
     try:
         # phase 1: 8 tasks complete, 8 more only started + step 1
-        await produce(kafka.bootstrap, [e for ev in done.values() for e in ev] +
-                      [e for ev in half.values() for e in ev[:2]])
+        await produce(
+            kafka.bootstrap,
+            [e for ev in done.values() for e in ev] + [e for ev in half.values() for e in ev[:2]],
+        )
         await wait_until(lambda: len(files(out, prefix)) == 8, 120, "8 files", first)
         # the half tasks' state is only in the table: wait until their offsets are committed
         ends = await end_offsets(kafka.bootstrap, STEPS)
-        await wait_until(lambda: committed_past(kafka.bootstrap, app_id, ends), 60,
-                         "offsets committed past phase 1", first)
+        await wait_until(
+            lambda: committed_past(kafka.bootstrap, app_id, ends),
+            60,
+            "offsets committed past phase 1",
+            first,
+        )
     finally:
         first.kill9()
     assert first.proc.returncode == -9
@@ -186,15 +214,25 @@ async def test_kill9_mid_way_loses_and_duplicates_nothing(kafka, tmp_path):
     await produce(kafka.bootstrap, [e for ev in half.values() for e in ev[2:]] + late)
     second = aggregator(kafka, tmp_path, out, app_id, "agg2.log")
     try:
-        got = await wait_until(lambda: len(files(out, prefix)) >= 16 and files(out, prefix), 120,
-                               "16 files after restart", second)
+        got = await wait_until(
+            lambda: len(files(out, prefix)) >= 16 and files(out, prefix),
+            120,
+            "16 files after restart",
+            second,
+        )
         published = await read_topic(
-            kafka.bootstrap, TRAJECTORIES,
-            lambda rs: len({r.key for r in rs if r.key.startswith(prefix.encode())}) >= 16)
+            kafka.bootstrap,
+            TRAJECTORIES,
+            lambda rs: len({r.key for r in rs if r.key.startswith(prefix.encode())}) >= 16,
+        )
         # every event of phase 2 (the late copies last) has been processed and committed
         ends = await end_offsets(kafka.bootstrap, STEPS)
-        await wait_until(lambda: committed_past(kafka.bootstrap, app_id, ends), 60,
-                         "offsets committed past phase 2", second)
+        await wait_until(
+            lambda: committed_past(kafka.bootstrap, app_id, ends),
+            60,
+            "offsets committed past phase 2",
+            second,
+        )
     finally:
         second.stop()
     assert sorted(got) == sorted([*done, *half])
@@ -225,28 +263,57 @@ async def test_jsonl_sink_flushes_before_offsets_are_committed(kafka, moto, tmp_
 
     run = uuid.uuid4().hex[:8]
     prefix, app_id, bucket = f"s3k-{run}-", f"test-agg-s3-{run}", f"adp-agg-{run}"
-    env = {"ADP_BOOTSTRAP": kafka.bootstrap, "ADP_HOME": str(tmp_path / "home"),
-           "ADP_S3_ENDPOINT_URL": moto, "ADP_S3_LAYOUT": "jsonl-hourly",
-           "ADP_S3_CREATE_BUCKET": "1", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    proc = AdpProcess(["-v", "aggregate", "--sink", "s3", "--out", f"s3://{bucket}/lake",
-                       "--app-id", app_id, "--session-timeout", "6"], tmp_path / "agg.log",
-                      env).start()
-    tasks = {f"{prefix}{i}": attempt_events(f"{prefix}{i}", n_steps=2, t0=T0 + i)
-             for i in range(6)}
+    env = {
+        "ADP_BOOTSTRAP": kafka.bootstrap,
+        "ADP_HOME": str(tmp_path / "home"),
+        "ADP_S3_ENDPOINT_URL": moto,
+        "ADP_S3_LAYOUT": "jsonl-hourly",
+        "ADP_S3_CREATE_BUCKET": "1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    proc = AdpProcess(
+        [
+            "-v",
+            "aggregate",
+            "--sink",
+            "s3",
+            "--out",
+            f"s3://{bucket}/lake",
+            "--app-id",
+            app_id,
+            "--session-timeout",
+            "6",
+        ],
+        tmp_path / "agg.log",
+        env,
+    ).start()
+    tasks = {f"{prefix}{i}": attempt_events(f"{prefix}{i}", n_steps=2, t0=T0 + i) for i in range(6)}
     try:
         await produce(kafka.bootstrap, [e for ev in tasks.values() for e in ev])
-        await read_topic(kafka.bootstrap, TRAJECTORIES, lambda rs: len(
-            {r.key for r in rs if r.key.startswith(prefix.encode())}) >= len(tasks))
+        await read_topic(
+            kafka.bootstrap,
+            TRAJECTORIES,
+            lambda rs: len({r.key for r in rs if r.key.startswith(prefix.encode())}) >= len(tasks),
+        )
         ends = await end_offsets(kafka.bootstrap, TRAJECTORIES)
-        await wait_until(lambda: committed_past(kafka.bootstrap, app_id, ends), 60,
-                         "the sink agent's offsets committed", proc)
+        await wait_until(
+            lambda: committed_past(kafka.bootstrap, app_id, ends),
+            60,
+            "the sink agent's offsets committed",
+            proc,
+        )
     finally:
         proc.kill9()
     session = get_session()
-    async with session.create_client("s3", endpoint_url=moto, region_name="us-east-1",
-                                     aws_access_key_id="testing",
-                                     aws_secret_access_key="testing") as s3:
+    async with session.create_client(
+        "s3",
+        endpoint_url=moto,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ) as s3:
         listing = await s3.list_objects_v2(Bucket=bucket, Prefix="lake/")
         lines = []
         for item in listing.get("Contents", []):
@@ -265,8 +332,16 @@ def test_a_crashed_agent_ends_the_process_with_an_error(kafka, tmp_path):
     proc = aggregator(kafka, tmp_path, out, f"test-agg-crash-{run}", "agg.log")
     try:
         from tests.helpers import wait_for
-        wait_for(lambda: "aggregator test-agg-crash" in proc.log(lines=200) and "started" in
-                 proc.log(lines=200), 120, "the aggregator to start", check=proc.assert_alive)
+
+        wait_for(
+            lambda: (
+                "aggregator test-agg-crash" in proc.log(lines=200)
+                and "started" in proc.log(lines=200)
+            ),
+            120,
+            "the aggregator to start",
+            check=proc.assert_alive,
+        )
         # moved away in one step: the sink agent may be writing older tests' trajectories
         # from adp.trajectories into it right now (a new app reads the topic from the start)
         out.rename(tmp_path / "out-gone")
@@ -280,16 +355,17 @@ def test_a_crashed_agent_ends_the_process_with_an_error(kafka, tmp_path):
         proc.stop()
     log = proc.log(lines=400)
     assert proc.proc.returncode == 3, log
-    # the assemble agent writes what it publishes (streams/trajectory_writer.py), the sink agent
+    # the assemble agent writes what it publishes (streams/aggregator/writer.py), the sink agent
     # what older tests left on adp.trajectories: whichever writes first crashes
-    assert re.search(r"agent (assemble|sink) crashed", log) and "stopping the aggregator" in log, \
+    assert re.search(r"agent (assemble|sink) crashed", log) and "stopping the aggregator" in log, (
         log
+    )
 
 
 def test_the_sink_agent_skips_only_what_an_aggregator_of_its_app_wrote():
     """A trajectory the assemble agent published carries adp-written-by: <app id>; the sink
     agent of the same app skips it (written already), anything else it writes."""
-    from adp.streams.trajectory_writer import WRITTEN_BY, TrajectoryWriter, written_by
+    from adp.streams.aggregator.writer import WRITTEN_BY, TrajectoryWriter, written_by
 
     writer = TrajectoryWriter(sink=None, artifacts=None, stats={}, health=None, app_id="app-a")
     assert writer.headers == [(WRITTEN_BY, b"app-a")]
@@ -300,8 +376,7 @@ def test_the_sink_agent_skips_only_what_an_aggregator_of_its_app_wrote():
     assert written_by([(WRITTEN_BY, b"app-b")]) == "app-b" and written_by(None) is None
 
 
-async def test_a_finished_task_is_remembered_for_forget_done_after_then_runs_again(kafka,
-                                                                                  tmp_path):
+async def test_a_finished_task_is_remembered_for_forget_done_after_then_runs_again(kafka, tmp_path):
     """--forget-done-after 60: the same task again within the minute (event time) is late and
     leaves the file alone, also after a restart (the done record and its completion time come
     back from the changelog); once another task moved event time past the minute, the record
@@ -310,8 +385,18 @@ async def test_a_finished_task_is_remembered_for_forget_done_after_then_runs_aga
     tid, out = f"forget-{run}", tmp_path / "out"
     t1 = T0 + 10_000_000  # after every other test's events: they share the partition
     env = {"ADP_BOOTSTRAP": kafka.bootstrap, "ADP_HOME": str(tmp_path / "home")}
-    args = ["-v", "aggregate", "--out", str(out), "--app-id", f"test-agg-forget-{run}",
-            "--session-timeout", "6", "--forget-done-after", "60"]
+    args = [
+        "-v",
+        "aggregate",
+        "--out",
+        str(out),
+        "--app-id",
+        f"test-agg-forget-{run}",
+        "--session-timeout",
+        "6",
+        "--forget-done-after",
+        "60",
+    ]
 
     async def to_partition_0(events: list[StepEvent]) -> None:  # one partition: one event time
         producer = await clients.start(clients.producer(kafka.bootstrap))
@@ -330,20 +415,25 @@ async def test_a_finished_task_is_remembered_for_forget_done_after_then_runs_aga
     try:
         await to_partition_0(attempt_events(tid, n_steps=2, attempt_id="a1", t0=t1))
         await wait_until(lambda: attempt_of(tid) == "a1", 120, "the first trajectory", proc)
-        await to_partition_0(attempt_events(tid, n_steps=2, attempt_id="a2", t0=t1 + 20)
-                             + attempt_events(f"{tid}-m1", n_steps=1, t0=t1 + 25))
+        await to_partition_0(
+            attempt_events(tid, n_steps=2, attempt_id="a2", t0=t1 + 20)
+            + attempt_events(f"{tid}-m1", n_steps=1, t0=t1 + 25)
+        )
         await wait_until(lambda: attempt_of(f"{tid}-m1"), 120, "the marker after the copy", proc)
         assert attempt_of(tid) == "a1"
         proc.stop()
         assert proc.proc.returncode == 0, proc.log()
         proc = AdpProcess(args, tmp_path / "agg2.log", env).start()
-        await to_partition_0(attempt_events(tid, n_steps=2, attempt_id="a3", t0=t1 + 40)
-                             + attempt_events(f"{tid}-m2", n_steps=1, t0=t1 + 45))
-        await wait_until(lambda: attempt_of(f"{tid}-m2"), 120, "the marker after the restart",
-                         proc)
+        await to_partition_0(
+            attempt_events(tid, n_steps=2, attempt_id="a3", t0=t1 + 40)
+            + attempt_events(f"{tid}-m2", n_steps=1, t0=t1 + 45)
+        )
+        await wait_until(lambda: attempt_of(f"{tid}-m2"), 120, "the marker after the restart", proc)
         assert attempt_of(tid) == "a1"  # remembered across the restart
-        await to_partition_0(attempt_events(f"{tid}-m3", n_steps=1, t0=t1 + 200)
-                             + attempt_events(tid, n_steps=2, attempt_id="a4", t0=t1 + 210))
+        await to_partition_0(
+            attempt_events(f"{tid}-m3", n_steps=1, t0=t1 + 200)
+            + attempt_events(tid, n_steps=2, attempt_id="a4", t0=t1 + 210)
+        )
         await wait_until(lambda: attempt_of(tid) == "a4", 120, "the copy after the minute", proc)
     finally:
         proc.stop()

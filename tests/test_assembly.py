@@ -1,4 +1,5 @@
-"""adp.streams.assembly: step events in, trajectories and counters out (pure, no broker)."""
+"""adp.streams.aggregator.assembly: step events in, trajectories and counters out (pure, no
+broker)."""
 
 from __future__ import annotations
 
@@ -9,43 +10,85 @@ from pathlib import Path
 
 import pytest
 
-from adp.schemas.contracts import Artifact, ArtifactLocation, StepEvent, Trajectory, Verdict
 from adp.connectors.sinks.base import render
-from adp.streams.assembly import InvalidEvent, TrajectoryAssembler, assemble
+from adp.schemas.contracts import Artifact, ArtifactLocation, StepEvent, Trajectory, Verdict
+from adp.streams.aggregator.assembly import InvalidEvent, TrajectoryAssembler, assemble
 
 T0 = 1_700_000_000.0
 
 
-def attempt_events(task_id: str, n_steps: int = 2, attempt_id: str | None = None,
-                   t0: float = T0, runtime_id: str = "code-rt-1", success: bool = True,
-                   task_type: str = "code", finish: bool = True, cached_every: int = 0,
-                   ) -> list[StepEvent]:
+def attempt_events(
+    task_id: str,
+    n_steps: int = 2,
+    attempt_id: str | None = None,
+    t0: float = T0,
+    runtime_id: str = "code-rt-1",
+    success: bool = True,
+    task_type: str = "code",
+    finish: bool = True,
+    cached_every: int = 0,
+) -> list[StepEvent]:
     """The events one attempt emits: started, step 1..n, finished (one second apart)."""
     aid = attempt_id or str(uuid.uuid4())
-    base = {"task_id": task_id, "attempt_id": aid, "task_type": task_type,
-            "runtime_id": runtime_id}
-    task = {"task_id": task_id, "task_type": task_type, "description": f"do {task_id} ✓",
-            "expected_tools": ["python"], "max_steps": 5, "timeout": 60.0, "priority": 7,
-            "constraints": {"k": [1, 2]}, "metadata": {"origin": "test"}}
-    events = [StepEvent.model_validate({**base, "event_type": "started", "timestamp": t0,
-                                        "task": task})]
+    base = {"task_id": task_id, "attempt_id": aid, "task_type": task_type, "runtime_id": runtime_id}
+    task = {
+        "task_id": task_id,
+        "task_type": task_type,
+        "description": f"do {task_id} ✓",
+        "expected_tools": ["python"],
+        "max_steps": 5,
+        "timeout": 60.0,
+        "priority": 7,
+        "constraints": {"k": [1, 2]},
+        "metadata": {"origin": "test"},
+    }
+    events = [
+        StepEvent.model_validate({**base, "event_type": "started", "timestamp": t0, "task": task})
+    ]
     for i in range(1, n_steps + 1):
-        step = {"step_id": i, "action_type": "code_execution" if i < n_steps else "final_answer",
-                "action_params": {"code": f"print({i})"}, "observation": f"{i}\n",
-                "thinking": f"step {i}", "success": True, "timestamp": t0 + i, "duration": 0.5,
-                "llm": {"provider": "stub", "model": "m", "request": {"messages": [i]},
-                        "response": {"choices": [i]}, "prompt_tokens": 10 * i,
-                        "completion_tokens": i, "latency": 0.1,
-                        "cached": bool(cached_every and i % cached_every == 0)}}
-        events.append(StepEvent.model_validate({**base, "event_type": "step",
-                                                "timestamp": t0 + i, "step": step}))
+        step = {
+            "step_id": i,
+            "action_type": "code_execution" if i < n_steps else "final_answer",
+            "action_params": {"code": f"print({i})"},
+            "observation": f"{i}\n",
+            "thinking": f"step {i}",
+            "success": True,
+            "timestamp": t0 + i,
+            "duration": 0.5,
+            "llm": {
+                "provider": "stub",
+                "model": "m",
+                "request": {"messages": [i]},
+                "response": {"choices": [i]},
+                "prompt_tokens": 10 * i,
+                "completion_tokens": i,
+                "latency": 0.1,
+                "cached": bool(cached_every and i % cached_every == 0),
+            },
+        }
+        events.append(
+            StepEvent.model_validate(
+                {**base, "event_type": "step", "timestamp": t0 + i, "step": step}
+            )
+        )
     if finish:
-        events.append(StepEvent.model_validate({
-            **base, "event_type": "finished", "timestamp": t0 + n_steps + 1,
-            "finish": {"success": success, "final_result": f"result {task_id}",
-                       "error": None if success else "boom",
-                       "error_type": None if success else "runtime_error",
-                       "total_duration": n_steps + 1.0, "step_count": n_steps}}))
+        events.append(
+            StepEvent.model_validate(
+                {
+                    **base,
+                    "event_type": "finished",
+                    "timestamp": t0 + n_steps + 1,
+                    "finish": {
+                        "success": success,
+                        "final_result": f"result {task_id}",
+                        "error": None if success else "boom",
+                        "error_type": None if success else "runtime_error",
+                        "total_duration": n_steps + 1.0,
+                        "step_count": n_steps,
+                    },
+                }
+            )
+        )
     return events
 
 
@@ -62,9 +105,18 @@ def test_happy_path_builds_the_trajectory():
     m = t.metadata
     assert (m.runtime_id, m.attempt_id, m.error, m.error_type) == ("code-rt-1", "a1", None, None)
     assert (m.started_at, m.finished_at) == (T0, T0 + 4)
-    assert m.task == {"max_steps": 5, "timeout": 60.0, "priority": 7, "expected_tools": ["python"],
-                      "constraints": {"k": [1, 2]}, "metadata": {"origin": "test"},
-                      "verify": None, "samples": 1, "temperature": None, "seed": None}
+    assert m.task == {
+        "max_steps": 5,
+        "timeout": 60.0,
+        "priority": 7,
+        "expected_tools": ["python"],
+        "constraints": {"k": [1, 2]},
+        "metadata": {"origin": "test"},
+        "verify": None,
+        "samples": 1,
+        "temperature": None,
+        "seed": None,
+    }
     assert t.key == "t1" and t.sample_index == 0
     # no verifier named: success is the agent's claim, and the trajectory says so
     assert t.claimed_success is True and t.verdict_status == "unverified"
@@ -76,8 +128,9 @@ def test_happy_path_builds_the_trajectory():
 def test_token_sums_and_failure_fields():
     events = attempt_events("t2", n_steps=4, success=False, cached_every=2)
     # a step without an LLM exchange counts for nothing
-    events[2] = events[2].model_copy(update={"step": events[2].step.model_copy(
-        update={"llm": None})})
+    events[2] = events[2].model_copy(
+        update={"step": events[2].step.model_copy(update={"llm": None})}
+    )
     (t,), _ = assemble(events)
     m = t.metadata
     assert m.llm_calls == 3
@@ -141,8 +194,7 @@ def test_done_records_are_kept_forever_when_asked_and_when_written_without_a_tim
             keep.feed(e)
     assert len(task_headers(keep)) == 50 and keep.done_forgotten == 0
     # a store restored from an older aggregator: its done records carry no completion time
-    store = {"t-before": {"scope": 0, "done": "x"},
-             "t-timed": {"scope": 0, "done": "y", "at": T0}}
+    store = {"t-before": {"scope": 0, "done": "x"}, "t-timed": {"scope": 0, "done": "y", "at": T0}}
     restored = TrajectoryAssembler(store=store, expire_after=30, forget_done_after=100)
     for e in attempt_events("t-next", n_steps=1, t0=T0 + 500):
         restored.feed(e)
@@ -154,8 +206,7 @@ def test_done_records_are_kept_forever_when_asked_and_when_written_without_a_tim
 def test_duplicates_are_ignored_and_counted():
     events = attempt_events("t4", n_steps=3)
     dup = events + events[1:3] + [events[0], events[-1]]
-    order = [events[0], events[1], events[1], events[2], events[0], events[3], events[2],
-             events[4]]
+    order = [events[0], events[1], events[1], events[2], events[0], events[3], events[2], events[4]]
     out, counters = assemble(order)
     assert len(out) == 1 and [s.step_id for s in out[0].steps] == [1, 2, 3]
     assert counters["duplicates_dropped"] == 3
@@ -168,8 +219,17 @@ def test_two_attempts_first_complete_wins():
     first = attempt_events("t5", n_steps=2, attempt_id="A", runtime_id="rt-a")
     second = attempt_events("t5", n_steps=3, attempt_id="B", runtime_id="rt-b", t0=T0 + 0.5)
     # interleaved; B's finished event comes before A's
-    order = [first[0], second[0], first[1], second[1], second[2], second[3], second[4],
-             first[2], first[3]]
+    order = [
+        first[0],
+        second[0],
+        first[1],
+        second[1],
+        second[2],
+        second[3],
+        second[4],
+        first[2],
+        first[3],
+    ]
     out, counters = assemble(order)
     assert len(out) == 1 and out[0].metadata.attempt_id == "B"
     assert out[0].metadata.runtime_id == "rt-b" and len(out[0].steps) == 3
@@ -193,8 +253,9 @@ def test_incomplete_steps_never_complete():
     assert out == []
     # a finish claiming fewer steps than were sent is not complete either
     extra = attempt_events("t7b", n_steps=3)
-    extra[-1] = extra[-1].model_copy(update={"finish": extra[-1].finish.model_copy(
-        update={"step_count": 2})})
+    extra[-1] = extra[-1].model_copy(
+        update={"finish": extra[-1].finish.model_copy(update={"step_count": 2})}
+    )
     assert assemble(extra)[0] == []
 
 
@@ -257,15 +318,18 @@ def test_state_is_plain_json():
         assert json.loads(json.dumps(value)) == value, key
     # a new assembler over a JSON round trip of the store carries on where the first stopped
     b = TrajectoryAssembler(store=json.loads(json.dumps(dict(a.store))))
-    out = b.feed(attempt_events("t10", n_steps=2, attempt_id=a.get_state("t10")["attempts"]
-                                .popitem()[0])[-1])
+    out = b.feed(
+        attempt_events("t10", n_steps=2, attempt_id=a.get_state("t10")["attempts"].popitem()[0])[-1]
+    )
     assert len(out) == 1 and len(out[0].steps) == 2
 
 
 def test_same_events_shuffled_duplicates_give_identical_bytes():
     rng = random.Random(7)
-    tasks = [attempt_events(f"d{i}", n_steps=rng.randint(0, 5), attempt_id=f"a{i}",
-                            t0=T0 + i) for i in range(10)]
+    tasks = [
+        attempt_events(f"d{i}", n_steps=rng.randint(0, 5), attempt_id=f"a{i}", t0=T0 + i)
+        for i in range(10)
+    ]
     clean = [e for events in tasks for e in events]
     reference = {t.task_id: render(t) for t in assemble(clean)[0]}
     assert len(reference) == 10
@@ -288,6 +352,7 @@ def test_same_events_shuffled_duplicates_give_identical_bytes():
 
 # ---- StagedStore: one per batch of events, applied after the batch's trajectories are out ----
 
+
 def _feed_all(assembler: TrajectoryAssembler, events: list[StepEvent]) -> list[Trajectory]:
     out: list[Trajectory] = []
     for e in events:
@@ -296,7 +361,7 @@ def _feed_all(assembler: TrajectoryAssembler, events: list[StepEvent]) -> list[T
 
 
 def test_staged_store_writes_each_key_once_and_skips_what_lived_only_in_the_batch():
-    from adp.streams.staged_store import StagedStore
+    from adp.streams.aggregator.staged_store import StagedStore
 
     table: dict = {}
     staged = StagedStore(table)
@@ -306,21 +371,30 @@ def test_staged_store_writes_each_key_once_and_skips_what_lived_only_in_the_batc
     done = _feed_all(assembler, whole + half[:3])
     assert [t.task_id for t in done] == ["whole"] and table == {}, "nothing before apply()"
     calls: list[tuple] = []
-    writes = staged.apply(lambda scope, k, v: (calls.append(("set", k)), table.__setitem__(k, v)),
-                          lambda scope, k: (calls.append(("del", k)), table.pop(k)))
+    writes = staged.apply(
+        lambda scope, k, v: (calls.append(("set", k)), table.__setitem__(k, v)),
+        lambda scope, k: (calls.append(("del", k)), table.pop(k)),
+    )
     # "whole": only its done record; its step entries were set and deleted inside the batch.
     # "half": two step entries and one header, however many events wrote the header.
     assert sorted(k for op, k in calls if "\x00wm" not in k) == sorted(
-        ["whole", "half", "half\x00" + half[0].attempt_id + "\x001",
-         "half\x00" + half[0].attempt_id + "\x002"])
+        [
+            "whole",
+            "half",
+            "half\x00" + half[0].attempt_id + "\x001",
+            "half\x00" + half[0].attempt_id + "\x002",
+        ]
+    )
     assert writes == len(calls) and all(op == "set" for op, _ in calls)
     assert table["whole"]["done"] == whole[0].attempt_id
     # the next batch completes "half": its entries are deleted from the table, header last
     calls.clear()
     done = _feed_all(assembler, half[3:])
     assert [t.task_id for t in done] == ["half"]
-    staged.apply(lambda scope, k, v: (calls.append(("set", k)), table.__setitem__(k, v)),
-                 lambda scope, k: (calls.append(("del", k)), table.pop(k)))
+    staged.apply(
+        lambda scope, k, v: (calls.append(("set", k)), table.__setitem__(k, v)),
+        lambda scope, k: (calls.append(("del", k)), table.pop(k)),
+    )
     assert [op for op, k in calls if "\x00wm" not in k] == ["set", "del", "del"]
     assert all("\x00" not in k for k in table if not k.startswith("\x00wm")), table
 
@@ -328,7 +402,7 @@ def test_staged_store_writes_each_key_once_and_skips_what_lived_only_in_the_batc
 def test_every_prefix_of_an_applied_batch_is_a_consistent_state():
     """A kill -9 keeps any prefix of a batch's changelog writes: no prefix may leave a task
     header naming a step entry that is not there."""
-    from adp.streams.staged_store import StagedStore
+    from adp.streams.aggregator.staged_store import StagedStore
 
     rng = random.Random(3)
     events = []
@@ -340,10 +414,13 @@ def test_every_prefix_of_an_applied_batch_is_a_consistent_state():
     staged = StagedStore(table)
     assembler = TrajectoryAssembler(store=staged)
     for cut in range(0, len(events), 5):
-        _feed_all(assembler, events[cut:cut + 5])
+        _feed_all(assembler, events[cut : cut + 5])
         log: list[tuple] = []
         before = dict(table)
-        staged.apply(lambda s, k, v: log.append((k, v)), lambda s, k: log.append((k, None)))
+        staged.apply(
+            lambda s, k, v, log=log: log.append((k, v)),
+            lambda s, k, log=log: log.append((k, None)),
+        )
         state = dict(before)
         for k, v in [(None, None), *log]:
             if k is not None:
@@ -361,6 +438,7 @@ def test_every_prefix_of_an_applied_batch_is_a_consistent_state():
 
 # ---- samples, verdicts, costs -------------------------------------------------------------------
 
+
 def sample_events(task_id: str, index: int, samples: int, **kw) -> list[StepEvent]:
     """One attempt of sample `index` of a task asked for `samples` times."""
     events = attempt_events(task_id, **kw)
@@ -368,8 +446,14 @@ def sample_events(task_id: str, index: int, samples: int, **kw) -> list[StepEven
     for e in events:
         update = {"sample_index": index}
         if e.task is not None:
-            update["task"] = e.task.model_copy(update={"sample_index": index, "samples": samples,
-                                                       "temperature": 1.0, "seed": 7 + index})
+            update["task"] = e.task.model_copy(
+                update={
+                    "sample_index": index,
+                    "samples": samples,
+                    "temperature": 1.0,
+                    "seed": 7 + index,
+                }
+            )
         out.append(e.model_copy(update=update))
     return out
 
@@ -397,18 +481,22 @@ def test_a_started_event_whose_task_is_another_sample_is_invalid():
 
 
 def _with_verdict(events: list[StepEvent], claimed: bool, **verdict) -> list[StepEvent]:
-    finish = events[-1].finish.model_copy(update={"success": claimed,
-                                                  "verdict": Verdict(**verdict)})
-    return events[:-1] + [events[-1].model_copy(update={"finish": finish})]
+    finish = events[-1].finish.model_copy(
+        update={"success": claimed, "verdict": Verdict(**verdict)}
+    )
+    return [*events[:-1], events[-1].model_copy(update={"finish": finish})]
 
 
-@pytest.mark.parametrize("claimed, verdict, success, status", [
-    (True, {"verifier": "answer", "passed": True, "score": 1.0}, True, "passed"),
-    (True, {"verifier": "answer", "passed": False, "score": 0.0}, False, "failed"),
-    (False, {"verifier": "answer", "passed": True}, True, "passed"),
-    # a verifier that could not run decides nothing: no pass by default
-    (True, {"verifier": "judge", "passed": None, "error": "judge down"}, False, "error"),
-])
+@pytest.mark.parametrize(
+    "claimed, verdict, success, status",
+    [
+        (True, {"verifier": "answer", "passed": True, "score": 1.0}, True, "passed"),
+        (True, {"verifier": "answer", "passed": False, "score": 0.0}, False, "failed"),
+        (False, {"verifier": "answer", "passed": True}, True, "passed"),
+        # a verifier that could not run decides nothing: no pass by default
+        (True, {"verifier": "judge", "passed": None, "error": "judge down"}, False, "error"),
+    ],
+)
 def test_success_is_the_verdict_where_there_is_a_verifier(claimed, verdict, success, status):
     (t,), _ = assemble(_with_verdict(attempt_events("v", n_steps=1), claimed, **verdict))
     assert (t.success, t.claimed_success, t.verdict_status) == (success, claimed, status)
@@ -429,14 +517,14 @@ def test_samples_have_file_names_of_their_own():
 
     events = [e for i in range(2) for e in sample_events("plot", i, 2, attempt_id=f"a{i}")]
     first, second = sorted(assemble(events)[0], key=lambda t: t.sample_index)
-    png = Artifact(name="out/hist.png", size=3, media_type="image/png", sha256="0" * 64,
-                   kept=True)
+    png = Artifact(name="out/hist.png", size=3, media_type="image/png", sha256="0" * 64, kept=True)
     assert (object_name(first), object_name(second)) == ("plot.json", "plot/1.json")
     names = [artifact_name(first, 2, png), artifact_name(second, 2, png)]
     assert names == ["plot/step-2/out/hist.png", "plot/1/step-2/out/hist.png"]
     assert all(is_artifact_name(n) for n in names)
-    assert not any(is_artifact_name(n) for n in ("plot.json", "plot/1.json", "step-2.json",
-                                                 "step-2/1.json"))
+    assert not any(
+        is_artifact_name(n) for n in ("plot.json", "plot/1.json", "step-2.json", "step-2/1.json")
+    )
 
 
 def test_feeding_the_decoded_record_gives_the_same_state_and_trajectories():
@@ -453,8 +541,9 @@ def test_feeding_the_decoded_record_gives_the_same_state_and_trajectories():
         event, raw = codec.decode_record(codec.encode(e), expect=StepEvent)
         out_fast += fast.feed(event, raw=raw)
     assert [render(t) for t in out_fast] == [render(t) for t in out_plain] and len(out_fast) == 3
-    assert json.dumps(dict(fast.store), sort_keys=True) == json.dumps(dict(plain.store),
-                                                                      sort_keys=True)
+    assert json.dumps(dict(fast.store), sort_keys=True) == json.dumps(
+        dict(plain.store), sort_keys=True
+    )
 
 
 def test_render_matches_json_for_floats_with_negative_exponents():
@@ -465,12 +554,17 @@ def test_render_matches_json_for_floats_with_negative_exponents():
     doc_plain = json.loads(render(t))
     tiny = t.model_copy(update={"total_duration": 2.5e-7, "final_result": "pre-1e-x 3e-"})
     out = render(tiny)
-    assert b"2.5e-07" in out and out.decode() == json.dumps(
-        tiny.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+    assert (
+        b"2.5e-07" in out
+        and out.decode()
+        == json.dumps(tiny.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+    )
     assert doc_plain["task_id"] == "tiny-cost"
     text_only = t.model_copy(update={"final_result": "e-1 and re-2 are not numbers"})
-    assert render(text_only).decode() == json.dumps(
-        text_only.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+    assert (
+        render(text_only).decode()
+        == json.dumps(text_only.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+    )
 
 
 def test_an_assembled_trajectory_keeps_exactly_the_json_a_dump_gives():
@@ -481,15 +575,39 @@ def test_an_assembled_trajectory_keeps_exactly_the_json_a_dump_gives():
     from adp.schemas import codec
 
     events = attempt_events("t-j", n_steps=3, attempt_id="a1", success=False)
-    events[2] = events[2].model_copy(update={"step": events[2].step.model_copy(update={
-        "artifacts": [Artifact(name="plot.png", size=3, media_type="image/png",
-                               sha256="ab" * 32, kept=True, note=None,
-                               location=ArtifactLocation(topic="adp.artifacts", partition=1,
-                                                         offsets=[4, 5]))]})})
-    verdict = Verdict(verifier="answer", passed=True, score=1.0, details="ok",
-                      spec={"expected": "42"}, verified_at=T0, duration=0.25)
-    events[-1] = events[-1].model_copy(update={"finish": events[-1].finish.model_copy(
-        update={"verdict": verdict})})
+    events[2] = events[2].model_copy(
+        update={
+            "step": events[2].step.model_copy(
+                update={
+                    "artifacts": [
+                        Artifact(
+                            name="plot.png",
+                            size=3,
+                            media_type="image/png",
+                            sha256="ab" * 32,
+                            kept=True,
+                            note=None,
+                            location=ArtifactLocation(
+                                topic="adp.artifacts", partition=1, offsets=[4, 5]
+                            ),
+                        )
+                    ]
+                }
+            )
+        }
+    )
+    verdict = Verdict(
+        verifier="answer",
+        passed=True,
+        score=1.0,
+        details="ok",
+        spec={"expected": "42"},
+        verified_at=T0,
+        duration=0.25,
+    )
+    events[-1] = events[-1].model_copy(
+        update={"finish": events[-1].finish.model_copy(update={"verdict": verdict})}
+    )
     decoded = [codec.decode_record(codec.encode(e)) for e in events]
     assembler = TrajectoryAssembler()
     built = [t for e, raw in decoded for t in assembler.feed(e, raw=raw)]

@@ -8,11 +8,11 @@ import os
 import subprocess
 from pathlib import Path
 
-from adp.streams import kafka as clients
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from adp.streams.broker.server import new_cluster_id
-from adp.streams.topics import platform_topics
+from adp.streams.kafka import clients
+from adp.streams.kafka.broker.server import new_cluster_id
+from adp.streams.kafka.topics import platform_topics
 from tests.conftest import free_port_block
 from tests.helpers import ADP
 
@@ -29,7 +29,8 @@ async def describe(bootstrap: str) -> tuple[dict[str, int], dict[str, dict[str, 
         names = [s.name for s in platform_topics()]
         partitions = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
         responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+            [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+        )
         configs = {}
         for response in responses:
             for resource in response.resources:  # (error, msg, type, name, [entries...])
@@ -53,12 +54,12 @@ def broker_pids(home: Path) -> list[int]:
 
 def test_kafka_up_status_down_are_idempotent_and_leave_nothing_running(tmp_path):
     home = tmp_path / "home"
-    env = dict(os.environ, ADP_HOME=str(home),
-               ADP_BOOTSTRAP=f"127.0.0.1:{free_port_block()}")
+    env = dict(os.environ, ADP_HOME=str(home), ADP_BOOTSTRAP=f"127.0.0.1:{free_port_block()}")
 
     def adp(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(ADP + ["kafka", *args], env=env, capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run(
+            [*ADP, "kafka", *args], env=env, capture_output=True, text=True, timeout=300
+        )
 
     try:
         first = adp("up")

@@ -6,9 +6,8 @@ import asyncio
 import os
 import signal
 
-
+from adp.app.site_server import SiteServer
 from adp.runtimes.tools.browser import BrowserOptions, BrowserPool, truncate
-from adp.site_server import SiteServer
 
 
 async def test_search_form_finds_an_item(site, pool):
@@ -29,7 +28,11 @@ async def test_search_form_finds_an_item(site, pool):
         # Enter in the field submits the form too
         await b.fill("#q", "lantern")
         pressed = await b.press("Enter", "#q")
-        assert pressed.ok and "Camping Lantern" in pressed.observation and "Found 1 item" in pressed.observation
+        assert (
+            pressed.ok
+            and "Camping Lantern" in pressed.observation
+            and "Found 1 item" in pressed.observation
+        )
 
 
 async def test_paging_to_page_three(site, pool):
@@ -60,8 +63,10 @@ async def test_form_shows_confirmation_with_the_values(site, pool):
         assert (await b.type("message", "Please send the catalogue")).ok  # by name attribute
         sent = await b.click("Send message")
         assert sent.ok, sent.observation
-        assert ("Thank you, Ada Lovelace! We received your message \u201cPlease send the catalogue"
-                "\u201d and will reply to ada@example.org.") in sent.observation
+        assert (
+            "Thank you, Ada Lovelace! We received your message \u201cPlease send the catalogue"
+            "\u201d and will reply to ada@example.org."
+        ) in sent.observation
         again = await b.read_page()
         assert again.ok and "thanks.html?name=Ada+Lovelace" in again.observation
 

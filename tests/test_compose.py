@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from adp.cli import COMMANDS
+from adp.app.cli import COMMANDS
 from adp.schemas.contracts import TaskType
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,16 +25,28 @@ METRICS_PORT = 8001
 
 # The platform's metrics (README "Metrics"); the dashboard may query only these.
 DOCUMENTED_METRICS = {
-    "adp_tasks_received_total", "adp_tasks_finished_total", "adp_tasks_in_flight",
-    "adp_consumer_lag", "adp_step_duration_seconds", "adp_llm_latency_seconds",
-    "adp_llm_tokens_total", "adp_llm_cache_hits_total", "adp_llm_cache_misses_total",
-    "adp_dlq_messages_total", "adp_sink_writes_total", "adp_trajectories_total",
+    "adp_tasks_received_total",
+    "adp_tasks_finished_total",
+    "adp_tasks_in_flight",
+    "adp_consumer_lag",
+    "adp_step_duration_seconds",
+    "adp_llm_latency_seconds",
+    "adp_llm_tokens_total",
+    "adp_llm_cache_hits_total",
+    "adp_llm_cache_misses_total",
+    "adp_dlq_messages_total",
+    "adp_sink_writes_total",
+    "adp_trajectories_total",
     "adp_task_wait_seconds",
-    "adp_aggregator_events_total", "adp_aggregator_dropped_total", "adp_sink_latency_seconds",
+    "adp_aggregator_events_total",
+    "adp_aggregator_dropped_total",
+    "adp_sink_latency_seconds",
 }
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
-SECRET_VALUE = re.compile(r"(sk-[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{20,}|AKIA[0-9A-Z]{16}|"
-                          r"hf_[A-Za-z0-9]{20,}|ghp_[A-Za-z0-9]{20,})")
+SECRET_VALUE = re.compile(
+    r"(sk-[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{20,}|AKIA[0-9A-Z]{16}|"
+    r"hf_[A-Za-z0-9]{20,}|ghp_[A-Za-z0-9]{20,})"
+)
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
 
 
@@ -131,10 +143,13 @@ def _mounts(service: dict) -> list[tuple[str | None, str, str]]:
 
 # ---- the schema -------------------------------------------------------------------------------
 
+
 def test_compose_file_validates_against_the_compose_spec(raw: dict, compose: dict) -> None:
     if not SPEC.exists():
-        pytest.skip(f"Compose Specification schema not found at {SPEC} (it lives in ../shared/data "
-                    "beside the project, not in a user's clone)")
+        pytest.skip(
+            f"Compose Specification schema not found at {SPEC} (it lives in ../shared/data "
+            "beside the project, not in a user's clone)"
+        )
     import jsonschema
 
     schema = json.loads(SPEC.read_text())
@@ -142,7 +157,8 @@ def test_compose_file_validates_against_the_compose_spec(raw: dict, compose: dic
     for label, doc in (("as written", raw), ("with defaults interpolated", compose)):
         errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
         assert not errors, f"compose file {label}:\n" + "\n".join(
-            f"  {'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
+            f"  {'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10]
+        )
 
 
 def test_every_interpolated_variable_is_documented_in_env_example(raw: dict) -> None:
@@ -155,28 +171,32 @@ def test_every_interpolated_variable_is_documented_in_env_example(raw: dict) -> 
 
 # ---- what it points at ------------------------------------------------------------------------
 
+
 def test_build_contexts_and_dockerfiles_exist(services: dict) -> None:
     assert _adp_services(services), "no service builds the platform image"
     for name, svc in services.items():
         build = svc.get("build")
         if build is None:
             assert "image" in svc, f"{name}: neither image nor build"
-            assert ":" in svc["image"] and not svc["image"].endswith(":latest"), \
+            assert ":" in svc["image"] and not svc["image"].endswith(":latest"), (
                 f"{name}: pin the image tag ({svc['image']})"
+            )
             continue
         build = {"context": build} if isinstance(build, str) else build
         context = (COMPOSE_DIR / build.get("context", ".")).resolve()
         assert context.is_dir(), f"{name}: build context {context} missing"
-        assert (context / build.get("dockerfile", "Dockerfile")).is_file(), \
+        assert (context / build.get("dockerfile", "Dockerfile")).is_file(), (
             f"{name}: Dockerfile missing in {context}"
+        )
 
 
 def test_bind_mounts_and_env_files_exist_in_the_repo(compose: dict, services: dict) -> None:
     for name, svc in services.items():
         for kind, src, _dst in _mounts(svc):
             if kind != "bind":
-                assert src in (compose.get("volumes") or {}), \
+                assert src in (compose.get("volumes") or {}), (
                     f"{name}: named volume {src!r} not declared at the top level"
+                )
                 continue
             path = (COMPOSE_DIR / src).resolve()
             assert path.exists(), f"{name}: bind mount source {src} does not exist"
@@ -188,8 +208,9 @@ def test_bind_mounts_and_env_files_exist_in_the_repo(compose: dict, services: di
             if entry.get("required", True):
                 assert path.exists(), f"{name}: required env_file {entry['path']} missing"
             else:  # the user's own .env, made from the committed example
-                assert (COMPOSE_DIR / (entry["path"] + ".example")).exists(), \
+                assert (COMPOSE_DIR / (entry["path"] + ".example")).exists(), (
                     f"{name}: optional env_file {entry['path']} has no {entry['path']}.example"
+                )
     for section in ("configs", "secrets"):
         for key, item in (compose.get(section) or {}).items():
             if "file" in item:
@@ -202,8 +223,8 @@ def test_service_commands_are_real_adp_commands(services: dict) -> None:
     for name, svc in runners.items():
         argv = _argv(svc.get("command"))
         assert argv, f"{name}: no command (the image's default is only --help)"
-        assert argv[0] in COMMANDS, f"{name}: `adp {argv[0]}` is not in adp/cli.py COMMANDS"
-        module, attr = COMMANDS[argv[0]].split(":")
+        assert argv[0] in COMMANDS, f"{name}: `adp {argv[0]}` is not in app/cli.py COMMANDS"
+        module, attr = COMMANDS.entries()[argv[0]].split(":")
         try:
             command = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError):
@@ -239,8 +260,9 @@ def test_runtimes_scale_and_cover_every_task_type(services: dict) -> None:
     assert "container_name" not in services["aggregator"]
     agg = _argv(services["aggregator"]["command"])
     out = agg[agg.index("--out") + 1]
-    assert any(dst == out for _k, _s, dst in _mounts(services["aggregator"])), \
+    assert any(dst == out for _k, _s, dst in _mounts(services["aggregator"])), (
         "the aggregator's --out folder is not on a volume"
+    )
 
 
 def test_vllm_has_a_gpu_and_the_runtimes_point_at_it(services: dict) -> None:
@@ -250,7 +272,9 @@ def test_vllm_has_a_gpu_and_the_runtimes_point_at_it(services: dict) -> None:
     assert any("gpu" in d.get("capabilities", []) for d in devices)
     argv = _argv(vllm["command"])
     port = int(argv[argv.index("--port") + 1])
-    assert "${VLLM_MODEL" in yaml.safe_load(COMPOSE_FILE.read_text())["services"]["vllm"]["command"][1]
+    assert (
+        "${VLLM_MODEL" in yaml.safe_load(COMPOSE_FILE.read_text())["services"]["vllm"]["command"][1]
+    )
     for name in (f"runtime-{t.value}" for t in TaskType):
         host, p = _host_port(_env(services[name])["ADP_VLLM_URL"])
         assert (host, p) == ("vllm", port), f"{name}: ADP_VLLM_URL does not reach the vllm service"
@@ -261,10 +285,14 @@ def test_kafka_is_kraft_and_reachable_from_other_hosts(raw: dict, services: dict
     assert re.fullmatch(r"apache/kafka:4\.1\.\d+", kafka["image"]), kafka["image"]
     env = _env(kafka)
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
-    listeners = dict(re.match(r"(\w+)://[^:]*:(\d+)", l).groups()
-                     for l in env["KAFKA_LISTENERS"].split(","))
-    advertised = dict((n, _host_port(a)) for n, a in
-                      (l.split("://") for l in env["KAFKA_ADVERTISED_LISTENERS"].split(",")))
+    listeners = dict(
+        re.match(r"(\w+)://[^:]*:(\d+)", listener).groups()
+        for listener in env["KAFKA_LISTENERS"].split(",")
+    )
+    advertised = dict(
+        (n, _host_port(a))
+        for n, a in (line.split("://") for line in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    )
     assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] in listeners
     assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] not in advertised
     raw_adv = _env(raw["services"]["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
@@ -284,6 +312,7 @@ def test_kafka_is_kraft_and_reachable_from_other_hosts(raw: dict, services: dict
 
 # ---- health and metrics -----------------------------------------------------------------------
 
+
 def test_components_have_health_checks_on_the_metrics_port(services: dict) -> None:
     for name, svc in services.items():
         if name == "topics":
@@ -302,7 +331,10 @@ def test_prometheus_scrapes_every_component(services: dict) -> None:
     mounts = {dst: src for _k, src, dst in _mounts(prom)}
     config_arg = next(a for a in _argv(prom["command"]) if a.startswith("--config.file="))
     config_path = config_arg.split("=", 1)[1]
-    assert Path(COMPOSE_DIR / mounts[config_path]).resolve() == (COMPOSE_DIR / "prometheus.yml").resolve()
+    assert (
+        Path(COMPOSE_DIR / mounts[config_path]).resolve()
+        == (COMPOSE_DIR / "prometheus.yml").resolve()
+    )
 
     config = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())
     scraped: dict[str, set[int]] = {}
@@ -319,10 +351,16 @@ def test_prometheus_scrapes_every_component(services: dict) -> None:
         assert host in services or host == "localhost", f"scrape target {host} is no service"
     for name, svc in services.items():
         if _runs_adp(svc):
-            assert METRICS_PORT in scraped.get(name, set()), f"{name} is not scraped on {METRICS_PORT}"
+            assert METRICS_PORT in scraped.get(name, set()), (
+                f"{name} is not scraped on {METRICS_PORT}"
+            )
     # Scaled services are found through DNS, so every replica is scraped.
-    dns_names = {n for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", [])
-                 for n in sd["names"]}
+    dns_names = {
+        n
+        for job in config["scrape_configs"]
+        for sd in job.get("dns_sd_configs", [])
+        for n in sd["names"]
+    }
     assert {f"runtime-{t.value}" for t in TaskType} <= dns_names
 
 
@@ -340,18 +378,23 @@ def _registered_metrics() -> set[str]:
 
 def test_grafana_is_provisioned_with_the_dashboard(services: dict) -> None:
     grafana = services["grafana"]
-    mounts = {dst: (COMPOSE_DIR / src).resolve() for kind, src, dst in _mounts(grafana)
-              if kind == "bind"}
+    mounts = {
+        dst: (COMPOSE_DIR / src).resolve() for kind, src, dst in _mounts(grafana) if kind == "bind"
+    }
     provisioning = mounts["/etc/grafana/provisioning"]
-    datasources = [yaml.safe_load(p.read_text())
-                   for p in sorted((provisioning / "datasources").glob("*.y*ml"))]
+    datasources = [
+        yaml.safe_load(p.read_text()) for p in sorted((provisioning / "datasources").glob("*.y*ml"))
+    ]
     ds = [d for doc in datasources for d in doc["datasources"] if d["type"] == "prometheus"]
     assert len(ds) == 1
     host, port = _host_port(ds[0]["url"])
     assert host == "prometheus" and str(port) in [c for _h, c in _published(services["prometheus"])]
 
-    providers = [p for f in sorted((provisioning / "dashboards").glob("*.y*ml"))
-                 for p in yaml.safe_load(f.read_text())["providers"]]
+    providers = [
+        p
+        for f in sorted((provisioning / "dashboards").glob("*.y*ml"))
+        for p in yaml.safe_load(f.read_text())["providers"]
+    ]
     assert providers
     dashboards_dir = mounts[providers[0]["options"]["path"]]
     files = sorted(dashboards_dir.glob("*.json"))
@@ -374,15 +417,28 @@ def test_dashboard_queries_only_documented_metrics(services: dict) -> None:
     assert not unregistered, f"queried but registered by no module: {unregistered}"
     exprs = " | ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
     titles = " | ".join(p["title"].lower() for p in dash["panels"])
-    for needle in ("adp_tasks_finished_total", "adp_consumer_lag", "adp_tasks_in_flight",
-                   "error_type", "histogram_quantile(0.5, sum by (le) (rate(adp_llm_latency_seconds_bucket",
-                   "histogram_quantile(0.95, sum by (le) (rate(adp_llm_latency_seconds_bucket",
-                   "adp_llm_cache_hits_total", "adp_llm_cache_misses_total",
-                   "sum by (task_type, lane) (adp_consumer_lag",
-                   "sum by (le, lane) (rate(adp_task_wait_seconds_bucket"):
+    for needle in (
+        "adp_tasks_finished_total",
+        "adp_consumer_lag",
+        "adp_tasks_in_flight",
+        "error_type",
+        "histogram_quantile(0.5, sum by (le) (rate(adp_llm_latency_seconds_bucket",
+        "histogram_quantile(0.95, sum by (le) (rate(adp_llm_latency_seconds_bucket",
+        "adp_llm_cache_hits_total",
+        "adp_llm_cache_misses_total",
+        "sum by (task_type, lane) (adp_consumer_lag",
+        "sum by (le, lane) (rate(adp_task_wait_seconds_bucket",
+    ):
         assert needle in exprs, f"no panel queries {needle}"
-    for word in ("throughput", "lag", "in-flight", "error", "latency", "cache hit",
-                 "priority lane"):
+    for word in (
+        "throughput",
+        "lag",
+        "in-flight",
+        "error",
+        "latency",
+        "cache hit",
+        "priority lane",
+    ):
         assert word in titles, f"no panel about {word}"
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
@@ -400,14 +456,16 @@ def test_ports_are_consistent(services: dict) -> None:
 
 # ---- secrets ----------------------------------------------------------------------------------
 
+
 def test_no_literal_secrets(raw: dict) -> None:
     text = COMPOSE_FILE.read_text()
     assert not SECRET_VALUE.search(text), "something that looks like a real key is in the file"
     for name, svc in raw["services"].items():
         for key, value in _env(svc).items():
             if SECRET_NAME.search(key) and value is not None:
-                assert re.fullmatch(r"\$\{[A-Z0-9_]+(:?-)?\}", value), \
+                assert re.fullmatch(r"\$\{[A-Z0-9_]+(:?-)?\}", value), (
                     f"{name}: {key} must come from the environment (${{{key}}}), not {value!r}"
+                )
     example = (COMPOSE_DIR / ".env.example").read_text()
     assert not SECRET_VALUE.search(example)
     for line in example.splitlines():
@@ -421,6 +479,7 @@ def test_no_literal_secrets(raw: dict) -> None:
 
 
 # ---- the image --------------------------------------------------------------------------------
+
 
 def _dockerfile() -> list[tuple[str, str]]:
     """(instruction, arguments) with continuation lines joined and comments dropped."""

@@ -9,32 +9,64 @@ import asyncio
 import json
 import os
 
+from adp.app.console.index import TrajectoryIndex, cache_file_for
 from adp.connectors.sinks.base import render
 from adp.connectors.sinks.s3 import S3Sink
 from adp.connectors.sinks.stored import FileStore, S3Store
-from adp.console.index import TrajectoryIndex, cache_file_for
 from adp.schemas.contracts import Step, Trajectory, TrajectoryMetadata, Verdict
 
 T0 = 1_790_000_000.0
 
 
-def trajectory(i: int, task_type: str = "code", ok: bool = True, answer: str = "42",
-               description: str | None = None) -> Trajectory:
-    step = Step(step_id=1, action_type="code_execution", action_params={"code": f"print({i})"},
-                observation=f"{i}\n", success=ok, timestamp=T0 + i, duration=0.1)
+def trajectory(
+    i: int,
+    task_type: str = "code",
+    ok: bool = True,
+    answer: str = "42",
+    description: str | None = None,
+) -> Trajectory:
+    step = Step(
+        step_id=1,
+        action_type="code_execution",
+        action_params={"code": f"print({i})"},
+        observation=f"{i}\n",
+        success=ok,
+        timestamp=T0 + i,
+        duration=0.1,
+    )
     return Trajectory(
-        task_id=f"t-{i:05d}", task_type=task_type, description=description or f"task number {i}",
-        success=ok, steps=[step], final_result=answer, total_duration=1.5,
-        metadata=TrajectoryMetadata(runtime_id="r", attempt_id=f"a{i}", started_at=T0 + i - 1,
-                                    finished_at=T0 + i, llm_calls=1, prompt_tokens=10,
-                                    completion_tokens=5, cached_llm_calls=0, task={}))
+        task_id=f"t-{i:05d}",
+        task_type=task_type,
+        description=description or f"task number {i}",
+        success=ok,
+        steps=[step],
+        final_result=answer,
+        total_duration=1.5,
+        metadata=TrajectoryMetadata(
+            runtime_id="r",
+            attempt_id=f"a{i}",
+            started_at=T0 + i - 1,
+            finished_at=T0 + i,
+            llm_calls=1,
+            prompt_tokens=10,
+            completion_tokens=5,
+            cached_llm_calls=0,
+            task={},
+        ),
+    )
 
 
 def many(n: int) -> list[Trajectory]:
     types = ["code", "web", "reasoning"]
-    return [trajectory(i, types[i % 3], ok=i % 4 != 0,
-                       answer="the needle in the haystack" if i == 777 else f"answer {i}")
-            for i in range(n)]
+    return [
+        trajectory(
+            i,
+            types[i % 3],
+            ok=i % 4 != 0,
+            answer="the needle in the haystack" if i == 777 else f"answer {i}",
+        )
+        for i in range(n)
+    ]
 
 
 async def test_folder_index_answers_pages_without_opening_files(tmp_path):
@@ -96,11 +128,15 @@ async def test_folder_index_answers_pages_without_opening_files(tmp_path):
 async def test_samples_of_a_task_are_listed_apart_with_their_verdicts(tmp_path):
     """k samples of one task share its task_id: each is its own entry, keyed "<task_id>/<i>"
     beyond sample 0, with its own verdict (passed, failed, or could not run)."""
-    verdicts = [Verdict(verifier="exact", passed=True), Verdict(verifier="exact", passed=False),
-                Verdict(verifier="python_tests", passed=None, error="sandbox error")]
+    verdicts = [
+        Verdict(verifier="exact", passed=True),
+        Verdict(verifier="exact", passed=False),
+        Verdict(verifier="python_tests", passed=None, error="sandbox error"),
+    ]
     for i, v in enumerate(verdicts):
-        t = trajectory(i).model_copy(update={"task_id": "k3", "sample_index": i,
-                                             "verification": v, "claimed_success": True})
+        t = trajectory(i).model_copy(
+            update={"task_id": "k3", "sample_index": i, "verification": v, "claimed_success": True}
+        )
         folder = tmp_path / ("k3" if i else "")
         folder.mkdir(exist_ok=True)
         (folder / (f"{i}.json" if i else "k3.json")).write_bytes(render(t))
@@ -109,7 +145,10 @@ async def test_samples_of_a_task_are_listed_apart_with_their_verdicts(tmp_path):
     page = index.page()
     assert sorted(i["key"] for i in page["items"]) == ["k3", "k3/1", "k3/2"]
     assert {i["key"]: i["verdict"] for i in page["items"]} == {
-        "k3": "passed", "k3/1": "failed", "k3/2": "error"}
+        "k3": "passed",
+        "k3/1": "failed",
+        "k3/2": "error",
+    }
     assert [i["key"] for i in index.page(verified="failed")["items"]] == ["k3/1"]
     assert (await index.document("k3/2"))["verification"]["error"] == "sandbox error"
     assert (await index.document("k3"))["sample_index"] == 0
@@ -122,14 +161,18 @@ async def test_s3_index_reads_both_sink_layouts(moto, monkeypatch):
     async with S3Sink("s3://console/per-task", endpoint_url=moto, create_bucket=True) as sink:
         for t in items[:12]:
             await sink.write(t)
-    async with S3Sink("s3://console/hourly", layout="jsonl-hourly", endpoint_url=moto,
-                      create_bucket=True) as sink:
+    async with S3Sink(
+        "s3://console/hourly", layout="jsonl-hourly", endpoint_url=moto, create_bucket=True
+    ) as sink:
         for t in items[12:]:
             await sink.write(t)
         # a redelivery in a later batch: the same task in a second part, finished later
         await sink.flush()
-        await sink.write(trajectory(15, "web", answer="redelivered").model_copy(
-            update={"metadata": items[15].metadata.model_copy(update={"finished_at": T0 + 999})}))
+        await sink.write(
+            trajectory(15, "web", answer="redelivered").model_copy(
+                update={"metadata": items[15].metadata.model_copy(update={"finished_at": T0 + 999})}
+            )
+        )
 
     per_task = S3Store("s3://console/per-task", endpoint_url=moto)
     hourly = S3Store("s3://console/hourly", endpoint_url=moto)

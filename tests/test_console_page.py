@@ -24,9 +24,8 @@ from adp.connectors.sinks.base import render
 from adp.core.process import http_ok
 from adp.runtimes.tools.browser import CHROMIUM_ARGS, chromium_path
 from adp.schemas import codec
-from adp.schemas.contracts import (Artifact, Step, StepEvent, Trajectory, TrajectoryMetadata,
-                                  Verdict)
-from adp.streams import kafka as clients, topics
+from adp.schemas.contracts import Artifact, Step, StepEvent, Trajectory, TrajectoryMetadata, Verdict
+from adp.streams.kafka import clients, topics
 from tests.conftest import free_port_block
 from tests.helpers import ADP, AdpProcess, wait_for, write_tasks
 
@@ -35,9 +34,11 @@ pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "adp" / "console" / "static"
 SLOW = 120_000  # ms: the pipeline on a busy 2-core machine
-HOSTILE = ('<script>window.__pwned = "script"</script>'
-           '<img src=x onerror="window.__pwned = \'img\'; alert(1)">'
-           '\x1b[31mred\x1b[0m\x07 \u202eevil')
+HOSTILE = (
+    '<script>window.__pwned = "script"</script>'
+    "<img src=x onerror=\"window.__pwned = 'img'; alert(1)\">"
+    "\x1b[31mred\x1b[0m\x07 \u202eevil"
+)
 
 
 class Console:
@@ -46,8 +47,13 @@ class Console:
 
     def produce(self, tmp: Path, tasks: list[dict]) -> None:
         path = write_tasks(tmp / f"tasks-{tasks[0]['task_id']}.jsonl", tasks)
-        done = subprocess.run(ADP + ["produce", "--quiet", str(path)], env=self.env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [*ADP, "produce", "--quiet", str(path)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
 
     def assert_alive(self) -> None:
@@ -61,11 +67,19 @@ def console(kafka, llm_stub, tmp_path_factory) -> Console:
     out = tmp / "trajectories"
     out.mkdir()
     port = free_port_block()
-    env = {"ADP_BOOTSTRAP": kafka.bootstrap, "ADP_LLM_BASE_URL": llm_stub, "ADP_LLM_MODEL": "stub",
-           "ADP_METRICS_PORT": "0", "ADP_HOME": str(tmp / "home")}
+    env = {
+        "ADP_BOOTSTRAP": kafka.bootstrap,
+        "ADP_LLM_BASE_URL": llm_stub,
+        "ADP_LLM_MODEL": "stub",
+        "ADP_METRICS_PORT": "0",
+        "ADP_HOME": str(tmp / "home"),
+    }
     procs = [
-        AdpProcess(["console", "--port", str(port), "--trajectories", str(out), "--interval",
-                    "1"], tmp / "console.log", env),
+        AdpProcess(
+            ["console", "--port", str(port), "--trajectories", str(out), "--interval", "1"],
+            tmp / "console.log",
+            env,
+        ),
         AdpProcess(["aggregate", "--out", str(out)], tmp / "aggregate.log", env),
         AdpProcess(["runtime", "code"], tmp / "runtime.log", env),
     ]
@@ -73,8 +87,12 @@ def console(kafka, llm_stub, tmp_path_factory) -> Console:
         proc.start()
     url = f"http://127.0.0.1:{port}/"
     try:
-        wait_for(lambda: http_ok(url + "api/overview"), 60, "the console to answer",
-                 check=procs[0].assert_alive)
+        wait_for(
+            lambda: http_ok(url + "api/overview"),
+            60,
+            "the console to answer",
+            check=procs[0].assert_alive,
+        )
         yield Console(url, out, {**procs[0].env}, procs)
         assert procs[0].alive, f"the console died:\n{procs[0].log()}"
     finally:
@@ -105,7 +123,9 @@ class Watched:
 
     def __init__(self, page: Page):
         self.page, self.dialogs, self.errors, self.messages = page, [], [], []
-        page.on("dialog", lambda d: (self.dialogs.append(d.message), asyncio.ensure_future(d.dismiss())))
+        page.on(
+            "dialog", lambda d: (self.dialogs.append(d.message), asyncio.ensure_future(d.dismiss()))
+        )
         page.on("pageerror", lambda e: self.errors.append(str(e)))
         page.on("console", lambda m: self.messages.append(f"{m.type}: {m.text}"))
 
@@ -125,28 +145,65 @@ def stored(out: Path, t: Trajectory) -> None:
     (out / f"{t.task_id}.json").write_bytes(render(t))
 
 
-def trajectory(task_id: str, task_type: str = "code", ok: bool = True, text: str = "x",
-               observation: str = "7\n") -> Trajectory:
-    step = Step(step_id=1, action_type="code_execution", action_params={"code": "print(7)"},
-                observation=observation, thinking=text, success=ok, timestamp=1.79e9,
-                duration=0.2)
-    return Trajectory(task_id=task_id, task_type=task_type, description=text, success=ok,
-                      steps=[step], final_result=text, total_duration=0.3,
-                      metadata=TrajectoryMetadata(runtime_id="r", attempt_id="a",
-                                                  started_at=1.79e9, finished_at=1.79e9 + 1,
-                                                  llm_calls=1, prompt_tokens=3,
-                                                  completion_tokens=2, cached_llm_calls=0,
-                                                  task={}))
+def trajectory(
+    task_id: str,
+    task_type: str = "code",
+    ok: bool = True,
+    text: str = "x",
+    observation: str = "7\n",
+) -> Trajectory:
+    step = Step(
+        step_id=1,
+        action_type="code_execution",
+        action_params={"code": "print(7)"},
+        observation=observation,
+        thinking=text,
+        success=ok,
+        timestamp=1.79e9,
+        duration=0.2,
+    )
+    return Trajectory(
+        task_id=task_id,
+        task_type=task_type,
+        description=text,
+        success=ok,
+        steps=[step],
+        final_result=text,
+        total_duration=0.3,
+        metadata=TrajectoryMetadata(
+            runtime_id="r",
+            attempt_id="a",
+            started_at=1.79e9,
+            finished_at=1.79e9 + 1,
+            llm_calls=1,
+            prompt_tokens=3,
+            completion_tokens=2,
+            cached_llm_calls=0,
+            task={},
+        ),
+    )
 
 
 async def send_step(bootstrap: str, task_id: str, observation: str) -> None:
     import time
 
-    event = StepEvent(event_type="step", task_id=task_id, attempt_id="console-test",
-                      task_type="code", runtime_id="code-test", timestamp=time.time(),
-                      step=Step(step_id=1, action_type="code_execution",
-                                action_params={"code": "print(1)"}, observation=observation,
-                                success=True, timestamp=time.time(), duration=0.1))
+    event = StepEvent(
+        event_type="step",
+        task_id=task_id,
+        attempt_id="console-test",
+        task_type="code",
+        runtime_id="code-test",
+        timestamp=time.time(),
+        step=Step(
+            step_id=1,
+            action_type="code_execution",
+            action_params={"code": "print(1)"},
+            observation=observation,
+            success=True,
+            timestamp=time.time(),
+            duration=0.1,
+        ),
+    )
     producer = await clients.start(clients.producer(bootstrap))
     try:
         await producer.send_and_wait(topics.STEPS, codec.encode(event), key=task_id.encode())
@@ -155,21 +212,37 @@ async def send_step(bootstrap: str, task_id: str, observation: str) -> None:
 
 
 def test_console_help_explains_itself():
-    shown = subprocess.run(ADP + ["console", "--help"], capture_output=True, text=True, timeout=60)
+    shown = subprocess.run([*ADP, "console", "--help"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0
-    for words in ("--port", "--trajectories", "127.0.0.1", "without joining any consumer group",
-                  "Dead letters", "s3://"):
+    for words in (
+        "--port",
+        "--trajectories",
+        "127.0.0.1",
+        "without joining any consumer group",
+        "Dead letters",
+        "s3://",
+    ):
         assert words in shown.stdout, words
 
 
-async def test_counters_move_and_steps_appear_while_tasks_flow(console, browser, screenshots,
-                                                               tmp_path):
+async def test_counters_move_and_steps_appear_while_tasks_flow(
+    console, browser, screenshots, tmp_path
+):
     w = await open_page(browser, console.url + "#steps")
     page = w.page
     await expect(page.locator("#broker")).to_have_attribute("data-state", "up", timeout=SLOW)
-    console.produce(tmp_path, [{"task_id": f"console-flow-{i}", "task_type": "code",
-                                "description": f"Print {i} plus 40.", "timeout": 60}
-                               for i in range(2)])
+    console.produce(
+        tmp_path,
+        [
+            {
+                "task_id": f"console-flow-{i}",
+                "task_type": "code",
+                "description": f"Print {i} plus 40.",
+                "timeout": 60,
+            }
+            for i in range(2)
+        ],
+    )
     # the live list shows the runtime's steps as they happen
     step = page.locator('#step-list li[data-task="console-flow-0"][data-step="1"]')
     await expect(step).to_be_visible(timeout=SLOW)
@@ -185,22 +258,40 @@ async def test_counters_move_and_steps_appear_while_tasks_flow(console, browser,
     await expect(page.locator('[data-group="adp-aggregator"]')).to_contain_text("on adp.steps")
     # the steps of two tasks went by: the rate's peak over the window is above zero
     await expect(page.locator('[data-rate="steps"]')).to_contain_text(
-        re.compile(r"peak (?!0\.0/)\d"))
+        re.compile(r"peak (?!0\.0/)\d")
+    )
     await page.evaluate("window.scrollTo(0, 0)")
     await page.screenshot(path=screenshots / "console-overview.png", full_page=True)
     assert not w.errors, w.errors
 
 
-async def test_trajectory_list_pages_filters_and_opens_a_trajectory(console, browser,
-                                                                   screenshots):
-    wait_for(lambda: len(list(console.out.glob("console-flow-*.json"))) == 2, 120,
-             "the two trajectories of the flowing tasks")
+async def test_trajectory_list_pages_filters_and_opens_a_trajectory(console, browser, screenshots):
+    wait_for(
+        lambda: len(list(console.out.glob("console-flow-*.json"))) == 2,
+        120,
+        "the two trajectories of the flowing tasks",
+    )
     for i in range(60):
-        stored(console.out, trajectory(f"bulk-{i:02d}", ["code", "web", "reasoning"][i % 3],
-                                       ok=i % 5 != 0, text=f"bulk task {i}"))
-    stored(console.out, trajectory("bulk-zebra", "web", text="the zebra crossing answer",
-                                   observation="Page text: zebras\nthree of them").model_copy(
-        update={"verification": Verdict(verifier="contains", passed=True, details="found")}))
+        stored(
+            console.out,
+            trajectory(
+                f"bulk-{i:02d}",
+                ["code", "web", "reasoning"][i % 3],
+                ok=i % 5 != 0,
+                text=f"bulk task {i}",
+            ),
+        )
+    stored(
+        console.out,
+        trajectory(
+            "bulk-zebra",
+            "web",
+            text="the zebra crossing answer",
+            observation="Page text: zebras\nthree of them",
+        ).model_copy(
+            update={"verification": Verdict(verifier="contains", passed=True, details="found")}
+        ),
+    )
     total = len(list(console.out.glob("*.json")))
     w = await open_page(browser, console.url + "#trajectories")
     page = w.page
@@ -224,7 +315,8 @@ async def test_trajectory_list_pages_filters_and_opens_a_trajectory(console, bro
     await expect(rows).to_have_count(1)
     await rows.first.click()
     await expect(page.locator('#traj-detail [data-part="verdict"]')).to_have_text(
-        "verified: passed")
+        "verified: passed"
+    )
     observation = page.locator('#traj-detail [data-part="observation"]')
     await expect(observation).to_have_text("Page text: zebras\nthree of them")
     await expect(page.locator("#traj-detail")).to_contain_text("the zebra crossing answer")
@@ -258,23 +350,36 @@ async def test_hostile_observations_are_shown_as_text_and_never_run(console, bro
     await expect(page.locator("#traj-detail")).to_contain_text("is not stored yet", timeout=SLOW)
     # and the files its step "wrote": a real PNG, an HTML page and an SVG with scripts
     png = (ROOT / "docs" / "console-overview.png").read_bytes()
-    files = {"plot.png": ("image/png", png),
-             "evil.html": ("text/html", HOSTILE.encode()),
-             "evil.svg": ("image/svg+xml", b'<svg xmlns="http://www.w3.org/2000/svg" '
-                          b'onload="window.__pwned = \'svg\'"><script>alert(2)</script></svg>')}
+    files = {
+        "plot.png": ("image/png", png),
+        "evil.html": ("text/html", HOSTILE.encode()),
+        "evil.svg": (
+            "image/svg+xml",
+            b'<svg xmlns="http://www.w3.org/2000/svg" '
+            b"onload=\"window.__pwned = 'svg'\"><script>alert(2)</script></svg>",
+        ),
+    }
     artifacts = []
     for name, (media_type, data) in files.items():
         path = console.out / "hostile-1" / "step-1" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        artifacts.append(Artifact(name=name, size=len(data), media_type=media_type,
-                                  sha256=hashlib.sha256(data).hexdigest(), kept=True))
+        artifacts.append(
+            Artifact(
+                name=name,
+                size=len(data),
+                media_type=media_type,
+                sha256=hashlib.sha256(data).hexdigest(),
+                kept=True,
+            )
+        )
     hostile = trajectory("hostile-1", "web", text=HOSTILE, observation=HOSTILE)
     hostile.steps[0].artifacts = artifacts
     stored(console.out, hostile)
     observation = page.locator('#traj-detail [data-part="observation"]')
-    await expect(observation).to_contain_text('<script>window.__pwned = "script"</script>',
-                                              timeout=SLOW)
+    await expect(observation).to_contain_text(
+        '<script>window.__pwned = "script"</script>', timeout=SLOW
+    )
     shown = await observation.text_content()
     assert "<img src=x onerror=\"window.__pwned = 'img'; alert(1)\">" in shown
     assert "␛[31mred␛[0m␇" in shown and "⟨U+202E⟩evil" in shown  # control chars made visible
@@ -285,10 +390,14 @@ async def test_hostile_observations_are_shown_as_text_and_never_run(console, bro
     assert await plot.evaluate("img => img.complete && img.naturalWidth > 0")
     assert await page.locator("#traj-detail img").count() == 1  # the plot, not the <img> text
     assert await page.locator("#traj-detail script").count() == 0
-    for name, served in (("evil.html", "text/plain; charset=utf-8"),
-                         ("evil.svg", "application/octet-stream")):
+    for name, served in (
+        ("evil.html", "text/plain; charset=utf-8"),
+        ("evil.svg", "application/octet-stream"),
+    ):
         link = page.locator(f'#traj-detail [data-artifact="{name}"] a[download]')
-        response = await page.request.get(console.url.rstrip("/") + await link.get_attribute("href"))
+        response = await page.request.get(
+            console.url.rstrip("/") + await link.get_attribute("href")
+        )
         assert response.status == 200 and await response.body() == files[name][1]
         assert response.headers["content-type"] == served
         assert response.headers["x-content-type-options"] == "nosniff"
@@ -311,11 +420,14 @@ async def test_hostile_observations_are_shown_as_text_and_never_run(console, bro
 def test_page_code_never_turns_data_into_markup():
     """The rule the escaping rests on, checked where it lives: no HTML-parsing sink anywhere
     in the page's scripts."""
-    sinks = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|"
-                       r"new Function|createContextualFragment|DOMParser")
+    sinks = re.compile(
+        r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|"
+        r"new Function|createContextualFragment|DOMParser"
+    )
     for path in sorted(STATIC.rglob("*.js")):
-        code = "\n".join(line for line in path.read_text().splitlines()
-                         if not line.lstrip().startswith("//"))
+        code = "\n".join(
+            line for line in path.read_text().splitlines() if not line.lstrip().startswith("//")
+        )
         assert not sinks.search(code), f"{path.name}: {sinks.search(code).group(0)}"
 
 
@@ -344,8 +456,9 @@ def test_console_answers_loopback_names_only_with_a_strict_policy(console):
 async def test_dead_letters_show_their_reason(console, browser, kafka):
     producer = await clients.start(clients.producer(kafka.bootstrap))
     try:
-        await producer.send_and_wait(topics.task_topic("code"), b"\x00 not avro",
-                                     key=b"console-garbage")
+        await producer.send_and_wait(
+            topics.task_topic("code"), b"\x00 not avro", key=b"console-garbage"
+        )
     finally:
         await producer.stop()
     w = await open_page(browser, console.url + "#dlq")
@@ -374,17 +487,21 @@ async def test_page_survives_a_broker_restart(console, browser, kafka, tmp_path)
     await expect(page.locator("#banner")).to_be_hidden()
     # counters and live steps carry on: an urgent web task nobody runs stays pending, in the
     # high priority lane
-    console.produce(tmp_path, [{"task_id": "after-restart", "task_type": "web",
-                                "description": "d", "priority": 9}])
+    console.produce(
+        tmp_path,
+        [{"task_id": "after-restart", "task_type": "web", "description": "d", "priority": 9}],
+    )
     await expect(cell(page, "web", "produced")).to_have_text("1", timeout=SLOW)
     await expect(cell(page, "web", "pending")).to_have_text("1")
     high = page.locator('#types tr.lane[data-type="web"][data-lane="high"]')
     await expect(high.locator('[data-field="pending"]')).to_have_text("1")
     await expect(page.locator('[data-group="adp-runtime-web"]')).to_contain_text(
-        "adp.tasks.web.high [")
+        "adp.tasks.web.high ["
+    )
     await page.click('#tabs a[data-tab="steps"]')
     await send_step(kafka.bootstrap, "after-restart-step", "still following")
     await expect(page.locator('#step-list li[data-task="after-restart-step"]')).to_contain_text(
-        "still following", timeout=SLOW)
+        "still following", timeout=SLOW
+    )
     console.procs[0].assert_alive()
     assert not w.errors, w.errors

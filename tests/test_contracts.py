@@ -24,15 +24,22 @@ from adp.schemas import codec, contracts
 
 SCHEMA_DIR = Path(codec.SCHEMA_DIR)
 PRIMITIVES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "int": (int,), "long": (int,), "double": (float,), "float": (float,),
-    "boolean": (bool,), "bytes": (bytes,),
+    "string": (str,),
+    "int": (int,),
+    "long": (int,),
+    "double": (float,),
+    "float": (float,),
+    "boolean": (bool,),
+    "bytes": (bytes,),
 }
 
 
 def load_schemas() -> dict[str, dict]:
     """File order as the codec registers them: name -> raw JSON schema."""
-    return {name: json.loads((SCHEMA_DIR / file).read_text())
-            for name, file in codec.SCHEMA_FILES.items()}
+    return {
+        name: json.loads((SCHEMA_DIR / file).read_text())
+        for name, file in codec.SCHEMA_FILES.items()
+    }
 
 
 def model_for(name: str) -> type[BaseModel] | type[enum.Enum] | None:
@@ -57,8 +64,12 @@ class Checker:
 
     def check_type(self, avro: Any, ann: Any, where: str, ns: str) -> None:
         if isinstance(avro, str) and avro in PRIMITIVES:
-            if avro == "string" and isinstance(ann, type) and issubclass(ann, str) \
-                    and issubclass(ann, enum.Enum):
+            if (
+                avro == "string"
+                and isinstance(ann, type)
+                and issubclass(ann, str)
+                and issubclass(ann, enum.Enum)
+            ):
                 return  # a str enum carried as Avro string (ErrorType): symbols in the doc
             if ann not in PRIMITIVES[avro]:
                 self.problems.append(f"{where}: Avro {avro} but Python {ann!r}")
@@ -87,8 +98,11 @@ class Checker:
         if avro.get("logicalType") == "json":
             if kind != "string":
                 self.problems.append(f"{where}: json logical type must be on string, not {kind}")
-            elif not (ann is Any or typing.get_origin(ann) is dict and typing.get_args(ann)[0] is str
-                      or ann is dict):
+            elif not (
+                ann is Any
+                or (typing.get_origin(ann) is dict and typing.get_args(ann)[0] is str)
+                or ann is dict
+            ):
                 self.problems.append(f"{where}: Avro json but Python {ann!r} (want Any or dict)")
             return
         if kind == "array":
@@ -126,7 +140,8 @@ class Checker:
         values = [m.value for m in ann]
         if values != avro["symbols"]:
             self.problems.append(
-                f"{where}: enum {full} symbols {avro['symbols']} != Python {values}")
+                f"{where}: enum {full} symbols {avro['symbols']} != Python {values}"
+            )
 
     def check_record(self, avro: dict, model: type[BaseModel], full: str | None = None) -> None:
         full = full or self.fullname(avro, "")
@@ -153,7 +168,9 @@ class Checker:
             # sends it); allowed, e.g. LlmExchange.prompt_tokens = 0.
             return
         if py_required:
-            self.problems.append(f"{where}: Avro default {field['default']!r} but Python requires it")
+            self.problems.append(
+                f"{where}: Avro default {field['default']!r} but Python requires it"
+            )
             return
         py_default = info.get_default(call_default_factory=True)
         avro_default = field["default"]
@@ -161,10 +178,12 @@ class Checker:
             avro_default = json.loads(avro_default)
         if isinstance(py_default, enum.Enum):
             py_default = py_default.value
-        if py_default != avro_default or isinstance(py_default, bool) != isinstance(avro_default,
-                                                                                   bool):
+        if py_default != avro_default or isinstance(py_default, bool) != isinstance(
+            avro_default, bool
+        ):
             self.problems.append(
-                f"{where}: Avro default {avro_default!r} != Python default {py_default!r}")
+                f"{where}: Avro default {avro_default!r} != Python default {py_default!r}"
+            )
         if isinstance(avro_type, list) and avro_default is not None:
             self.problems.append(f"{where}: nullable union must default to null")
 
@@ -174,7 +193,9 @@ def check_all(schemas: dict[str, dict], models: dict[str, type] | None = None) -
     for name, schema in schemas.items():
         model = checker.python_type(name)
         if model is None:
-            checker.problems.append(f"{name}: no pydantic model of that name in adp.schemas.contracts")
+            checker.problems.append(
+                f"{name}: no pydantic model of that name in adp.schemas.contracts"
+            )
             continue
         checker.check_named(schema, model, name, "adp", defined=False)
     return checker
@@ -182,14 +203,18 @@ def check_all(schemas: dict[str, dict], models: dict[str, type] | None = None) -
 
 # --- the real contract ---------------------------------------------------------------------------
 
+
 def test_every_model_agrees_with_its_schema():
     checker = check_all(load_schemas())
     assert checker.problems == []
     # every record/enum model in contracts.py was reached through some schema
-    expected = {f"adp.{n}" for n, obj in vars(contracts).items()
-                if isinstance(obj, type) and obj.__module__ == contracts.__name__
-                and (issubclass(obj, BaseModel) and not n.startswith("_")
-                     or issubclass(obj, enum.Enum))}
+    expected = {
+        f"adp.{n}"
+        for n, obj in vars(contracts).items()
+        if isinstance(obj, type)
+        and obj.__module__ == contracts.__name__
+        and ((issubclass(obj, BaseModel) and not n.startswith("_")) or issubclass(obj, enum.Enum))
+    }
     reached = checker.checked | set(checker.named)
     # ErrorType travels as a nullable string (Avro has no enum for it); its symbols are in the docs
     assert expected - reached == {"adp.ErrorType"}
@@ -197,8 +222,11 @@ def test_every_model_agrees_with_its_schema():
 
 def test_error_type_symbols_are_documented_in_the_schema():
     text = (SCHEMA_DIR / "StepEvent.avsc").read_text()
-    doc = next(f["doc"] for f in json.loads(text)["fields"][8]["type"][1]["fields"]
-               if f["name"] == "error_type")
+    doc = next(
+        f["doc"]
+        for f in json.loads(text)["fields"][8]["type"][1]["fields"]
+        if f["name"] == "error_type"
+    )
     assert [s.strip() for s in doc.split("|")] == [e.value for e in contracts.ErrorType]
 
 
@@ -210,6 +238,7 @@ def test_codec_uses_the_same_files_and_models():
 
 # --- the checker catches drift (negative checks on modified copies) ------------------------------
 
+
 def problems_after(edit_schema=None, models: dict[str, type] | None = None) -> list[str]:
     schemas = copy.deepcopy(load_schemas())
     if edit_schema:
@@ -220,6 +249,7 @@ def problems_after(edit_schema=None, models: dict[str, type] | None = None) -> l
 def test_field_added_to_schema_only_is_caught():
     def add(s):
         s["adp.Task"]["fields"].append({"name": "owner", "type": "string"})
+
     problems = problems_after(add)
     assert any("adp.Task: Avro fields" in p and "'owner'" in p for p in problems)
 
@@ -234,44 +264,58 @@ def test_nested_record_field_added_to_one_side_is_caught():
     def add(s):
         step = s["adp.StepEvent"]["fields"][7]["type"][1]
         step["fields"].append({"name": "reward", "type": "double"})
+
     problems = problems_after(add)
     assert any(p.startswith("adp.Step: Avro fields") for p in problems)
 
 
 def test_changed_type_order_optional_enum_and_default_are_caught():
     def retype(s):
-        s["adp.Task"]["fields"][4]["type"] = "string"          # max_steps: int -> string
+        s["adp.Task"]["fields"][4]["type"] = "string"  # max_steps: int -> string
+
     assert any("adp.Task.max_steps: Avro string" in p for p in problems_after(retype))
 
     def reorder(s):
         f = s["adp.Task"]["fields"]
         f[2], f[3] = f[3], f[2]
+
     assert any("adp.Task: Avro fields" in p for p in problems_after(reorder))
 
     def not_null(s):
-        s["adp.StepEvent"]["fields"][6]["type"] = "adp.Task"   # task: no longer optional
+        s["adp.StepEvent"]["fields"][6]["type"] = "adp.Task"  # task: no longer optional
         del s["adp.StepEvent"]["fields"][6]["default"]
-    assert any("adp.StepEvent.task: Avro record adp.Task but Python" in p
-               for p in problems_after(not_null))
+
+    assert any(
+        "adp.StepEvent.task: Avro record adp.Task but Python" in p for p in problems_after(not_null)
+    )
 
     def symbol(s):
         s["adp.Task"]["fields"][1]["type"]["symbols"].append("math")
+
     assert any("symbols" in p for p in problems_after(symbol))
 
     def default(s):
-        s["adp.Task"]["fields"][6]["default"] = 7               # priority 5 -> 7
+        s["adp.Task"]["fields"][6]["default"] = 7  # priority 5 -> 7
+
     assert any("adp.Task.priority: Avro default 7" in p for p in problems_after(default))
 
     def json_to_string(s):
-        s["adp.Task"]["fields"][7]["type"] = "string"          # constraints loses json type
+        s["adp.Task"]["fields"][7]["type"] = "string"  # constraints loses json type
+
     assert any("adp.Task.constraints: Avro string" in p for p in problems_after(json_to_string))
 
 
 def test_model_side_type_changes_are_caught():
-    Finish2 = create_model("Finish", __base__=contracts._Record,
-                           **{n: (f.annotation, f) for n, f in
-                              contracts.Finish.model_fields.items() if n != "step_count"},
-                           step_count=(str, ...))
+    Finish2 = create_model(
+        "Finish",
+        __base__=contracts._Record,
+        **{
+            n: (f.annotation, f)
+            for n, f in contracts.Finish.model_fields.items()
+            if n != "step_count"
+        },
+        step_count=(str, ...),
+    )
 
     class StepEvent2(contracts.StepEvent):
         finish: Finish2 | None = None  # type: ignore[valid-type]
@@ -283,9 +327,14 @@ def test_model_side_type_changes_are_caught():
         reasoning = "reasoning"
         code = "code"
 
-    Task3 = create_model("Task", __base__=contracts._Record,
-                         **{n: (TaskType if n == "task_type" else f.annotation, f)
-                            for n, f in contracts.Task.model_fields.items()})
+    Task3 = create_model(
+        "Task",
+        __base__=contracts._Record,
+        **{
+            n: (TaskType if n == "task_type" else f.annotation, f)
+            for n, f in contracts.Task.model_fields.items()
+        },
+    )
     problems = problems_after(models={"adp.Task": Task3})
     assert any("enum adp.TaskType symbols" in p for p in problems)
 
@@ -295,6 +344,7 @@ def test_json_logical_type_must_map_to_any_or_dict(bad):
     def edit(s):
         meta = next(f for f in s["adp.Trajectory"]["fields"] if f["name"] == "metadata")
         next(f for f in meta["type"]["fields"] if f["name"] == "task")["type"] = bad
+
     assert any("adp.TrajectoryMetadata.task" in p for p in problems_after(edit))
 
 
@@ -304,11 +354,19 @@ def test_step_report_is_the_step_contract_without_step_id():
     from adp.runtimes.base import StepReport
 
     def shape(model: type[BaseModel]) -> list[tuple]:
-        return [(name, f.annotation, f.is_required(), f.default)
-                for name, f in model.model_fields.items()]
+        return [
+            (name, f.annotation, f.is_required(), f.default)
+            for name, f in model.model_fields.items()
+        ]
 
     assert shape(StepReport) == [f for f in shape(contracts.Step) if f[0] != "step_id"]
-    report = StepReport(action_type="python", action_params={"code": "print(1)"},
-                        observation="1\n", success=True, timestamp=1.0, duration=0.5)
+    report = StepReport(
+        action_type="python",
+        action_params={"code": "print(1)"},
+        observation="1\n",
+        success=True,
+        timestamp=1.0,
+        duration=0.5,
+    )
     step = report.numbered(3)
     assert step.step_id == 3 and step.model_dump(exclude={"step_id"}) == report.model_dump()

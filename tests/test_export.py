@@ -27,17 +27,22 @@ from adp.runtimes.tools.python import python_tool
 from adp.runtimes.tools.sandbox import SandboxLimits, make_sandbox
 from adp.runtimes.tools.sandbox.bwrap import sandbox_available
 from adp.schemas.contracts import Step, Task, Trajectory, Verdict
-from adp.streams.assembly import build_trajectory
+from adp.streams.aggregator.assembly import build_trajectory
 from tests.helpers import ADP, call, client, reply, scripted_stub
 
-pytestmark = pytest.mark.skipif(sandbox_available() is not None,
-                                reason=f"bubblewrap unusable: {sandbox_available()}")
+pytestmark = pytest.mark.skipif(
+    sandbox_available() is not None, reason=f"bubblewrap unusable: {sandbox_available()}"
+)
 
 SCRIPT = [
-    {"match": "two sums", "replies": [
-        reply("I compute the first.", call("python", code="print(2 + 3)")),
-        reply(None, call("python", code="print(4 + 5)"), call("python", code="print(6 + 7)")),
-        reply("Done.", call("finish", answer="5, 9 and 13"))]},
+    {
+        "match": "two sums",
+        "replies": [
+            reply("I compute the first.", call("python", code="print(2 + 3)")),
+            reply(None, call("python", code="print(4 + 5)"), call("python", code="print(6 + 7)")),
+            reply("Done.", call("finish", answer="5, 9 and 13")),
+        ],
+    },
     {"match": "factorial", "replies": ["```python\nprint(120)\n```", "FINAL ANSWER: 120"]},
     {"match": "mute", "replies": ["", "FINAL ANSWER: 7"]},
 ]
@@ -52,18 +57,29 @@ async def run(runner, task: Task) -> tuple:
     return await runner.run(task, emit), steps
 
 
-def trajectory(task: Task, steps: list, outcome, verdict: Verdict | None = None,
-               t0: float = 1.8e9) -> Trajectory:
-    numbered = [s.numbered(i) if hasattr(s, "numbered") else s.model_copy(update={"step_id": i})
-                for i, s in enumerate(steps, 1)]
+def trajectory(
+    task: Task, steps: list, outcome, verdict: Verdict | None = None, t0: float = 1.8e9
+) -> Trajectory:
+    numbered = [
+        s.numbered(i) if hasattr(s, "numbered") else s.model_copy(update={"step_id": i})
+        for i, s in enumerate(steps, 1)
+    ]
     return build_trajectory(
-        f"a-{task.key}", {"timestamp": t0, "runtime_id": "test",
-                          "task": task.model_dump(mode="json")},
-        {"timestamp": t0 + 5, "runtime_id": "test", "finish": {
-            "success": outcome.success, "final_result": outcome.final_result,
-            "total_duration": 5.0, "step_count": len(numbered),
-            "verdict": verdict.model_dump(mode="json") if verdict else None}},
-        [s.model_dump(mode="json") for s in numbered])
+        f"a-{task.key}",
+        {"timestamp": t0, "runtime_id": "test", "task": task.model_dump(mode="json")},
+        {
+            "timestamp": t0 + 5,
+            "runtime_id": "test",
+            "finish": {
+                "success": outcome.success,
+                "final_result": outcome.final_result,
+                "total_duration": 5.0,
+                "step_count": len(numbered),
+                "verdict": verdict.model_dump(mode="json") if verdict else None,
+            },
+        },
+        [s.model_dump(mode="json") for s in numbered],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,16 +99,31 @@ async def folder(tmp_path_factory) -> Path:
         passed = Verdict(verifier="answer", passed=True, score=1.0)
         made = [trajectory(tools_task, steps, outcome, passed)]
         for index in (0, 1):  # two samples that said exactly the same
-            task = Task(task_id="fact", task_type="code", description="The factorial of 5.",
-                        samples=2, sample_index=index)
+            task = Task(
+                task_id="fact",
+                task_type="code",
+                description="The factorial of 5.",
+                samples=2,
+                sample_index=index,
+            )
             outcome, steps = await run(code, task)
-            made.append(trajectory(task, steps, outcome,
-                                   Verdict(verifier="answer", passed=False, score=0.0)))
+            made.append(
+                trajectory(
+                    task, steps, outcome, Verdict(verifier="answer", passed=False, score=0.0)
+                )
+            )
         mute = Task(task_id="mute", task_type="code", description="Say mute things.")
         outcome, steps = await run(code, mute)
         made.append(trajectory(mute, steps, outcome))
-        opened = Step(step_id=1, action_type="goto", action_params={"url": "http://x/"},
-                      observation="Welcome page", success=True, timestamp=1.8e9, duration=0.1)
+        opened = Step(
+            step_id=1,
+            action_type="goto",
+            action_params={"url": "http://x/"},
+            observation="Welcome page",
+            success=True,
+            timestamp=1.8e9,
+            duration=0.1,
+        )
         web = Task(task_id="web", task_type="web", description="Do two sums, web.")
         outcome, steps = await run(agent, web)
         made.append(trajectory(web, [opened, *steps], outcome))
@@ -103,8 +134,12 @@ async def folder(tmp_path_factory) -> Path:
 
 
 def export(folder: Path, out: Path, *args: str) -> dict:
-    done = subprocess.run([*ADP, "export", str(folder), "--out", str(out), "--json", *args],
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [*ADP, "export", str(folder), "--out", str(out), "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -121,6 +156,7 @@ def split_rows(out: Path) -> dict[tuple[str, int], dict]:
 
 
 # ---- an independent checker of the chat format ---------------------------------------------------
+
 
 def check_chat(row: dict) -> None:
     messages = row["messages"]
@@ -158,8 +194,10 @@ def test_chat_loads_with_datasets_and_keeps_the_rules(folder, tmp_path):
         check_chat(row)
     loaded = datasets.load_dataset(str(tmp_path))  # through the card's `configs`
     assert sum(len(d) for d in loaded.values()) == 3
-    index = {i["key"]: (i["split"], i["line"])
-             for i in map(json.loads, (tmp_path / "index.jsonl").read_text().splitlines())}
+    index = {
+        i["key"]: (i["split"], i["line"])
+        for i in map(json.loads, (tmp_path / "index.jsonl").read_text().splitlines())
+    }
     assert set(index) == {"sums", "fact", "web"}
     sums = lines[index["sums"]]
     # rebuilt from the exchanges: the two-call reply and both results, the real outputs
@@ -167,7 +205,8 @@ def test_chat_loads_with_datasets_and_keeps_the_rules(folder, tmp_path):
     assert [len(m["tool_calls"]) for m in calls] == [1, 2, 1]
     assert [m["content"] for m in sums["messages"] if m["role"] == "tool"] == ["5\n", "9\n", "13\n"]
     assert json.loads(calls[-1]["tool_calls"][0]["function"]["arguments"]) == {
-        "answer": "5, 9 and 13"}
+        "answer": "5, 9 and 13"
+    }
 
 
 def test_split_is_by_task_so_samples_stay_together(folder, tmp_path):
@@ -179,7 +218,9 @@ def test_split_is_by_task_so_samples_stay_together(folder, tmp_path):
         for row in index:  # the task_id alone decides, the same way every time
             assert row["split"] == split_of(row["task_id"], validation)
     assert {split_of(t, 0.5) for t in ("fact", "sums", "web", "mute", "a", "b")} == {
-        "train", "validation"}
+        "train",
+        "validation",
+    }
     again = tmp_path / "again"
     export(folder, again, "--format", "chat", "--validation", "0.3", "--no-dedup")
     for path in (tmp_path / "0.3").glob("*.jsonl"):
@@ -194,12 +235,19 @@ def test_sharegpt_loads_and_alternates(folder, tmp_path):
         turns = row["conversations"]
         assert len(turns) % 2 == 0 and row["system"]
         for i, t in enumerate(turns):
-            assert t["from"] in (("human", "observation") if i % 2 == 0
-                                 else ("gpt", "function_call"))
+            assert t["from"] in (
+                ("human", "observation") if i % 2 == 0 else ("gpt", "function_call")
+            )
     sums = next(r for r in loaded if r["key"] == "sums")
     kinds = [t["from"] for t in sums["conversations"]]
-    assert kinds == ["human", "function_call", "observation", "function_call", "observation",
-                     "function_call"]
+    assert kinds == [
+        "human",
+        "function_call",
+        "observation",
+        "function_call",
+        "observation",
+        "function_call",
+    ]
     assert json.loads(sums["conversations"][4]["value"]) == ["9\n", "13\n"]
     assert {t["name"] for t in json.loads(sums["tools"])} == {"python", "finish"}
 
@@ -213,16 +261,22 @@ def test_parquet_loads_with_datasets_and_pyarrow(folder, tmp_path):
     assert sorted(loaded["key"]) == ["fact", "fact/1", "sums", "web"]
     row = next(r for r in loaded if r["key"] == "sums")
     assert row["verdict"] == "passed" and row["messages"][-1]["role"] == "assistant"
-    check_chat({"messages": [{k: v for k, v in m.items() if v is not None}
-                             for m in row["messages"]], "tools": json.loads(row["tools"])})
+    check_chat(
+        {
+            "messages": [{k: v for k, v in m.items() if v is not None} for m in row["messages"]],
+            "tools": json.loads(row["tools"]),
+        }
+    )
 
 
 def test_atif_validates_against_the_rfc(folder, tmp_path):
     export(folder, tmp_path, "--format", "atif", "--validation", "0", "--no-dedup")
     schema = json.loads(SCHEMA_FILE.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    docs = {p.relative_to(tmp_path / "train").as_posix(): json.loads(p.read_text())
-            for p in (tmp_path / "train").rglob("*.json")}
+    docs = {
+        p.relative_to(tmp_path / "train").as_posix(): json.loads(p.read_text())
+        for p in (tmp_path / "train").rglob("*.json")
+    }
     assert sorted(docs) == ["fact.json", "fact/1.json", "mute.json", "sums.json", "web.json"]
     for doc in docs.values():
         jsonschema.validate(doc, schema)
@@ -231,13 +285,17 @@ def test_atif_validates_against_the_rfc(folder, tmp_path):
     assert [s["source"] for s in sums["steps"]] == ["system", "user", "agent", "agent", "agent"]
     two = sums["steps"][3]
     assert [r["content"] for r in two["observation"]["results"]] == ["9\n", "13\n"]
-    assert [r["source_call_id"] for r in two["observation"]["results"]] == \
-        [c["tool_call_id"] for c in two["tool_calls"]]
+    assert [r["source_call_id"] for r in two["observation"]["results"]] == [
+        c["tool_call_id"] for c in two["tool_calls"]
+    ]
     assert sums["extra"]["verification"]["passed"] is True
     assert sums["final_metrics"]["total_prompt_tokens"] > 0
     web = docs["web.json"]["steps"]
-    assert web[2]["source"] == "system" and web[2]["observation"]["results"][0]["content"] == \
-        "Welcome page" and web[2]["extra"]["action_type"] == "goto"
+    assert (
+        web[2]["source"] == "system"
+        and web[2]["observation"]["results"][0]["content"] == "Welcome page"
+        and web[2]["extra"]["action_type"] == "goto"
+    )
     code = docs["fact.json"]["steps"][2]  # text protocol: an action without a tool call
     assert "tool_calls" not in code and code["observation"]["results"] == [{"content": "120\n"}]
     # and the checker notices what the RFC forbids
@@ -257,9 +315,27 @@ def test_filters_and_the_card(folder, tmp_path):
     assert "| reasoning | 1 | 1 | 100% (1/1) | 100% (1/1) | 1 | 0 | 0 | 0 |" in card
     assert "model `stub-model`" in card and "## Schema of a row" in card
     assert "verified only" in card
-    code = export(folder, tmp_path / "code", "--format", "chat", "--type", "code",
-                  "--min-steps", "2", "--max-steps", "2", "--validation", "0")
+    code = export(
+        folder,
+        tmp_path / "code",
+        "--format",
+        "chat",
+        "--type",
+        "code",
+        "--min-steps",
+        "2",
+        "--max-steps",
+        "2",
+        "--validation",
+        "0",
+    )
     assert code["trajectories"] == {"train": 1} and code["duplicates"] == 1
-    future = export(folder, tmp_path / "future", "--format", "chat", "--since",
-                    time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(2e9)))
+    future = export(
+        folder,
+        tmp_path / "future",
+        "--format",
+        "chat",
+        "--since",
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(2e9)),
+    )
     assert future["trajectories"] == {} and future["filtered"] == {"finished before --since": 5}

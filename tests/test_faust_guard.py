@@ -1,12 +1,13 @@
-"""The stall half of the skip guard (streams/faust_guard.py), on a fake consumer: pure logic,
+"""The stall half of the skip guard (streams/aggregator/faust_guard.py), on a fake consumer: pure
+logic,
 the broker-facing half is exercised by tests/test_aggregator.py and the fault suite."""
 
 from __future__ import annotations
 
 from aiokafka import TopicPartition
 
-from adp.streams import faust_guard
-from adp.streams.faust_guard import STALL_AFTER, SkipGuard
+from adp.streams.aggregator import faust_guard
+from adp.streams.aggregator.faust_guard import STALL_AFTER, SkipGuard
 
 
 class FakeConsumer:
@@ -35,8 +36,8 @@ async def test_a_partition_is_sought_back_only_when_faust_stays_silent(monkeypat
     clock = [1000.0]
     monkeypatch.setattr(faust_guard.time, "monotonic", lambda: clock[0])
     guard = SkipGuard("unused:9092", "group", "adp.steps")
-    guard._idle_since = clock[0]  # noqa: SLF001 - the clock is fake
-    guard._next = {0: 5}  # noqa: SLF001 - offsets 0..4 were delivered
+    guard._idle_since = clock[0]
+    guard._next = {0: 5}
     assert await guard.missed_before(Message(0, 5)) == []  # in order: nothing missed
     consumer = FakeConsumer({0: 9})  # 6, 7, 8 exist but never come
     guard.batch_started()

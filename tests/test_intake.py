@@ -1,14 +1,14 @@
-"""The runtime's lane intake (streams/intake.py) against a fake consumer: which lanes it pauses,
-what it takes, what a revocation drops. Pure bookkeeping; the real consumer and broker are in
-tests/test_runtime_discipline.py."""
+"""The runtime's lane intake (streams/runtime/intake.py) against a fake consumer: which lanes it
+pauses, what it takes, what a revocation drops. Pure bookkeeping; the real consumer and broker are
+in tests/test_runtime_discipline.py."""
 
 from __future__ import annotations
 
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from adp.streams import topics
-from adp.streams.intake import LaneIntake
+from adp.streams.kafka import topics
+from adp.streams.runtime.intake import LaneIntake
 
 HIGH, DEFAULT, LOW = topics.lane_topics("code")
 
@@ -22,8 +22,9 @@ class FakeConsumer:
     per-partition backlog (honouring pauses and max_records), highwater."""
 
     def __init__(self, backlog: dict[TopicPartition, int]):
-        self.backlog = {tp: [record(tp.topic, tp.partition, o) for o in range(n)]
-                        for tp, n in backlog.items()}
+        self.backlog = {
+            tp: [record(tp.topic, tp.partition, o) for o in range(n)] for tp, n in backlog.items()
+        }
         self._paused: set[TopicPartition] = set()
         self.polls = 0
 

@@ -1,5 +1,5 @@
-"""Priority lanes without a broker: how priorities map to lane topics (streams/topics.py) and
-which lane a free slot takes from (streams/lanes.py). The broker-side behaviour is in
+"""Priority lanes without a broker: how priorities map to lane topics (streams/kafka/topics.py) and
+which lane a free slot takes from (streams/runtime/lanes.py). The broker-side behaviour is in
 tests/test_runtime_discipline.py (section 6)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from adp.schemas.contracts import TaskType
-from adp.streams import topics
-from adp.streams.lanes import LaneScheduler, check_min_share
+from adp.streams.kafka import topics
+from adp.streams.runtime.lanes import LaneScheduler, check_min_share
 
 HIGH, DEFAULT, LOW = range(3)
 
@@ -18,25 +18,43 @@ HIGH, DEFAULT, LOW = range(3)
 
 def test_every_priority_has_exactly_one_lane_and_default_priority_keeps_the_old_topic():
     lanes = {p: topics.lane_for_priority(p).name for p in range(1, 11)}
-    assert lanes == {1: "low", 2: "low", 3: "low", 4: "default", 5: "default", 6: "default",
-                     7: "default", 8: "high", 9: "high", 10: "high"}
+    assert lanes == {
+        1: "low",
+        2: "low",
+        3: "low",
+        4: "default",
+        5: "default",
+        6: "default",
+        7: "default",
+        8: "high",
+        9: "high",
+        10: "high",
+    }
     # priority 5 is the task default: such tasks land where every earlier version put them
     assert topics.topic_for_task("code", 5) == "adp.tasks.code" == topics.task_topic("code")
     assert topics.topic_for_task("web", 10) == "adp.tasks.web.high"
     assert topics.topic_for_task("reasoning", 1) == "adp.tasks.reasoning.low"
     for bad in (0, 11):
-        with pytest.raises(ValueError, match="outside 1..10"):
+        with pytest.raises(ValueError, match=r"outside 1..10"):
             topics.lane_for_priority(bad)
 
 
 def test_lane_topics_are_highest_first_and_map_back_to_their_lane():
-    assert topics.lane_topics("code") == ["adp.tasks.code.high", "adp.tasks.code",
-                                          "adp.tasks.code.low"]
+    assert topics.lane_topics("code") == [
+        "adp.tasks.code.high",
+        "adp.tasks.code",
+        "adp.tasks.code.low",
+    ]
     for t in TaskType:
         for lane, topic in zip(topics.LANES, topics.lane_topics(t)):
             assert topics.lane_of(topic) == lane
-    for foreign in ("adp.steps", "adp.tasks.", "adp.tasks.chess", "adp.tasks.code.urgent",
-                    "x.adp.tasks.code"):
+    for foreign in (
+        "adp.steps",
+        "adp.tasks.",
+        "adp.tasks.chess",
+        "adp.tasks.code.urgent",
+        "x.adp.tasks.code",
+    ):
         with pytest.raises(ValueError, match="not a task topic"):
             topics.lane_of(foreign)
     with pytest.raises(ValueError, match="lanes are high, default, low"):
@@ -48,15 +66,18 @@ def test_every_lane_topic_is_created_like_the_default_one():
     for t in TaskType:
         default = specs[topics.task_topic(t)]
         for topic in topics.lane_topics(t):
-            assert (specs[topic].partitions, specs[topic].configs) == \
-                (default.partitions, default.configs)
+            assert (specs[topic].partitions, specs[topic].configs) == (
+                default.partitions,
+                default.configs,
+            )
 
 
 # --------------------------------------------------------------------------- scheduler
 
 
-def run(scheduler: LaneScheduler, waiting: list[bool], n: int,
-        ready: list[bool] | None = None) -> list[int]:
+def run(
+    scheduler: LaneScheduler, waiting: list[bool], n: int, ready: list[bool] | None = None
+) -> list[int]:
     return [scheduler.pick(waiting, ready or waiting) for _ in range(n)]
 
 
@@ -119,7 +140,7 @@ def test_min_share_bounds():
     assert check_min_share(1 / 3, 3) == pytest.approx(1 / 3)
     assert check_min_share(0.5, 2) == 0.5
     for bad in (-0.1, 0.34, 1.0):
-        with pytest.raises(ValueError, match="min share must be between 0 and 0.333"):
+        with pytest.raises(ValueError, match=r"min share must be between 0 and 0.333"):
             LaneScheduler(3, min_share=bad)
     with pytest.raises(ValueError, match="expected 3 lanes"):
         LaneScheduler(3).pick([True], [True])

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from adp.runtimes.llm.cache import LLMCache, fingerprint
 from adp.core.limit import AdaptiveLimit
+from adp.runtimes.llm.cache import LLMCache, fingerprint
 from adp.runtimes.llm.client import LLMClient, LLMError, RetryPolicy, build_model
 from adp.runtimes.llm.providers import Provider, Secret, resolve_providers
 from adp.runtimes.llm.stub import StubServer
@@ -34,31 +34,54 @@ async def stub():
 async def test_exchange_capture_and_two_step_tool_loop(stub):
     client = client_for(stub, temperature=0.3, max_tokens=77)
     assert callable(getattr(client, "chat", None))  # runtimes.base.Model
-    messages = [{"role": "system", "content": "agent"}, {"role": "user", "content": "List files now"}]
+    messages = [
+        {"role": "system", "content": "agent"},
+        {"role": "user", "content": "List files now"},
+    ]
     reply = await client.chat(messages, tools=[PYTHON_TOOL, FINISH_TOOL])
     ex = reply.exchange
     assert ex.provider == "p0" and ex.model == "stub-model" and ex.cached is False
     assert ex.request["messages"] == messages and ex.request["tools"] == [PYTHON_TOOL, FINISH_TOOL]
     assert ex.request["temperature"] == 0.3 and ex.request["max_tokens"] == 77
-    assert ex.response["object"] == "chat.completion" and ex.response["choices"][0]["message"]["tool_calls"]
-    assert ex.prompt_tokens == 4 and ex.completion_tokens == ex.response["usage"]["completion_tokens"] > 0
+    assert (
+        ex.response["object"] == "chat.completion"
+        and ex.response["choices"][0]["message"]["tool_calls"]
+    )
+    assert (
+        ex.prompt_tokens == 4
+        and ex.completion_tokens == ex.response["usage"]["completion_tokens"] > 0
+    )
     assert ex.latency > 0
     (call,) = reply.tool_calls
-    assert call.name == "python" and call.arguments == {"code": "print('List files now')"} and call.id
+    assert (
+        call.name == "python" and call.arguments == {"code": "print('List files now')"} and call.id
+    )
     assert reply.message["role"] == "assistant" and reply.message["tool_calls"][0]["id"] == call.id
 
     messages.append(reply.message)  # the request snapshot must not change with the conversation
     assert len(ex.request["messages"]) == 2
     messages.append({"role": "tool", "tool_call_id": call.id, "content": "a.txt b.txt\n"})
     final = await client.chat(messages, tools=[PYTHON_TOOL, FINISH_TOOL])
-    assert final.tool_calls[0].name == "finish" and final.tool_calls[0].arguments == {"answer": "a.txt b.txt"}
+    assert final.tool_calls[0].name == "finish" and final.tool_calls[0].arguments == {
+        "answer": "a.txt b.txt"
+    }
     text = await client.chat([{"role": "user", "content": "hi"}])
-    assert "```python" in text.content and text.tool_calls == [] and text.message["content"] == text.content
+    assert (
+        "```python" in text.content
+        and text.tool_calls == []
+        and text.message["content"] == text.content
+    )
     await client.aclose()
 
 
 async def test_unparseable_tool_arguments_are_kept_raw():
-    script = [{"replies": [{"content": None, "tool_calls": [{"name": "python", "arguments": "{not json"}]}]}]
+    script = [
+        {
+            "replies": [
+                {"content": None, "tool_calls": [{"name": "python", "arguments": "{not json"}]}
+            ]
+        }
+    ]
     async with StubServer(script=script) as server:
         client = client_for(server)
         reply = await client.chat([{"role": "user", "content": "x"}], tools=[PYTHON_TOOL])
@@ -68,7 +91,9 @@ async def test_unparseable_tool_arguments_are_kept_raw():
 
 
 async def test_retries_then_success():
-    async with StubServer(script=[{"replies": [[{"status": 500, "times": 2}, "third time lucky"]]}]) as server:
+    async with StubServer(
+        script=[{"replies": [[{"status": 500, "times": 2}, "third time lucky"]]}]
+    ) as server:
         client = client_for(server)
         reply = await client.chat([{"role": "user", "content": "x"}])
         assert reply.content == "third time lucky"
@@ -89,8 +114,10 @@ async def test_fallback_to_next_provider_when_first_keeps_failing(stub):
 
 
 async def test_all_providers_failing_raises_llm_error():
-    async with StubServer(script=[{"replies": [{"status": 500}]}]) as a, \
-            StubServer(script=[{"replies": [{"status": 401}]}]) as b:
+    async with (
+        StubServer(script=[{"replies": [{"status": 500}]}]) as a,
+        StubServer(script=[{"replies": [{"status": 401}]}]) as b,
+    ):
         client = client_for(a, b)
         with pytest.raises(LLMError, match="all LLM providers failed"):
             await client.chat([{"role": "user", "content": "x"}])
@@ -194,10 +221,17 @@ async def test_api_key_never_leaks(caplog, tmp_path):
     secret = "sk-test-SECRET123"
     for name in ("", "openai", "httpx", "httpx2", "runtimes"):
         caplog.set_level(logging.DEBUG, logger=name or None)
-    async with StubServer(script=[{"replies": [[{"status": 500, "times": 1}, {"status": 401}]]}]) as bad, \
-            StubServer() as good:
-        env = {"ADP_LLM_BASE_URL": bad.base_url, "ADP_LLM_API_KEY": secret, "ADP_LLM_MODEL": "m",
-               "OPENAI_API_KEY": secret, "OPENAI_API_BASE": good.base_url}
+    async with (
+        StubServer(script=[{"replies": [[{"status": 500, "times": 1}, {"status": 401}]]}]) as bad,
+        StubServer() as good,
+    ):
+        env = {
+            "ADP_LLM_BASE_URL": bad.base_url,
+            "ADP_LLM_API_KEY": secret,
+            "ADP_LLM_MODEL": "m",
+            "OPENAI_API_KEY": secret,
+            "OPENAI_API_BASE": good.base_url,
+        }
         providers = resolve_providers(env)
         assert [p.name for p in providers] == ["custom", "openai", "local"]
         client = LLMClient(providers, retry=FAST, cache=LLMCache(tmp_path / "c.sqlite3"))
@@ -207,9 +241,18 @@ async def test_api_key_never_leaks(caplog, tmp_path):
         failing = LLMClient(providers[:1], retry=RetryPolicy(1, 0.001, 0.001))
         with pytest.raises(LLMError) as info:
             await failing.chat([{"role": "user", "content": "x"}])  # the 401 now
-        texts = [caplog.text, repr(providers), str(providers[0]), repr(client), repr(failing),
-                 reply.exchange.model_dump_json(), repr(reply), str(info.value), repr(info.value),
-                 repr(providers[0].api_key)]
+        texts = [
+            caplog.text,
+            repr(providers),
+            str(providers[0]),
+            repr(client),
+            repr(failing),
+            reply.exchange.model_dump_json(),
+            repr(reply),
+            str(info.value),
+            repr(info.value),
+            repr(providers[0].api_key),
+        ]
         assert caplog.records  # the retries were logged
         for text in texts:
             assert "SECRET123" not in text
@@ -220,13 +263,23 @@ async def test_api_key_never_leaks(caplog, tmp_path):
 
 def test_provider_chain_order_and_overrides():
     assert [(p.name, p.base_url, p.model) for p in resolve_providers({})] == [
-        ("local", "http://127.0.0.1:8088/v1", "smollm2-135m-instruct")]
-    env = {"OPENAI_API_KEY": "o", "DEEPSEEK_API_KEY": "d", "GEMINI_API_KEY": "g",
-           "ADP_VLLM_URL": "http://vllm:8000/v1", "ADP_VLLM_MODEL": "qwen", "ADP_LLM_PORT": "9000",
-           "GEMINI_MODEL": "gemini-x", "DEEPSEEK_API_URL": "http://ds/v1"}
+        ("local", "http://127.0.0.1:8088/v1", "smollm2-135m-instruct")
+    ]
+    env = {
+        "OPENAI_API_KEY": "o",
+        "DEEPSEEK_API_KEY": "d",
+        "GEMINI_API_KEY": "g",
+        "ADP_VLLM_URL": "http://vllm:8000/v1",
+        "ADP_VLLM_MODEL": "qwen",
+        "ADP_LLM_PORT": "9000",
+        "GEMINI_MODEL": "gemini-x",
+        "DEEPSEEK_API_URL": "http://ds/v1",
+    }
     chain = resolve_providers(env)
     assert [p.name for p in chain] == ["gemini", "deepseek", "openai", "vllm", "local"]
-    assert chain[0].model == "gemini-x" and chain[0].base_url.startswith("https://generativelanguage")
+    assert chain[0].model == "gemini-x" and chain[0].base_url.startswith(
+        "https://generativelanguage"
+    )
     assert chain[1].base_url == "http://ds/v1" and chain[2].model == "gpt-4o-mini"
     assert chain[3].model == "qwen" and chain[4].base_url == "http://127.0.0.1:9000/v1"
     assert chain[0].key() == "g" and chain[3].api_key is None
@@ -249,7 +302,8 @@ async def test_build_model_from_env(stub, monkeypatch, tmp_path):
 
 
 async def test_a_samples_parameters_reach_the_request_and_the_cache_keeps_samples_apart(
-        stub, tmp_path):
+    stub, tmp_path
+):
     from adp.runtimes.base import sampling
 
     client = client_for(stub, cache=LLMCache(tmp_path / "c.sqlite3"), temperature=0.0)

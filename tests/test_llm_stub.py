@@ -12,7 +12,10 @@ import pytest
 from adp.runtimes.llm.stub import StubServer, load_script
 
 PYTHON_TOOL = {"type": "function", "function": {"name": "python", "parameters": {"type": "object"}}}
-READ_TOOL = {"type": "function", "function": {"name": "read_page", "parameters": {"type": "object"}}}
+READ_TOOL = {
+    "type": "function",
+    "function": {"name": "read_page", "parameters": {"type": "object"}},
+}
 CLICK_TOOL = {"type": "function", "function": {"name": "click", "parameters": {"type": "object"}}}
 FINISH_TOOL = {"type": "function", "function": {"name": "finish", "parameters": {"type": "object"}}}
 
@@ -36,8 +39,9 @@ async def ask(client, messages, **kw):
 async def test_text_protocol_two_steps(stub):
     client = sdk(stub.base_url)
     task = "Compute the sum of the first ten primes and print it out please"
-    first = await ask(client, [{"role": "system", "content": "be brief"},
-                               {"role": "user", "content": task}])
+    first = await ask(
+        client, [{"role": "system", "content": "be brief"}, {"role": "user", "content": task}]
+    )
     raw = first.model_dump()
     assert raw["object"] == "chat.completion" and raw["id"].startswith("chatcmpl-")
     assert isinstance(raw["created"], int) and raw["model"] == "m"
@@ -50,9 +54,11 @@ async def test_text_protocol_two_steps(stub):
     assert first.usage.completion_tokens == len(choice.message.content.split())
     assert first.usage.total_tokens == first.usage.prompt_tokens + first.usage.completion_tokens
 
-    conversation = [{"role": "user", "content": task},
-                    {"role": "assistant", "content": choice.message.content},
-                    {"role": "user", "content": "Observation:  129\n"}]
+    conversation = [
+        {"role": "user", "content": task},
+        {"role": "assistant", "content": choice.message.content},
+        {"role": "user", "content": "Observation:  129\n"},
+    ]
     second = await ask(client, conversation)
     assert second.choices[0].message.content == "FINAL ANSWER: 129"
     again = await ask(client, conversation)  # same conversation, same reply
@@ -67,10 +73,15 @@ async def test_tools_two_steps(stub):
     msg = first.choices[0].message
     assert first.choices[0].finish_reason == "tool_calls"
     assert [c.function.name for c in msg.tool_calls] == ["python"]
-    assert json.loads(msg.tool_calls[0].function.arguments) == {"code": "print('What is on the page?')"}
+    assert json.loads(msg.tool_calls[0].function.arguments) == {
+        "code": "print('What is on the page?')"
+    }
     call = msg.tool_calls[0]
-    convo = task + [{"role": "assistant", "content": "", "tool_calls": [call.model_dump()]},
-                    {"role": "tool", "tool_call_id": call.id, "content": "  " + "x" * 300 + "\n"}]
+    convo = [
+        *task,
+        {"role": "assistant", "content": "", "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "  " + "x" * 300 + "\n"},
+    ]
     second = await ask(client, convo, tools=[PYTHON_TOOL, FINISH_TOOL])
     done = second.choices[0].message.tool_calls[0]
     assert done.function.name == "finish"
@@ -90,9 +101,16 @@ async def test_tools_two_steps(stub):
 
 async def test_scripted_rules_in_order_and_last_reply_repeats():
     script = [
-        {"match": "^weather", "replies": [
-            {"content": "looking", "tool_calls": [{"name": "search", "arguments": {"q": "rain"}}]},
-            "FINAL ANSWER: rain"]},
+        {
+            "match": "^weather",
+            "replies": [
+                {
+                    "content": "looking",
+                    "tool_calls": [{"name": "search", "arguments": {"q": "rain"}}],
+                },
+                "FINAL ANSWER: rain",
+            ],
+        },
         {"match": "weather", "replies": ["never reached for ^weather"]},
         {"replies": ["catch-all"]},
     ]
@@ -106,7 +124,9 @@ async def test_scripted_rules_in_order_and_last_reply_repeats():
         a = {"role": "assistant", "content": "x"}
         r1 = await ask(client, [user, a, {"role": "user", "content": "more"}])
         r3 = await ask(client, [user, a, a, a])
-        assert r1.choices[0].message.content == r3.choices[0].message.content == "FINAL ANSWER: rain"
+        assert (
+            r1.choices[0].message.content == r3.choices[0].message.content == "FINAL ANSWER: rain"
+        )
         mid = await ask(client, [{"role": "user", "content": "the weather"}])
         assert mid.choices[0].message.content == "never reached for ^weather"
         rest = await ask(client, [{"role": "user", "content": "anything"}])
@@ -115,8 +135,13 @@ async def test_scripted_rules_in_order_and_last_reply_repeats():
 
 
 async def test_faults_status_then_fall_through():
-    script = [{"match": "limited", "replies": [{"status": 429, "times": 1}, {"status": 503, "times": 1}, "ok"]},
-              {"match": "broken", "replies": [{"status": 500}]}]
+    script = [
+        {
+            "match": "limited",
+            "replies": [{"status": 429, "times": 1}, {"status": 503, "times": 1}, "ok"],
+        },
+        {"match": "broken", "replies": [{"status": 500}]},
+    ]
     async with StubServer(script=script) as server:
         client = sdk(server.base_url)
         msgs = [{"role": "user", "content": "limited"}]
@@ -135,13 +160,17 @@ async def test_faults_status_then_fall_through():
 
 
 async def test_malformed_and_hang():
-    script = [{"match": "garbled", "replies": [[{"malformed": True, "times": 1}, "fine"]]},
-              {"match": "slow", "replies": [{"hang": 60}]}]
+    script = [
+        {"match": "garbled", "replies": [[{"malformed": True, "times": 1}, "fine"]]},
+        {"match": "slow", "replies": [{"hang": 60}]},
+    ]
     async with StubServer(script=script) as server:
         client = sdk(server.base_url)
         with pytest.raises(ValueError):  # the SDK cannot decode the body
             await ask(client, [{"role": "user", "content": "garbled"}])
-        assert (await ask(client, [{"role": "user", "content": "garbled"}])).choices[0].message.content == "fine"
+        assert (await ask(client, [{"role": "user", "content": "garbled"}])).choices[
+            0
+        ].message.content == "fine"
         with pytest.raises(openai.APITimeoutError):
             await ask(client, [{"role": "user", "content": "slow"}], timeout=0.3)
         await client.close()
@@ -149,13 +178,24 @@ async def test_malformed_and_hang():
 
 async def test_streaming_models_health_stats(stub):
     client = sdk(stub.base_url)
-    chunks = [c async for c in await ask(client, [{"role": "user", "content": "hi there"}],
-                                         stream=True, stream_options={"include_usage": True})]
+    chunks = [
+        c
+        async for c in await ask(
+            client,
+            [{"role": "user", "content": "hi there"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    ]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.startswith("Thought:") and "print('hi there')" in text
     assert chunks[-1].usage.prompt_tokens == 2
-    tool_chunks = [c async for c in await ask(client, [{"role": "user", "content": "hi"}],
-                                              stream=True, tools=[PYTHON_TOOL])]
+    tool_chunks = [
+        c
+        async for c in await ask(
+            client, [{"role": "user", "content": "hi"}], stream=True, tools=[PYTHON_TOOL]
+        )
+    ]
     calls = [tc for c in tool_chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     assert calls[0].function.name == "python"
     models = await client.models.list()
@@ -172,7 +212,9 @@ async def test_streaming_models_health_stats(stub):
 def test_in_thread_with_sync_client():
     with StubServer(script=[{"match": "x", "replies": ["sync ok"]}]).in_thread() as url:
         client = openai.OpenAI(base_url=url, api_key="k", max_retries=0)
-        reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        reply = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}]
+        )
         assert reply.choices[0].message.content == "sync ok"
         client.close()
 
@@ -191,14 +233,30 @@ def test_script_format_errors(tmp_path):
 def test_cli_serves_a_script(tmp_path):
     script = tmp_path / "script.json"
     script.write_text(json.dumps([{"match": "ping", "replies": ["pong"]}]))
-    proc = subprocess.Popen([sys.executable, "-m", "adp.cli", "llm-stub", "--port", "0", "--latency", "0.01",
-                             "--script", str(script)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "adp",
+            "llm-stub",
+            "--port",
+            "0",
+            "--latency",
+            "0.01",
+            "--script",
+            str(script),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert "listening on http://127.0.0.1:" in line, line
         url = line.split()[-1]
         client = openai.OpenAI(base_url=url, api_key="k", max_retries=0)
-        reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "ping"}])
+        reply = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "ping"}]
+        )
         assert reply.choices[0].message.content == "pong"
         client.close()
     finally:

@@ -23,8 +23,9 @@ def test_repeats_are_collapsed_per_window_with_a_count(monkeypatch):
     now[0] += 61
     again = record("aiokafka", msg, 1, "refused")
     assert f.filter(again)
-    assert again.getMessage() == ("Unable connect to node with id 1: refused "
-                                  "[50 more like this in the last 61s]")
+    assert again.getMessage() == (
+        "Unable connect to node with id 1: refused [50 more like this in the last 61s]"
+    )
     plain = record("faust", "100% done")  # no args: the text is used as it is
     assert f.filter(plain) and not f.filter(record("faust", "100% done"))
     now[0] += 61
@@ -34,4 +35,6 @@ def test_repeats_are_collapsed_per_window_with_a_count(monkeypatch):
 
 def test_our_own_loggers_always_pass():
     f = RepeatCollapser(window=60)
-    assert all(f.filter(record("adp.streams.worker", "task %s finished", 1)) for _ in range(5))
+    assert all(
+        f.filter(record("adp.streams.runtime.worker", "task %s finished", 1)) for _ in range(5)
+    )

@@ -3,16 +3,16 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adp.streams.offsets import PartitionOffsets
+from adp.streams.runtime.offsets import PartitionOffsets
 
 
 def test_out_of_order_finishes_commit_only_the_contiguous_prefix():
     p = PartitionOffsets()
     for o in (10, 11, 12, 13):
         p.start(o)
-    assert p.finish(12) is None      # 10 and 11 still running
-    assert p.finish(10) == 11        # 10 done; 11 bounds the commit
-    assert p.finish(11) == 13        # 11 and 12 done; 13 still running
+    assert p.finish(12) is None  # 10 and 11 still running
+    assert p.finish(10) == 11  # 10 done; 11 bounds the commit
+    assert p.finish(11) == 13  # 11 and 12 done; 13 still running
     assert p.running == 1
     assert p.finish(13) == 14
 

@@ -1,12 +1,12 @@
-"""adp.streams.open_attempts: the deadline index that lets an expiry sweep touch only due
+"""adp.streams.aggregator.open_attempts: the deadline index that lets an expiry sweep touch only due
 attempts, and the assembler's use of it (pure, no broker)."""
 
 from __future__ import annotations
 
 import random
 
-from adp.streams.assembly import TrajectoryAssembler
-from adp.streams.open_attempts import AttemptDeadlines
+from adp.streams.aggregator.assembly import TrajectoryAssembler
+from adp.streams.aggregator.open_attempts import AttemptDeadlines
 from tests.test_assembly import T0, attempt_events
 
 
@@ -55,8 +55,12 @@ def test_rebuild_forgets_and_orders_entries():
 
 
 def _brute_force_open(a: TrajectoryAssembler) -> set[tuple[int, str, str]]:
-    return {(state["scope"], tid, aid) for tid, state in a.store.items()
-            if "\x00" not in tid and "attempts" in state for aid in state["attempts"]}
+    return {
+        (state["scope"], tid, aid)
+        for tid, state in a.store.items()
+        if "\x00" not in tid and "attempts" in state
+        for aid in state["attempts"]
+    }
 
 
 def test_the_assembler_index_follows_its_store_and_expiry_matches_a_full_scan():
@@ -69,13 +73,15 @@ def test_the_assembler_index_follows_its_store_and_expiry_matches_a_full_scan():
     for i in range(40):
         scope = i % 2
         t0 = T0 + i * 7
-        events = attempt_events(f"t{i}", n_steps=rng.randint(0, 3), attempt_id=f"A{i}",
-                                t0=t0, finish=rng.random() < 0.6)
+        events = attempt_events(
+            f"t{i}", n_steps=rng.randint(0, 3), attempt_id=f"A{i}", t0=t0, finish=rng.random() < 0.6
+        )
         if rng.random() < 0.3:  # a second attempt, maybe complete, of the same task
-            events += attempt_events(f"t{i}", n_steps=1, attempt_id=f"B{i}", t0=t0 + 2,
-                                     finish=rng.random() < 0.5)
+            events += attempt_events(
+                f"t{i}", n_steps=1, attempt_id=f"B{i}", t0=t0 + 2, finish=rng.random() < 0.5
+            )
         streams[scope] += events
-    for scope, events in streams.items():
+    for events in streams.values():
         events.sort(key=lambda e: e.timestamp)
     for e0, e1 in zip(streams[0], streams[1]):
         for scope, event in ((0, e0), (1, e1)):

@@ -16,20 +16,38 @@ N_TASKS = 20
 
 def test_twenty_code_tasks_become_twenty_trajectories(kafka, llm_stub, tmp_path):
     out = tmp_path / "trajectories"
-    env = {"ADP_BOOTSTRAP": kafka.bootstrap, "ADP_LLM_BASE_URL": llm_stub,
-           "ADP_LLM_MODEL": "stub", "ADP_HOME": str(tmp_path / "home")}
+    env = {
+        "ADP_BOOTSTRAP": kafka.bootstrap,
+        "ADP_LLM_BASE_URL": llm_stub,
+        "ADP_LLM_MODEL": "stub",
+        "ADP_HOME": str(tmp_path / "home"),
+    }
     ids = [f"e2e-code-{i:02d}" for i in range(N_TASKS)]
-    tasks = write_tasks(tmp_path / "tasks.jsonl", [
-        {"task_id": t, "task_type": "code", "description": f"Print the number {i} squared.",
-         "max_steps": 4, "timeout": 60}
-        for i, t in enumerate(ids)
-    ])
+    tasks = write_tasks(
+        tmp_path / "tasks.jsonl",
+        [
+            {
+                "task_id": t,
+                "task_type": "code",
+                "description": f"Print the number {i} squared.",
+                "max_steps": 4,
+                "timeout": 60,
+            }
+            for i, t in enumerate(ids)
+        ],
+    )
     aggregator = AdpProcess(["aggregate", "--out", str(out)], tmp_path / "agg.log", env).start()
-    runtime = AdpProcess(["runtime", "code", "--concurrency", "4"], tmp_path / "rt.log",
-                         env).start()
+    runtime = AdpProcess(
+        ["runtime", "code", "--concurrency", "4"], tmp_path / "rt.log", env
+    ).start()
     try:
-        produced = subprocess.run(ADP + ["produce", "--quiet", str(tasks)], env={**runtime.env},
-                                  capture_output=True, text=True, timeout=120)
+        produced = subprocess.run(
+            [*ADP, "produce", "--quiet", str(tasks)],
+            env={**runtime.env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert produced.returncode == 0, produced.stdout + produced.stderr
 
         def all_written():
@@ -55,12 +73,17 @@ def test_twenty_code_tasks_become_twenty_trajectories(kafka, llm_stub, tmp_path)
         assert [s["action_type"] for s in steps] == ["code_execution", "final_answer"]
         run, final = steps
         # the observation is what the program really prints, run again outside the sandbox
-        real = subprocess.run(["python3", "-c", run["action_params"]["code"]],
-                              capture_output=True, text=True, timeout=30)
+        real = subprocess.run(
+            ["python3", "-c", run["action_params"]["code"]],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert run["observation"] == real.stdout and run["success"] is True
         assert t["final_result"] == real.stdout.strip()
         assert run["llm"]["provider"] and run["llm"]["request"]["messages"][1]["content"] == (
-            f"Print the number {ids.index(task_id)} squared.")
+            f"Print the number {ids.index(task_id)} squared."
+        )
         assert run["llm"]["response"]["choices"][0]["message"]["content"]
         assert run["llm"]["prompt_tokens"] > 0 and run["llm"]["completion_tokens"] > 0
         assert final["observation"] == ""  # no tool ran: nothing is invented
@@ -72,24 +95,56 @@ def test_twenty_code_tasks_become_twenty_trajectories(kafka, llm_stub, tmp_path)
 def test_web_and_reasoning_tasks_end_to_end(kafka, llm_stub, site, tmp_path):
     """Real Chromium on the shipped site and the real sandbox, through Kafka, to files."""
     out = tmp_path / "trajectories"
-    env = {"ADP_BOOTSTRAP": kafka.bootstrap, "ADP_LLM_BASE_URL": llm_stub,
-           "ADP_LLM_MODEL": "stub", "ADP_METRICS_PORT": "0"}
-    tasks = write_tasks(tmp_path / "tasks.jsonl", [
-        {"task_id": "e2e-web-0", "task_type": "web", "description": "What does the shop sell?",
-         "constraints": {"start_url": site}, "timeout": 120},
-        {"task_id": "e2e-web-1", "task_type": "web", "description": "Open the last list page.",
-         "constraints": {"start_url": site + "list/page3.html"}, "timeout": 120},
-        {"task_id": "e2e-reasoning-0", "task_type": "reasoning",
-         "description": "Compute 6 times 7 with Python.", "timeout": 120},
-    ])
-    procs = [AdpProcess(args, tmp_path / f"{args[0]}-{args[-1]}.log", env).start() for args in (
-        ["aggregate", "--out", str(out)], ["runtime", "web"], ["runtime", "reasoning"])]
+    env = {
+        "ADP_BOOTSTRAP": kafka.bootstrap,
+        "ADP_LLM_BASE_URL": llm_stub,
+        "ADP_LLM_MODEL": "stub",
+        "ADP_METRICS_PORT": "0",
+    }
+    tasks = write_tasks(
+        tmp_path / "tasks.jsonl",
+        [
+            {
+                "task_id": "e2e-web-0",
+                "task_type": "web",
+                "description": "What does the shop sell?",
+                "constraints": {"start_url": site},
+                "timeout": 120,
+            },
+            {
+                "task_id": "e2e-web-1",
+                "task_type": "web",
+                "description": "Open the last list page.",
+                "constraints": {"start_url": site + "list/page3.html"},
+                "timeout": 120,
+            },
+            {
+                "task_id": "e2e-reasoning-0",
+                "task_type": "reasoning",
+                "description": "Compute 6 times 7 with Python.",
+                "timeout": 120,
+            },
+        ],
+    )
+    procs = [
+        AdpProcess(args, tmp_path / f"{args[0]}-{args[-1]}.log", env).start()
+        for args in (["aggregate", "--out", str(out)], ["runtime", "web"], ["runtime", "reasoning"])
+    ]
     try:
-        produced = subprocess.run(ADP + ["produce", "--quiet", str(tasks)], env=procs[0].env,
-                                  capture_output=True, text=True, timeout=120)
+        produced = subprocess.run(
+            [*ADP, "produce", "--quiet", str(tasks)],
+            env=procs[0].env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert produced.returncode == 0, produced.stdout + produced.stderr
-        wait_for(lambda: len(list(out.glob("e2e-*.json"))) >= 3 if out.exists() else False,
-                 240, "3 trajectories", check=lambda: [p.assert_alive() for p in procs])
+        wait_for(
+            lambda: len(list(out.glob("e2e-*.json"))) >= 3 if out.exists() else False,
+            240,
+            "3 trajectories",
+            check=lambda: [p.assert_alive() for p in procs],
+        )
     finally:
         for p in procs:
             p.stop()
@@ -103,7 +158,11 @@ def test_web_and_reasoning_tasks_end_to_end(kafka, llm_stub, site, tmp_path):
         assert final["action_type"] == "final_answer" and files[task_id]["success"]
     assert "ZEBRA-42" in files["e2e-web-1"]["steps"][0]["observation"]
     python, final = files["e2e-reasoning-0"]["steps"]
-    real = subprocess.run(["python3", "-c", python["action_params"]["code"]],
-                          capture_output=True, text=True, timeout=30)
+    real = subprocess.run(
+        ["python3", "-c", python["action_params"]["code"]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert python["action_type"] == "python" and python["observation"] == real.stdout
     assert final["action_type"] == "final_answer"

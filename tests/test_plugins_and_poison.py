@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from adp.streams import topics
-from adp.streams.reader import read_topic
+from adp.streams.kafka import topics
+from adp.streams.kafka.reader import read_topic
 from tests.helpers import ADP, AdpProcess, trajectory_files, wait_for, write_tasks
 
 pytestmark = pytest.mark.kafka
@@ -24,15 +24,33 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def pip_install_target(package: Path, target: Path) -> str:
     """Install a plugin package into its own folder; returns a PYTHONPATH that sees it."""
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--no-build-isolation", "--target", str(target), str(package)],
-                   check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(package),
+        ],
+        check=True,
+        timeout=300,
+    )
     return f"{target}:{ROOT}"
 
 
 def produce(env: dict, tasks: Path) -> None:
-    done = subprocess.run(ADP + ["produce", "--quiet", str(tasks)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*ADP, "produce", "--quiet", str(tasks)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -43,19 +61,39 @@ def test_example_custom_runtime_runs_a_task(kafka, tmp_path):
     script = [{"match": "six times seven", "replies": ["CALC: 6 * 7", "FINAL ANSWER: 42"]}]
     out = tmp_path / "out"
     with StubServer(script=script).in_thread() as llm_url:
-        env = {"ADP_BOOTSTRAP": kafka.bootstrap, "ADP_LLM_BASE_URL": llm_url,
-               "ADP_LLM_MODEL": "stub", "PYTHONPATH": pythonpath, "ADP_METRICS_PORT": "0"}
-        listed = subprocess.run(ADP + ["runtime", "--help"], env={**os.environ, **env},
-                                capture_output=True, text=True)
+        env = {
+            "ADP_BOOTSTRAP": kafka.bootstrap,
+            "ADP_LLM_BASE_URL": llm_url,
+            "ADP_LLM_MODEL": "stub",
+            "PYTHONPATH": pythonpath,
+            "ADP_METRICS_PORT": "0",
+        }
+        listed = subprocess.run(
+            [*ADP, "runtime", "--help"], env={**os.environ, **env}, capture_output=True, text=True
+        )
         assert "calc" in listed.stdout
         agg = AdpProcess(["aggregate", "--out", str(out)], tmp_path / "agg.log", env).start()
         rt = AdpProcess(["runtime", "calc"], tmp_path / "rt.log", env).start()
         try:
-            produce(rt.env, write_tasks(tmp_path / "t.jsonl", [
-                {"task_id": "plugin-calc-1", "task_type": "reasoning",
-                 "description": "What is six times seven?"}]))
-            wait_for(lambda: (out / "plugin-calc-1.json").exists(), 120, "the plugin's trajectory",
-                     check=lambda: (rt.assert_alive(), agg.assert_alive()))
+            produce(
+                rt.env,
+                write_tasks(
+                    tmp_path / "t.jsonl",
+                    [
+                        {
+                            "task_id": "plugin-calc-1",
+                            "task_type": "reasoning",
+                            "description": "What is six times seven?",
+                        }
+                    ],
+                ),
+            )
+            wait_for(
+                lambda: (out / "plugin-calc-1.json").exists(),
+                120,
+                "the plugin's trajectory",
+                check=lambda: (rt.assert_alive(), agg.assert_alive()),
+            )
         finally:
             rt.stop()
             agg.stop()
@@ -81,18 +119,30 @@ def test_poison_task_goes_to_dlq_and_the_rest_complete(kafka, tmp_path):
         agg.assert_alive()
         if not runtimes or not runtimes[-1].alive:
             assert len(runtimes) < 8, "runtime kept dying: the poison task was never isolated"
-            runtimes.append(AdpProcess(["runtime", "crashy", "--concurrency", "4"],
-                                       tmp_path / f"rt-{len(runtimes)}.log", env).start())
+            runtimes.append(
+                AdpProcess(
+                    ["runtime", "crashy", "--concurrency", "4"],
+                    tmp_path / f"rt-{len(runtimes)}.log",
+                    env,
+                ).start()
+            )
         return all((out / f"{t}.json").exists() for t in good)
 
     try:
+
         def dead_lettered() -> list:
-            return [r for r in asyncio.run(read_topic(kafka.bootstrap, topics.DLQ))
-                    if r.key == b"poison-bad"]
+            return [
+                r
+                for r in asyncio.run(read_topic(kafka.bootstrap, topics.DLQ))
+                if r.key == b"poison-bad"
+            ]
 
         produce(agg.env, write_tasks(tmp_path / "t.jsonl", tasks))
-        poisoned = wait_for(lambda: supervise() and dead_lettered(), 300,
-                            "every good trajectory and the poison task in adp.dlq")
+        poisoned = wait_for(
+            lambda: supervise() and dead_lettered(),
+            300,
+            "every good trajectory and the poison task in adp.dlq",
+        )
     finally:
         for rt in runtimes:
             rt.stop()

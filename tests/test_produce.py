@@ -5,6 +5,7 @@ with aiokafka. Each test uses its own task_id prefix, since the broker is shared
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -20,10 +21,10 @@ from aiokafka import TopicPartition
 from adp.schemas import codec
 from adp.schemas.contracts import Task, TaskType
 from adp.streams import producer as producer_mod
-from adp.streams import kafka as clients
+from adp.streams.kafka import clients
+from adp.streams.kafka.admin import partition_counts
+from adp.streams.kafka.topics import lane_topics, task_topic
 from adp.streams.producer import ProduceError, produce_tasks
-from adp.streams.admin import partition_counts
-from adp.streams.topics import lane_topics, task_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -36,14 +37,14 @@ def prefix() -> str:
 
 
 def line(task_id: str, task_type: str = "code", **fields) -> str:
-    return json.dumps({"task_id": task_id, "task_type": task_type,
-                       "description": f"task {task_id}", **fields})
+    return json.dumps(
+        {"task_id": task_id, "task_type": task_type, "description": f"task {task_id}", **fields}
+    )
 
 
 def write(tmp_path: Path, lines: list[str | bytes], name: str = "tasks.jsonl") -> Path:
     path = tmp_path / name
-    path.write_bytes(b"".join((x if isinstance(x, bytes) else x.encode()) + b"\n"
-                              for x in lines))
+    path.write_bytes(b"".join((x if isinstance(x, bytes) else x.encode()) + b"\n" for x in lines))
     return path
 
 
@@ -52,8 +53,13 @@ async def adp_produce(*args: str, bootstrap: str | None = None) -> subprocess.Co
     if bootstrap:
         env["ADP_BOOTSTRAP"] = bootstrap
     return await asyncio.to_thread(
-        subprocess.run, [ADP, "produce", *args], capture_output=True, text=True, env=env,
-        timeout=180)
+        subprocess.run,
+        [ADP, "produce", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
 
 
 async def read_back(bootstrap: str, pfx: str) -> dict[str, list[tuple[str, Task]]]:
@@ -90,20 +96,23 @@ def dead_address() -> str:
 
 async def test_bad_input_battery_good_lines_go_through(kafka, tmp_path):
     p = prefix()
-    path = write(tmp_path, [
-        line(p + "c1", "code"),                                            # 1
-        line(p + "w1", "web", constraints={"start_url": "http://127.0.0.1/"}, lang="en"),  # 2
-        '{"task_id": "' + p + 'bad", "task_type": "code" "description": "x"}',  # 3 malformed
-        line(p + "r1", "reasoning", max_steps=3, priority=9),              # 4
-        line(p + "t1", max_steps="ten"),                                   # 5 wrong type
-        line(p + "u1", "poetry"),                                          # 6 unknown type
-        json.dumps({"task_type": "code", "description": "no id"}),        # 7 missing id
-        line(p + "c1", "web"),                                             # 8 duplicate
-        b'{"task_id": "' + p.encode() + b'nu", "task_type": "code", "description": "\xc3\x28"}',
-        "",                                                                # 10 blank
-        line(p + "c2", "code", expected_tools=["python"]),                 # 11
-        line(p + "c3", "code", priority=2),                                # 12 low lane
-    ])
+    path = write(
+        tmp_path,
+        [
+            line(p + "c1", "code"),  # 1
+            line(p + "w1", "web", constraints={"start_url": "http://127.0.0.1/"}, lang="en"),  # 2
+            '{"task_id": "' + p + 'bad", "task_type": "code" "description": "x"}',  # 3 malformed
+            line(p + "r1", "reasoning", max_steps=3, priority=9),  # 4
+            line(p + "t1", max_steps="ten"),  # 5 wrong type
+            line(p + "u1", "poetry"),  # 6 unknown type
+            json.dumps({"task_type": "code", "description": "no id"}),  # 7 missing id
+            line(p + "c1", "web"),  # 8 duplicate
+            b'{"task_id": "' + p.encode() + b'nu", "task_type": "code", "description": "\xc3\x28"}',
+            "",  # 10 blank
+            line(p + "c2", "code", expected_tools=["python"]),  # 11
+            line(p + "c3", "code", priority=2),  # 12 low lane
+        ],
+    )
     proc = await adp_produce(str(path))
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -143,8 +152,9 @@ async def test_bad_input_battery_good_lines_go_through(kafka, tmp_path):
 async def test_all_good_exit_0_and_ten_megabyte_description(kafka, tmp_path):
     p = prefix()
     big = ("0123456789abcdef" * 65536 * 10)[: 10 * 1024 * 1024]  # 10 MiB
-    path = write(tmp_path, [line(p + "big", "reasoning", description=big),
-                            line(p + "small", "web")])
+    path = write(
+        tmp_path, [line(p + "big", "reasoning", description=big), line(p + "small", "web")]
+    )
     proc = await adp_produce(str(path), "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""  # --quiet: no table
@@ -158,8 +168,14 @@ async def test_stdin_and_json_output(kafka):
     p = prefix()
     text = "\n".join([line(p + "a"), "{oops", line(p + "b", "web")]) + "\n"
     proc = await asyncio.to_thread(
-        subprocess.run, [ADP, "produce", "-", "--json"], input=text, capture_output=True,
-        text=True, timeout=180, env=dict(os.environ, ADP_BOOTSTRAP=kafka.bootstrap))
+        subprocess.run,
+        [ADP, "produce", "-", "--json"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ, ADP_BOOTSTRAP=kafka.bootstrap),
+    )
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)  # one JSON object, nothing else on stdout
     assert report["file"] == "<stdin>" and report["total_sent"] == 2
@@ -235,14 +251,15 @@ async def test_produce_tasks_api_pipelines_many_and_confirms_all(kafka, tmp_path
     lines.insert(700, "not json")
     path = write(tmp_path, lines)
     seen: list[tuple[int, int]] = []
-    report = await produce_tasks(path, kafka.bootstrap,
-                                 progress=lambda done, total: seen.append((done, total)))
+    report = await produce_tasks(
+        path, kafka.bootstrap, progress=lambda done, total: seen.append((done, total))
+    )
     assert dict(report.sent) == {"code": 500, "web": 500, "reasoning": 500}
     assert report.rejected == [(701, "line 701: invalid JSON: Expecting value (column 1)")]
     assert report.exit_code == 1 and report.total_sent == 1500
     assert report.topics == sorted(task_topic(t) for t in TaskType)  # all priority 5
     size = path.stat().st_size
-    assert seen[-1] == (size, size) and all(a <= b for (a, _), (b, _) in zip(seen, seen[1:]))
+    assert seen[-1] == (size, size) and all(a <= b for (a, _), (b, _) in itertools.pairwise(seen))
 
     got = await read_back(kafka.bootstrap, p)
     for t in types:
@@ -276,8 +293,14 @@ async def test_lone_surrogate_escape_is_rejected_not_crashing(kafka, tmp_path):
 def test_help_explains_exit_codes():
     proc = subprocess.run([ADP, "produce", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
-    for words in ("--bootstrap", "--dry-run", "--quiet", "Exit codes", "adp.tasks.<task_type>",
-                  "adp.tasks.<task_type>.high"):
+    for words in (
+        "--bootstrap",
+        "--dry-run",
+        "--quiet",
+        "Exit codes",
+        "adp.tasks.<task_type>",
+        "adp.tasks.<task_type>.high",
+    ):
         assert words in proc.stdout
 
 

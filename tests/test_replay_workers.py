@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from aiokafka import TopicPartition
 
-from adp.streams.reader import Range
-from adp.streams.replay import ReplaySummary
-from adp.streams.replay_workers import MIN_RECORDS_PER_WORKER, auto_workers, merge, split
+from adp.streams.inspection.replay import ReplaySummary
+from adp.streams.inspection.replay_workers import MIN_RECORDS_PER_WORKER, auto_workers, merge, split
+from adp.streams.kafka.reader import Range
 
 
 def rng(sizes: list[int], first: int = 100) -> Range:
     tps = [TopicPartition("adp.steps", p) for p in range(len(sizes))]
-    return Range(start={tp: first for tp in tps},
-                 end={tp: first + n for tp, n in zip(tps, sizes)})
+    return Range(start={tp: first for tp in tps}, end={tp: first + n for tp, n in zip(tps, sizes)})
 
 
 def test_shares_hold_every_partition_once_with_its_offsets_and_balanced_loads():
@@ -46,12 +45,24 @@ def test_auto_workers_counts_cpus_partitions_and_records():
 
 
 def test_merged_summaries_add_up_and_count_each_task_id_once():
-    a = ReplaySummary(source="adp.steps", destination="out", records_read=10,
-                      trajectories_written=2, incomplete_attempts=1,
-                      assembler={"events": 10, "completed": 2}, written_task_ids={"t1", "t2"})
-    b = ReplaySummary(source="adp.steps", destination="out", records_read=5, undecodable=1,
-                      trajectories_written=2, assembler={"events": 4, "completed": 2},
-                      written_task_ids={"t2", "t3"})
+    a = ReplaySummary(
+        source="adp.steps",
+        destination="out",
+        records_read=10,
+        trajectories_written=2,
+        incomplete_attempts=1,
+        assembler={"events": 10, "completed": 2},
+        written_task_ids={"t1", "t2"},
+    )
+    b = ReplaySummary(
+        source="adp.steps",
+        destination="out",
+        records_read=5,
+        undecodable=1,
+        trajectories_written=2,
+        assembler={"events": 4, "completed": 2},
+        written_task_ids={"t2", "t3"},
+    )
     m = merge([a, b], total=15, seconds=2.0)
     assert (m.records_read, m.total_in_range, m.trajectories_written, m.task_ids) == (15, 15, 4, 3)
     assert m.assembler == {"events": 14, "completed": 4} and m.undecodable == 1

@@ -18,23 +18,24 @@ import asyncio
 import json
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 
-from adp.schemas import codec
-from adp.schemas.contracts import StepEvent, Task
+from adp.core.limit import AdaptiveLimit
 from adp.runtimes.base import Outcome, RuntimeContext, StepReport
 from adp.runtimes.code import CodeRuntime
-from adp.core.limit import AdaptiveLimit
 from adp.runtimes.llm.client import build_model
 from adp.runtimes.llm.providers import Provider
 from adp.runtimes.llm.stub import StubServer
-from adp.streams import kafka as clients, topics
-from adp.streams.reader import read_topic
-from adp.streams.worker import RuntimeWorker
+from adp.schemas import codec
+from adp.schemas.contracts import StepEvent, Task
+from adp.streams.kafka import clients, topics
+from adp.streams.kafka.reader import read_topic
+from adp.streams.runtime.worker import RuntimeWorker
 
 pytestmark = pytest.mark.kafka
 
@@ -48,8 +49,13 @@ LANE_TPS = [TopicPartition(t, p) for t in topics.lane_topics("code") for p in ra
 # --------------------------------------------------------------------------- helpers
 
 
-async def until(condition: Callable[[], Any], what: str, timeout: float = 60.0,
-                workers: tuple[asyncio.Task, ...] = (), interval: float = 0.05) -> Any:
+async def until(
+    condition: Callable[[], Any],
+    what: str,
+    timeout: float = 60.0,
+    workers: tuple[asyncio.Task, ...] = (),
+    interval: float = 0.05,
+) -> Any:
     """Poll `condition` (sync or async) until truthy; fail after `timeout`. Fails at once if
     one of the `workers` tasks ended (a crashed worker must not look like a slow one)."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -88,8 +94,9 @@ async def produce(bootstrap: str, placed: list[tuple[Task, int]]) -> dict[str, t
     where = {}
     try:
         for task, partition in placed:
-            md = await producer.send_and_wait(TOPIC, codec.encode(task),
-                                              key=task.task_id.encode(), partition=partition)
+            md = await producer.send_and_wait(
+                TOPIC, codec.encode(task), key=task.task_id.encode(), partition=partition
+            )
             where[task.task_id] = (md.partition, md.offset)
     finally:
         await producer.stop()
@@ -103,7 +110,7 @@ class Committed:
         self.admin = clients.admin(bootstrap)
         self.group = group
 
-    async def __aenter__(self) -> "Committed":
+    async def __aenter__(self) -> Committed:
         await clients.start(self.admin)
         return self
 
@@ -126,7 +133,7 @@ class StepsReader:
         self.tps = [TopicPartition(topics.STEPS, p) for p in range(STEPS_PARTITIONS)]
         self.events: list[StepEvent] = []
 
-    async def __aenter__(self) -> "StepsReader":
+    async def __aenter__(self) -> StepsReader:
         await clients.start(self.consumer)
         self.consumer.assign(self.tps)
         for tp, end in (await self.consumer.end_offsets(self.tps)).items():
@@ -171,9 +178,12 @@ class ObservedWorker(RuntimeWorker):
     capacity each poll round computed, how many tasks each intake added, and every commit the
     worker sent (an optional hook sees it just before it goes to the broker)."""
 
-    def __init__(self, *args: Any,
-                 before_commit: Callable[[dict[int, int]], Awaitable[None]] | None = None,
-                 **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        before_commit: Callable[[dict[int, int]], Awaitable[None]] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.revocations: list[set[TopicPartition]] = []
         self.assignments: list[set[TopicPartition]] = []
@@ -190,8 +200,7 @@ class ObservedWorker(RuntimeWorker):
 
     async def _start_batch(self, tp, records, *args: Any) -> None:
         # a task that only waits for its events' acks holds no slot
-        self.intakes.append((len(self.inflight) - len(self._acking), len(records),
-                             self._capacity))
+        self.intakes.append((len(self.inflight) - len(self._acking), len(records), self._capacity))
         await super()._start_batch(tp, records, *args)
 
     async def revoke(self, revoked) -> None:
@@ -223,8 +232,11 @@ async def running(worker: RuntimeWorker):
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop, drain_timeout=5, metrics_port=0))
     try:
-        await until(lambda: worker.consumer is not None and worker.consumer.assignment(),
-                    "the worker to be assigned partitions", workers=(task,))
+        await until(
+            lambda: worker.consumer is not None and worker.consumer.assignment(),
+            "the worker to be assigned partitions",
+            workers=(task,),
+        )
         yield task
     finally:
         stop.set()
@@ -244,7 +256,7 @@ class GateRuntime:
         self.active: dict[str, int] = defaultdict(int)
         self.peak = 0
 
-    async def __aenter__(self) -> "GateRuntime":
+    async def __aenter__(self) -> GateRuntime:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -255,8 +267,14 @@ class GateRuntime:
 
     @staticmethod
     def step(what: str) -> StepReport:
-        return StepReport(action_type=what, action_params={}, observation=what,
-                          success=True, timestamp=0.0, duration=0.0)
+        return StepReport(
+            action_type=what,
+            action_params={},
+            observation=what,
+            success=True,
+            timestamp=0.0,
+            duration=0.0,
+        )
 
     async def run(self, task: Task, emit) -> Outcome:
         self.started.append(task.task_id)
@@ -276,8 +294,10 @@ class GateRuntime:
 
 def gated_tasks(name: str, n: int, **fields: Any) -> list[Task]:
     tag = uuid.uuid4().hex[:8]
-    return [Task(task_id=f"{name}-{tag}-{i}", task_type="code", description=f"{name} {i}",
-                 **fields) for i in range(n)]
+    return [
+        Task(task_id=f"{name}-{tag}-{i}", task_type="code", description=f"{name} {i}", **fields)
+        for i in range(n)
+    ]
 
 
 def assert_intake_within_capacity(worker: ObservedWorker) -> None:
@@ -307,19 +327,31 @@ async def test_concurrency_limit_and_contiguous_commits(kafka):
             if 0 not in commit:
                 return
             done = {e.task_id for e in await steps.catch_up() if e.event_type == "finished"}
-            covered_early.extend((commit[0], i) for i in ids
-                                 if offset_of[i] < commit[0] and i not in done)
+            covered_early.extend(
+                (commit[0], i) for i in ids if offset_of[i] < commit[0] and i not in done
+            )
 
-        worker = ObservedWorker(runtime, "code", bootstrap, concurrency=3, group_id=group,
-                                before_commit=finished_before_commit)
+        worker = ObservedWorker(
+            runtime,
+            "code",
+            bootstrap,
+            concurrency=3,
+            group_id=group,
+            before_commit=finished_before_commit,
+        )
         async with running(worker) as wt:
             ws = (wt,)
             await until(lambda: len(runtime.started) >= 3, "three tasks running", workers=ws)
             # at the limit the three others wait fetched, and their lane is paused (it holds
             # enough to fill every slot); the empty lanes keep fetching, the loop keeps polling
-            await until(lambda: worker.intake.waiting() == {"high": 0, "default": 3, "low": 0}
-                        and worker.consumer.paused() == set(ALL_TPS),
-                        "the default lane to be paused with three tasks at hand", workers=ws)
+            await until(
+                lambda: (
+                    worker.intake.waiting() == {"high": 0, "default": 3, "low": 0}
+                    and worker.consumer.paused() == set(ALL_TPS)
+                ),
+                "the default lane to be paused with three tasks at hand",
+                workers=ws,
+            )
             assert worker.consumer.assignment() == set(LANE_TPS)
             assert sorted(runtime.started) == sorted(ids[:3]) and len(worker.inflight) == 3
             meta = (await committed.raw())[0]
@@ -330,8 +362,11 @@ async def test_concurrency_limit_and_contiguous_commits(kafka):
             def finished_in_worker(i: str, sent_before: int) -> bool:
                 # a task leaves `inflight` after its _done asked for a commit; a commit sent
                 # after that carries the partition's state at that moment or newer
-                return offset_of[i] not in {off for _, off in worker.inflight.values()} \
-                    and i in runtime.started and len(worker.commits) > sent_before
+                return (
+                    offset_of[i] not in {off for _, off in worker.inflight.values()}
+                    and i in runtime.started
+                    and len(worker.commits) > sent_before
+                )
 
             sent = len(worker.commits)
             runtime.gates[ids[1]].set()
@@ -347,8 +382,7 @@ async def test_concurrency_limit_and_contiguous_commits(kafka):
 
             for i in ids:
                 runtime.gates[i].set()
-            await until(lambda: _at(committed, 0, base + 6), "the commit to reach 6",
-                        workers=ws)
+            await until(lambda: _at(committed, 0, base + 6), "the commit to reach 6", workers=ws)
     assert worker.stats.finished == 6 and worker.stats.succeeded == 6
     assert runtime.peak == 3 and runtime.cancelled == []
     assert sorted(runtime.started) == sorted(ids)
@@ -362,8 +396,12 @@ async def test_concurrency_limit_and_contiguous_commits(kafka):
         assert len(attempts) == 1, (i, kinds(events[i]))
         assert kinds(events[i]) == ["started", "step", "step", "finished"]
         s1, s2 = events[i][1].step, events[i][2].step
-        assert (s1.step_id, s1.action_type, s2.step_id, s2.action_type) == \
-            (1, "waiting", 2, "released")
+        assert (s1.step_id, s1.action_type, s2.step_id, s2.action_type) == (
+            1,
+            "waiting",
+            2,
+            "released",
+        )
         fin = events[i][3].finish
         assert fin.success and fin.step_count == 2 and fin.final_result == f"done {i}"
         assert events[i][0].task.task_id == i
@@ -388,42 +426,59 @@ async def test_rebalance_cancels_revoked_tasks_and_they_are_redone(kafka):
     where = await produce(bootstrap, [(t, p) for p, t in enumerate(tasks)])
     offset_of = {i: where[i][1] for i in ids}
     part_of = {i: where[i][0] for i in ids}
-    a = ObservedWorker(runtime, "code", bootstrap, concurrency=len(tasks) + 2, group_id=group,
-                       runtime_id="worker-A", consumer_options=FAST_GROUP)
-    b = ObservedWorker(runtime, "code", bootstrap, concurrency=len(tasks) + 2, group_id=group,
-                       runtime_id="worker-B", consumer_options=FAST_GROUP)
-    async with Committed(bootstrap, group) as committed:
-        async with running(a) as at:
-            await until(lambda: len(runtime.started) == len(ids), "A running every task",
-                        workers=(at,))
-            assert a.consumer.assignment() == set(LANE_TPS) and runtime.cancelled == []
-            async with running(b) as bt:
-                ws = (at, bt)
+    a = ObservedWorker(
+        runtime,
+        "code",
+        bootstrap,
+        concurrency=len(tasks) + 2,
+        group_id=group,
+        runtime_id="worker-A",
+        consumer_options=FAST_GROUP,
+    )
+    b = ObservedWorker(
+        runtime,
+        "code",
+        bootstrap,
+        concurrency=len(tasks) + 2,
+        group_id=group,
+        runtime_id="worker-B",
+        consumer_options=FAST_GROUP,
+    )
+    async with Committed(bootstrap, group) as committed, running(a) as at:
+        await until(lambda: len(runtime.started) == len(ids), "A running every task", workers=(at,))
+        assert a.consumer.assignment() == set(LANE_TPS) and runtime.cancelled == []
+        async with running(b) as bt:
+            ws = (at, bt)
 
-                def settled() -> bool:
-                    if not a.revocations:
-                        return False
-                    revoked = {tp.partition for tp in a.revocations[0]}
-                    victims = [i for i in ids if part_of[i] in revoked]
-                    owners = a.consumer.assignment() | b.consumer.assignment()
-                    return (sorted(runtime.cancelled) == sorted(victims)
-                            and owners == set(LANE_TPS) and b.consumer.assignment()
-                            and all(runtime.active[i] == 1 for i in ids))
+            def settled() -> bool:
+                if not a.revocations:
+                    return False
+                revoked = {tp.partition for tp in a.revocations[0]}
+                victims = [i for i in ids if part_of[i] in revoked]
+                owners = a.consumer.assignment() | b.consumer.assignment()
+                return (
+                    sorted(runtime.cancelled) == sorted(victims)
+                    and owners == set(LANE_TPS)
+                    and b.consumer.assignment()
+                    and all(runtime.active[i] == 1 for i in ids)
+                )
 
-                await until(settled, "the rebalance to settle and the revoked tasks to be redone",
-                            workers=ws)
-                assert len(a.revocations) == 1
-                assert not (a.consumer.assignment() & b.consumer.assignment())
-                # nothing was committed past a cancelled task: each partition's commit point
-                # is still its (single) task's offset
-                now = await committed.offsets()
-                assert {p: now[p] for p in range(PARTITIONS)} == \
-                    {part_of[i]: offset_of[i] for i in ids}
-                for i in ids:
-                    runtime.gates[i].set()
-                await until(lambda: _all_at(committed, {part_of[i]: offset_of[i] + 1
-                                                        for i in ids}),
-                            "every task committed", workers=ws)
+            await until(
+                settled, "the rebalance to settle and the revoked tasks to be redone", workers=ws
+            )
+            assert len(a.revocations) == 1
+            assert not (a.consumer.assignment() & b.consumer.assignment())
+            # nothing was committed past a cancelled task: each partition's commit point
+            # is still its (single) task's offset
+            now = await committed.offsets()
+            assert {p: now[p] for p in range(PARTITIONS)} == {part_of[i]: offset_of[i] for i in ids}
+            for i in ids:
+                runtime.gates[i].set()
+            await until(
+                lambda: _all_at(committed, {part_of[i]: offset_of[i] + 1 for i in ids}),
+                "every task committed",
+                workers=ws,
+            )
     assert_intake_within_capacity(a)
     assert_intake_within_capacity(b)
     cancelled = set(runtime.cancelled)
@@ -463,30 +518,43 @@ async def test_task_longer_than_max_poll_interval_keeps_its_consumer(kafka):
     task, queued = gated_tasks("longtask", 2)
     runtime.gates[queued.task_id].set()  # the queued one finishes as soon as it may start
     max_poll_ms = 2000
-    worker = ObservedWorker(runtime, "code", bootstrap, concurrency=1, group_id=group,
-                            consumer_options={"max_poll_interval_ms": max_poll_ms,
-                                              "session_timeout_ms": 6000,
-                                              "heartbeat_interval_ms": 500})
+    worker = ObservedWorker(
+        runtime,
+        "code",
+        bootstrap,
+        concurrency=1,
+        group_id=group,
+        consumer_options={
+            "max_poll_interval_ms": max_poll_ms,
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 500,
+        },
+    )
     where = await produce(bootstrap, [(task, 3), (queued, 3)])
-    async with Committed(bootstrap, group) as committed:
-        async with running(worker) as wt:
-            await until(lambda: runtime.started == [task.task_id], "the task to start",
-                        workers=(wt,))
-            # the queued task is at hand and its lane paused: nothing more is fetched or run
-            await until(lambda: worker.consumer.paused() == set(ALL_TPS)
-                        and worker.intake.waiting()["default"] == 1,
-                        "the default lane paused at the limit", workers=(wt,))
-            loop = asyncio.get_running_loop()
-            began = loop.time()
-            # The one sleep of this module: elapsed time is itself the condition under test
-            # (the task must outlast max.poll.interval.ms three times over).
-            await asyncio.sleep(3 * max_poll_ms / 1000)
-            assert loop.time() - began >= 3 * max_poll_ms / 1000
-            assert not wt.done() and runtime.active[task.task_id] == 1
-            assert runtime.started == [task.task_id]
-            runtime.gates[task.task_id].set()
-            await until(lambda: _at(committed, 3, where[queued.task_id][1] + 1),
-                        "both tasks committed", workers=(wt,))
+    async with Committed(bootstrap, group) as committed, running(worker) as wt:
+        await until(lambda: runtime.started == [task.task_id], "the task to start", workers=(wt,))
+        # the queued task is at hand and its lane paused: nothing more is fetched or run
+        await until(
+            lambda: (
+                worker.consumer.paused() == set(ALL_TPS) and worker.intake.waiting()["default"] == 1
+            ),
+            "the default lane paused at the limit",
+            workers=(wt,),
+        )
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        # The one sleep of this module: elapsed time is itself the condition under test
+        # (the task must outlast max.poll.interval.ms three times over).
+        await asyncio.sleep(3 * max_poll_ms / 1000)
+        assert loop.time() - began >= 3 * max_poll_ms / 1000
+        assert not wt.done() and runtime.active[task.task_id] == 1
+        assert runtime.started == [task.task_id]
+        runtime.gates[task.task_id].set()
+        await until(
+            lambda: _at(committed, 3, where[queued.task_id][1] + 1),
+            "both tasks committed",
+            workers=(wt,),
+        )
     # the member was never kicked out: no revocation, no second assignment, one attempt each
     assert worker.revocations == [] and len(worker.assignments) == 1
     assert runtime.started == [task.task_id, queued.task_id] and runtime.cancelled == []
@@ -527,8 +595,9 @@ class HeldStub(StubServer):
 @asynccontextmanager
 async def code_runtime(options: dict[str, Any] | None = None):
     async with HeldStub(script=STUB_SCRIPT) as stub:
-        model = build_model({"providers": [Provider("stub", stub.base_url, "stub-model")],
-                             **(options or {})})
+        model = build_model(
+            {"providers": [Provider("stub", stub.base_url, "stub-model")], **(options or {})}
+        )
         try:
             yield stub, CodeRuntime(RuntimeContext(runtime_id="code-test", model=model))
         finally:
@@ -540,15 +609,22 @@ async def test_timeout_ends_the_task_and_frees_its_slot(kafka):
     bootstrap = kafka.bootstrap
     group = await fresh_group(bootstrap, "timeout")
     tag = uuid.uuid4().hex[:8]
-    hang = Task(task_id=f"timeout-{tag}-hang", task_type="code", timeout=2,
-                description="HANG: the model never answers")
+    hang = Task(
+        task_id=f"timeout-{tag}-hang",
+        task_type="code",
+        timeout=2,
+        description="HANG: the model never answers",
+    )
     nxt = Task(task_id=f"timeout-{tag}-next", task_type="code", description="print 42")
     where = await produce(bootstrap, [(hang, 1), (nxt, 1)])
     async with code_runtime() as (_, runtime), Committed(bootstrap, group) as committed:
         worker = ObservedWorker(runtime, "code", bootstrap, concurrency=1, group_id=group)
         async with running(worker) as wt:
-            await until(lambda: _at(committed, 1, where[nxt.task_id][1] + 1),
-                        "both tasks committed", workers=(wt,))
+            await until(
+                lambda: _at(committed, 1, where[nxt.task_id][1] + 1),
+                "both tasks committed",
+                workers=(wt,),
+            )
     assert worker.stats.finished == 2 and worker.stats.by_error == {"timeout": 1}
     assert_intake_within_capacity(worker)
     events = await events_of(bootstrap, {hang.task_id, nxt.task_id})
@@ -564,19 +640,28 @@ async def test_timeout_ends_the_task_and_frees_its_slot(kafka):
 async def test_max_steps_ends_the_task_after_exactly_max_steps(kafka):
     bootstrap = kafka.bootstrap
     group = await fresh_group(bootstrap, "maxsteps")
-    task = Task(task_id=f"maxsteps-{uuid.uuid4().hex[:8]}", task_type="code", max_steps=3,
-                description="LOOP: keep computing")
+    task = Task(
+        task_id=f"maxsteps-{uuid.uuid4().hex[:8]}",
+        task_type="code",
+        max_steps=3,
+        description="LOOP: keep computing",
+    )
     where = await produce(bootstrap, [(task, 2)])
     async with code_runtime() as (_, runtime), Committed(bootstrap, group) as committed:
         worker = ObservedWorker(runtime, "code", bootstrap, concurrency=2, group_id=group)
         async with running(worker) as wt:
-            await until(lambda: _at(committed, 2, where[task.task_id][1] + 1),
-                        "the task committed", workers=(wt,))
+            await until(
+                lambda: _at(committed, 2, where[task.task_id][1] + 1),
+                "the task committed",
+                workers=(wt,),
+            )
     events = (await events_of(bootstrap, {task.task_id}))[task.task_id]
     assert kinds(events) == ["started", "step", "step", "step", "finished"]
     assert [e.step.step_id for e in events[1:4]] == [1, 2, 3]
-    assert all(e.step.action_type == "code_execution" and e.step.observation.strip() == "42"
-               for e in events[1:4])
+    assert all(
+        e.step.action_type == "code_execution" and e.step.observation.strip() == "42"
+        for e in events[1:4]
+    )
     fin = events[-1].finish
     assert not fin.success and fin.error_type == "max_steps" and fin.step_count == 3
 
@@ -594,22 +679,34 @@ async def test_429s_lower_the_worker_concurrency_and_every_task_finishes(kafka):
         after_overload.append(limit.current)
 
     limit.on_overload = recording_overload
-    tasks = [Task(task_id=f"throttle-{uuid.uuid4().hex[:8]}-{i}", task_type="code",
-                  description=f"THROTTLE {i}") for i in range(6)]
+    tasks = [
+        Task(
+            task_id=f"throttle-{uuid.uuid4().hex[:8]}-{i}",
+            task_type="code",
+            description=f"THROTTLE {i}",
+        )
+        for i in range(6)
+    ]
     ids = [t.task_id for t in tasks]
     where = await produce(bootstrap, [(t, 4) for t in tasks])
     options = {"limit": limit, "backoff_base": 0.01, "backoff_cap": 0.05, "attempts": 10}
-    async with code_runtime(options) as (stub, runtime), \
-            Committed(bootstrap, group) as committed:
+    async with code_runtime(options) as (stub, runtime), Committed(bootstrap, group) as committed:
         stub.release.clear()  # hold successes: the limit stays lowered until we saw it used
-        worker = ObservedWorker(runtime, "code", bootstrap, concurrency=concurrency,
-                                group_id=group, limit=limit)
+        worker = ObservedWorker(
+            runtime, "code", bootstrap, concurrency=concurrency, group_id=group, limit=limit
+        )
         async with running(worker) as wt:
-            await until(lambda: min(worker.capacities) < concurrency,
-                        "the worker to lower its concurrency", workers=(wt,))
+            await until(
+                lambda: min(worker.capacities) < concurrency,
+                "the worker to lower its concurrency",
+                workers=(wt,),
+            )
             stub.release.set()
-            await until(lambda: _at(committed, 4, where[ids[-1]][1] + 1),
-                        "every task committed", workers=(wt,))
+            await until(
+                lambda: _at(committed, 4, where[ids[-1]][1] + 1),
+                "every task committed",
+                workers=(wt,),
+            )
     assert len(after_overload) == 6 and min(after_overload) >= 1  # six 429s, floor 1
     assert min(after_overload) < concurrency
     assert 1 <= min(worker.capacities) < concurrency
@@ -621,7 +718,8 @@ async def test_429s_lower_the_worker_concurrency_and_every_task_finishes(kafka):
         assert events[i][-1].finish.success and events[i][-1].finish.final_result == "ok"
 
 
-# --------------------------------------------------------------------------- 5. fetched, then revoked
+# --------------------------------------------------------------------------- 5. fetched, then
+# revoked
 
 
 async def test_task_fetched_just_before_a_revocation_is_not_started_by_the_old_owner(kafka):
@@ -646,22 +744,45 @@ async def test_task_fetched_just_before_a_revocation_is_not_started_by_the_old_o
             reached.set()
             await until(lambda: a.revocations, "A's partitions to be revoked")
 
-    a = ObservedWorker(runtime, "code", bootstrap, concurrency=4, group_id=group,
-                       runtime_id="worker-A", consumer_options=FAST_GROUP,
-                       before_commit=hold_until_revoked)
-    b = ObservedWorker(runtime, "code", bootstrap, concurrency=4, group_id=group,
-                       runtime_id="worker-B", consumer_options=FAST_GROUP)
-    async with Committed(bootstrap, group) as committed:
-        async with running(a) as at:
-            where = await produce(bootstrap, [(task, 0)])
-            await until(reached.is_set, "A to fetch the task", workers=(at,))
-            async with running(b) as bt:
-                await until(lambda: _at(committed, 0, where[task.task_id][1] + 1),
-                            "the task committed", workers=(at, bt))
-                # both members settled: nothing else is going to run it
-                await until(lambda: a.consumer.assignment() and b.consumer.assignment()
-                            and not a.inflight and not b.inflight, "both workers idle",
-                            workers=(at, bt))
+    a = ObservedWorker(
+        runtime,
+        "code",
+        bootstrap,
+        concurrency=4,
+        group_id=group,
+        runtime_id="worker-A",
+        consumer_options=FAST_GROUP,
+        before_commit=hold_until_revoked,
+    )
+    b = ObservedWorker(
+        runtime,
+        "code",
+        bootstrap,
+        concurrency=4,
+        group_id=group,
+        runtime_id="worker-B",
+        consumer_options=FAST_GROUP,
+    )
+    async with Committed(bootstrap, group) as committed, running(a) as at:
+        where = await produce(bootstrap, [(task, 0)])
+        await until(reached.is_set, "A to fetch the task", workers=(at,))
+        async with running(b) as bt:
+            await until(
+                lambda: _at(committed, 0, where[task.task_id][1] + 1),
+                "the task committed",
+                workers=(at, bt),
+            )
+            # both members settled: nothing else is going to run it
+            await until(
+                lambda: (
+                    a.consumer.assignment()
+                    and b.consumer.assignment()
+                    and not a.inflight
+                    and not b.inflight
+                ),
+                "both workers idle",
+                workers=(at, bt),
+            )
     events = (await events_of(bootstrap, {task.task_id}))[task.task_id]
     attempts = attempts_of(events)
     assert len(attempts) == 1, [(e.runtime_id, e.event_type) for e in events]
@@ -678,8 +799,11 @@ async def produce_by_priority(bootstrap: str, tasks: list[Task]) -> None:
     producer = await clients.start(clients.producer(bootstrap))
     try:
         for task in tasks:
-            await producer.send(topics.topic_for_task(task.task_type, task.priority),
-                                codec.encode(task), key=task.task_id.encode())
+            await producer.send(
+                topics.topic_for_task(task.task_type, task.priority),
+                codec.encode(task),
+                key=task.task_id.encode(),
+            )
         await producer.flush()
     finally:
         await producer.stop()
@@ -695,20 +819,27 @@ async def test_an_urgent_task_takes_the_next_free_slot_of_a_runtime_saturated_by
     worker = ObservedWorker(runtime, "code", bootstrap, concurrency=4, group_id=group)
     async with running(worker) as wt:
         ws = (wt,)
-        await until(lambda: len(runtime.started) == 4 and worker.intake.waiting()["low"] == 4,
-                    "every slot busy with low-priority work, more of it fetched", workers=ws)
+        await until(
+            lambda: len(runtime.started) == 4 and worker.intake.waiting()["low"] == 4,
+            "every slot busy with low-priority work, more of it fetched",
+            workers=ws,
+        )
         await produce_by_priority(bootstrap, [urgent])
         # the high lane keeps fetching while every slot is busy
-        await until(lambda: worker.intake.waiting()["high"] == 1,
-                    "the urgent task to be fetched", workers=ws)
+        await until(
+            lambda: worker.intake.waiting()["high"] == 1,
+            "the urgent task to be fetched",
+            workers=ws,
+        )
         assert len(runtime.started) == 4
 
         async def free_one_slot() -> str:
             running_now = [i for i in runtime.started if not runtime.gates[i].is_set()]
             before = len(runtime.started)
             runtime.gates[running_now[0]].set()
-            await until(lambda: len(runtime.started) > before, "the freed slot to be filled",
-                        workers=ws)
+            await until(
+                lambda: len(runtime.started) > before, "the freed slot to be filled", workers=ws
+            )
             return runtime.started[before]
 
         # slots freed from the urgent task's produce to its start: the very first one
@@ -735,11 +866,15 @@ async def test_a_low_lane_keeps_its_minimum_share_while_high_work_keeps_coming(k
         runtime.gates[task.task_id].set()
     low_ids = {t.task_id for t in low}
     await produce_by_priority(bootstrap, low + high)
-    worker = ObservedWorker(runtime, "code", bootstrap, concurrency=2, group_id=group,
-                            min_share=share)
+    worker = ObservedWorker(
+        runtime, "code", bootstrap, concurrency=2, group_id=group, min_share=share
+    )
     async with running(worker) as wt:
-        await until(lambda: low_ids <= set(runtime.started) and not worker.inflight,
-                    "every low-priority task to finish", workers=(wt,))
+        await until(
+            lambda: low_ids <= set(runtime.started) and not worker.inflight,
+            "every low-priority task to finish",
+            workers=(wt,),
+        )
     order = runtime.started
     lanes = "".join("L" if i in low_ids else "H" for i in order)
     last_low = lanes.rindex("L")
@@ -753,7 +888,7 @@ async def test_a_low_lane_keeps_its_minimum_share_while_high_work_keeps_coming(k
     first = lanes.index("L", both)
     assert first - both < per_low, lanes
     # ... a low start comes at least every 1/share starts ...
-    gaps = [len(run) for run in lanes[first + 1: last_low].split("L")]
+    gaps = [len(run) for run in lanes[first + 1 : last_low].split("L")]
     assert max(gaps) <= per_low - 1, lanes
     # ... and not more often: while the high lane has work, it gets every other slot
     assert min(gaps) >= per_low - 1, lanes

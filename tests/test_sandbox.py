@@ -21,11 +21,19 @@ from adp.runtimes.tools.sandbox.bwrap import BubblewrapSandbox, sandbox_availabl
 from adp.runtimes.tools.sandbox.docker import DockerSandbox
 
 REASON = sandbox_available()
-needs_bwrap = pytest.mark.skipif(REASON is not None, reason=f"bubblewrap sandbox unusable: {REASON}")
+needs_bwrap = pytest.mark.skipif(
+    REASON is not None, reason=f"bubblewrap sandbox unusable: {REASON}"
+)
 
 # small limits so the whole file stays quick on 2 cores
-SMALL = SandboxLimits(cpu_seconds=5, memory_mb=256, max_processes=32, file_size_mb=4,
-                      wall_timeout=30, output_limit=2000)
+SMALL = SandboxLimits(
+    cpu_seconds=5,
+    memory_mb=256,
+    max_processes=32,
+    file_size_mb=4,
+    wall_timeout=30,
+    output_limit=2000,
+)
 
 
 @pytest.fixture
@@ -66,8 +74,9 @@ def test_observation_format():
     failed = ExecResult("out", "Traceback ...\nValueError: x\n", 1, False, False, 0.1)
     assert not failed.ok
     assert failed.observation() == "out\n[stderr]\nTraceback ...\nValueError: x\n[exit code 1]"
-    slow = ExecResult("", "", None, True, False, 1.0,
-                      notes=("[killed: wall-clock timeout after 1s]",))
+    slow = ExecResult(
+        "", "", None, True, False, 1.0, notes=("[killed: wall-clock timeout after 1s]",)
+    )
     assert not slow.ok and slow.observation() == "[killed: wall-clock timeout after 1s]"
     cpu = ExecResult("", "", -signal.SIGXCPU, False, False, 1.0)
     assert cpu.observation() == "[killed by signal SIGXCPU: CPU time limit exceeded]"
@@ -128,10 +137,24 @@ async def test_environment_of_the_host_is_invisible(sb, monkeypatch):
     assert r.ok, r.observation()
     env = json.loads(r.stdout.splitlines()[0])
     assert "OPENAI_API_KEY" not in env and "ADP_SECRET_TOKEN" not in env
-    assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONIOENCODING", "PYTHONUNBUFFERED",
-                        "PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PWD", "LC_CTYPE", "MPLBACKEND",
-                        "MPLCONFIGDIR", "XDG_CACHE_HOME", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                        "MKL_NUM_THREADS"}
+    assert set(env) <= {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "PYTHONIOENCODING",
+        "PYTHONUNBUFFERED",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONPATH",
+        "PWD",
+        "LC_CTYPE",
+        "MPLBACKEND",
+        "MPLCONFIGDIR",
+        "XDG_CACHE_HOME",
+        "OPENBLAS_NUM_THREADS",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+    }
     assert "secret" not in r.stdout  # nor in bwrap's own pid 1 environ
 
 
@@ -178,9 +201,16 @@ async def test_host_files_are_invisible(sb):
             continue
         planted.append(str(p))
     assert planted, "could not plant a secret file on the host"
-    paths = planted + ["/etc/shadow", "/root", str(Path(__file__).resolve().parent.parent),
-                       "/home", "/var", "/etc/hostname",
-                       str(Path(__file__).resolve())]
+    paths = [
+        *planted,
+        "/etc/shadow",
+        "/root",
+        str(Path(__file__).resolve().parent.parent),
+        "/home",
+        "/var",
+        "/etc/hostname",
+        str(Path(__file__).resolve()),
+    ]
     code = (
         "import os\n"
         f"for p in {paths!r}:\n"
@@ -202,7 +232,13 @@ async def test_host_files_are_invisible(sb):
     top = set(ast.literal_eval(r.stdout.splitlines()[-1]))
     assert top >= {"usr", "proc", "dev", "tmp", "etc", "work", "code"}
     assert top - {"usr", "proc", "dev", "tmp", "etc", "work", "code", "env"} <= {
-        "bin", "sbin", "lib", "lib32", "lib64", "libx32"}  # env: the sandbox's Python environment
+        "bin",
+        "sbin",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+    }  # env: the sandbox's Python environment
     assert not top & {"root", "home", "var", "mnt", "opt", "srv", "run", "boot"}
 
 
@@ -272,8 +308,9 @@ async def test_infinite_loop_is_killed_at_wall_timeout_with_its_whole_tree(sb):
 
 @needs_bwrap
 async def test_cpu_spin_is_killed_by_the_cpu_limit(sb):
-    r = await sb.run_python("while True:\n    pass\n",
-                            SandboxLimits(cpu_seconds=1, wall_timeout=120))
+    r = await sb.run_python(
+        "while True:\n    pass\n", SandboxLimits(cpu_seconds=1, wall_timeout=120)
+    )
     assert not r.timed_out  # the CPU limit, not the wall clock, ended it
     assert r.exit_code in (-signal.SIGXCPU, -signal.SIGKILL)
     assert "CPU time limit exceeded" in r.observation() or "SIGKILL" in r.observation()
@@ -295,8 +332,9 @@ async def test_memory_hog_fails(sb):
 
 @needs_bwrap
 async def test_file_size_limit(sb):
-    r = await sb.run_python("open('big', 'wb').write(b'x' * (8 << 20))\n",
-                            SandboxLimits(file_size_mb=1))
+    r = await sb.run_python(
+        "open('big', 'wb').write(b'x' * (8 << 20))\n", SandboxLimits(file_size_mb=1)
+    )
     assert r.exit_code == 1 and "File too large" in r.stderr
 
 
@@ -325,8 +363,12 @@ async def test_process_limit_is_enforced_although_the_runtime_is_root(sb):
 @needs_bwrap
 async def test_fork_bomb_is_contained_and_the_host_keeps_working(sb):
     marker = f"bomb-{secrets.token_hex(6)}"
-    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
-    code = f"import os, sys\nos.execv(sys.executable, [sys.executable, '-c', {bomb!r}, {marker!r}])\n"
+    bomb = (
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    )
+    code = (
+        f"import os, sys\nos.execv(sys.executable, [sys.executable, '-c', {bomb!r}, {marker!r}])\n"
+    )
     r = await sb.run_python(code, SandboxLimits(max_processes=24, wall_timeout=2))
     assert r.timed_out is True
     assert host_pids_with(marker) == []  # the whole bomb is gone

@@ -20,8 +20,10 @@ from adp.runtimes.tools.sandbox.env import announced, find_env
 REASON = sandbox_available()
 ENV = find_env() if REASON is None else None
 pytestmark = pytest.mark.skipif(
-    ENV is None, reason=f"needs bubblewrap and the built sandbox environment (`adp sandbox build`): "
-                        f"{REASON or 'not built'}")
+    ENV is None,
+    reason=f"needs bubblewrap and the built sandbox environment (`adp sandbox build`): "
+    f"{REASON or 'not built'}",
+)
 
 LIMITS = SandboxLimits(cpu_seconds=60, memory_mb=1024, wall_timeout=120)
 
@@ -49,7 +51,8 @@ def quicksort(xs):
     if len(xs) <= 1:
         return xs
     pivot, rest = xs[0], xs[1:]
-    return quicksort([x for x in rest if x < pivot]) + [pivot] + quicksort([x for x in rest if x >= pivot])
+    left = quicksort([x for x in rest if x < pivot])
+    return left + [pivot] + quicksort([x for x in rest if x >= pivot])
 data = [5, 3, 9, 1, 7, 2]
 print(quicksort(data), sorted(data) == quicksort(data))
 """,
@@ -105,8 +108,9 @@ def sb() -> BubblewrapSandbox:
 def outside(code: str) -> str:
     """What the same program prints with the environment's interpreter, outside any sandbox."""
     env = {"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-    return subprocess.run([ENV.python, "-c", code], capture_output=True, text=True, timeout=120,
-                          env=env, cwd="/tmp").stdout
+    return subprocess.run(
+        [ENV.python, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd="/tmp"
+    ).stdout
 
 
 async def test_the_six_code_tasks_run_their_natural_solutions(sb):
@@ -135,21 +139,27 @@ async def test_saved_files_are_collected_and_later_runs_see_them(sb):
         # a later run of the same attempt reads the CSV; only what it changes is collected
         second = await sb.run_python(
             "import pandas as pd\nd = pd.read_csv('points.csv')\nprint(len(d))\n"
-            "d.head(3).to_json('head.json')\n", LIMITS, ws)
+            "d.head(3).to_json('head.json')\n",
+            LIMITS,
+            ws,
+        )
         assert second.ok and second.stdout == "100\n", second.observation()
         assert [f.name for f in second.files] == ["head.json"]
         # plt.show() without savefig keeps nothing, and the observation says nothing was saved
-        shown = await sb.run_python("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\n",
-                                    LIMITS, ws)
+        shown = await sb.run_python(
+            "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\n", LIMITS, ws
+        )
         assert shown.ok and shown.files == () and "saved files" not in shown.observation()
 
 
 async def test_files_over_the_limits_are_listed_not_dropped(sb):
     limits = SandboxLimits(artifact_max_bytes=1000, max_artifacts=3, artifacts_max_bytes=1500)
-    code = ("import os\nopen('big.bin', 'wb').write(os.urandom(5000))\n"
-            "for name, n in (('a', 600), ('b', 800), ('c', 200), ('d', 10), ('e', 10)):\n"
-            "    open(name + '.txt', 'w').write(name * n)\n"
-            "os.symlink('/etc/passwd', 'link')\nos.mkfifo('pipe')\n")
+    code = (
+        "import os\nopen('big.bin', 'wb').write(os.urandom(5000))\n"
+        "for name, n in (('a', 600), ('b', 800), ('c', 200), ('d', 10), ('e', 10)):\n"
+        "    open(name + '.txt', 'w').write(name * n)\n"
+        "os.symlink('/etc/passwd', 'link')\nos.mkfifo('pipe')\n"
+    )
     r = await sb.run_python(code, limits)
     assert r.ok, r.observation()
     files = {f.name: f for f in r.files}
@@ -161,15 +171,20 @@ async def test_files_over_the_limits_are_listed_not_dropped(sb):
     assert files["e.txt"].note == "over the limit of 3 files per run"
     assert not files["link"].kept and "symbolic link" in files["link"].note  # never followed
     assert not files["pipe"].kept and files["pipe"].data is None
-    assert "[not kept: big.bin (4.9 KiB): larger than the 1000 bytes per-file limit]" in r.observation()
+    assert (
+        "[not kept: big.bin (4.9 KiB): larger than the 1000 bytes per-file limit]"
+        in r.observation()
+    )
 
 
 async def test_the_platform_is_not_importable_inside(sb):
-    code = ("import importlib.util, sys\n"
-            "print([m for m in ('adp', 'aiokafka', 'pydantic', 'openai', 'faust') "
-            "if importlib.util.find_spec(m)])\n"
-            "print(sorted(p for p in sys.path if 'site-packages' in p or 'dist-packages' in p))\n"
-            "print(sys.prefix == sys.base_prefix, sys.executable)\n")
+    code = (
+        "import importlib.util, sys\n"
+        "print([m for m in ('adp', 'aiokafka', 'pydantic', 'openai', 'faust') "
+        "if importlib.util.find_spec(m)])\n"
+        "print(sorted(p for p in sys.path if 'site-packages' in p or 'dist-packages' in p))\n"
+        "print(sys.prefix == sys.base_prefix, sys.executable)\n"
+    )
     r = await sb.run_python(code, LIMITS)
     assert r.ok, r.observation()
     found, packages, prefix = r.stdout.splitlines()
@@ -195,6 +210,10 @@ def test_build_is_cached_by_the_requirement_lines(tmp_path):
     assert env_dir(commented) == env_dir(DEFAULT_REQUIREMENTS) == ENV.root
     assert env_dir(changed) != ENV.root and env_dir(changed).parent == ENV.root.parent
     # building what is built is a no-op that names it
-    done = subprocess.run([sys.executable, "-m", "adp.cli", "sandbox", "build"], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "adp", "sandbox", "build"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and f"sandbox environment: {ENV.root}" in done.stdout, done.stderr

@@ -12,9 +12,9 @@ from collections import Counter
 import pytest
 from aiokafka.partitioner import murmur2
 
-from adp.streams.admin import admin_client, partition_counts
-from adp.streams.reader import read_topic
-from adp.streams.topics import STEPS, TRAJECTORIES, runtime_group, task_topic
+from adp.streams.kafka.admin import admin_client, partition_counts
+from adp.streams.kafka.reader import read_topic
+from adp.streams.kafka.topics import STEPS, TRAJECTORIES, runtime_group, task_topic
 from tests.helpers import ADP, AdpProcess, trajectory_files, wait_for, write_tasks
 
 pytestmark = pytest.mark.kafka
@@ -49,24 +49,46 @@ async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
     return described.get("state", ""), len(described["members"])
 
 
-def test_twelve_partitions_eight_runtimes_each_gets_work_every_task_once(kafka, llm_stub,
-                                                                          tmp_path):
-    env = {"ADP_BOOTSTRAP": kafka.bootstrap, "ADP_LLM_BASE_URL": llm_stub,
-           "ADP_LLM_MODEL": "stub", "ADP_HOME": str(tmp_path / "home")}
+def test_twelve_partitions_eight_runtimes_each_gets_work_every_task_once(kafka, llm_stub, tmp_path):
+    env = {
+        "ADP_BOOTSTRAP": kafka.bootstrap,
+        "ADP_LLM_BASE_URL": llm_stub,
+        "ADP_LLM_MODEL": "stub",
+        "ADP_HOME": str(tmp_path / "home"),
+    }
     for family in ("tasks", "steps"):
-        grown = subprocess.run(ADP + ["topics", "grow", family, "--partitions", str(PARTITIONS)],
-                               capture_output=True, text=True, timeout=120)
+        grown = subprocess.run(
+            [*ADP, "topics", "grow", family, "--partitions", str(PARTITIONS)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert grown.returncode == 0, grown.stderr
         assert f"6 -> {PARTITIONS} partitions" in grown.stdout
     counts = asyncio.run(partition_counts(kafka.bootstrap, [task_topic("code"), STEPS]))
     assert counts == {task_topic("code"): PARTITIONS, STEPS: PARTITIONS}
 
     out = tmp_path / "out"
-    aggregator = AdpProcess(["aggregate", "--out", str(out), "--metrics-port", "0"],
-                            tmp_path / "agg.log", env).start()
-    runtimes = [AdpProcess(["runtime", "code", "--concurrency", "1", "--metrics-port", "0",
-                            "--runtime-id", f"scale-rt-{i}"], tmp_path / f"rt-{i}.log",
-                           env).start() for i in range(RUNTIMES)]
+    aggregator = AdpProcess(
+        ["aggregate", "--out", str(out), "--metrics-port", "0"], tmp_path / "agg.log", env
+    ).start()
+    runtimes = [
+        AdpProcess(
+            [
+                "runtime",
+                "code",
+                "--concurrency",
+                "1",
+                "--metrics-port",
+                "0",
+                "--runtime-id",
+                f"scale-rt-{i}",
+            ],
+            tmp_path / f"rt-{i}.log",
+            env,
+        ).start()
+        for i in range(RUNTIMES)
+    ]
 
     def all_alive() -> None:
         aggregator.assert_alive()
@@ -75,15 +97,37 @@ def test_twelve_partitions_eight_runtimes_each_gets_work_every_task_once(kafka, 
 
     try:
         # produce only once all eight share the partitions: none may take all the work early
-        wait_for(lambda: asyncio.run(group_state(kafka.bootstrap, runtime_group("code")))
-                 == ("Stable", RUNTIMES), 180, f"{RUNTIMES} runtimes in a stable group",
-                 check=all_alive, interval=1.0)
+        wait_for(
+            lambda: (
+                asyncio.run(group_state(kafka.bootstrap, runtime_group("code")))
+                == ("Stable", RUNTIMES)
+            ),
+            180,
+            f"{RUNTIMES} runtimes in a stable group",
+            check=all_alive,
+            interval=1.0,
+        )
         ids = task_ids_covering(PARTITIONS, PER_PARTITION)
-        tasks = write_tasks(tmp_path / "tasks.jsonl", [
-            {"task_id": t, "task_type": "code", "description": f"Print {i}.", "max_steps": 3,
-             "timeout": 60} for i, t in enumerate(ids)])
-        produced = subprocess.run(ADP + ["produce", "--quiet", str(tasks)], env={
-            **aggregator.env}, capture_output=True, text=True, timeout=120)
+        tasks = write_tasks(
+            tmp_path / "tasks.jsonl",
+            [
+                {
+                    "task_id": t,
+                    "task_type": "code",
+                    "description": f"Print {i}.",
+                    "max_steps": 3,
+                    "timeout": 60,
+                }
+                for i, t in enumerate(ids)
+            ],
+        )
+        produced = subprocess.run(
+            [*ADP, "produce", "--quiet", str(tasks)],
+            env={**aggregator.env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert produced.returncode == 0, produced.stderr
 
         def all_written() -> bool:
@@ -102,9 +146,11 @@ def test_twelve_partitions_eight_runtimes_each_gets_work_every_task_once(kafka, 
     assert set(workers) == {f"scale-rt-{i}" for i in range(RUNTIMES)}, workers
 
     # exactly once on the wire too: one trajectory record per task
-    published = Counter(r.key.decode() for r in asyncio.run(read_topic(kafka.bootstrap,
-                                                                       TRAJECTORIES))
-                        if r.key.decode().startswith("scale-"))
+    published = Counter(
+        r.key.decode()
+        for r in asyncio.run(read_topic(kafka.bootstrap, TRAJECTORIES))
+        if r.key.decode().startswith("scale-")
+    )
     assert published == Counter({t: 1 for t in ids})
     # the aggregator's table follows adp.steps: its changelog has 12 partitions too
     changelog = "adp-aggregator-assembly-changelog"

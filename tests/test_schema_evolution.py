@@ -24,10 +24,10 @@ import pytest
 from adp.core.settings import settings
 from adp.schemas import codec
 from adp.schemas.contracts import StepEvent, Trajectory
-from adp.streams import kafka as clients
-from adp.streams.assembly import assemble
-from adp.streams.broker.server import resolve_jars
-from adp.streams.reader import read_topic
+from adp.streams.aggregator.assembly import assemble
+from adp.streams.kafka import clients
+from adp.streams.kafka.broker.server import resolve_jars
+from adp.streams.kafka.reader import read_topic
 from tests.helpers import ADP
 from tests.test_codec import EVENTS, TASK, TRAJECTORY
 
@@ -52,10 +52,13 @@ def old_and_new_records(kafka) -> dict[str, list[bytes]]:
     """v1's bytes and records written by today's codec, on the topics they belong to."""
     new_steps = [e.model_copy(update={"task_id": "now-1"}) for e in EVENTS.values()]
     new_steps[0] = new_steps[0].model_copy(
-        update={"task": TASK.model_copy(update={"task_id": "now-1", "sample_index": 0})})
-    new = [("adp.tasks.web", b"t-1", codec.encode(TASK)),
-           *[("adp.steps", b"now-1", codec.encode(e)) for e in new_steps],
-           ("adp.trajectories", b"t-1", codec.encode(TRAJECTORY))]
+        update={"task": TASK.model_copy(update={"task_id": "now-1", "sample_index": 0})}
+    )
+    new = [
+        ("adp.tasks.web", b"t-1", codec.encode(TASK)),
+        *[("adp.steps", b"now-1", codec.encode(e)) for e in new_steps],
+        ("adp.trajectories", b"t-1", codec.encode(TRAJECTORY)),
+    ]
     old = [(r["topic"], bytes.fromhex(r["key"]), bytes.fromhex(r["value"])) for r in V1_RECORDS]
     asyncio.run(_produce(kafka.bootstrap, old + new))
     return {"old": [v for _, _, v in old], "new": [v for _, _, v in new]}
@@ -88,8 +91,9 @@ def v1_view(t: Trajectory) -> dict:
 
 def test_v1_steps_replay_with_todays_code(kafka, old_and_new_records, tmp_path):
     out = tmp_path / "replayed"
-    proc = subprocess.run([*ADP, "replay", "--out", str(out), "--json"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [*ADP, "replay", "--out", str(out), "--json"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     files = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
     assert set(files) == {"v1-阶乘", "now-1"}
@@ -107,18 +111,28 @@ def test_v1_steps_replay_with_todays_code(kafka, old_and_new_records, tmp_path):
 
 def test_v1_trajectory_records_resink_with_todays_code(kafka, old_and_new_records, tmp_path):
     out = tmp_path / "resunk"
-    proc = subprocess.run([*ADP, "replay", "--source", "trajectories", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*ADP, "replay", "--source", "trajectories", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     back = Trajectory.model_validate_json((out / "v1-阶乘.json").read_text())
     assert back == codec.decode(old_and_new_records["old"][-1])
     # and it exports: the conversation rebuilt from v1's raw exchanges
     data = tmp_path / "data"
-    proc = subprocess.run([*ADP, "export", str(out), "--format", "chat", "--out", str(data),
-                           "--validation", "0"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*ADP, "export", str(out), "--format", "chat", "--out", str(data), "--validation", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
-    rows = {json.loads(line)["messages"][1]["content"]: json.loads(line)
-            for line in (data / "train.jsonl").read_text().splitlines()}
+    rows = {
+        json.loads(line)["messages"][1]["content"]: json.loads(line)
+        for line in (data / "train.jsonl").read_text().splitlines()
+    }
     messages = rows["计算5的阶乘"]["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant"]
     assert messages[3] == {"role": "tool", "content": "120\n", "tool_call_id": "call_1"}
@@ -127,13 +141,15 @@ def test_v1_trajectory_records_resink_with_todays_code(kafka, old_and_new_record
 
 # ---- a second Avro implementation --------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def java_classpath() -> str:
     if shutil.which("java") is None or shutil.which("mvn") is None:
         pytest.fail("Java 17+ and Maven are needed (make test installs them)")
     pom = JAVA_DIR / "pom.xml"
-    libs = resolve_jars(pom, settings().cache_dir / "avro-java-reader" / "libs",
-                        "Apache Avro (Java)")
+    libs = resolve_jars(
+        pom, settings().cache_dir / "avro-java-reader" / "libs", "Apache Avro (Java)"
+    )
     return f"{libs}/*"
 
 
@@ -162,9 +178,19 @@ for _file in codec.SCHEMA_FILES.values():
 def test_apache_avro_java_reads_the_topics(kafka, old_and_new_records, java_classpath):
     topics = ["adp.tasks.web", "adp.tasks.code", "adp.steps", "adp.trajectories"]
     proc = subprocess.run(
-        ["java", "-cp", java_classpath, str(JAVA_DIR / "AvroTopicReader.java"),
-         kafka.bootstrap, str(codec.SCHEMA_DIR), *topics],
-        capture_output=True, text=True, timeout=300)
+        [
+            "java",
+            "-cp",
+            java_classpath,
+            str(JAVA_DIR / "AvroTopicReader.java"),
+            kafka.bootstrap,
+            str(codec.SCHEMA_DIR),
+            *topics,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Java's own Parsing Canonical Form fingerprints are the ones this codec writes
     for name in codec.SCHEMA_FILES:
@@ -173,8 +199,9 @@ def test_apache_avro_java_reads_the_topics(kafka, old_and_new_records, java_clas
     by_value: dict[bytes, dict] = {}
     old = set(old_and_new_records["old"])
     # records whose fingerprint is not the spec's fingerprint of their writer schema
-    legacy = {v for v in old
-              if v[2:10] != codec.crc64_fingerprint(codec.writer_schema(v[2:10]).canonical)}
+    legacy = {
+        v for v in old if v[2:10] != codec.crc64_fingerprint(codec.writer_schema(v[2:10]).canonical)
+    }
     assert len(lines) == len(old_and_new_records["old"]) + len(old_and_new_records["new"])
     values = _topic_values(kafka.bootstrap, topics)
     for line in lines:
@@ -193,7 +220,10 @@ def test_apache_avro_java_reads_the_topics(kafka, old_and_new_records, java_clas
 
 def _topic_values(bootstrap: str, topics: list[str]) -> dict[tuple[str, int, int], bytes]:
     async def read() -> dict[tuple[str, int, int], bytes]:
-        return {(r.topic, r.partition, r.offset): r.value
-                for topic in topics for r in await read_topic(bootstrap, topic)}
+        return {
+            (r.topic, r.partition, r.offset): r.value
+            for topic in topics
+            for r in await read_topic(bootstrap, topic)
+        }
 
     return asyncio.run(read())

@@ -1,5 +1,5 @@
-"""One settings class (core/settings.py) and one Kafka client factory (streams/kafka.py): the
-precedence of flags, environment and config file; the README table; secrets that never print;
+"""One settings class (core/settings.py) and one Kafka client factory (streams/kafka/clients.py):
+the precedence of flags, environment and config file; the README table; secrets that never print;
 how the factory turns settings into aiokafka and Faust options; the shared click options."""
 
 from __future__ import annotations
@@ -12,15 +12,27 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from adp.cli import COMMANDS, main
+from adp.app.cli import COMMANDS, main
 from adp.core.settings import Settings, SettingsError, settings, settings_table
-from adp.streams import kafka
+from adp.streams.kafka import clients
 
 ROOT = Path(__file__).resolve().parents[1]
 # every command that talks to Kafka; `adp kafka` has them on its subcommands
-KAFKA_COMMANDS = [["produce"], ["runtime"], ["aggregate"], ["tail"], ["replay"], ["status"],
-                  ["dlq"], ["topics", "describe"], ["kafka", "up"], ["kafka", "status"], ["console"],
-                  ["verify"], ["export"]]
+KAFKA_COMMANDS = [
+    ["produce"],
+    ["runtime"],
+    ["aggregate"],
+    ["tail"],
+    ["replay"],
+    ["status"],
+    ["dlq"],
+    ["topics", "describe"],
+    ["kafka", "up"],
+    ["kafka", "status"],
+    ["console"],
+    ["verify"],
+    ["export"],
+]
 
 
 @pytest.fixture(autouse=True)
@@ -31,18 +43,22 @@ def clean_env(monkeypatch):
 
 def test_readme_table_is_the_settings_class():
     readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- settings-table: generated[^\n]*\n(.*?)<!-- settings-table: end -->",
-                      readme, re.S)
+    block = re.search(
+        r"<!-- settings-table: generated[^\n]*\n(.*?)<!-- settings-table: end -->", readme, re.S
+    )
     assert block, "README lost its generated settings table"
-    assert block.group(1).strip() == settings_table(), \
+    assert block.group(1).strip() == settings_table(), (
         "README's settings table is stale: paste the output of `python -m adp.core.settings`"
+    )
 
 
 def test_flags_over_environment_over_file_over_defaults(tmp_path, monkeypatch):
     config = tmp_path / "conf" / "adp.toml"
     config.parent.mkdir()
-    config.write_text('bootstrap = "file:1"\nmetrics_port = 9100\nclient_id = "from-file"\n'
-                      'ssl_cafile = "certs/ca.pem"\nhome = "state"\n')
+    config.write_text(
+        'bootstrap = "file:1"\nmetrics_port = 9100\nclient_id = "from-file"\n'
+        'ssl_cafile = "certs/ca.pem"\nhome = "state"\n'
+    )
     assert settings().bootstrap == "127.0.0.1:9092"
     monkeypatch.setenv("ADP_CONFIG", str(config))
     s = settings()
@@ -55,18 +71,26 @@ def test_flags_over_environment_over_file_over_defaults(tmp_path, monkeypatch):
     assert settings(bootstrap="flag:3").bootstrap == "flag:3"
     assert settings(bootstrap=None).bootstrap == "env:2"  # a flag not given is no override
     other = tmp_path / "other.toml"
-    other.write_text('metrics_port = 9200\n')
+    other.write_text("metrics_port = 9200\n")
     assert settings(config=other).metrics_port == 9200  # --config beats ADP_CONFIG
 
 
-@pytest.mark.parametrize("content, message", [
-    ('bootstrap = "x:1"\nbootstarp = "typo:1"\n', "unknown setting(s) bootstarp"),
-    ('bootstrap = \n', "not valid TOML"),
-    ('security_protocol = "SASL_SSL"\n', "needs sasl_username (ADP_SASL_USERNAME) and "
-                                        "sasl_password"),
-    ('security_protocol = "TLS"\n', "security_protocol (ADP_SECURITY_PROTOCOL): Input should be"),
-    ('ssl_certfile = "c.pem"\n', "ssl_certfile and ssl_keyfile go together"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('bootstrap = "x:1"\nbootstarp = "typo:1"\n', "unknown setting(s) bootstarp"),
+        ("bootstrap = \n", "not valid TOML"),
+        (
+            'security_protocol = "SASL_SSL"\n',
+            "needs sasl_username (ADP_SASL_USERNAME) and sasl_password",
+        ),
+        (
+            'security_protocol = "TLS"\n',
+            "security_protocol (ADP_SECURITY_PROTOCOL): Input should be",
+        ),
+        ('ssl_certfile = "c.pem"\n', "ssl_certfile and ssl_keyfile go together"),
+    ],
+)
 def test_bad_settings_name_the_setting(tmp_path, content, message):
     config = tmp_path / "adp.toml"
     config.write_text(content)
@@ -97,37 +121,47 @@ def test_client_options_carry_security(tmp_path, monkeypatch):
     monkeypatch.setenv("ADP_SASL_PASSWORD", "pw")
     monkeypatch.setenv("ADP_SSL_CAFILE", str(ca))
     # a bare bootstrap string means: the environment's settings with this bootstrap
-    options = kafka.client_options("h:1", client_id="adp-test")
+    options = clients.client_options("h:1", client_id="adp-test")
     assert options["bootstrap_servers"] == "h:1" and options["client_id"] == "adp-test"
     assert options["security_protocol"] == "SASL_SSL"
-    assert (options["sasl_mechanism"], options["sasl_plain_username"],
-            options["sasl_plain_password"]) == ("SCRAM-SHA-512", "alice", "pw")
+    assert (
+        options["sasl_mechanism"],
+        options["sasl_plain_username"],
+        options["sasl_plain_password"],
+    ) == ("SCRAM-SHA-512", "alice", "pw")
     assert options["ssl_context"].check_hostname
-    faust = kafka.faust_settings("h:1,h:2")
+    faust = clients.faust_settings("h:1,h:2")
     assert faust["broker"] == ["kafka://h:1", "kafka://h:2"]
     creds = faust["broker_credentials"]
-    assert (creds.username, creds.password, creds.mechanism.value, creds.protocol.value) == \
-        ("alice", "pw", "SCRAM-SHA-512", "SASL_SSL")
+    assert (creds.username, creds.password, creds.mechanism.value, creds.protocol.value) == (
+        "alice",
+        "pw",
+        "SCRAM-SHA-512",
+        "SASL_SSL",
+    )
     assert faust["producer_max_request_size"] == 32 * 2**20
     # Faust fetches little per partition (so one topic's backlog cannot hold back the others);
     # a larger record still arrives (KIP-74)
-    assert faust["consumer_max_fetch_size"] == kafka.FAUST_FETCH_BYTES < 32 * 2**20
+    assert faust["consumer_max_fetch_size"] == clients.FAUST_FETCH_BYTES < 32 * 2**20
     monkeypatch.setenv("ADP_CLIENT_ID", "team-a")
-    assert kafka.client_options("h:1", client_id="adp-test")["client_id"] == "team-a"
+    assert clients.client_options("h:1", client_id="adp-test")["client_id"] == "team-a"
 
 
 def test_missing_ca_file_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("ADP_SECURITY_PROTOCOL", "SSL")
     monkeypatch.setenv("ADP_SSL_CAFILE", str(tmp_path / "missing.pem"))
-    with pytest.raises(kafka.KafkaClientError, match="ssl_cafile .*missing.pem does not exist"):
-        kafka.producer()
+    with pytest.raises(clients.KafkaClientError, match=r"ssl_cafile .*missing.pem does not exist"):
+        clients.producer()
 
 
 def test_plaintext_needs_nothing_more():
-    options = kafka.client_options(None)
-    assert options == {"bootstrap_servers": "127.0.0.1:9092", "client_id": "adp",
-                       "security_protocol": "PLAINTEXT"}
-    assert "broker_credentials" not in kafka.faust_settings(None)
+    options = clients.client_options(None)
+    assert options == {
+        "bootstrap_servers": "127.0.0.1:9092",
+        "client_id": "adp",
+        "security_protocol": "PLAINTEXT",
+    }
+    assert "broker_credentials" not in clients.faust_settings(None)
 
 
 @pytest.mark.parametrize("command", KAFKA_COMMANDS, ids=" ".join)
@@ -142,8 +176,12 @@ def test_every_kafka_command_has_the_shared_options(command):
 def test_bad_settings_are_one_line_usage_errors(tmp_path):
     config = tmp_path / "adp.toml"
     config.write_text('security_protocol = "SASL_SSL"\n')
-    proc = subprocess.run([sys.executable, "-m", "adp.cli", "status", "--config", str(config)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "adp", "status", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "needs sasl_username" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -151,8 +189,26 @@ def test_bad_settings_are_one_line_usage_errors(tmp_path):
 def self_signed_ca(folder: Path) -> Path:
     """A throwaway self-signed certificate, loaded only as a trust anchor."""
     cert = folder / "ca.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(folder / "ca.key"),
-                    "-out", str(cert), "-subj", "/CN=adp-test-ca", "-days", "1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(folder / "ca.key"),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=adp-test-ca",
+            "-days",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert

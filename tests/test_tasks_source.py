@@ -14,14 +14,16 @@ from adp.connectors.tasks_source import SourceItem, TaskFileError, read_tasks
 
 
 def good(task_id: str, task_type: str = "code", **extra) -> str:
-    return json.dumps({"task_id": task_id, "task_type": task_type,
-                       "description": f"do {task_id}", **extra})
+    return json.dumps(
+        {"task_id": task_id, "task_type": task_type, "description": f"do {task_id}", **extra}
+    )
 
 
 def write(tmp_path: Path, *lines: str | bytes, name: str = "tasks.jsonl") -> Path:
     path = tmp_path / name
-    path.write_bytes(b"".join((ln if isinstance(ln, bytes) else ln.encode()) + b"\n"
-                              for ln in lines))
+    path.write_bytes(
+        b"".join((ln if isinstance(ln, bytes) else ln.encode()) + b"\n" for ln in lines)
+    )
     return path
 
 
@@ -34,8 +36,14 @@ def errors(path: Path) -> dict[int, str]:
 
 
 def test_good_file_yields_tasks_in_order_with_line_numbers(tmp_path):
-    path = write(tmp_path, good("a"), "", "   ", good("b", "web", constraints={"start_url": "x"}),
-                 good("c", "reasoning", max_steps=3, owner="me"))
+    path = write(
+        tmp_path,
+        good("a"),
+        "",
+        "   ",
+        good("b", "web", constraints={"start_url": "x"}),
+        good("c", "reasoning", max_steps=3, owner="me"),
+    )
     got = items(path)
     assert [(i.line_no, i.task.task_id) for i in got] == [(1, "a"), (4, "b"), (5, "c")]
     assert all(i.ok and i.error is None for i in got)
@@ -48,19 +56,19 @@ def test_good_file_yields_tasks_in_order_with_line_numbers(tmp_path):
 def test_bad_line_battery_names_line_and_field_and_keeps_good_lines(tmp_path):
     path = write(
         tmp_path,
-        good("ok-1"),                                                        # 1
-        '{"task_id": "x", "task_type": "code", "description": }',          # 2 malformed JSON
-        good("x2", max_steps="many"),                                        # 3 wrong type
-        good("x3", "quantum"),                                               # 4 unknown type
-        '{"task_type": "code", "description": "no id"}',                    # 5 missing task_id
-        good("ok-1", description="again"),                                   # 6 duplicate
+        good("ok-1"),  # 1
+        '{"task_id": "x", "task_type": "code", "description": }',  # 2 malformed JSON
+        good("x2", max_steps="many"),  # 3 wrong type
+        good("x3", "quantum"),  # 4 unknown type
+        '{"task_type": "code", "description": "no id"}',  # 5 missing task_id
+        good("ok-1", description="again"),  # 6 duplicate
         b'{"task_id": "u", "task_type": "code", "description": "\xff\xfe"}',  # 7 not UTF-8
-        "[1, 2]",                                                            # 8 not an object
-        good("x9", priority=11, expected_tools="python"),                   # 9 two bad fields
-        good("../etc", "web"),                                               # 10 unsafe id
+        "[1, 2]",  # 8 not an object
+        good("x9", priority=11, expected_tools="python"),  # 9 two bad fields
+        good("../etc", "web"),  # 10 unsafe id
         '{"task_id": "n", "task_type": "code", "description": "d", "x": NaN}',  # 11 NaN
-        good("x12", metadata=[1]),                                           # 12 bad metadata
-        good("ok-2", "web"),                                                 # 13
+        good("x12", metadata=[1]),  # 12 bad metadata
+        good("ok-2", "web"),  # 13
     )
     got = items(path)
     assert [(i.line_no, i.task.task_id) for i in got if i.ok] == [(1, "ok-1"), (13, "ok-2")]
@@ -74,8 +82,10 @@ def test_bad_line_battery_names_line_and_field_and_keeps_good_lines(tmp_path):
     assert err[6] == "line 6: duplicate task_id 'ok-1' (first on line 1)"
     bad_at = path.read_bytes().splitlines()[6].index(b"\xff")
     line7_offset = next(i.offset for i in got if i.line_no == 7)
-    assert err[7] == (f"line 7: not valid UTF-8 at byte {bad_at} of the line "
-                      f"(byte {line7_offset + bad_at} of the file): invalid start byte")
+    assert err[7] == (
+        f"line 7: not valid UTF-8 at byte {bad_at} of the line "
+        f"(byte {line7_offset + bad_at} of the file): invalid start byte"
+    )
     assert err[8] == "line 8: a task line must be a JSON object, got an array"
     assert "priority: Input should be less than or equal to 10" in err[9]
     assert "expected_tools: Input should be a valid list" in err[9]
@@ -85,13 +95,20 @@ def test_bad_line_battery_names_line_and_field_and_keeps_good_lines(tmp_path):
 
 
 def test_duplicate_keeps_first_occurrence(tmp_path):
-    path = write(tmp_path, good("d", description="first"), good("e"),
-                 good("d", description="second"), good("d", "web"))
+    path = write(
+        tmp_path,
+        good("d", description="first"),
+        good("e"),
+        good("d", description="second"),
+        good("d", "web"),
+    )
     got = items(path)
     firsts = [i.task for i in got if i.ok]
     assert [t.task_id for t in firsts] == ["d", "e"] and firsts[0].description == "first"
-    assert errors(path) == {3: "line 3: duplicate task_id 'd' (first on line 1)",
-                            4: "line 4: duplicate task_id 'd' (first on line 1)"}
+    assert errors(path) == {
+        3: "line 3: duplicate task_id 'd' (first on line 1)",
+        4: "line 4: duplicate task_id 'd' (first on line 1)",
+    }
 
 
 def test_a_bad_line_does_not_claim_its_task_id(tmp_path):
@@ -136,7 +153,7 @@ def test_empty_file_is_one_error(tmp_path, content):
 
 
 def test_missing_file_directory_and_unreadable_raise_clearly(tmp_path):
-    with pytest.raises(TaskFileError, match="tasks file not found: .*nope.jsonl"):
+    with pytest.raises(TaskFileError, match=r"tasks file not found: .*nope.jsonl"):
         read_tasks(tmp_path / "nope.jsonl")  # raised by the call, not at first iteration
     with pytest.raises(TaskFileError, match="is a directory"):
         read_tasks(tmp_path)
@@ -157,8 +174,12 @@ def test_parse_line_column_in_json_error():
 
 
 def test_deeply_nested_json_is_an_error_not_a_crash(tmp_path):
-    deep = '{"task_id": "d", "task_type": "code", "description": "x", "c": ' + "[" * 100000 \
-        + "]" * 100000 + "}"
+    deep = (
+        '{"task_id": "d", "task_type": "code", "description": "x", "c": '
+        + "[" * 100000
+        + "]" * 100000
+        + "}"
+    )
     path = write(tmp_path, deep, good("fine"))
     got = items(path)
     assert not got[0].ok and got[0].error.startswith("line 1: invalid JSON")

@@ -27,46 +27,101 @@ from tests.helpers import ADP, AdpProcess, scripted_stub, wait_for, write_tasks
 
 pytestmark = pytest.mark.kafka
 
-FACTORIAL = "def factorial(n):\n    return 1 if n < 2 else n * factorial(n - 1)\nprint(factorial(5))\n"
+FACTORIAL = (
+    "def factorial(n):\n    return 1 if n < 2 else n * factorial(n - 1)\nprint(factorial(5))\n"
+)
 SCRIPT = [
     # the judge (its prompt starts with TASK:)
     {"match": "^TASK:\\n.*unjudgeable", "replies": ["Hard to say, really."]},
-    {"match": "^TASK:\\n(.|\\n)*FINAL ANSWER:\\nNeil Armstrong",
-     "replies": ['{"pass": true, "score": 1.0, "reason": "names Neil Armstrong"}']},
+    {
+        "match": "^TASK:\\n(.|\\n)*FINAL ANSWER:\\nNeil Armstrong",
+        "replies": ['{"pass": true, "score": 1.0, "reason": "names Neil Armstrong"}'],
+    },
     {"match": "^TASK:\\n", "replies": ['{"pass": false, "score": 0.0, "reason": "wrong person"}']},
     # the agents
-    {"match": "factorial of 5 \\(right\\)",
-     "replies": ["```python\nimport math\nprint(math.factorial(5))\n```", "FINAL ANSWER: 120"]},
-    {"match": "factorial of 5 \\(wrong\\)",
-     "replies": ["```python\nprint(5 * 4 * 3 * 2)\n```", "FINAL ANSWER: 121"]},
+    {
+        "match": "factorial of 5 \\(right\\)",
+        "replies": ["```python\nimport math\nprint(math.factorial(5))\n```", "FINAL ANSWER: 120"],
+    },
+    {
+        "match": "factorial of 5 \\(wrong\\)",
+        "replies": ["```python\nprint(5 * 4 * 3 * 2)\n```", "FINAL ANSWER: 121"],
+    },
     {"match": "factorial function", "replies": [f"```python\n{FACTORIAL}```", "FINAL ANSWER: 120"]},
     {"match": "moon \\(a\\)", "replies": ["FINAL ANSWER: Neil Armstrong"]},
     {"match": "moon \\(b\\)", "replies": ["FINAL ANSWER: Yuri Gagarin"]},
     {"match": "unjudgeable", "replies": ["FINAL ANSWER: maybe"]},
 ]
 NUMERIC_120 = {"type": "answer", "match": "numeric", "expected": 120}
-MOON_JUDGE = {"type": "judge", "rubric": "Names the first person to walk on the moon.",
-              "expected": "Neil Armstrong"}
+MOON_JUDGE = {
+    "type": "judge",
+    "rubric": "Names the first person to walk on the moon.",
+    "expected": "Neil Armstrong",
+}
 TASKS = [
-    {"task_id": "fact-right", "task_type": "code", "description": "The factorial of 5 (right).",
-     "verify": NUMERIC_120},
-    {"task_id": "fact-wrong", "task_type": "code", "description": "The factorial of 5 (wrong).",
-     "verify": NUMERIC_120},
-    {"task_id": "fact-tests", "task_type": "code", "description": "Write a factorial function.",
-     "verify": {"type": "python", "tests": "def test_six():\n    assert solution.factorial(6) "
-                "== 720\n\ndef test_printed():\n    assert output.strip() == '120'\n"}},
+    {
+        "task_id": "fact-right",
+        "task_type": "code",
+        "description": "The factorial of 5 (right).",
+        "verify": NUMERIC_120,
+    },
+    {
+        "task_id": "fact-wrong",
+        "task_type": "code",
+        "description": "The factorial of 5 (wrong).",
+        "verify": NUMERIC_120,
+    },
+    {
+        "task_id": "fact-tests",
+        "task_type": "code",
+        "description": "Write a factorial function.",
+        "verify": {
+            "type": "python",
+            "tests": "def test_six():\n    assert solution.factorial(6) "
+            "== 720\n\ndef test_printed():\n    assert output.strip() == '120'\n",
+        },
+    },
     {"task_id": "plain", "task_type": "code", "description": "Print hello."},
-    {"task_id": "grpo", "task_type": "code", "description": "grpo sample task", "samples": 4,
-     "seed": 100, "verify": {"match": "contains", "expected": "grpo"}},
-    {"task_id": "moon-a", "task_type": "reasoning",
-     "description": "Who first walked on the moon (a)?", "verify": MOON_JUDGE},
-    {"task_id": "moon-b", "task_type": "reasoning",
-     "description": "Who first walked on the moon (b)?", "verify": MOON_JUDGE},
-    {"task_id": "unjudgeable", "task_type": "reasoning", "description": "An unjudgeable question.",
-     "verify": {"type": "judge", "rubric": "Is it right?"}},
+    {
+        "task_id": "grpo",
+        "task_type": "code",
+        "description": "grpo sample task",
+        "samples": 4,
+        "seed": 100,
+        "verify": {"match": "contains", "expected": "grpo"},
+    },
+    {
+        "task_id": "moon-a",
+        "task_type": "reasoning",
+        "description": "Who first walked on the moon (a)?",
+        "verify": MOON_JUDGE,
+    },
+    {
+        "task_id": "moon-b",
+        "task_type": "reasoning",
+        "description": "Who first walked on the moon (b)?",
+        "verify": MOON_JUDGE,
+    },
+    {
+        "task_id": "unjudgeable",
+        "task_type": "reasoning",
+        "description": "An unjudgeable question.",
+        "verify": {"type": "judge", "rubric": "Is it right?"},
+    },
 ]
-KEYS = ["fact-right", "fact-wrong", "fact-tests", "plain", "grpo", "grpo/1", "grpo/2", "grpo/3",
-        "moon-a", "moon-b", "unjudgeable"]
+KEYS = [
+    "fact-right",
+    "fact-wrong",
+    "fact-tests",
+    "plain",
+    "grpo",
+    "grpo/1",
+    "grpo/2",
+    "grpo/3",
+    "moon-a",
+    "moon-b",
+    "unjudgeable",
+]
 PRICES = {"custom/stub": {"input": 1.0, "output": 3.0}}
 
 
@@ -79,12 +134,16 @@ class Batch:
     runtimes: list[AdpProcess]
 
     def files(self) -> dict[str, dict]:
-        return {str(p.relative_to(self.out))[:-5]: json.loads(p.read_text())
-                for p in self.out.rglob("*.json") if not p.name.startswith(".")}
+        return {
+            str(p.relative_to(self.out))[:-5]: json.loads(p.read_text())
+            for p in self.out.rglob("*.json")
+            if not p.name.startswith(".")
+        }
 
     def adp(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        return subprocess.run([*ADP, *args], env=self.aggregator.env, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            [*ADP, *args], env=self.aggregator.env, capture_output=True, text=True, timeout=timeout
+        )
 
     def check(self) -> None:
         for p in (self.aggregator, *self.runtimes):
@@ -95,8 +154,9 @@ def code_partitions(runtime) -> set[int]:
     """The adp.tasks.code partitions a runtime's latest assignment gave it (its log's last
     "assigned [...]" line: every rebalance assigns afresh)."""
     lines = [line for line in runtime.log(lines=400).splitlines() if " assigned [" in line]
-    return {int(p) for p in re.findall(r"'adp\.tasks\.code\[(\d+)\]'", lines[-1])} \
-        if lines else set()
+    return (
+        {int(p) for p in re.findall(r"'adp\.tasks\.code\[(\d+)\]'", lines[-1])} if lines else set()
+    )
 
 
 def both_code_runtimes_own_partitions(batch: Batch) -> bool:
@@ -112,25 +172,36 @@ def batch(kafka, tmp_path_factory) -> Batch:
     prices = workdir / "prices.json"
     prices.write_text(json.dumps(PRICES))
     with scripted_stub(SCRIPT, workdir) as url:
-        env = {"ADP_BOOTSTRAP": kafka.bootstrap, "ADP_LLM_BASE_URL": url, "ADP_LLM_MODEL": "stub",
-               "ADP_METRICS_PORT": "0", "ADP_PRICES": str(prices),
-               "ADP_HOME": str(workdir / "home")}
+        env = {
+            "ADP_BOOTSTRAP": kafka.bootstrap,
+            "ADP_LLM_BASE_URL": url,
+            "ADP_LLM_MODEL": "stub",
+            "ADP_METRICS_PORT": "0",
+            "ADP_PRICES": str(prices),
+            "ADP_HOME": str(workdir / "home"),
+        }
         out = workdir / "trajectories"
-        aggregator = AdpProcess(["aggregate", "--out", str(out)], workdir / "agg.log",
-                                env).start()
-        runtimes = [AdpProcess(["runtime", kind, "--runtime-id", f"{kind}-{i}"],
-                               workdir / f"{kind}-{i}.log", env).start()
-                    for kind, i in (("code", 1), ("code", 2), ("reasoning", 1))]
+        aggregator = AdpProcess(["aggregate", "--out", str(out)], workdir / "agg.log", env).start()
+        runtimes = [
+            AdpProcess(
+                ["runtime", kind, "--runtime-id", f"{kind}-{i}"], workdir / f"{kind}-{i}.log", env
+            ).start()
+            for kind, i in (("code", 1), ("code", 2), ("reasoning", 1))
+        ]
         b = Batch(out, aggregator.env, workdir, aggregator, runtimes)
         try:
             # both code runtimes own partitions before anything is produced: samples spread
-            wait_for(lambda: both_code_runtimes_own_partitions(b), 120,
-                     "both code runtimes to own adp.tasks.code partitions", b.check)
-            produced = b.adp("produce", "--quiet", str(write_tasks(workdir / "tasks.jsonl",
-                                                                    TASKS)))
+            wait_for(
+                lambda: both_code_runtimes_own_partitions(b),
+                120,
+                "both code runtimes to own adp.tasks.code partitions",
+                b.check,
+            )
+            produced = b.adp("produce", "--quiet", str(write_tasks(workdir / "tasks.jsonl", TASKS)))
             assert produced.returncode == 0, produced.stdout + produced.stderr
-            wait_for(lambda: sorted(b.files()) == sorted(KEYS), 300,
-                     f"{len(KEYS)} trajectories", b.check)
+            wait_for(
+                lambda: sorted(b.files()) == sorted(KEYS), 300, f"{len(KEYS)} trajectories", b.check
+            )
             yield b
         finally:
             for p in (*runtimes, aggregator):
@@ -151,14 +222,19 @@ EXPECTED = {  # key: (success, claimed_success, verdict status, verifier)
 
 def status(t: dict) -> str:
     v = t["verification"]
-    return "unverified" if not v["verifier"] else (
-        "error" if v["passed"] is None else "passed" if v["passed"] else "failed")
+    return (
+        "unverified"
+        if not v["verifier"]
+        else ("error" if v["passed"] is None else "passed" if v["passed"] else "failed")
+    )
 
 
 def test_each_trajectory_has_exactly_the_right_verdict(batch):
     files = batch.files()
-    got = {k: (t["success"], t["claimed_success"], status(t), t["verification"]["verifier"])
-           for k, t in files.items()}
+    got = {
+        k: (t["success"], t["claimed_success"], status(t), t["verification"]["verifier"])
+        for k, t in files.items()
+    }
     assert got == EXPECTED
     wrong = files["fact-wrong"]["verification"]
     assert wrong["details"].startswith("expected 120") and "121" in wrong["details"]
@@ -177,7 +253,7 @@ def test_each_trajectory_has_exactly_the_right_verdict(batch):
 def test_k_samples_are_k_independent_trajectories_spread_over_the_group(batch, kafka):
     import asyncio
 
-    from adp.streams.reader import read_topic
+    from adp.streams.kafka.reader import read_topic
 
     files = batch.files()
     samples = [files[k] for k in ("grpo", "grpo/1", "grpo/2", "grpo/3")]
@@ -189,8 +265,11 @@ def test_k_samples_are_k_independent_trajectories_spread_over_the_group(batch, k
         assert request["seed"] == 100 + t["sample_index"] and request["temperature"] == 1.0
         assert t["metadata"]["task"]["samples"] == 4
     # one task record per sample, keyed apart, on more than one partition, run by both runtimes
-    records = [r for r in asyncio.run(read_topic(kafka.bootstrap, "adp.tasks.code"))
-               if r.key.decode().split("/")[0] == "grpo"]
+    records = [
+        r
+        for r in asyncio.run(read_topic(kafka.bootstrap, "adp.tasks.code"))
+        if r.key.decode().split("/")[0] == "grpo"
+    ]
     assert sorted(r.key.decode() for r in records) == ["grpo", "grpo/1", "grpo/2", "grpo/3"]
     assert len({r.partition for r in records}) > 1
     assert {t["metadata"]["runtime_id"] for t in samples} == {"code-1", "code-2"}
@@ -210,12 +289,15 @@ def test_status_counts_verdicts_tokens_and_cost(batch):
         assert row["prompt_tokens"] == sum(t["metadata"]["prompt_tokens"] for t in mine)
         if mine:
             # priced at 1 and 3 USD per million tokens, every call of the stub
-            expected = sum((t["metadata"]["prompt_tokens"] + 3 * t["metadata"]["completion_tokens"])
-                           / 1e6 for t in mine)
+            expected = sum(
+                (t["metadata"]["prompt_tokens"] + 3 * t["metadata"]["completion_tokens"]) / 1e6
+                for t in mine
+            )
             assert row["cost_usd"] == pytest.approx(expected) and expected > 0
     table = batch.adp("status")
-    assert "verdicts: 7 passed, 2 failed, 1 could not be verified, 1 unverified" in \
-        " ".join(table.stdout.split())
+    assert "verdicts: 7 passed, 2 failed, 1 could not be verified, 1 unverified" in " ".join(
+        table.stdout.split()
+    )
 
 
 def test_exports_from_the_topic_load_with_datasets(batch):
@@ -224,16 +306,37 @@ def test_exports_from_the_topic_load_with_datasets(batch):
     from tests.test_export import check_chat
 
     out = batch.workdir / "export"
-    done = batch.adp("export", "kafka", "--format", "parquet", "--out", str(out / "parquet"),
-                     "--validation", "0", "--no-dedup", "--json")
+    done = batch.adp(
+        "export",
+        "kafka",
+        "--format",
+        "parquet",
+        "--out",
+        str(out / "parquet"),
+        "--validation",
+        "0",
+        "--no-dedup",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     table = datasets.load_dataset("parquet", data_dir=str(out / "parquet"))["train"]
     assert sorted(table["key"]) == sorted(KEYS)
     assert {r["key"]: r["verdict"] for r in table} == {k: v[2] for k, v in EXPECTED.items()}
     assert sum(c for c in table["cost_usd"]) == pytest.approx(
-        sum(t["metadata"]["cost_usd"] for t in batch.files().values()))
-    verified = batch.adp("export", "kafka", "--format", "chat", "--out", str(out / "chat"),
-                         "--verified-only", "--validation", "0", "--json")
+        sum(t["metadata"]["cost_usd"] for t in batch.files().values())
+    )
+    verified = batch.adp(
+        "export",
+        "kafka",
+        "--format",
+        "chat",
+        "--out",
+        str(out / "chat"),
+        "--verified-only",
+        "--validation",
+        "0",
+        "--json",
+    )
     facts = json.loads(verified.stdout)
     # 7 verified; the four samples of grpo said the same thing: one of them is kept
     assert facts["filtered"] == {"not verified": 4} and facts["duplicates"] == 3
@@ -247,16 +350,31 @@ def test_exports_from_the_topic_load_with_datasets(batch):
 
 def test_adp_verify_on_the_topic_changes_verdicts_never_steps(batch):
     before = batch.files()
-    done = batch.adp("verify", "kafka", "--type", "code", "--spec",
-                     json.dumps({"type": "answer", "match": "numeric", "expected": 121}), "--json")
+    done = batch.adp(
+        "verify",
+        "kafka",
+        "--type",
+        "code",
+        "--spec",
+        json.dumps({"type": "answer", "match": "numeric", "expected": 121}),
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["read"] == len(KEYS) and summary["left_alone"] == 3
     # the running aggregator's sink agent writes what adp verify published
-    wait_for(lambda: batch.files()["fact-wrong"]["success"] is True, 120,
-             "the new verdict of fact-wrong in its file", batch.check)
-    wait_for(lambda: batch.files()["fact-right"]["success"] is False, 60,
-             "the new verdict of fact-right", batch.check)
+    wait_for(
+        lambda: batch.files()["fact-wrong"]["success"] is True,
+        120,
+        "the new verdict of fact-wrong in its file",
+        batch.check,
+    )
+    wait_for(
+        lambda: batch.files()["fact-right"]["success"] is False,
+        60,
+        "the new verdict of fact-right",
+        batch.check,
+    )
     after = batch.files()
     for key in KEYS:
         assert after[key]["steps"] == before[key]["steps"]

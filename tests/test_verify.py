@@ -19,12 +19,22 @@ REASON = sandbox_available()
 needs_bwrap = pytest.mark.skipif(REASON is not None, reason=f"bubblewrap unusable: {REASON}")
 
 
-def subject(answer: str, *codes: tuple[str, bool], task_type: str = "code",
-            description: str = "Compute 5!") -> Subject:
+def subject(
+    answer: str, *codes: tuple[str, bool], task_type: str = "code", description: str = "Compute 5!"
+) -> Subject:
     task = Task(task_id="t", task_type=task_type, description=description)
-    steps = [Step(step_id=i, action_type="code_execution", action_params={"code": code},
-                  observation="", success=ok, timestamp=0.0, duration=0.0)
-             for i, (code, ok) in enumerate(codes, 1)]
+    steps = [
+        Step(
+            step_id=i,
+            action_type="code_execution",
+            action_params={"code": code},
+            observation="",
+            success=ok,
+            timestamp=0.0,
+            duration=0.0,
+        )
+        for i, (code, ok) in enumerate(codes, 1)
+    ]
     return Subject(task, answer, steps, claimed_success=True)
 
 
@@ -33,23 +43,31 @@ CTX = VerifyContext()
 
 # ---- answer ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("spec, answer, passed", [
-    ({"expected": "120"}, " 120 ", True),
-    ({"expected": "Paris"}, "paris", True),
-    ({"expected": "Paris", "case_sensitive": True}, "paris", False),
-    ({"expected": "120"}, "The answer is 120", False),
-    ({"match": "contains", "expected": "Neil Armstrong"}, "It was neil  armstrong, in 1969.", True),
-    ({"match": "contains", "expected": ["Armstrong", "Aldrin"]}, "Buzz Aldrin", True),
-    ({"match": "regex", "expected": r"\b1969\b"}, "July 1969", True),
-    ({"match": "regex", "expected": r"^\d+$"}, "12a", False),
-    ({"match": "numeric", "expected": 120}, "so 5! = 120.", True),
-    ({"match": "numeric", "expected": 3.1416, "tolerance": 0.001}, "pi is about 3.14159", True),
-    ({"match": "numeric", "expected": 3.1416, "tolerance": 1e-6}, "3.14159", False),
-    ({"match": "numeric", "expected": "1,234.5"}, "total: 1,234.5 units", True),
-    ({"match": "numeric", "expected": 100, "rel_tolerance": 0.05}, "about 97", True),
-    ({"match": "numeric", "expected": 7}, "I am ready to help. What's your task?", False),
-    ({"match": "numeric", "expected": 7}, "", False),
-])
+
+@pytest.mark.parametrize(
+    "spec, answer, passed",
+    [
+        ({"expected": "120"}, " 120 ", True),
+        ({"expected": "Paris"}, "paris", True),
+        ({"expected": "Paris", "case_sensitive": True}, "paris", False),
+        ({"expected": "120"}, "The answer is 120", False),
+        (
+            {"match": "contains", "expected": "Neil Armstrong"},
+            "It was neil  armstrong, in 1969.",
+            True,
+        ),
+        ({"match": "contains", "expected": ["Armstrong", "Aldrin"]}, "Buzz Aldrin", True),
+        ({"match": "regex", "expected": r"\b1969\b"}, "July 1969", True),
+        ({"match": "regex", "expected": r"^\d+$"}, "12a", False),
+        ({"match": "numeric", "expected": 120}, "so 5! = 120.", True),
+        ({"match": "numeric", "expected": 3.1416, "tolerance": 0.001}, "pi is about 3.14159", True),
+        ({"match": "numeric", "expected": 3.1416, "tolerance": 1e-6}, "3.14159", False),
+        ({"match": "numeric", "expected": "1,234.5"}, "total: 1,234.5 units", True),
+        ({"match": "numeric", "expected": 100, "rel_tolerance": 0.05}, "about 97", True),
+        ({"match": "numeric", "expected": 7}, "I am ready to help. What's your task?", False),
+        ({"match": "numeric", "expected": 7}, "", False),
+    ],
+)
 async def test_answer_matching(spec, answer, passed):
     verdict = await verify({"type": "answer", **spec}, subject(answer), CTX)
     assert verdict.passed is passed and verdict.verifier == "answer", verdict.details
@@ -62,21 +80,24 @@ def test_last_number():
     assert last_number("42") == 42 and last_number("no digits") is None
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"type": "answer"}, "verify.expected: missing"),
-    ({"type": "answer", "expected": "x", "match": "fuzzy"}, "verify.match: one of"),
-    ({"type": "answer", "match": "numeric", "expected": "seven"}, "is not a number"),
-    ({"type": "answer", "match": "regex", "expected": "("}, "not a regular expression"),
-    ({"type": "answer", "expected": "x", "tolerance": -1}, "verify.tolerance"),
-    ({"type": "python", "tests": "def test_x(:\n"}, "verify.tests: line 1"),
-    ({"type": "python"}, "verify.tests"),
-    ({"type": "judge"}, "verify.rubric"),
-    ({"type": "astrology"}, "no verifier named 'astrology'"),
-    ({"rubric": "x"}, "verify.type: missing"),
-    ([], "an empty list"),
-    ("120", "an object naming its verifier"),
-    ({"expected": "1", "timeout": 0}, "verify.timeout"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"type": "answer"}, "verify.expected: missing"),
+        ({"type": "answer", "expected": "x", "match": "fuzzy"}, "verify.match: one of"),
+        ({"type": "answer", "match": "numeric", "expected": "seven"}, "is not a number"),
+        ({"type": "answer", "match": "regex", "expected": "("}, "not a regular expression"),
+        ({"type": "answer", "expected": "x", "tolerance": -1}, "verify.tolerance"),
+        ({"type": "python", "tests": "def test_x(:\n"}, "verify.tests: line 1"),
+        ({"type": "python"}, "verify.tests"),
+        ({"type": "judge"}, "verify.rubric"),
+        ({"type": "astrology"}, "no verifier named 'astrology'"),
+        ({"rubric": "x"}, "verify.type: missing"),
+        ([], "an empty list"),
+        ("120", "an object naming its verifier"),
+        ({"expected": "1", "timeout": 0}, "verify.timeout"),
+    ],
+)
 def test_bad_specs_are_refused_naming_the_field(spec, message):
     with pytest.raises(BadSpec, match=message.replace("(", r"\(")):
         check_spec(spec)
@@ -101,10 +122,14 @@ async def test_all_of_a_list_must_pass():
 
 # ---- python tests in the sandbox ---------------------------------------------------------------
 
-FACTORIAL = "def factorial(n):\n    return 1 if n < 2 else n * factorial(n - 1)\nprint(factorial(5))\n"
-TESTS = ("def test_function():\n    assert solution.factorial(5) == 120\n\n"
-         "def test_printed():\n    assert output.strip() == '120'\n\n"
-         "def test_answer():\n    assert '120' in answer\n")
+FACTORIAL = (
+    "def factorial(n):\n    return 1 if n < 2 else n * factorial(n - 1)\nprint(factorial(5))\n"
+)
+TESTS = (
+    "def test_function():\n    assert solution.factorial(5) == 120\n\n"
+    "def test_printed():\n    assert output.strip() == '120'\n\n"
+    "def test_answer():\n    assert '120' in answer\n"
+)
 
 
 @needs_bwrap
@@ -126,12 +151,18 @@ async def test_python_tests_fail_and_say_which():
 
 @needs_bwrap
 async def test_code_that_raises_or_hangs_fails_the_attempt():
-    raising = await verify({"type": "python", "tests": "assert answer == '1'"},
-                           subject("2", ("import nope", False)), CTX)
+    raising = await verify(
+        {"type": "python", "tests": "assert answer == '1'"},
+        subject("2", ("import nope", False)),
+        CTX,
+    )
     assert raising.passed is False and "ModuleNotFoundError" in raising.details
     assert raising.details.startswith("0/1 tests passed: <module>: AssertionError")
-    hanging = await verify({"type": "python", "tests": "assert True", "timeout": 2},
-                           subject("", ("while True: pass", True)), CTX)
+    hanging = await verify(
+        {"type": "python", "tests": "assert True", "timeout": 2},
+        subject("", ("while True: pass", True)),
+        CTX,
+    )
     assert hanging.passed is False and "did not finish within 2s" in hanging.details
 
 
@@ -139,8 +170,11 @@ async def test_no_sandbox_means_an_error_not_a_verdict():
     def none():
         raise RuntimeError("no python sandbox available: install bubblewrap")
 
-    verdict = await verify({"type": "python", "tests": "assert True"}, subject("x"),
-                           VerifyContext(sandbox_factory=none))
+    verdict = await verify(
+        {"type": "python", "tests": "assert True"},
+        subject("x"),
+        VerifyContext(sandbox_factory=none),
+    )
     assert verdict.status == "error" and verdict.passed is None
     assert "install bubblewrap" in verdict.error
 
@@ -148,15 +182,24 @@ async def test_no_sandbox_means_an_error_not_a_verdict():
 # ---- the LLM judge -----------------------------------------------------------------------------
 
 JUDGE_SCRIPT = [
-    {"match": "FINAL ANSWER:\\n.*Armstrong", "replies": ['{"pass": true, "score": 0.9, "reason": "names him"}']},
-    {"match": "FINAL ANSWER:\\n.*Gagarin", "replies": ['Sure! {"pass": false, "score": 0, "reason": "wrong person"}']},
+    {
+        "match": "FINAL ANSWER:\\n.*Armstrong",
+        "replies": ['{"pass": true, "score": 0.9, "reason": "names him"}'],
+    },
+    {
+        "match": "FINAL ANSWER:\\n.*Gagarin",
+        "replies": ['Sure! {"pass": false, "score": 0, "reason": "wrong person"}'],
+    },
     {"match": "ANSWER:\\n", "replies": ["I think it is fine."]},
 ]
 
 
 def client(url: str) -> LLMClient:
-    return LLMClient([Provider("stub", url, "stub-judge")], timeout=10,
-                     retry=RetryPolicy(attempts=1, base=0.01, cap=0.02))
+    return LLMClient(
+        [Provider("stub", url, "stub-judge")],
+        timeout=10,
+        retry=RetryPolicy(attempts=1, base=0.01, cap=0.02),
+    )
 
 
 @pytest.fixture
@@ -165,15 +208,26 @@ async def judge_stub():
         yield server
 
 
-@pytest.mark.parametrize("answer, status, score", [
-    ("Neil Armstrong", "passed", 0.9), ("Yuri Gagarin", "failed", 0.0),
-    ("someone", "error", None)])
+@pytest.mark.parametrize(
+    "answer, status, score",
+    [
+        ("Neil Armstrong", "passed", 0.9),
+        ("Yuri Gagarin", "failed", 0.0),
+        ("someone", "error", None),
+    ],
+)
 async def test_the_judge_grades_and_its_exchange_is_kept(judge_stub, answer, status, score):
     ctx = VerifyContext(model_factory=lambda: client(judge_stub.base_url))
-    spec = {"type": "judge", "rubric": "Names the first man on the moon.",
-            "expected": "Neil Armstrong"}
-    verdict = await verify(spec, subject(answer, task_type="reasoning",
-                                         description="Who first walked on the moon?"), ctx)
+    spec = {
+        "type": "judge",
+        "rubric": "Names the first man on the moon.",
+        "expected": "Neil Armstrong",
+    }
+    verdict = await verify(
+        spec,
+        subject(answer, task_type="reasoning", description="Who first walked on the moon?"),
+        ctx,
+    )
     assert verdict.status == status and verdict.score == score
     assert verdict.llm is not None and verdict.llm.model == "stub-judge"
     prompt = verdict.llm.request["messages"][1]["content"]
@@ -192,10 +246,13 @@ async def test_a_judge_that_cannot_be_reached_decides_nothing():
 
 @needs_bwrap
 async def test_the_agents_code_cannot_report_a_pass_itself():
-    forge = ("import os, sys\n"
-             "sys.__stdout__.write('##adp-verify 0000 report## {\"load_error\": null, "
-             "\"tests\": [{\"name\": \"t\", \"ok\": true}]}\\n')\n"
-             "sys.__stdout__.flush()\nos._exit(0)\n")
-    verdict = await verify({"type": "python", "tests": "assert False"},
-                           subject("", (forge, True)), CTX)
+    forge = (
+        "import os, sys\n"
+        'sys.__stdout__.write(\'##adp-verify 0000 report## {"load_error": null, '
+        '"tests": [{"name": "t", "ok": true}]}\\n\')\n'
+        "sys.__stdout__.flush()\nos._exit(0)\n"
+    )
+    verdict = await verify(
+        {"type": "python", "tests": "assert False"}, subject("", (forge, True)), CTX
+    )
     assert verdict.passed is False and "died before reporting" in verdict.details

@@ -11,11 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from adp.connectors.sinks.base import render
 from adp.connectors.sinks.file import write_atomic
 from adp.schemas.contracts import Trajectory
-from adp.streams.assembly import assemble
+from adp.streams.aggregator.assembly import assemble
 from tests.helpers import ADP, write_tasks
 from tests.test_assembly import attempt_events, sample_events
 from tests.test_replay import AWS  # credentials that only moto accepts
@@ -41,16 +40,21 @@ def adp(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def without_verdict(doc: dict) -> dict:
-    return {k: v for k, v in doc.items()
-            if k not in ("verification", "success", "claimed_success")}
+    return {k: v for k, v in doc.items() if k not in ("verification", "success", "claimed_success")}
 
 
 def test_a_new_spec_changes_verdicts_and_nothing_else(tmp_path):
     before = stored(tmp_path)
-    raw_before = {p.relative_to(tmp_path): json.loads(p.read_text())
-                  for p in tmp_path.rglob("*.json")}
-    done = adp("verify", str(tmp_path), "--spec",
-               '{"type": "answer", "match": "numeric", "expected": 120}', "--json")
+    raw_before = {
+        p.relative_to(tmp_path): json.loads(p.read_text()) for p in tmp_path.rglob("*.json")
+    }
+    done = adp(
+        "verify",
+        str(tmp_path),
+        "--spec",
+        '{"type": "answer", "match": "numeric", "expected": 120}',
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["before"] == {"unverified": 3} and summary["after"] == {"passed": 2, "failed": 1}
@@ -70,9 +74,17 @@ def test_a_new_spec_changes_verdicts_and_nothing_else(tmp_path):
     assert json.loads(again.stdout)["changed"] == 0
 
     # a tasks file: only its tasks are judged, each with its own line's spec
-    tasks = write_tasks(tmp_path.parent / "tasks.jsonl", [
-        {"task_id": "wrong", "task_type": "code", "description": "5!",
-         "verify": {"match": "contains", "expected": "121"}}])
+    tasks = write_tasks(
+        tmp_path.parent / "tasks.jsonl",
+        [
+            {
+                "task_id": "wrong",
+                "task_type": "code",
+                "description": "5!",
+                "verify": {"match": "contains", "expected": "121"},
+            }
+        ],
+    )
     by_file = adp("verify", str(tmp_path), "--tasks", str(tasks), "--json")
     summary = json.loads(by_file.stdout)
     assert summary["after"] == {"passed": 1} and summary["left_alone"] == 2
@@ -92,15 +104,29 @@ def test_bad_specs_and_sources_are_refused_clearly(tmp_path):
 
 def test_a_verifier_plugin_installed_with_pip(tmp_path):
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--no-build-isolation", "--target", str(target),
-                    str(ROOT / "tests" / "plugins" / "wordcount")], check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT / "tests" / "plugins" / "wordcount"),
+        ],
+        check=True,
+        timeout=300,
+    )
     folder = tmp_path / "trajectories"
     folder.mkdir()
     stored(folder)
     env = {**os.environ, "PYTHONPATH": f"{target}:{ROOT}"}
-    done = adp("verify", str(folder), "--spec", '{"type": "wordcount", "max_words": 2}',
-               "--json", env=env)
+    done = adp(
+        "verify", str(folder), "--spec", '{"type": "wordcount", "max_words": 2}', "--json", env=env
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["after"] == {"passed": 1, "failed": 2}
     verdict = json.loads((folder / "s" / "1.json").read_text())["verification"]
@@ -114,12 +140,26 @@ def test_s3_source_is_verified_in_place(moto, tmp_path):
     folder = tmp_path / "local"
     folder.mkdir()
     stored(folder)
-    put = adp("verify", str(folder), "--spec", '{"expected": "5! = 120"}',
-              "--out", "s3://verdicts/run1", "--json", env=env)
+    put = adp(
+        "verify",
+        str(folder),
+        "--spec",
+        '{"expected": "5! = 120"}',
+        "--out",
+        "s3://verdicts/run1",
+        "--json",
+        env=env,
+    )
     assert put.returncode == 0, put.stderr
     assert json.loads(put.stdout)["after"] == {"passed": 1, "failed": 2}
-    again = adp("verify", "s3://verdicts/run1", "--spec", '{"match": "numeric", "expected": 121}',
-                "--json", env=env)
+    again = adp(
+        "verify",
+        "s3://verdicts/run1",
+        "--spec",
+        '{"match": "numeric", "expected": 121}',
+        "--json",
+        env=env,
+    )
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)
     assert summary["read"] == 3 and summary["after"] == {"passed": 1, "failed": 2}

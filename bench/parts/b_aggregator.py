@@ -27,8 +27,10 @@ async def run(bench: Bench) -> None:
 
     port = bench.cluster_port + METRICS_PORT_OFFSET
     out = bench.work / "aggregator-out"
-    proc = bench.start("aggregator", ["aggregate", "--out", str(out), "--app-id", "bench-agg",
-                                      "--metrics-port", str(port)])
+    proc = bench.start(
+        "aggregator",
+        ["aggregate", "--out", str(out), "--app-id", "bench-agg", "--metrics-port", str(port)],
+    )
     url = f"http://127.0.0.1:{port}/metrics"
     tasks, events = steps["tasks"], steps["events"]
     xs, ys, written, rss = [], [], [], []
@@ -56,26 +58,43 @@ async def run(bench: Bench) -> None:
     bench.stop("aggregator")
     seconds = xs[-1] - (first or 0)
     live = events / seconds
-    bench.figure(KEY, "live aggregator, events/s per worker", live, "events/s", target=">= 10000",
-                 on="value")
-    bench.figure(KEY, "live aggregator vs raw loop", live, "events/s", "raw loop", raw["rate"],
-                 target=">= 0.5")
+    bench.figure(
+        KEY, "live aggregator, events/s per worker", live, "events/s", target=">= 10000", on="value"
+    )
+    bench.figure(
+        KEY,
+        "live aggregator vs raw loop",
+        live,
+        "events/s",
+        "raw loop",
+        raw["rate"],
+        target=">= 0.5",
+    )
     t0 = first or 0
-    bench.series(KEY, "live aggregator (events in)", "throughput",
-                 *rates([x - t0 for x in xs], ys, 2.0))
-    bench.series(KEY, "live aggregator (trajectories out x10)", "throughput",
-                 *rates([x - t0 for x in xs], [w * 10 for w in written], 2.0))
+    bench.series(
+        KEY, "live aggregator (events in)", "throughput", *rates([x - t0 for x in xs], ys, 2.0)
+    )
+    bench.series(
+        KEY,
+        "live aggregator (trajectories out x10)",
+        "throughput",
+        *rates([x - t0 for x in xs], [w * 10 for w in written], 2.0),
+    )
     bench.series(KEY, "live aggregator RSS", "rss", [x - t0 for x in xs], rss)
-    bench.note(KEY, f"{events:,} events, {tasks:,} tasks; live: first event {t0:.1f}s after "
-                    f"start, last file {seconds:.1f}s later; raw loop {raw['seconds']:.1f}s")
+    bench.note(
+        KEY,
+        f"{events:,} events, {tasks:,} tasks; live: first event {t0:.1f}s after "
+        f"start, last file {seconds:.1f}s later; raw loop {raw['seconds']:.1f}s",
+    )
     if not bench.quick:
         await faust_ceiling(bench, raw["rate"], min(events, 40_000))
 
 
 async def faust_ceiling(bench: Bench, raw_rate: float, count: int) -> None:
     """A Faust agent doing nothing but count `count` events of adp.steps (its own group)."""
-    proc = bench.start("faust-bare", [], command=["-m", "bench.faust_bare", bench.bootstrap,
-                                                  str(count)])
+    proc = bench.start(
+        "faust-bare", [], command=["-m", "bench.faust_bare", bench.bootstrap, str(count)]
+    )
     deadline = time.monotonic() + 600
     while proc.poll() is None:
         if time.monotonic() > deadline:
@@ -87,5 +106,6 @@ async def faust_ceiling(bench: Bench, raw_rate: float, count: int) -> None:
     rate = float(text.split("rate=")[1].split()[0]) if "rate=" in text else 0.0
     bench.stop("faust-bare")
     if rate:
-        bench.figure(KEY, "bare Faust agent (counts events, no work)", rate, "events/s",
-                     "raw loop", raw_rate)
+        bench.figure(
+            KEY, "bare Faust agent (counts events, no work)", rate, "events/s", "raw loop", raw_rate
+        )

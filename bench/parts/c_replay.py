@@ -32,10 +32,19 @@ async def run(bench: Bench) -> None:
         bench.stop(name)
         summary = json.loads(next(line for line in log.splitlines() if line.startswith("{")))
         workers = summary.get("workers", 1)
-        bench.figure(KEY, f"{label} ({workers} process{'es' if workers > 1 else ''})",
-                     summary["records_per_second"], "events/s", "raw loop (1 process)",
-                     raw["rate"], target=">= 0.8" if not extra else "")
-        bench.note(KEY, f"{label}: {summary['records_read']:,} records, "
-                        f"{summary['trajectories_written']:,} trajectories written in "
-                        f"{summary['seconds']:.1f}s by {workers} process(es) "
-                        f"(workload: {steps['tasks']:,} tasks)")
+        bench.figure(
+            KEY,
+            f"{label} ({workers} process{'es' if workers > 1 else ''})",
+            summary["records_per_second"],
+            "events/s",
+            "raw loop (1 process)",
+            raw["rate"],
+            target=">= 0.8" if not extra else "",
+        )
+        bench.note(
+            KEY,
+            f"{label}: {summary['records_read']:,} records, "
+            f"{summary['trajectories_written']:,} trajectories written in "
+            f"{summary['seconds']:.1f}s by {workers} process(es) "
+            f"(workload: {steps['tasks']:,} tasks)",
+        )

@@ -43,6 +43,7 @@ async def bare_client(url: str, concurrency: int, seconds: float) -> float:
     body = {"model": "stub", "messages": [{"role": "user", "content": "Print the number 1."}]}
     done, end = 0, time.monotonic() + seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+
         async def one() -> None:
             nonlocal done
             while time.monotonic() < end:
@@ -55,15 +56,22 @@ async def bare_client(url: str, concurrency: int, seconds: float) -> float:
         return done / (time.monotonic() - began)
 
 
-async def measure(bench: Bench, name: str, processes: int, concurrency: int,
-                  seconds: float, profile: bool = False) -> tuple[float, list, list, float]:
+async def measure(
+    bench: Bench, name: str, processes: int, concurrency: int, seconds: float, profile: bool = False
+) -> tuple[float, list, list, float]:
     url = bench.stub(LATENCY, SCRIPT)
     ideal = processes * concurrency / LATENCY
     n = max(20, int(ideal * seconds))
     before = stub_replies(url)
     names = [f"{name}-{i}" for i in range(processes)]
-    pids = [bench.start(child, ["runtime", "code", "--concurrency", str(concurrency)],
-                        env={"ADP_LLM_BASE_URL": url}).pid for child in names]
+    pids = [
+        bench.start(
+            child,
+            ["runtime", "code", "--concurrency", str(concurrency)],
+            env={"ADP_LLM_BASE_URL": url},
+        ).pid
+        for child in names
+    ]
     produce_tasks(bench, name, n)
     spy = None
     began = time.monotonic()
@@ -92,17 +100,32 @@ async def measure(bench: Bench, name: str, processes: int, concurrency: int,
 async def run(bench: Bench) -> None:
     seconds = 4 if bench.quick else max(3.0, 10 * bench.scale)
     ceiling = await bare_client(bench.stub(LATENCY, SCRIPT), 64, min(seconds, 4.0))
-    bench.figure(KEY, "bare aiohttp loop against the stub, concurrency 64", ceiling, "calls/s",
-                 f"ideal 64/{LATENCY}s", 64 / LATENCY)
+    bench.figure(
+        KEY,
+        "bare aiohttp loop against the stub, concurrency 64",
+        ceiling,
+        "calls/s",
+        f"ideal 64/{LATENCY}s",
+        64 / LATENCY,
+    )
     for c in (1, 8, 64):
         rate, xs, ys, cpu_ms = await measure(bench, f"rt-c{c}", 1, c, seconds)
-        bench.figure(KEY, f"LLM calls/s, 1 process, concurrency {c}", rate, "calls/s",
-                     f"ideal {c}/{LATENCY}s", c / LATENCY,
-                     target=">= 0.9" if c == 64 else "")
+        bench.figure(
+            KEY,
+            f"LLM calls/s, 1 process, concurrency {c}",
+            rate,
+            "calls/s",
+            f"ideal {c}/{LATENCY}s",
+            c / LATENCY,
+            target=">= 0.9" if c == 64 else "",
+        )
         bench.series(KEY, f"concurrency {c}", "throughput", xs, ys)
         if c == 64 and cpu_ms:
-            bench.note(KEY, f"runtime CPU per LLM call at concurrency 64: {cpu_ms:.2f} ms "
-                            f"(one core sustains {1000 / cpu_ms:.0f} calls/s)")
+            bench.note(
+                KEY,
+                f"runtime CPU per LLM call at concurrency 64: {cpu_ms:.2f} ms "
+                f"(one core sustains {1000 / cpu_ms:.0f} calls/s)",
+            )
     # where a runtime's CPU goes at concurrency 64, in a run of its own: py-spy takes CPU from
     # the two cores the measured runs share (0.61 -> 0.45 of ideal with it attached)
     await measure(bench, "rt-c64-profiled", 1, 64, max(3.0, seconds / 2), profile=True)
@@ -111,8 +134,21 @@ async def run(bench: Bench) -> None:
         rate, _, _, _ = await measure(bench, f"rt-p{p}", p, 16, seconds)
         if one is None:
             one = rate
-            bench.figure(KEY, "LLM calls/s, 1 process x 16", rate, "calls/s",
-                         f"ideal 16/{LATENCY}s", 16 / LATENCY)
+            bench.figure(
+                KEY,
+                "LLM calls/s, 1 process x 16",
+                rate,
+                "calls/s",
+                f"ideal 16/{LATENCY}s",
+                16 / LATENCY,
+            )
         else:
-            bench.figure(KEY, f"LLM calls/s, {p} processes x 16", rate, "calls/s",
-                         "1 process x 16", one, target=">= 3.5" if p == 4 else "")
+            bench.figure(
+                KEY,
+                f"LLM calls/s, {p} processes x 16",
+                rate,
+                "calls/s",
+                "1 process x 16",
+                one,
+                target=">= 3.5" if p == 4 else "",
+            )

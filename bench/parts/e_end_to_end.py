@@ -23,8 +23,13 @@ RUNTIMES, CONCURRENCY = 2, 16
 
 
 def _tail(bench: Bench, seen: list[tuple[float, float]], stop: threading.Event) -> Any:
-    proc = subprocess.Popen(ADP + ["tail", "--json"], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=bench.children.env, text=True)
+    proc = subprocess.Popen(
+        [*ADP, "tail", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=bench.children.env,
+        text=True,
+    )
 
     def read() -> None:
         for line in proc.stdout:
@@ -46,13 +51,14 @@ async def start_at_end(bootstrap: str, group: str) -> None:
     the topic first) and the figures are this part's own."""
     from aiokafka import TopicPartition
 
-    from adp.streams import kafka
-    from adp.streams.admin import partition_counts
-    from adp.streams.topics import STEPS, TRAJECTORIES
+    from adp.streams.kafka import clients
+    from adp.streams.kafka.admin import partition_counts
+    from adp.streams.kafka.topics import STEPS, TRAJECTORIES
 
     counts = await partition_counts(bootstrap, [STEPS, TRAJECTORIES])
-    consumer = await kafka.start(kafka.consumer(conf=bootstrap, client_id="adp-bench",
-                                                group_id=group))
+    consumer = await clients.start(
+        clients.consumer(conf=bootstrap, client_id="adp-bench", group_id=group)
+    )
     try:
         parts = [TopicPartition(t, p) for t in (STEPS, TRAJECTORIES) for p in range(counts[t])]
         consumer.assign(parts)
@@ -71,8 +77,11 @@ async def end_to_end(bench: Bench) -> dict[str, Any]:
     await start_at_end(bench.bootstrap, "bench-e2e")
     bench.start("e2e-aggregator", ["aggregate", "--out", str(out), "--app-id", "bench-e2e"])
     for i in range(RUNTIMES):
-        bench.start(f"e2e-runtime-{i}", ["runtime", "code", "--concurrency", str(CONCURRENCY)],
-                    env={"ADP_LLM_BASE_URL": url})
+        bench.start(
+            f"e2e-runtime-{i}",
+            ["runtime", "code", "--concurrency", str(CONCURRENCY)],
+            env={"ADP_LLM_BASE_URL": url},
+        )
     tail_seen: list[tuple[float, float]] = []
     stop = threading.Event()
     tail = _tail(bench, tail_seen, stop)
@@ -99,8 +108,15 @@ async def end_to_end(bench: Bench) -> dict[str, Any]:
     events = sum(len(json.loads(p.read_text())["steps"]) + 2 for p in out.glob("e2e-*.json"))
     for name in ["e2e-aggregator"] + [f"e2e-runtime-{i}" for i in range(RUNTIMES)]:
         bench.stop(name)
-    info = {"tasks": n, "events": events, "seconds": seconds, "x": xs, "y": ys,
-            "tail_lag": [max(0.0, a - t) for a, t in tail_seen], "file_lag": file_lag}
+    info = {
+        "tasks": n,
+        "events": events,
+        "seconds": seconds,
+        "x": xs,
+        "y": ys,
+        "tail_lag": [max(0.0, a - t) for a, t in tail_seen],
+        "file_lag": file_lag,
+    }
     bench.shared["e2e"] = info
     return info
 
@@ -109,9 +125,17 @@ async def run(bench: Bench) -> None:
     info = await end_to_end(bench)
     base = await sandbox_baseline(info["tasks"], RUNTIMES * CONCURRENCY)
     events_per_task = info["events"] / info["tasks"]
-    bench.figure(KEY, "pipeline, step events/s", info["events"] / info["seconds"], "events/s",
-                 f"sandbox alone x {events_per_task:.0f} events/task",
-                 base * events_per_task)
+    bench.figure(
+        KEY,
+        "pipeline, step events/s",
+        info["events"] / info["seconds"],
+        "events/s",
+        f"sandbox alone x {events_per_task:.0f} events/task",
+        base * events_per_task,
+    )
     bench.series(KEY, "trajectory files", "throughput", info["x"], info["y"])
-    bench.note(KEY, f"{info['tasks']} tasks, {info['events']} step events, {RUNTIMES} runtimes "
-                    f"x {CONCURRENCY}, {info['seconds']:.1f}s from produce to the last file")
+    bench.note(
+        KEY,
+        f"{info['tasks']} tasks, {info['events']} step events, {RUNTIMES} runtimes "
+        f"x {CONCURRENCY}, {info['seconds']:.1f}s from produce to the last file",
+    )

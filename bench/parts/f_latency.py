@@ -28,10 +28,17 @@ async def run(bench: Bench) -> None:
         return
     bench.figure(KEY, "finished -> file, p50", statistics.median(files), "s")
     bench.figure(KEY, "finished -> file, p99", pct(files, 0.99), "s", target="< 1", on="value")
-    bench.figure(KEY, "step -> adp tail, p50", statistics.median(tail), "s",
-                 "finished -> file p50", statistics.median(files))
-    bench.figure(KEY, "step -> adp tail, p99", pct(tail, 0.99), "s",
-                 "finished -> file p99", pct(files, 0.99))
+    bench.figure(
+        KEY,
+        "step -> adp tail, p50",
+        statistics.median(tail),
+        "s",
+        "finished -> file p50",
+        statistics.median(files),
+    )
+    bench.figure(
+        KEY, "step -> adp tail, p99", pct(tail, 0.99), "s", "finished -> file p99", pct(files, 0.99)
+    )
     bench.series(KEY, "finished -> file", "cdf", files)
     bench.series(KEY, "step -> adp tail", "cdf", tail)
     bench.note(KEY, f"{len(files)} files, {len(tail)} step events seen by adp tail")

@@ -36,15 +36,33 @@ def small_tasks(n: int, prefix: str) -> list[tuple[bytes, bytes]]:
     out = []
     for i in range(n):
         tid = f"{prefix}-{i:07d}"
-        base = {"task_id": tid, "attempt_id": f"{tid}-a", "task_type": "code",
-                "runtime_id": "code-bench-1"}
-        started = StepEvent.model_validate({**base, "event_type": "started", "timestamp": t0 + i,
-                                            "task": {"task_id": tid, "task_type": "code",
-                                                     "description": f"task {i}"}})
-        finished = StepEvent.model_validate({**base, "event_type": "finished",
-                                             "timestamp": t0 + i + 1, "finish": {
-                                                 "success": True, "final_result": "ok",
-                                                 "total_duration": 1.0, "step_count": 0}})
+        base = {
+            "task_id": tid,
+            "attempt_id": f"{tid}-a",
+            "task_type": "code",
+            "runtime_id": "code-bench-1",
+        }
+        started = StepEvent.model_validate(
+            {
+                **base,
+                "event_type": "started",
+                "timestamp": t0 + i,
+                "task": {"task_id": tid, "task_type": "code", "description": f"task {i}"},
+            }
+        )
+        finished = StepEvent.model_validate(
+            {
+                **base,
+                "event_type": "finished",
+                "timestamp": t0 + i + 1,
+                "finish": {
+                    "success": True,
+                    "final_result": "ok",
+                    "total_duration": 1.0,
+                    "step_count": 0,
+                },
+            }
+        )
         out += [(tid.encode(), codec.encode(started)), (tid.encode(), codec.encode(finished))]
     return out
 
@@ -61,15 +79,18 @@ def files_folder(bench: Bench) -> Path:
 
 
 async def run(bench: Bench) -> None:
-    from adp.streams.topics import STEPS
+    from adp.streams.kafka.topics import STEPS
 
     n = bench.size(100_000, 10_000)
     await start_at_end(bench.bootstrap, "bench-memory")  # only this part's tasks
     t0 = time.perf_counter()
     events = small_tasks(n, "mem")
     seconds = await produce(bench.bootstrap, STEPS, events)
-    bench.note(KEY, f"{len(events):,} events of {n:,} tasks made in "
-                    f"{time.perf_counter() - t0 - seconds:.0f}s, produced in {seconds:.0f}s")
+    bench.note(
+        KEY,
+        f"{len(events):,} events of {n:,} tasks made in "
+        f"{time.perf_counter() - t0 - seconds:.0f}s, produced in {seconds:.0f}s",
+    )
     port = bench.cluster_port + METRICS_PORT_OFFSET
     out = files_folder(bench)
     try:
@@ -84,23 +105,54 @@ async def run(bench: Bench) -> None:
     # the clients' buffers grow in steps to their working size, and a dip at the quarter mark
     # moved that ratio from 1.18 to 1.42 between two runs of the same code); what must not grow
     # is what each further finished task adds.
-    bench.figure(KEY, "aggregator RSS after all tasks", rss[-1], "MiB",
-                 "RSS at half of them", half, target="<= 1.1")
-    bench.figure(KEY, "RSS growth per 1,000 finished tasks, second half", (rss[-1] - half) /
-                 max(1.0, (total - total / 2) / 1000), "MiB")
-    bench.figure(KEY, "aggregator RSS after all tasks, against a quarter of them", rss[-1],
-                 "MiB", "RSS at a quarter of them", quarter)
+    bench.figure(
+        KEY,
+        "aggregator RSS after all tasks",
+        rss[-1],
+        "MiB",
+        "RSS at half of them",
+        half,
+        target="<= 1.1",
+    )
+    bench.figure(
+        KEY,
+        "RSS growth per 1,000 finished tasks, second half",
+        (rss[-1] - half) / max(1.0, (total - total / 2) / 1000),
+        "MiB",
+    )
+    bench.figure(
+        KEY,
+        "aggregator RSS after all tasks, against a quarter of them",
+        rss[-1],
+        "MiB",
+        "RSS at a quarter of them",
+        quarter,
+    )
     bench.series(KEY, "aggregator RSS", "rss", xs, rss)
-    bench.note(KEY, f"{total:,.0f} trajectories written in {xs[-1]:.0f}s; peak RSS "
-                    f"{max(rss):.0f} MiB; done records kept for {FORGET_AFTER:,} s of event "
-                    f"time (--forget-done-after): the last {FORGET_AFTER:,} tasks")
+    bench.note(
+        KEY,
+        f"{total:,.0f} trajectories written in {xs[-1]:.0f}s; peak RSS "
+        f"{max(rss):.0f} MiB; done records kept for {FORGET_AFTER:,} s of event "
+        f"time (--forget-done-after): the last {FORGET_AFTER:,} tasks",
+    )
 
 
 async def sample(bench: Bench, out: Path, port: int, n: int) -> tuple[list, list, list]:
     """Run the aggregator until it wrote n files: (files written, RSS MiB, seconds) each second."""
-    proc = bench.start("memory-aggregator", [
-        "aggregate", "--out", str(out), "--app-id", "bench-memory",
-        "--metrics-port", str(port), "--forget-done-after", str(FORGET_AFTER)])
+    proc = bench.start(
+        "memory-aggregator",
+        [
+            "aggregate",
+            "--out",
+            str(out),
+            "--app-id",
+            "bench-memory",
+            "--metrics-port",
+            str(port),
+            "--forget-done-after",
+            str(FORGET_AFTER),
+        ],
+    )
     url = f"http://127.0.0.1:{port}/metrics"
     written, rss, xs = [], [], []
     began = time.monotonic()

@@ -39,9 +39,12 @@ async def run(bench: Bench) -> None:
         boxed.append(time.perf_counter() - t0)
         assert result.ok, result.observation()
     p50_bare, p50_box = statistics.median(bare), statistics.median(boxed)
-    bench.figure(KEY, "sandbox python run, p50", p50_box * 1000, "ms", "python3 -c pass p50",
-                 p50_bare * 1000)
+    bench.figure(
+        KEY, "sandbox python run, p50", p50_box * 1000, "ms", "python3 -c pass p50", p50_bare * 1000
+    )
     bench.series(KEY, "sandbox run", "cdf", boxed)
     bench.series(KEY, "python3 -c pass", "cdf", bare)
-    bench.note(KEY, f"{n} runs each, interleaved; backend {type(sandbox).__name__}; bare "
-                    f"interpreter {python}")
+    bench.note(
+        KEY,
+        f"{n} runs each, interleaved; backend {type(sandbox).__name__}; bare interpreter {python}",
+    )

@@ -48,14 +48,19 @@ async def run(bench: Bench) -> None:
 
     async def outside(code: str) -> None:
         proc = await asyncio.create_subprocess_exec(
-            env.python, "-c", code, env={"PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg",
-                                         "OPENBLAS_NUM_THREADS": "1"})
+            env.python,
+            "-c",
+            code,
+            env={"PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg", "OPENBLAS_NUM_THREADS": "1"},
+        )
         assert await proc.wait() == 0
 
-    cases = {"empty, bare": lambda: in_sandbox(bare, "pass"),
-             "empty, env": lambda: in_sandbox(with_env, "pass"),
-             "pandas, inside": lambda: in_sandbox(with_env, "import pandas"),
-             "pandas, outside": lambda: outside("import pandas")}
+    cases = {
+        "empty, bare": lambda: in_sandbox(bare, "pass"),
+        "empty, env": lambda: in_sandbox(with_env, "pass"),
+        "pandas, inside": lambda: in_sandbox(with_env, "import pandas"),
+        "pandas, outside": lambda: outside("import pandas"),
+    }
     times: dict[str, list[float]] = {name: [] for name in cases}
     for i in range(n + 1):
         for name, case in cases.items():
@@ -63,12 +68,31 @@ async def run(bench: Bench) -> None:
             if i:  # the first round warms the page cache
                 times[name].append(took)
     p50 = {name: statistics.median(t) for name, t in times.items()}
-    bench.figure(KEY, "empty program in the sandbox environment, p50", p50["empty, env"] * 1000,
-                 "ms", "same with the bare python3", p50["empty, bare"] * 1000, target="<= 1.15")
-    bench.figure(KEY, "import pandas inside the sandbox, p50", p50["pandas, inside"] * 1000, "ms",
-                 "import pandas outside the sandbox", p50["pandas, outside"] * 1000)
-    bench.figure(KEY, "import pandas in the sandbox, p50", p50["pandas, inside"] * 1000, "ms",
-                 "empty program in the sandbox", p50["empty, env"] * 1000)
+    bench.figure(
+        KEY,
+        "empty program in the sandbox environment, p50",
+        p50["empty, env"] * 1000,
+        "ms",
+        "same with the bare python3",
+        p50["empty, bare"] * 1000,
+        target="<= 1.15",
+    )
+    bench.figure(
+        KEY,
+        "import pandas inside the sandbox, p50",
+        p50["pandas, inside"] * 1000,
+        "ms",
+        "import pandas outside the sandbox",
+        p50["pandas, outside"] * 1000,
+    )
+    bench.figure(
+        KEY,
+        "import pandas in the sandbox, p50",
+        p50["pandas, inside"] * 1000,
+        "ms",
+        "empty program in the sandbox",
+        p50["empty, env"] * 1000,
+    )
     for name, t in times.items():
         bench.series(KEY, name, "cdf", t)
     bench.note(KEY, f"{n} runs per case, interleaved; environment {env.root.name}")

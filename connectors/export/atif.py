@@ -23,7 +23,7 @@ The JSON schema beside this module (atif-v1.4.schema.json) is derived from the R
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,7 @@ AGENT_ONLY = ("model_name", "reasoning_effort", "reasoning_content", "tool_calls
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds") \
-        .replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _arguments(text: Any) -> dict[str, Any]:
@@ -52,29 +51,44 @@ def _arguments(text: Any) -> dict[str, Any]:
 
 def _tool_results(steps: list[Step], index: int) -> dict[str, str]:
     """tool_call_id -> the content the model was shown for it in the next LLM call."""
-    for later in steps[index + 1:]:
+    for later in steps[index + 1 :]:
         if later.llm is not None and isinstance(later.llm.request, dict):
-            return {m.get("tool_call_id"): m.get("content") or ""
-                    for m in later.llm.request.get("messages") or []
-                    if isinstance(m, dict) and m.get("role") == "tool"}
+            return {
+                m.get("tool_call_id"): m.get("content") or ""
+                for m in later.llm.request.get("messages") or []
+                if isinstance(m, dict) and m.get("role") == "tool"
+            }
     return {}
 
 
 def _agent_step(step: Step, index: int, steps: list[Step], step_id: int) -> dict[str, Any]:
     ex = step.llm
     reply = assistant_message(ex, step.step_id) or {"content": ""}
-    raw = ((ex.response or {}).get("choices") or [{}])[0].get("message") or {} \
-        if isinstance(ex.response, dict) else {}
-    out: dict[str, Any] = {"step_id": step_id, "timestamp": iso(step.timestamp),
-                           "source": "agent", "model_name": ex.model,
-                           "message": reply.get("content") or ""}
+    raw = (
+        ((ex.response or {}).get("choices") or [{}])[0].get("message") or {}
+        if isinstance(ex.response, dict)
+        else {}
+    )
+    out: dict[str, Any] = {
+        "step_id": step_id,
+        "timestamp": iso(step.timestamp),
+        "source": "agent",
+        "model_name": ex.model,
+        "message": reply.get("content") or "",
+    }
     if isinstance(raw.get("reasoning_content"), str) and raw["reasoning_content"]:
         out["reasoning_content"] = raw["reasoning_content"]
     calls = reply.get("tool_calls") or []
     results = []
     if calls:
-        out["tool_calls"] = [{"tool_call_id": c["id"], "function_name": c["function"]["name"],
-                              "arguments": _arguments(c["function"]["arguments"])} for c in calls]
+        out["tool_calls"] = [
+            {
+                "tool_call_id": c["id"],
+                "function_name": c["function"]["name"],
+                "arguments": _arguments(c["function"]["arguments"]),
+            }
+            for c in calls
+        ]
         answered = _tool_results(steps, index)
         acted = [c for c in calls if c["function"]["name"] != "finish"]
         for c in acted:
@@ -86,10 +100,11 @@ def _agent_step(step: Step, index: int, steps: list[Step], step_id: int) -> dict
         results.append({"content": step.observation})
     if results:
         out["observation"] = {"results": results}
-    metrics: dict[str, Any] = {"prompt_tokens": ex.prompt_tokens,
-                               "completion_tokens": ex.completion_tokens,
-                               "extra": {"provider": ex.provider, "latency": ex.latency,
-                                         "cached": ex.cached}}
+    metrics: dict[str, Any] = {
+        "prompt_tokens": ex.prompt_tokens,
+        "completion_tokens": ex.completion_tokens,
+        "extra": {"provider": ex.provider, "latency": ex.latency, "cached": ex.cached},
+    }
     if ex.cost_usd is not None:
         metrics["cost_usd"] = ex.cost_usd
     out["metrics"] = metrics
@@ -98,47 +113,64 @@ def _agent_step(step: Step, index: int, steps: list[Step], step_id: int) -> dict
 
 
 def _step_extra(step: Step) -> dict[str, Any]:
-    extra = {"adp_step_id": step.step_id, "action_type": step.action_type,
-             "action_params": step.action_params, "success": step.success, "error": step.error,
-             "duration": step.duration}
+    extra = {
+        "adp_step_id": step.step_id,
+        "action_type": step.action_type,
+        "action_params": step.action_params,
+        "success": step.success,
+        "error": step.error,
+        "duration": step.duration,
+    }
     if step.artifacts:  # the files the step saved (their bytes sit beside the trajectory)
-        extra["artifacts"] = [a.model_dump(mode="json", exclude={"location"})
-                              for a in step.artifacts]
+        extra["artifacts"] = [
+            a.model_dump(mode="json", exclude={"location"}) for a in step.artifacts
+        ]
     return extra
 
 
 def atif_document(t: Trajectory, agent_version: str) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
-    first = next((s.llm for s in t.steps if s.llm is not None
-                  and isinstance(s.llm.request, dict)), None)
+    first = next(
+        (s.llm for s in t.steps if s.llm is not None and isinstance(s.llm.request, dict)), None
+    )
     opening = (first.request.get("messages") or []) if first is not None else []
     system = next((m.get("content") for m in opening[:1] if m.get("role") == "system"), None)
     user = next((m.get("content") for m in opening if m.get("role") == "user"), t.description)
     started = iso(t.metadata.started_at)
     if system:
         steps.append({"step_id": 1, "timestamp": started, "source": "system", "message": system})
-    steps.append({"step_id": len(steps) + 1, "timestamp": started, "source": "user",
-                  "message": user or ""})
+    steps.append(
+        {"step_id": len(steps) + 1, "timestamp": started, "source": "user", "message": user or ""}
+    )
     for i, step in enumerate(t.steps):
         step_id = len(steps) + 1
         if step.llm is not None:
             steps.append(_agent_step(step, i, t.steps, step_id))
         else:
-            entry = {"step_id": step_id, "timestamp": iso(step.timestamp), "source": "system",
-                     "message": "", "extra": _step_extra(step)}
+            entry = {
+                "step_id": step_id,
+                "timestamp": iso(step.timestamp),
+                "source": "system",
+                "message": "",
+                "extra": _step_extra(step),
+            }
             if step.observation:
                 entry["observation"] = {"results": [{"content": step.observation}]}
             steps.append(entry)
     m = t.metadata
-    final: dict[str, Any] = {"total_prompt_tokens": m.prompt_tokens,
-                             "total_completion_tokens": m.completion_tokens,
-                             "total_steps": len(steps),
-                             "extra": {"llm_calls": m.llm_calls,
-                                       "cached_llm_calls": m.cached_llm_calls}}
+    final: dict[str, Any] = {
+        "total_prompt_tokens": m.prompt_tokens,
+        "total_completion_tokens": m.completion_tokens,
+        "total_steps": len(steps),
+        "extra": {"llm_calls": m.llm_calls, "cached_llm_calls": m.cached_llm_calls},
+    }
     if m.cost_usd is not None:
         final["total_cost_usd"] = m.cost_usd
-    agent: dict[str, Any] = {"name": f"adp-{t.task_type}", "version": agent_version,
-                             "extra": {"runtime_id": m.runtime_id}}
+    agent: dict[str, Any] = {
+        "name": f"adp-{t.task_type}",
+        "version": agent_version,
+        "extra": {"runtime_id": m.runtime_id},
+    }
     if first is not None:
         agent["model_name"] = first.model
         agent["extra"]["provider"] = first.provider
@@ -148,16 +180,23 @@ def atif_document(t: Trajectory, agent_version: str) -> dict[str, Any]:
         "agent": agent,
         "steps": steps,
         "notes": "Exported by the Agent Data Platform (adp export --format atif) from the raw "
-                 "LLM exchanges and tool outputs of one attempt.",
+        "LLM exchanges and tool outputs of one attempt.",
         "final_metrics": final,
-        "extra": {"task_id": t.task_id, "task_type": t.task_type, "key": t.key,
-                  "sample_index": t.sample_index, "description": t.description,
-                  "final_result": t.final_result, "success": t.success,
-                  "claimed_success": t.claimed,
-                  "verification": t.verification.model_dump(mode="json")
-                  if t.verification else None,
-                  "error": m.error, "error_type": m.error_type,
-                  "finished_at": iso(m.finished_at), "task": m.task},
+        "extra": {
+            "task_id": t.task_id,
+            "task_type": t.task_type,
+            "key": t.key,
+            "sample_index": t.sample_index,
+            "description": t.description,
+            "final_result": t.final_result,
+            "success": t.success,
+            "claimed_success": t.claimed,
+            "verification": t.verification.model_dump(mode="json") if t.verification else None,
+            "error": m.error,
+            "error_type": m.error_type,
+            "finished_at": iso(m.finished_at),
+            "task": m.task,
+        },
     }
 
 
@@ -183,6 +222,8 @@ def rfc_problems(doc: dict[str, Any]) -> list[str]:
             problems.append(f"steps[{i - 1}]: a tool_call_id used twice")
         for r in (step.get("observation") or {}).get("results", []):
             if r.get("source_call_id") is not None and r["source_call_id"] not in ids:
-                problems.append(f"steps[{i - 1}]: source_call_id {r['source_call_id']!r} "
-                                "names no tool call of this step")
+                problems.append(
+                    f"steps[{i - 1}]: source_call_id {r['source_call_id']!r} "
+                    "names no tool call of this step"
+                )
     return problems

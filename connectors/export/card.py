@@ -8,7 +8,7 @@ why, and the schema of a row.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from adp.connectors.export.dataset import Stats
@@ -52,73 +52,121 @@ def _pct(n: int, d: int) -> str:
     return f"{100 * n / d:.0f}% ({n}/{d})" if d else "-"
 
 
-def render_card(fmt: str, stats: Stats, files: dict[str, str], source: str,
-                filters: list[str], validation: float, dedup: bool,
-                arguments: str = "string") -> str:
+def render_card(
+    fmt: str,
+    stats: Stats,
+    files: dict[str, str],
+    source: str,
+    filters: list[str],
+    validation: float,
+    dedup: bool,
+    arguments: str = "string",
+) -> str:
     lines: list[str] = ["---"]
     if fmt != "atif" and files:
         lines += ["configs:", "- config_name: default", "  data_files:"]
         for split, path in files.items():
             lines += [f"  - split: {split}", f"    path: {path}"]
-    lines += ["tags:", "- agent-trajectories", "- adp", "---", "",
-              "# Agent trajectories", "",
-              f"Exported by the Agent Data Platform (`adp export --format {fmt}`) from "
-              f"`{source}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Every "
-              "conversation is rebuilt from the raw LLM requests and responses the agents "
-              "really exchanged and the tools' real outputs; nothing was generated for the "
-              "export.", "",
-              f"- filters: {'; '.join(filters)}",
-              f"- split: by a hash of task_id ({validation:g} of tasks to validation), so the "
-              "samples of one task never straddle train and validation",
-              f"- identical conversations: {'kept once' if dedup else 'all kept'}"
-              + (f" ({stats.duplicates} duplicates dropped)" if dedup else ""), ""]
-    lines += ["## Counts", "",
-              "| task type | trajectories | rows | success | verified rate | passed | failed "
-              "| could not verify | unverified |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "tags:",
+        "- agent-trajectories",
+        "- adp",
+        "---",
+        "",
+        "# Agent trajectories",
+        "",
+        f"Exported by the Agent Data Platform (`adp export --format {fmt}`) from "
+        f"`{source}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Every "
+        "conversation is rebuilt from the raw LLM requests and responses the agents "
+        "really exchanged and the tools' real outputs; nothing was generated for the "
+        "export.",
+        "",
+        f"- filters: {'; '.join(filters)}",
+        f"- split: by a hash of task_id ({validation:g} of tasks to validation), so the "
+        "samples of one task never straddle train and validation",
+        f"- identical conversations: {'kept once' if dedup else 'all kept'}"
+        + (f" ({stats.duplicates} duplicates dropped)" if dedup else ""),
+        "",
+    ]
+    lines += [
+        "## Counts",
+        "",
+        "| task type | trajectories | rows | success | verified rate | passed | failed "
+        "| could not verify | unverified |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     total: dict[str, int] = {}
     for task_type, s in sorted(stats.by_type.items()):
         v = s.verdicts
         judged = v["passed"] + v["failed"] + v["error"]
-        lines.append(f"| {task_type} | {s.trajectories} | {s.rows} | "
-                     f"{_pct(s.success, s.trajectories)} | {_pct(v['passed'], judged)} | "
-                     f"{v['passed']} | {v['failed']} | {v['error']} | {v['unverified']} |")
+        lines.append(
+            f"| {task_type} | {s.trajectories} | {s.rows} | "
+            f"{_pct(s.success, s.trajectories)} | {_pct(v['passed'], judged)} | "
+            f"{v['passed']} | {v['failed']} | {v['error']} | {v['unverified']} |"
+        )
         for k in ("passed", "failed", "error", "unverified"):
             total[k] = total.get(k, 0) + v[k]
     judged = total.get("passed", 0) + total.get("failed", 0) + total.get("error", 0)
-    lines += ["", f"Verified rate overall: {_pct(total.get('passed', 0), judged)} of the "
-              "trajectories whose task names a verifier (a verifier that could not run counts "
-              "as not verified).", "",
-              "| split | trajectories | rows | file |", "|---|---:|---:|---|"]
+    lines += [
+        "",
+        f"Verified rate overall: {_pct(total.get('passed', 0), judged)} of the "
+        "trajectories whose task names a verifier (a verifier that could not run counts "
+        "as not verified).",
+        "",
+        "| split | trajectories | rows | file |",
+        "|---|---:|---:|---|",
+    ]
     for split, path in files.items():
-        lines.append(f"| {split} | {stats.trajectories[split]} | {stats.rows[split]} | "
-                     f"`{path}` |")
+        lines.append(f"| {split} | {stats.trajectories[split]} | {stats.rows[split]} | `{path}` |")
     lines += ["", "## Models and providers", ""]
-    lines += [f"- model `{m}`: {n} trajectories" for m, n in stats.models.most_common()] \
-        or ["- none (no LLM call)"]
+    lines += [f"- model `{m}`: {n} trajectories" for m, n in stats.models.most_common()] or [
+        "- none (no LLM call)"
+    ]
     lines += [f"- provider `{p}`: {n} trajectories" for p, n in stats.providers.most_common()]
-    cost = (f"${stats.cost_usd:,.4f} for the {stats.priced} trajectories whose models are "
-            "priced (ADP_PRICES)") if stats.priced else "not priced (no model in the price table)"
-    lines += ["", "## Tokens and cost", "",
-              f"- prompt tokens: {stats.prompt_tokens:,}",
-              f"- completion tokens: {stats.completion_tokens:,}", f"- cost: {cost}", ""]
+    cost = (
+        (
+            f"${stats.cost_usd:,.4f} for the {stats.priced} trajectories whose models are "
+            "priced (ADP_PRICES)"
+        )
+        if stats.priced
+        else "not priced (no model in the price table)"
+    )
+    lines += [
+        "",
+        "## Tokens and cost",
+        "",
+        f"- prompt tokens: {stats.prompt_tokens:,}",
+        f"- completion tokens: {stats.completion_tokens:,}",
+        f"- cost: {cost}",
+        "",
+    ]
     if stats.filtered or stats.left_out:
         lines += ["## Left out", ""]
         lines += [f"- {n} trajectories: {why}" for why, n in stats.filtered.most_common()]
         lines += [f"- {n} conversations: {why}" for why, n in stats.left_out.most_common()]
         lines.append("")
-    lines += ["## Schema of a row", "",
-              ROW_SCHEMAS[fmt].replace("{arguments}", "JSON text" if arguments == "string"
-                                       else "objects"), ""]
+    lines += [
+        "## Schema of a row",
+        "",
+        ROW_SCHEMAS[fmt].replace(
+            "{arguments}", "JSON text" if arguments == "string" else "objects"
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
 def card_facts(stats: Stats) -> dict[str, Any]:
     """The card's numbers as JSON (adp export --json)."""
-    return {"rows": dict(stats.rows), "trajectories": dict(stats.trajectories),
-            "duplicates": stats.duplicates, "left_out": dict(stats.left_out),
-            "filtered": dict(stats.filtered),
-            "verdicts": {t: dict(s.verdicts) for t, s in stats.by_type.items()},
-            "models": dict(stats.models), "prompt_tokens": stats.prompt_tokens,
-            "completion_tokens": stats.completion_tokens,
-            "cost_usd": stats.cost_usd if stats.priced else None}
+    return {
+        "rows": dict(stats.rows),
+        "trajectories": dict(stats.trajectories),
+        "duplicates": stats.duplicates,
+        "left_out": dict(stats.left_out),
+        "filtered": dict(stats.filtered),
+        "verdicts": {t: dict(s.verdicts) for t, s in stats.by_type.items()},
+        "models": dict(stats.models),
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "cost_usd": stats.cost_usd if stats.priced else None,
+    }

@@ -55,10 +55,18 @@ def assistant_message(exchange: LlmExchange, step_id: int) -> dict[str, Any] | N
     for i, call in enumerate(raw.get("tool_calls") or []):
         fn = call.get("function") or {}
         arguments = fn.get("arguments")
-        calls.append({"id": call.get("id") or f"call_{step_id}_{i}", "type": "function",
-                      "function": {"name": fn.get("name") or "",
-                                   "arguments": arguments if isinstance(arguments, str)
-                                   else json.dumps(arguments or {}, ensure_ascii=False)}})
+        calls.append(
+            {
+                "id": call.get("id") or f"call_{step_id}_{i}",
+                "type": "function",
+                "function": {
+                    "name": fn.get("name") or "",
+                    "arguments": arguments
+                    if isinstance(arguments, str)
+                    else json.dumps(arguments or {}, ensure_ascii=False),
+                },
+            }
+        )
     if calls:
         message["tool_calls"] = calls
     return message
@@ -76,15 +84,19 @@ def clean(message: dict[str, Any]) -> dict[str, Any]:
 
 def conversations(trajectory: Trajectory) -> list[Conversation]:
     """The conversations of a trajectory, from its exchanges (none if it made no LLM call)."""
-    calls = [(s.step_id, s.llm) for s in trajectory.steps if s.llm is not None
-             and isinstance(s.llm.request, dict)
-             and isinstance(s.llm.request.get("messages"), list)]
+    calls = [
+        (s.step_id, s.llm)
+        for s in trajectory.steps
+        if s.llm is not None
+        and isinstance(s.llm.request, dict)
+        and isinstance(s.llm.request.get("messages"), list)
+    ]
     chains: list[list[tuple[int, LlmExchange]]] = []
     for step_id, exchange in calls:
         messages = exchange.request["messages"]
         if chains:
             previous = chains[-1][-1][1].request["messages"]
-            if len(messages) > len(previous) and messages[:len(previous)] == previous:
+            if len(messages) > len(previous) and messages[: len(previous)] == previous:
                 chains[-1].append((step_id, exchange))
                 continue
         chains.append([(step_id, exchange)])
@@ -95,8 +107,15 @@ def conversations(trajectory: Trajectory) -> list[Conversation]:
         if reply is None:
             continue
         tools = last.request.get("tools") or None
-        out.append(Conversation([clean(m) for m in last.request["messages"]] + [reply],
-                                tools, last.provider, last.model, segment))
+        out.append(
+            Conversation(
+                [clean(m) for m in last.request["messages"]] + [reply],
+                tools,
+                last.provider,
+                last.model,
+                segment,
+            )
+        )
     return out
 
 
@@ -134,8 +153,10 @@ def chat_problems(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | 
                 pending.add(call["id"])
         if role == "tool":
             if m.get("tool_call_id") not in pending:
-                problems.append(f"message {i}: tool result for {m.get('tool_call_id')!r}, "
-                                "which the assistant message before did not call")
+                problems.append(
+                    f"message {i}: tool result for {m.get('tool_call_id')!r}, "
+                    "which the assistant message before did not call"
+                )
             pending.discard(m.get("tool_call_id"))
     if messages[-1].get("role") != "assistant":
         problems.append("the last message is not the assistant's")
@@ -153,10 +174,24 @@ def chat_row(conv: Conversation, arguments: str = "string") -> dict[str, Any]:
     call's arguments (for chat templates that want a dict)."""
     messages = conv.messages
     if arguments == "object":
-        messages = [{**m, "tool_calls": [{**c, "function": {**c["function"], "arguments":
-                                                            json.loads(c["function"]["arguments"])}}
-                                         for c in m["tool_calls"]]} if m.get("tool_calls") else m
-                    for m in messages]
+        messages = [
+            {
+                **m,
+                "tool_calls": [
+                    {
+                        **c,
+                        "function": {
+                            **c["function"],
+                            "arguments": json.loads(c["function"]["arguments"]),
+                        },
+                    }
+                    for c in m["tool_calls"]
+                ],
+            }
+            if m.get("tool_calls")
+            else m
+            for m in messages
+        ]
     row: dict[str, Any] = {"messages": messages}
     if conv.tools:
         row["tools"] = conv.tools
@@ -181,8 +216,12 @@ def sharegpt_row(conv: Conversation) -> dict[str, Any]:
             turns.append({"from": "human", "value": m["content"]})
         elif m["role"] == "assistant" and m.get("tool_calls"):
             calls = [_call_value(c) for c in m["tool_calls"]]
-            turns.append({"from": "function_call", "value": json.dumps(
-                calls[0] if len(calls) == 1 else calls, ensure_ascii=False)})
+            turns.append(
+                {
+                    "from": "function_call",
+                    "value": json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False),
+                }
+            )
         elif m["role"] == "assistant":
             turns.append({"from": "gpt", "value": m["content"]})
         elif turns and turns[-1]["from"] == "observation" and turns[-1].get("_many"):
@@ -194,8 +233,11 @@ def sharegpt_row(conv: Conversation) -> dict[str, Any]:
         if many is not None and len(many) > 1:
             t["value"] = json.dumps(many, ensure_ascii=False)
     tools = [t.get("function", t) for t in conv.tools or []]
-    return {"conversations": turns, "system": system,
-            "tools": json.dumps(tools, ensure_ascii=False) if tools else ""}
+    return {
+        "conversations": turns,
+        "system": system,
+        "tools": json.dumps(tools, ensure_ascii=False) if tools else "",
+    }
 
 
 def sharegpt_problems(row: dict[str, Any]) -> list[str]:

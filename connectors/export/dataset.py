@@ -18,14 +18,21 @@ import os
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from adp.connectors.export.atif import atif_document
-from adp.connectors.export.chat import (chat_problems, chat_row, conversations, sharegpt_problems,
-                                        sharegpt_row)
+from adp.connectors.export.chat import (
+    chat_problems,
+    chat_row,
+    conversations,
+    sharegpt_problems,
+    sharegpt_row,
+)
 from adp.connectors.export.select import Dedup, models_of, providers_of, split_of
 from adp.connectors.sinks.file import write_atomic
+from adp.core.errors import BadInput
 from adp.schemas.contracts import Trajectory
 
 FORMATS = ("chat", "sharegpt", "atif", "parquet")
@@ -33,28 +40,52 @@ SPLITS = ("train", "validation")
 PARQUET_BATCH = 1000
 
 
-class ExportError(RuntimeError):
+class ExportError(BadInput):
     """The export cannot be written (missing library, unwritable folder)."""
 
 
 def parquet_schema():
     import pyarrow as pa
 
-    call = pa.struct([("id", pa.string()), ("type", pa.string()),
-                      ("function", pa.struct([("name", pa.string()),
-                                              ("arguments", pa.string())]))])
-    message = pa.struct([("role", pa.string()), ("content", pa.string()),
-                         ("tool_calls", pa.list_(call)), ("tool_call_id", pa.string())])
-    return pa.schema([
-        ("key", pa.string()), ("task_id", pa.string()), ("task_type", pa.string()),
-        ("sample_index", pa.int32()), ("segment", pa.int32()), ("split", pa.string()),
-        ("provider", pa.string()), ("model", pa.string()), ("success", pa.bool_()),
-        ("claimed_success", pa.bool_()), ("verdict", pa.string()), ("verifier", pa.string()),
-        ("score", pa.float64()), ("num_steps", pa.int32()), ("prompt_tokens", pa.int64()),
-        ("completion_tokens", pa.int64()), ("cost_usd", pa.float64()),
-        ("finished_at", pa.timestamp("ms", tz="UTC")),
-        ("messages", pa.list_(message)), ("tools", pa.string()),
-    ])
+    call = pa.struct(
+        [
+            ("id", pa.string()),
+            ("type", pa.string()),
+            ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())])),
+        ]
+    )
+    message = pa.struct(
+        [
+            ("role", pa.string()),
+            ("content", pa.string()),
+            ("tool_calls", pa.list_(call)),
+            ("tool_call_id", pa.string()),
+        ]
+    )
+    return pa.schema(
+        [
+            ("key", pa.string()),
+            ("task_id", pa.string()),
+            ("task_type", pa.string()),
+            ("sample_index", pa.int32()),
+            ("segment", pa.int32()),
+            ("split", pa.string()),
+            ("provider", pa.string()),
+            ("model", pa.string()),
+            ("success", pa.bool_()),
+            ("claimed_success", pa.bool_()),
+            ("verdict", pa.string()),
+            ("verifier", pa.string()),
+            ("score", pa.float64()),
+            ("num_steps", pa.int32()),
+            ("prompt_tokens", pa.int64()),
+            ("completion_tokens", pa.int64()),
+            ("cost_usd", pa.float64()),
+            ("finished_at", pa.timestamp("ms", tz="UTC")),
+            ("messages", pa.list_(message)),
+            ("tools", pa.string()),
+        ]
+    )
 
 
 @dataclass
@@ -68,17 +99,17 @@ class TypeStats:
 @dataclass
 class Stats:
     by_type: dict[str, TypeStats] = field(default_factory=lambda: defaultdict(TypeStats))
-    rows: Counter = field(default_factory=Counter)         # split -> rows written
+    rows: Counter = field(default_factory=Counter)  # split -> rows written
     trajectories: Counter = field(default_factory=Counter)  # split -> trajectories
-    left_out: Counter = field(default_factory=Counter)      # reason -> conversations
-    filtered: Counter = field(default_factory=Counter)      # reason -> trajectories
+    left_out: Counter = field(default_factory=Counter)  # reason -> conversations
+    filtered: Counter = field(default_factory=Counter)  # reason -> trajectories
     duplicates: int = 0
     models: Counter = field(default_factory=Counter)
     providers: Counter = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
-    priced: int = 0                                        # trajectories with a cost
+    priced: int = 0  # trajectories with a cost
 
     @property
     def written(self) -> int:
@@ -88,7 +119,7 @@ class Stats:
 class _Jsonl:
     def __init__(self, path: Path):
         self.path, self.tmp = path, path.with_name(f".{path.name}.partial")
-        self.fh = open(self.tmp, "w", encoding="utf-8")
+        self.fh = open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self.count = 0
 
     def write(self, row: dict[str, Any]) -> None:
@@ -106,8 +137,9 @@ class _Parquet:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError as exc:
-            raise ExportError("--format parquet needs pyarrow: pip install "
-                              "'agent-data-platform[export]'") from exc
+            raise ExportError(
+                "--format parquet needs pyarrow: pip install 'agent-data-platform[export]'"
+            ) from exc
         self.pa, self.path = pa, path
         self.tmp = path.with_name(f".{path.name}.partial")
         self.schema = parquet_schema()
@@ -133,8 +165,15 @@ class _Parquet:
 class Exporter:
     """Add trajectories one by one (in a stable order), then `close()` to finish the files."""
 
-    def __init__(self, fmt: str, out: Path, validation: float = 0.1, dedup: bool = True,
-                 arguments: str = "string", version: str = "0") -> None:
+    def __init__(
+        self,
+        fmt: str,
+        out: Path,
+        validation: float = 0.1,
+        dedup: bool = True,
+        arguments: str = "string",
+        version: str = "0",
+    ) -> None:
         if fmt not in FORMATS:
             raise ExportError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
         self.fmt, self.out, self.validation = fmt, Path(out), validation
@@ -159,13 +198,18 @@ class Exporter:
     def add(self, t: Trajectory) -> None:
         convs = conversations(t)
         if self.fmt == "atif":  # one document per trajectory, whatever its conversations
-            if self.dedup is None or self.dedup.first([[c.messages, c.tools] for c in convs]
-                                                      or t.key):
+            if self.dedup is None or self.dedup.first(
+                [[c.messages, c.tools] for c in convs] or t.key
+            ):
                 split = split_of(t.task_id, self.validation)
                 self._count(t, split, 1)
-                write_atomic(self.out / split / f"{t.key}.json",
-                             (json.dumps(atif_document(t, self.version), indent=2,
-                                         ensure_ascii=False) + "\n").encode("utf-8"))
+                write_atomic(
+                    self.out / split / f"{t.key}.json",
+                    (
+                        json.dumps(atif_document(t, self.version), indent=2, ensure_ascii=False)
+                        + "\n"
+                    ).encode("utf-8"),
+                )
             return
         if not convs:
             self.stats.left_out["no LLM call to rebuild a conversation from"] += 1
@@ -178,8 +222,9 @@ class Exporter:
                 self.stats.left_out[_reason(problems[0])] += 1
             else:
                 usable.append(conv)
-        if not usable or (self.dedup is not None and not self.dedup.first(
-                [[c.messages, c.tools] for c in usable])):
+        if not usable or (
+            self.dedup is not None and not self.dedup.first([[c.messages, c.tools] for c in usable])
+        ):
             return
         split = split_of(t.task_id, self.validation)
         self._count(t, split, len(usable))
@@ -195,18 +240,28 @@ class Exporter:
             return chat_row(conv, self.arguments)
         if self.fmt == "sharegpt":
             return {**sharegpt_row(conv), **_meta(t, conv)}
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        messages = [{"role": m["role"], "content": m["content"],
-                     "tool_calls": m.get("tool_calls"), "tool_call_id": m.get("tool_call_id")}
-                    for m in conv.messages]
-        return {**_meta(t, conv), "split": split, "num_steps": len(t.steps),
-                "prompt_tokens": t.metadata.prompt_tokens,
-                "completion_tokens": t.metadata.completion_tokens,
-                "cost_usd": t.metadata.cost_usd,
-                "finished_at": datetime.fromtimestamp(t.metadata.finished_at, timezone.utc),
-                "messages": messages,
-                "tools": json.dumps(conv.tools, ensure_ascii=False) if conv.tools else None}
+        messages = [
+            {
+                "role": m["role"],
+                "content": m["content"],
+                "tool_calls": m.get("tool_calls"),
+                "tool_call_id": m.get("tool_call_id"),
+            }
+            for m in conv.messages
+        ]
+        return {
+            **_meta(t, conv),
+            "split": split,
+            "num_steps": len(t.steps),
+            "prompt_tokens": t.metadata.prompt_tokens,
+            "completion_tokens": t.metadata.completion_tokens,
+            "cost_usd": t.metadata.cost_usd,
+            "finished_at": datetime.fromtimestamp(t.metadata.finished_at, UTC),
+            "messages": messages,
+            "tools": json.dumps(conv.tools, ensure_ascii=False) if conv.tools else None,
+        }
 
     def _count(self, t: Trajectory, split: str, rows: int) -> None:
         s = self.stats
@@ -237,8 +292,11 @@ class Exporter:
     def files(self) -> dict[str, str]:
         """split -> file (or folder) of that split, relative to the export folder."""
         ext = {"chat": "jsonl", "sharegpt": "jsonl", "parquet": "parquet"}.get(self.fmt)
-        return {split: (f"{split}.{ext}" if ext else f"{split}/")
-                for split in SPLITS if self.stats.trajectories[split]}
+        return {
+            split: (f"{split}.{ext}" if ext else f"{split}/")
+            for split in SPLITS
+            if self.stats.trajectories[split]
+        }
 
 
 def _reason(problem: str) -> str:
@@ -247,9 +305,17 @@ def _reason(problem: str) -> str:
 
 
 def _meta(t: Trajectory, conv: Any) -> dict[str, Any]:
-    return {"key": t.key, "task_id": t.task_id, "task_type": t.task_type,
-            "sample_index": t.sample_index, "segment": conv.segment, "provider": conv.provider,
-            "model": conv.model, "success": t.success, "claimed_success": t.claimed,
-            "verdict": t.verdict_status,
-            "verifier": t.verification.verifier if t.verification else "",
-            "score": t.verification.score if t.verification else None}
+    return {
+        "key": t.key,
+        "task_id": t.task_id,
+        "task_type": t.task_type,
+        "sample_index": t.sample_index,
+        "segment": conv.segment,
+        "provider": conv.provider,
+        "model": conv.model,
+        "success": t.success,
+        "claimed_success": t.claimed,
+        "verdict": t.verdict_status,
+        "verifier": t.verification.verifier if t.verification else "",
+        "score": t.verification.score if t.verification else None,
+    }

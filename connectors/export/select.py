@@ -7,6 +7,7 @@ import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 from adp.schemas.contracts import Trajectory
@@ -15,12 +16,12 @@ from adp.schemas.contracts import Trajectory
 @dataclass(frozen=True)
 class Filters:
     verified_only: bool = False  # a verifier passed it
-    success_only: bool = False   # success: the verdict where there is one, else the claim
+    success_only: bool = False  # success: the verdict where there is one, else the claim
     task_type: str | None = None
-    model: str | None = None     # glob over the models of the trajectory's LLM calls
+    model: str | None = None  # glob over the models of the trajectory's LLM calls
     min_steps: int | None = None
     max_steps: int | None = None
-    since: float | None = None   # finished at or after (unix seconds)
+    since: float | None = None  # finished at or after (unix seconds)
 
     def why_not(self, t: Trajectory) -> str | None:
         """None if `t` is kept, else the filter that drops it."""
@@ -50,9 +51,9 @@ class Filters:
             if getattr(self, name) is not None:
                 out.append(f"{name.replace('_', ' ')}: {getattr(self, name)}")
         if self.since is not None:
-            from datetime import datetime, timezone
-            out.append("finished since "
-                       + datetime.fromtimestamp(self.since, timezone.utc).isoformat())
+            from datetime import datetime
+
+            out.append("finished since " + datetime.fromtimestamp(self.since, UTC).isoformat())
         return out or ["none"]
 
 
@@ -65,11 +66,11 @@ def providers_of(t: Trajectory) -> list[str]:
 
 
 def split_of(task_id: str, validation: float) -> str:
-    """"validation" for a stable share of task_ids, "train" for the rest: a hash of the
+    """ "validation" for a stable share of task_ids, "train" for the rest: a hash of the
     task_id decides, so every sample of a task lands in the same split, run after run."""
     if validation <= 0:
         return "train"
-    point = int(hashlib.sha256(task_id.encode("utf-8")).hexdigest()[:16], 16) / 2 ** 64
+    point = int(hashlib.sha256(task_id.encode("utf-8")).hexdigest()[:16], 16) / 2**64
     return "validation" if point < validation else "train"
 
 
@@ -81,8 +82,9 @@ class Dedup:
     dropped: int = 0
 
     def first(self, conversation: Any) -> bool:
-        digest = hashlib.sha256(json.dumps(conversation, sort_keys=True, ensure_ascii=False)
-                                .encode("utf-8")).hexdigest()
+        digest = hashlib.sha256(
+            json.dumps(conversation, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        ).hexdigest()
         if digest in self.seen:
             self.dropped += 1
             return False

@@ -4,20 +4,19 @@
 format, extended); the file sink, the S3 sink and `adp replay` all use it, so the same
 trajectory is the same bytes everywhere. Keep it stable: changing it changes every file.
 
-`make_sink(kind, destination)` is the one place that maps `--sink file|s3` to a class.
+Which class writes a destination is decided in one place: connectors/sinks/destinations.py.
 """
 
 from __future__ import annotations
 
 import abc
-import importlib
 import json
 import re
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
 
+from adp.core.errors import DependencyUnavailable
 from adp.schemas.contracts import Artifact, Trajectory
 
 # orjson writes the same bytes as json.dumps(indent=2, ensure_ascii=False) (about 30 times
@@ -31,8 +30,9 @@ _EXPONENT_MINUS = re.compile(rb"e-[0-9]")
 
 def _has_negative_exponent(out: bytes) -> bool:
     """Whether `out` has a digit, "e-", a digit (1e-7), inside a string or not."""
-    return any(m.start() and out[m.start() - 1] in b"0123456789"
-               for m in _EXPONENT_MINUS.finditer(out))
+    return any(
+        m.start() and out[m.start() - 1] in b"0123456789" for m in _EXPONENT_MINUS.finditer(out)
+    )
 
 
 def render(trajectory: Trajectory) -> bytes:
@@ -54,8 +54,10 @@ def object_name(trajectory: Trajectory) -> str:
     return f"{trajectory.key}.json"
 
 
-class SinkError(RuntimeError):
+class SinkError(DependencyUnavailable):
     """The destination cannot be written; the message names it and says why."""
+
+
 def artifact_name(trajectory: Trajectory, step_id: int, artifact: Artifact) -> str:
     """Where a file a step wrote goes, beside the trajectory: <key>/step-<n>/<name>, i.e.
     <task_id>/step-<n>/<name>, or <task_id>/<i>/step-<n>/<name> for sample i > 0 of a task run
@@ -100,38 +102,36 @@ class BaseSink(abc.ABC):
     async def check(self) -> None:  # noqa: B027 - optional hook
         """Raise SinkError if the destination cannot be written (before any work starts)."""
 
-    async def write_artifact(self, trajectory: Trajectory, step_id: int, artifact: Artifact,
-                             data: bytes) -> str:
+    async def write_artifact(
+        self, trajectory: Trajectory, step_id: int, artifact: Artifact, data: bytes
+    ) -> str:
         """Store the bytes of a file a step wrote, at artifact_name(), before the trajectory
         itself is written; returns where it went."""
         raise NotImplementedError(f"{type(self).__name__} does not store artifacts")
 
+    async def store(
+        self,
+        trajectories: Sequence[Trajectory],
+        fetch: Callable[[Artifact], Awaitable[bytes]] | None = None,
+    ) -> list[str]:
+        """The one order every writer keeps: the bytes of each kept file a step wrote (read with
+        `fetch`, e.g. from adp.artifacts), then the trajectories themselves, so a reader who
+        finds a trajectory finds its files. Returns where the trajectories went."""
+        if fetch is not None:
+            for trajectory in trajectories:
+                for step in trajectory.steps:
+                    for artifact in step.artifacts:
+                        if artifact.kept and artifact.location is not None:
+                            await self.write_artifact(
+                                trajectory, step.step_id, artifact, await fetch(artifact)
+                            )
+        return await self.write_batch(trajectories)
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources. Safe to call twice."""
 
-    async def __aenter__(self) -> "BaseSink":
+    async def __aenter__(self) -> BaseSink:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-# kind -> "module:Class". The S3 sink (connectors/sinks/s3.py) takes an s3://bucket/prefix
-# destination; it is imported only when asked for.
-SINKS = {
-    "file": "adp.connectors.sinks.file:FileSink",
-    "s3": "adp.connectors.sinks.s3:S3Sink",
-}
-
-
-def make_sink(kind: str, destination: str | Path) -> BaseSink:
-    """A sink of the given kind writing to `destination` (a folder for file, s3://... for s3)."""
-    target = SINKS.get(kind)
-    if target is None:
-        raise ValueError(f"unknown sink {kind!r} (known: {', '.join(sorted(SINKS))})")
-    module, name = target.split(":")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"sink {kind!r} is unavailable: {exc}") from exc
-    return cls(destination)

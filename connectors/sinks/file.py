@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from adp.schemas.contracts import Artifact, Trajectory
-from adp.core.metrics import SINK_WRITES
 from adp.connectors.sinks.base import BaseSink, SinkError, artifact_name, object_name, render
+from adp.core.metrics import SINK_WRITES
+from adp.schemas.contracts import Artifact, Trajectory
 
 FSYNC_THREADS = 32
 _fsync_pool: ThreadPoolExecutor | None = None
@@ -56,15 +56,15 @@ def write_many_atomic(items: Sequence[tuple[Path, bytes]]) -> None:
             temps.append((fd, tmp, path))
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fchmod(fd, 0o644)
         if len(temps) == 1:
             os.fsync(temps[0][0])
         else:  # one flush of the journal for all of them, not one per file in a row
             list(_pool().map(os.fsync, [fd for fd, _, _ in temps]))
-        for fd, tmp, path in temps:
+        for fd, _, _ in temps:
             os.close(fd)
-        for fd, tmp, path in temps:
+        for _, tmp, path in temps:
             os.replace(tmp, path)
         temps_done, temps = temps, []
         for folder in {path.parent for _, _, path in temps_done}:
@@ -98,8 +98,9 @@ class FileSink(BaseSink):
             return []
         paths = [self.path_for(t) for t in trajectories]
         try:
-            await asyncio.to_thread(lambda: write_many_atomic(
-                [(p, render(t)) for p, t in zip(paths, trajectories)]))
+            await asyncio.to_thread(
+                lambda: write_many_atomic([(p, render(t)) for p, t in zip(paths, trajectories)])
+            )
         except OSError:
             SINK_WRITES.labels(self.kind, "error").inc(len(trajectories))
             raise
@@ -114,8 +115,9 @@ class FileSink(BaseSink):
         if not os.access(self.out_dir, os.W_OK | os.X_OK):
             raise SinkError("the folder is not writable")
 
-    async def write_artifact(self, trajectory: Trajectory, step_id: int, artifact: Artifact,
-                             data: bytes) -> str:
+    async def write_artifact(
+        self, trajectory: Trajectory, step_id: int, artifact: Artifact, data: bytes
+    ) -> str:
         path = self.out_dir / artifact_name(trajectory, step_id, artifact)
         await asyncio.to_thread(write_atomic, path, data)
         return str(path)

@@ -47,23 +47,31 @@ import os
 import random
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
-from collections.abc import Sequence
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
-from adp.schemas.contracts import Artifact, Trajectory
-from adp.core.metrics import SINK_WRITES  # adp_sink_writes_total{sink,outcome}: ok, error, retry
+
 from adp.connectors.sinks.base import BaseSink, SinkError, artifact_name, object_name, render
-from adp.connectors.sinks.s3_client import (create_client, default_endpoint, default_region,
-                                            describe, error_code, retryable)
+from adp.connectors.sinks.s3_client import (
+    create_client,
+    default_endpoint,
+    default_region,
+    describe,
+    error_code,
+    retryable,
+)
+from adp.core.metrics import SINK_WRITES  # adp_sink_writes_total{sink,outcome}: ok, error, retry
+from adp.schemas.contracts import Artifact, Trajectory
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LAYOUTS = ("per-task", "jsonl-hourly")
 PUT_CONCURRENCY = 16  # per-task puts in flight in write_batch
+
 
 class S3SinkError(SinkError):
     """A put (or bucket operation) that finally failed; names the bucket and key."""
@@ -77,7 +85,7 @@ def parse_destination(destination: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> ("bucket", "some/prefix"); the prefix may be empty."""
     if not destination.startswith("s3://"):
         raise ValueError(f"an S3 destination looks like s3://bucket/prefix, got {destination!r}")
-    bucket, _, prefix = destination[len("s3://"):].partition("/")
+    bucket, _, prefix = destination[len("s3://") :].partition("/")
     if not bucket:
         raise ValueError(f"no bucket in S3 destination {destination!r}")
     return bucket, prefix.strip("/")
@@ -92,14 +100,29 @@ class S3Sink(BaseSink):
 
     kind = "s3"
 
-    def __init__(self, destination: str, layout: str | None = None, endpoint_url: str | None = None,
-                 region: str | None = None, retries: int = 5, *, create_bucket: bool | None = None,
-                 flush_count: int = 1000, flush_bytes: int = 16 * 1024 * 1024,
-                 flush_interval: float = 60.0, backoff_base: float = 0.2,
-                 backoff_max: float = 10.0, timeout: float = 30.0):
+    def __init__(
+        self,
+        destination: str,
+        layout: str | None = None,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        retries: int = 5,
+        *,
+        create_bucket: bool | None = None,
+        flush_count: int = 1000,
+        flush_bytes: int = 16 * 1024 * 1024,
+        flush_interval: float = 60.0,
+        backoff_base: float = 0.2,
+        backoff_max: float = 10.0,
+        timeout: float = 30.0,
+    ):
         layout = layout or os.environ.get("ADP_S3_LAYOUT") or "per-task"
         if create_bucket is None:
-            create_bucket = os.environ.get("ADP_S3_CREATE_BUCKET", "").lower() in ("1", "true", "yes")
+            create_bucket = os.environ.get("ADP_S3_CREATE_BUCKET", "").lower() in (
+                "1",
+                "true",
+                "yes",
+            )
         if layout not in LAYOUTS:
             raise ValueError(f"unknown S3 layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
         if retries < 0:
@@ -111,7 +134,11 @@ class S3Sink(BaseSink):
         self.region = region or default_region()
         self.retries = retries
         self.create_bucket = create_bucket
-        self.flush_count, self.flush_bytes, self.flush_interval = flush_count, flush_bytes, flush_interval
+        self.flush_count, self.flush_bytes, self.flush_interval = (
+            flush_count,
+            flush_bytes,
+            flush_interval,
+        )
         self.backoff_base, self.backoff_max, self.timeout = backoff_base, backoff_max, timeout
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
@@ -138,7 +165,7 @@ class S3Sink(BaseSink):
 
     @staticmethod
     def partition_for(trajectory: Trajectory) -> str:
-        when = datetime.fromtimestamp(trajectory.metadata.finished_at, tz=timezone.utc)
+        when = datetime.fromtimestamp(trajectory.metadata.finished_at, tz=UTC)
         return f"dt={when:%Y-%m-%d}/hour={when:%H}"
 
     @staticmethod
@@ -155,12 +182,12 @@ class S3Sink(BaseSink):
             if self._client is None:
                 stack = contextlib.AsyncExitStack()
                 self._client = await stack.enter_async_context(
-                    create_client(self.endpoint_url, self.region, self.timeout))
+                    create_client(self.endpoint_url, self.region, self.timeout)
+                )
                 self._stack = stack
         return self._client
 
-    async def _call(self, what: str, key: str | None,
-                    op: Callable[[Any], Awaitable[T]]) -> T:
+    async def _call(self, what: str, key: str | None, op: Callable[[Any], Awaitable[T]]) -> T:
         """Run one S3 request, retrying transient failures; raise S3SinkError at the end."""
         where = f"s3://{self.bucket}/{key}" if key is not None else f"bucket {self.bucket!r}"
         attempt = 0
@@ -168,26 +195,39 @@ class S3Sink(BaseSink):
             client = await self._s3()
             try:
                 return await op(client)
-            except (ClientError, BotoCoreError, asyncio.TimeoutError, OSError,
-                    aiohttp.ClientError) as exc:
+            except (TimeoutError, ClientError, BotoCoreError, OSError, aiohttp.ClientError) as exc:
                 code = error_code(exc)
-                if code in ("NoSuchBucket",) or (what == "head bucket" and code in ("404", "NotFound")):
+                if code in ("NoSuchBucket",) or (
+                    what == "head bucket" and code in ("404", "NotFound")
+                ):
                     raise S3SinkError(
                         f"S3 bucket {self.bucket!r} does not exist ({what} {where}"
                         f"{' at ' + self.endpoint_url if self.endpoint_url else ''}); "
-                        f"create it first or pass create_bucket=True", self.bucket, key) from exc
+                        f"create it first or pass create_bucket=True",
+                        self.bucket,
+                        key,
+                    ) from exc
                 if not retryable(exc) or attempt >= self.retries:
                     tries = attempt + 1
                     raise S3SinkError(
                         f"S3 {what} of {where} failed after {tries} "
                         f"attempt{'s' if tries != 1 else ''}: {describe(exc)}",
-                        self.bucket, key) from exc
+                        self.bucket,
+                        key,
+                    ) from exc
                 attempt += 1
                 delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)
                 SINK_WRITES.labels(self.kind, "retry").inc()
-                log.warning("S3 %s of %s failed (%s); retry %d/%d in %.2fs", what, where,
-                            describe(exc), attempt, self.retries, delay)
+                log.warning(
+                    "S3 %s of %s failed (%s); retry %d/%d in %.2fs",
+                    what,
+                    where,
+                    describe(exc),
+                    attempt,
+                    self.retries,
+                    delay,
+                )
                 await asyncio.sleep(delay)
 
     async def _ensure_bucket(self) -> None:
@@ -215,9 +255,17 @@ class S3Sink(BaseSink):
 
     async def _put(self, key: str, body: bytes, content_type: str) -> None:
         await self._ensure_bucket()
-        await self._call("put", key, lambda c: c.put_object(
-            Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
-            ContentMD5=_md5_b64(body)))
+        await self._call(
+            "put",
+            key,
+            lambda c: c.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                ContentMD5=_md5_b64(body),
+            ),
+        )
 
     # ---- BaseSink ---------------------------------------------------------------------------
     async def write(self, trajectory: Trajectory) -> str:
@@ -269,8 +317,10 @@ class S3Sink(BaseSink):
             await self._ensure_bucket()
             return
         await self._call("head bucket", None, lambda c: c.head_bucket(Bucket=self.bucket))
-    async def write_artifact(self, trajectory: Trajectory, step_id: int, artifact: Artifact,
-                             data: bytes) -> str:
+
+    async def write_artifact(
+        self, trajectory: Trajectory, step_id: int, artifact: Artifact, data: bytes
+    ) -> str:
         """One object per file under the task's prefix (<prefix>/<task_id>/step-<n>/<name>), in
         either layout; stored before the trajectory is."""
         if self._closed:

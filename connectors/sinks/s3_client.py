@@ -12,24 +12,44 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
     ClientError,
-    ConnectionError as BotoConnectionError,
     HTTPClientError,
     NoCredentialsError,
 )
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
 
 # Error codes S3 and S3-compatible servers use for "try again later".
-_RETRYABLE_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "ThrottledException",
-    "RequestThrottled", "RequestThrottledException", "TooManyRequestsException",
-    "ProvisionedThroughputExceededException", "RequestLimitExceeded", "BandwidthLimitExceeded",
-    "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable",
-    "ServerBusy", "PriorRequestNotComplete", "OperationAborted", "500", "502", "503", "504",
-})
+_RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "ServerBusy",
+        "PriorRequestNotComplete",
+        "OperationAborted",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
 
 
-
-def create_client(endpoint_url: str | None, region: str, timeout: float = 30.0,
-                  attempts: int = 1) -> Any:
+def create_client(
+    endpoint_url: str | None, region: str, timeout: float = 30.0, attempts: int = 1
+) -> Any:
     """An aiobotocore S3 client context manager, configured alike for the sink and the readers
     (connectors/sinks/stored.py). `attempts=1`: the sink retries itself, with jitter."""
     config = AioConfig(
@@ -38,11 +58,13 @@ def create_client(endpoint_url: str | None, region: str, timeout: float = 30.0,
         # S3-compatible servers do not speak.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        connect_timeout=min(10.0, timeout), read_timeout=timeout,
+        connect_timeout=min(10.0, timeout),
+        read_timeout=timeout,
         s3={"addressing_style": "path"} if endpoint_url else {},
     )
-    return get_session().create_client("s3", endpoint_url=endpoint_url, region_name=region,
-                                       config=config)
+    return get_session().create_client(
+        "s3", endpoint_url=endpoint_url, region_name=region, config=config
+    )
 
 
 def default_endpoint() -> str | None:

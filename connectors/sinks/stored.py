@@ -32,8 +32,8 @@ SUFFIXES = (".json", ".jsonl")
 
 @dataclass(frozen=True)
 class StoredObject:
-    name: str        # relative to the store's root: "<task_id>.json" or "dt=…/hour=…/part-….jsonl"
-    version: str     # changes when the object may have changed
+    name: str  # relative to the store's root: "<task_id>.json" or "dt=…/hour=…/part-….jsonl"
+    version: str  # changes when the object may have changed
     modified: float  # unix seconds
     size: int
 
@@ -72,8 +72,11 @@ class FileStore:
         return await asyncio.to_thread(self._entries)
 
     def _entries(self) -> list[StoredObject]:
-        if (self._listed is not None and time.monotonic() - self._listed_at < self.full_every
-                and all(_mtime(folder) == mtime for folder, mtime in self._folders.items())):
+        if (
+            self._listed is not None
+            and time.monotonic() - self._listed_at < self.full_every
+            and all(_mtime(folder) == mtime for folder, mtime in self._folders.items())
+        ):
             return self._listed
         folders: dict[str, int] = {}
         listed = self._scan(folders)
@@ -89,8 +92,12 @@ class FileStore:
             rel = os.path.relpath(folder, self.root)
             # hidden folders and the step folders of artifacts (<task_id>/step-<n>/) hold no
             # trajectories: not walked
-            dirs[:] = [d for d in dirs if not d.startswith(".")
-                       and not (rel != "." and is_artifact_name(f"{rel}/{d}/file"))]
+            dirs[:] = [
+                d
+                for d in dirs
+                if not d.startswith(".")
+                and not (rel != "." and is_artifact_name(f"{rel}/{d}/file"))
+            ]
             for d in dirs:  # stat'ed before os.walk lists it: a later change is noticed
                 folders[os.path.join(folder, d)] = _mtime(os.path.join(folder, d))
             for file in files:
@@ -101,9 +108,14 @@ class FileStore:
                     st = os.stat(os.path.join(folder, file))
                 except FileNotFoundError:  # replaced or removed while we listed
                     continue
-                found.append(StoredObject(name.replace(os.sep, "/"),
-                                          f"{st.st_mtime_ns}:{st.st_size}", st.st_mtime,
-                                          st.st_size))
+                found.append(
+                    StoredObject(
+                        name.replace(os.sep, "/"),
+                        f"{st.st_mtime_ns}:{st.st_size}",
+                        st.st_mtime,
+                        st.st_size,
+                    )
+                )
         return found
 
     async def read(self, name: str) -> bytes:
@@ -119,8 +131,9 @@ class FileStore:
 class S3Store:
     """An S3 prefix the S3 sink writes (either layout); endpoint and credentials as the sink's."""
 
-    def __init__(self, destination: str, endpoint_url: str | None = None,
-                 region: str | None = None) -> None:
+    def __init__(
+        self, destination: str, endpoint_url: str | None = None, region: str | None = None
+    ) -> None:
         self.location = destination
         self.bucket, self.prefix = s3.parse_destination(destination)
         self.endpoint_url = endpoint_url or s3_client.default_endpoint()
@@ -143,12 +156,19 @@ class S3Store:
         found: list[StoredObject] = []
         start = f"{self.prefix}/" if self.prefix else ""
         async for page in client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=start):
+            Bucket=self.bucket, Prefix=start
+        ):
             for obj in page.get("Contents", ()):
-                name = obj["Key"][len(start):]
+                name = obj["Key"][len(start) :]
                 if _wanted(name):
-                    found.append(StoredObject(name, obj.get("ETag", "").strip('"'),
-                                              obj["LastModified"].timestamp(), obj.get("Size", 0)))
+                    found.append(
+                        StoredObject(
+                            name,
+                            obj.get("ETag", "").strip('"'),
+                            obj["LastModified"].timestamp(),
+                            obj.get("Size", 0),
+                        )
+                    )
         return found
 
     async def read(self, name: str) -> bytes:

@@ -22,11 +22,21 @@ def default_path() -> Path:
     return Path(os.environ.get("ADP_HOME", ".adp")).resolve() / "llm-cache.sqlite3"
 
 
-def fingerprint(provider: str, model: str, messages: Any, tools: Any, params: dict[str, Any]) -> str:
+def fingerprint(
+    provider: str, model: str, messages: Any, tools: Any, params: dict[str, Any]
+) -> str:
     canonical = json.dumps(
-        {"provider": provider, "model": model, "messages": messages, "tools": tools,
-         "params": params},
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
+        {
+            "provider": provider,
+            "model": model,
+            "messages": messages,
+            "tools": tools,
+            "params": params,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -40,8 +50,9 @@ class LLMCache:
         self.hits = 0
         self.misses = 0
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False,
-                                   isolation_level=None)
+        self._db = sqlite3.connect(
+            self.path, timeout=30, check_same_thread=False, isolation_level=None
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
@@ -51,7 +62,9 @@ class LLMCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+            row = self._db.execute(
+                "SELECT response FROM responses WHERE key = ?", (key,)
+            ).fetchone()
         if row is None:
             self.misses += 1
             CACHE_MISSES.inc()
@@ -65,7 +78,9 @@ class LLMCache:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO responses (key, provider, model, response, created) "
-                "VALUES (?, ?, ?, ?, ?)", (key, provider, model, text, time.time()))
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, provider, model, text, time.time()),
+            )
 
     def __len__(self) -> int:
         with self._lock:

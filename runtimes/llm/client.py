@@ -16,8 +16,8 @@ SDK's exceptions.
 
 Every reply carries an LlmExchange (request messages/tools/params, the raw response dict, tokens,
 latency, cached). An optional LLMCache answers exact repeats without a request. An optional
-AdaptiveLimit (AIMD, core/limit.py) hears about 429s and successes; the runtime consumer gates tasks with it.
-API keys never reach logs, exceptions, exchanges or reprs (they live in providers.Secret).
+AdaptiveLimit (AIMD, core/limit.py) hears about 429s and successes; the runtime consumer gates tasks
+with it. API keys never reach logs, exceptions, exchanges or reprs (they live in providers.Secret).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import httpx2
 import openai
@@ -38,10 +39,10 @@ import openai
 from adp.core.limit import AdaptiveLimit
 from adp.core.metrics import LLM_COST, LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
 from adp.core.pricing import Pricer
-from adp.schemas.contracts import LlmExchange
 from adp.runtimes.base import CURRENT_SAMPLING, ModelReply, ToolCall
 from adp.runtimes.llm.cache import LLMCache, fingerprint
 from adp.runtimes.llm.providers import Provider, resolve_providers
+from adp.schemas.contracts import LlmExchange
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,13 @@ class LLMError(RuntimeError):
 
 @dataclass
 class RetryPolicy:
-    attempts: int = 4      # tries per provider
-    base: float = 0.5      # first backoff ceiling, seconds
-    cap: float = 8.0       # largest backoff ceiling
+    attempts: int = 4  # tries per provider
+    base: float = 0.5  # first backoff ceiling, seconds
+    cap: float = 8.0  # largest backoff ceiling
 
     def delay(self, attempt: int) -> float:
         """Full jitter: uniform(0, min(cap, base * 2**attempt))."""
-        return random.uniform(0.0, min(self.cap, self.base * (2 ** attempt)))
+        return random.uniform(0.0, min(self.cap, self.base * (2**attempt)))
 
 
 class _Retryable(Exception):
@@ -73,16 +74,28 @@ class _Retryable(Exception):
 class LLMClient:
     """adp.runtimes.base.Model over a provider chain."""
 
-    def __init__(self, providers: Sequence[Provider] | None = None, *, temperature: float = 0.0,
-                 max_tokens: int = 512, params: dict[str, Any] | None = None,
-                 timeout: float = 60.0, retry: RetryPolicy | None = None,
-                 cache: LLMCache | None = None, limit: AdaptiveLimit | None = None,
-                 cooldown: float = 30.0, connections: int = 100) -> None:
+    def __init__(
+        self,
+        providers: Sequence[Provider] | None = None,
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        params: dict[str, Any] | None = None,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        cache: LLMCache | None = None,
+        limit: AdaptiveLimit | None = None,
+        cooldown: float = 30.0,
+        connections: int = 100,
+    ) -> None:
         self.providers = list(providers) if providers is not None else resolve_providers()
         if not self.providers:
             raise ValueError("LLMClient needs at least one provider")
-        self.params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens,
-                                       **(params or {})}
+        self.params: dict[str, Any] = {
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            **(params or {}),
+        }
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.cache = cache
@@ -109,12 +122,16 @@ class LLMClient:
         key = (provider.name, id(asyncio.get_running_loop()))
         client = self._clients.get(key)
         if client is None:
-            limits = httpx2.Limits(max_connections=self.connections,
-                                   max_keepalive_connections=self.connections)
+            limits = httpx2.Limits(
+                max_connections=self.connections, max_keepalive_connections=self.connections
+            )
             client = openai.AsyncOpenAI(
-                base_url=provider.base_url, api_key=provider.key(), max_retries=0,
+                base_url=provider.base_url,
+                api_key=provider.key(),
+                max_retries=0,
                 timeout=self.timeout,
-                http_client=openai.DefaultAioHttpClient(limits=limits, timeout=self.timeout))
+                http_client=openai.DefaultAioHttpClient(limits=limits, timeout=self.timeout),
+            )
             self._clients[key] = client
         return client
 
@@ -137,24 +154,32 @@ class LLMClient:
         the current sample's temperature/seed over them; samples > 0 are cached apart."""
         current = CURRENT_SAMPLING.get()
         params = {**self.params, **current.params}
-        return params, ({**params, "adp_sample": current.sample_index}
-                        if current.sample_index else params)
+        return params, (
+            {**params, "adp_sample": current.sample_index} if current.sample_index else params
+        )
 
-    async def chat(self, messages: list[dict[str, Any]],
-                   tools: list[dict[str, Any]] | None = None) -> ModelReply:
+    async def chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> ModelReply:
         params, cache_params = self._params()
-        request = {"messages": _snapshot(messages), "tools": _snapshot(tools) if tools else None,
-                   **params}
+        request = {
+            "messages": _snapshot(messages),
+            "tools": _snapshot(tools) if tools else None,
+            **params,
+        }
         order = self._order()
         if self.cache is not None:
             for provider in order:
                 started = time.perf_counter()
-                key = fingerprint(provider.name, provider.model, messages, tools or None,
-                                  cache_params)
+                key = fingerprint(
+                    provider.name, provider.model, messages, tools or None, cache_params
+                )
                 raw = self.cache.get(key)
                 if raw is not None:
                     try:
-                        return self._reply(provider, request, raw, time.perf_counter() - started, True)
+                        return self._reply(
+                            provider, request, raw, time.perf_counter() - started, True
+                        )
                     except _Retryable:
                         log.warning("ignoring an unusable cached LLM response %s", key[:12])
         errors: list[str] = []
@@ -170,8 +195,14 @@ class LLMClient:
                         self.limit.on_overload()
                     if attempt + 1 < self.retry.attempts:
                         delay = self.retry.delay(attempt)
-                        log.warning("LLM %s try %d/%d failed (%s); retrying in %.2fs",
-                                    provider.name, attempt + 1, self.retry.attempts, exc, delay)
+                        log.warning(
+                            "LLM %s try %d/%d failed (%s); retrying in %.2fs",
+                            provider.name,
+                            attempt + 1,
+                            self.retry.attempts,
+                            exc,
+                            delay,
+                        )
                         await asyncio.sleep(delay)
                     continue
                 except _Fatal as exc:
@@ -189,32 +220,43 @@ class LLMClient:
                     self.limit.on_success()
                 self._down_until.pop(provider.name, None)
                 if self.cache is not None:
-                    key = fingerprint(provider.name, provider.model, messages, tools or None,
-                                      cache_params)
+                    key = fingerprint(
+                        provider.name, provider.model, messages, tools or None, cache_params
+                    )
                     self.cache.put(key, provider.name, provider.model, raw)
                 return reply
             self._down_until[provider.name] = time.monotonic() + self.cooldown
             if provider is not order[-1]:
-                log.warning("LLM provider %s failed; falling over to the next provider", provider.name)
+                log.warning(
+                    "LLM provider %s failed; falling over to the next provider", provider.name
+                )
         raise LLMError(self._redact("all LLM providers failed: " + "; ".join(errors[-6:])))
 
-    async def _call(self, provider: Provider, messages: list[dict[str, Any]],
-                    tools: list[dict[str, Any]] | None,
-                    params: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    async def _call(
+        self,
+        provider: Provider,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        params: dict[str, Any],
+    ) -> tuple[dict[str, Any], float]:
         body: dict[str, Any] = {"model": provider.model, "messages": messages, **params}
         if tools:
             body["tools"] = tools
         started = time.perf_counter()
         try:
             response = await asyncio.wait_for(
-                self._client(provider).post("/chat/completions", body=body,
-                                            cast_to=httpx2.Response,
-                                            options={"timeout": self.timeout}),
-                self.timeout + 1.0)
+                self._client(provider).post(
+                    "/chat/completions",
+                    body=body,
+                    cast_to=httpx2.Response,
+                    options={"timeout": self.timeout},
+                ),
+                self.timeout + 1.0,
+            )
             raw = json.loads(await response.aread())
             if not isinstance(raw, dict) or not raw.get("choices"):
                 raise _Retryable("bad_response", "reply has no choices")
-        except (asyncio.TimeoutError, openai.APITimeoutError):
+        except (TimeoutError, openai.APITimeoutError):
             raise _Retryable("timeout", f"timed out after {self.timeout:g}s") from None
         except openai.APIConnectionError as exc:
             raise _Retryable("connection_error", self._redact(f"connection error: {exc}")) from None
@@ -226,11 +268,19 @@ class LLMClient:
                 raise _Retryable("server_error", detail) from None
             raise _Fatal(detail) from None
         except (ValueError, openai.APIResponseValidationError) as exc:
-            raise _Retryable("bad_response", self._redact(f"unparseable reply: {_short(exc)}")) from None
+            raise _Retryable(
+                "bad_response", self._redact(f"unparseable reply: {_short(exc)}")
+            ) from None
         return raw, time.perf_counter() - started
 
-    def _reply(self, provider: Provider, request: dict[str, Any], raw: dict[str, Any],
-               latency: float, cached: bool) -> ModelReply:
+    def _reply(
+        self,
+        provider: Provider,
+        request: dict[str, Any],
+        raw: dict[str, Any],
+        latency: float,
+        cached: bool,
+    ) -> ModelReply:
         try:
             message = raw["choices"][0].get("message") or {}
         except (KeyError, IndexError, AttributeError, TypeError):
@@ -249,22 +299,41 @@ class LLMClient:
                 args = {"_raw": args}
             call_id = call.get("id") or f"call_{uuid.uuid4().hex[:12]}"
             calls.append(ToolCall(name=fn.get("name") or "", arguments=args, id=call_id))
-            out_calls.append({"id": call_id, "type": "function",
-                              "function": {"name": fn.get("name") or "",
-                                           "arguments": text if isinstance(text, str) else json.dumps(text)}})
+            out_calls.append(
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {
+                        "name": fn.get("name") or "",
+                        "arguments": text if isinstance(text, str) else json.dumps(text),
+                    },
+                }
+            )
         # content "" rather than null beside tool calls: llama.cpp's server rejects null there
         assistant: dict[str, Any] = {"role": "assistant", "content": content or ""}
         if out_calls:
             assistant["tool_calls"] = out_calls
         usage = raw.get("usage") or {}
         exchange = LlmExchange(
-            provider=provider.name, model=provider.model, request=request, response=raw,
+            provider=provider.name,
+            model=provider.model,
+            request=request,
+            response=raw,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
-            latency=latency, cached=cached)
-        exchange.cost_usd = self._price(provider.name, provider.model, exchange.prompt_tokens,
-                                      exchange.completion_tokens, cached)
-        return ModelReply(content=content or "", tool_calls=calls, exchange=exchange, message=assistant)
+            latency=latency,
+            cached=cached,
+        )
+        exchange.cost_usd = self._price(
+            provider.name,
+            provider.model,
+            exchange.prompt_tokens,
+            exchange.completion_tokens,
+            cached,
+        )
+        return ModelReply(
+            content=content or "", tool_calls=calls, exchange=exchange, message=assistant
+        )
 
 
 def _snapshot(value: Any) -> Any:
@@ -297,7 +366,8 @@ def _flag(value: Any) -> bool:
 def build_model(options: dict[str, Any] | None = None) -> LLMClient:
     """The Model `adp runtime` uses: provider chain from the environment, knobs from `options`
     (keys: temperature, max_tokens, params, timeout, attempts, backoff_base, backoff_cap,
-    cooldown, connections (HTTP pool per provider), cache (bool or path), limit (an AdaptiveLimit), providers) or ADP_LLM_* env
+    cooldown, connections (HTTP pool per provider), cache (bool or path), limit (an
+    AdaptiveLimit), providers) or ADP_LLM_* env
     (ADP_LLM_TEMPERATURE, ADP_LLM_MAX_TOKENS, ADP_LLM_TIMEOUT, ADP_LLM_ATTEMPTS, ADP_LLM_CACHE)."""
     opts = dict(options or {})
     env = os.environ
@@ -305,7 +375,9 @@ def build_model(options: dict[str, Any] | None = None) -> LLMClient:
     cache: LLMCache | None = None
     if isinstance(cache_opt, LLMCache):
         cache = cache_opt
-    elif cache_opt and (_flag(cache_opt) or str(cache_opt).endswith((".sqlite3", ".db", ".sqlite"))):
+    elif cache_opt and (
+        _flag(cache_opt) or str(cache_opt).endswith((".sqlite3", ".db", ".sqlite"))
+    ):
         cache = LLMCache(None if _flag(cache_opt) else cache_opt)
     return LLMClient(
         opts.get("providers") or resolve_providers(env),
@@ -313,8 +385,13 @@ def build_model(options: dict[str, Any] | None = None) -> LLMClient:
         max_tokens=int(opts.get("max_tokens", env.get("ADP_LLM_MAX_TOKENS", 512))),
         params=opts.get("params"),
         timeout=float(opts.get("timeout", env.get("ADP_LLM_TIMEOUT", 60.0))),
-        retry=RetryPolicy(attempts=int(opts.get("attempts", env.get("ADP_LLM_ATTEMPTS", 4))),
-                          base=float(opts.get("backoff_base", 0.5)),
-                          cap=float(opts.get("backoff_cap", 8.0))),
-        cache=cache, limit=opts.get("limit"), cooldown=float(opts.get("cooldown", 30.0)),
-        connections=int(opts.get("connections", 100)))
+        retry=RetryPolicy(
+            attempts=int(opts.get("attempts", env.get("ADP_LLM_ATTEMPTS", 4))),
+            base=float(opts.get("backoff_base", 0.5)),
+            cap=float(opts.get("backoff_cap", 8.0)),
+        ),
+        cache=cache,
+        limit=opts.get("limit"),
+        cooldown=float(opts.get("cooldown", 30.0)),
+        connections=int(opts.get("connections", 100)),
+    )

@@ -13,8 +13,8 @@ environment variable a key came from, never its value.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 LOCAL_MODEL = "smollm2-135m-instruct"
 LOCAL_PORT = 8088
@@ -73,12 +73,30 @@ def _secret(env: Mapping[str, str], name: str) -> Secret | None:
 
 # name, key variable, url variable, default url, model variable, default model
 HOSTED = (
-    ("gemini", "GEMINI_API_KEY", "GEMINI_API_URL",
-     "https://generativelanguage.googleapis.com/v1beta/openai/", "GEMINI_MODEL", "gemini-2.0-flash"),
-    ("deepseek", "DEEPSEEK_API_KEY", "DEEPSEEK_API_URL",
-     "https://api.deepseek.com/v1", "DEEPSEEK_MODEL", "deepseek-chat"),
-    ("openai", "OPENAI_API_KEY", "OPENAI_API_BASE",
-     "https://api.openai.com/v1", "OPENAI_MODEL", "gpt-4o-mini"),
+    (
+        "gemini",
+        "GEMINI_API_KEY",
+        "GEMINI_API_URL",
+        "https://generativelanguage.googleapis.com/v1beta/openai/",
+        "GEMINI_MODEL",
+        "gemini-2.0-flash",
+    ),
+    (
+        "deepseek",
+        "DEEPSEEK_API_KEY",
+        "DEEPSEEK_API_URL",
+        "https://api.deepseek.com/v1",
+        "DEEPSEEK_MODEL",
+        "deepseek-chat",
+    ),
+    (
+        "openai",
+        "OPENAI_API_KEY",
+        "OPENAI_API_BASE",
+        "https://api.openai.com/v1",
+        "OPENAI_MODEL",
+        "gpt-4o-mini",
+    ),
 )
 
 
@@ -88,17 +106,29 @@ def resolve_providers(env: Mapping[str, str] | None = None) -> list[Provider]:
     chain: list[Provider] = []
     if env.get("ADP_LLM_BASE_URL"):
         key = _secret(env, "ADP_LLM_API_KEY")
-        chain.append(Provider("custom", env["ADP_LLM_BASE_URL"],
-                              env.get("ADP_LLM_MODEL") or LOCAL_MODEL,
-                              "ADP_LLM_API_KEY" if key else None, key))
+        chain.append(
+            Provider(
+                "custom",
+                env["ADP_LLM_BASE_URL"],
+                env.get("ADP_LLM_MODEL") or LOCAL_MODEL,
+                "ADP_LLM_API_KEY" if key else None,
+                key,
+            )
+        )
     for name, key_var, url_var, url, model_var, model in HOSTED:
         key = _secret(env, key_var)
         if key is not None:
-            chain.append(Provider(name, env.get(url_var) or url, env.get(model_var) or model,
-                                  key_var, key))
+            chain.append(
+                Provider(name, env.get(url_var) or url, env.get(model_var) or model, key_var, key)
+            )
     if env.get("ADP_VLLM_URL"):
-        chain.append(Provider("vllm", env["ADP_VLLM_URL"],
-                              env.get("ADP_VLLM_MODEL") or env.get("ADP_LLM_MODEL") or LOCAL_MODEL))
+        chain.append(
+            Provider(
+                "vllm",
+                env["ADP_VLLM_URL"],
+                env.get("ADP_VLLM_MODEL") or env.get("ADP_LLM_MODEL") or LOCAL_MODEL,
+            )
+        )
     chain.append(Provider("local", local_url(env), LOCAL_MODEL))
     forced = env.get("ADP_LLM_PROVIDER")
     if forced:
@@ -106,8 +136,11 @@ def resolve_providers(env: Mapping[str, str] | None = None) -> list[Provider]:
         if not chosen:
             known = ", ".join(["custom", *(h[0] for h in HOSTED), "vllm", "local"])
             hint = {h[0]: f" (set {h[1]})" for h in HOSTED}.get(forced, "")
-            hint = hint or {"custom": " (set ADP_LLM_BASE_URL)", "vllm": " (set ADP_VLLM_URL)"}.get(forced, "")
-            raise ValueError(f"ADP_LLM_PROVIDER={forced!r} is not configured{hint}; "
-                             f"known providers: {known}")
+            hint = hint or {"custom": " (set ADP_LLM_BASE_URL)", "vllm": " (set ADP_VLLM_URL)"}.get(
+                forced, ""
+            )
+            raise ValueError(
+                f"ADP_LLM_PROVIDER={forced!r} is not configured{hint}; known providers: {known}"
+            )
         chain = chosen
     return chain

@@ -48,20 +48,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import click
 from aiohttp import web
 
 from adp.runtimes.llm.stub_replies import (
-    Slot, completion_words, first_user, reply_message, prompt_words, default_reply, load_script,
+    Slot,
+    completion_words,
+    default_reply,
+    first_user,
+    load_script,
+    prompt_words,
+    reply_message,
 )
 
 DEFAULT_MODEL = "stub-model"
@@ -79,8 +83,14 @@ class StubServer:
     """The stub as an object: `url = await StubServer(script=...).start()` inside a loop, or
     `with StubServer(...).in_thread() as url:` from sync code (own loop in a daemon thread)."""
 
-    def __init__(self, script: Any = None, latency: float = 0.0, host: str = "127.0.0.1",
-                 port: int = 0, model: str = DEFAULT_MODEL) -> None:
+    def __init__(
+        self,
+        script: Any = None,
+        latency: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        model: str = DEFAULT_MODEL,
+    ) -> None:
         self.rules = load_script(script)
         self.latency = latency
         self.host, self.port, self.model = host, port, model
@@ -122,7 +132,7 @@ class StubServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "StubServer":
+    async def __aenter__(self) -> StubServer:
         await self.start()
         return self
 
@@ -178,8 +188,14 @@ class StubServer:
 
     async def _models(self, request: web.Request) -> web.Response:
         self._count("models")
-        return web.json_response({"object": "list", "data": [
-            {"id": self.model, "object": "model", "created": 0, "owned_by": "adp-stub"}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"id": self.model, "object": "model", "created": 0, "owned_by": "adp-stub"}
+                ],
+            }
+        )
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self.stats))
@@ -228,11 +244,17 @@ class StubServer:
                     await asyncio.sleep(float(fault["hang"]))
                     continue
                 if fault.get("malformed"):
-                    return web.Response(status=200, text='{"id": "chatcmpl-broken", "choices": [',
-                                        content_type="application/json")
+                    return web.Response(
+                        status=200,
+                        text='{"id": "chatcmpl-broken", "choices": [',
+                        content_type="application/json",
+                    )
                 status = int(fault["status"])
-                return _error(status, f"stub fault {status}",
-                              "rate_limit_error" if status == 429 else "server_error")
+                return _error(
+                    status,
+                    f"stub fault {status}",
+                    "rate_limit_error" if status == 429 else "server_error",
+                )
             reply = slot.reply
         if reply is None:
             reply = default_reply(messages, tools, index)
@@ -240,34 +262,62 @@ class StubServer:
         self._seq += 1
         self._count("replies")
         prompt, completion = prompt_words(messages), completion_words(msg)
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
-                 "total_tokens": prompt + completion}
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
         model = body.get("model") or self.model
         cid, created = f"chatcmpl-stub-{self._seq}", int(time.time())
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return await self._stream(request, cid, created, model, msg, finish_reason,
-                                      usage if include_usage else None)
-        return web.json_response({
-            "id": cid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": msg, "logprobs": None,
-                         "finish_reason": finish_reason}],
-            "usage": usage, "system_fingerprint": "adp-stub",
-        })
+            return await self._stream(
+                request, cid, created, model, msg, finish_reason, usage if include_usage else None
+            )
+        return web.json_response(
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {"index": 0, "message": msg, "logprobs": None, "finish_reason": finish_reason}
+                ],
+                "usage": usage,
+                "system_fingerprint": "adp-stub",
+            }
+        )
 
-    async def _stream(self, request: web.Request, cid: str, created: int, model: str,
-                      msg: dict[str, Any], finish_reason: str,
-                      usage: dict[str, int] | None) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})
+    async def _stream(
+        self,
+        request: web.Request,
+        cid: str,
+        created: int,
+        model: str,
+        msg: dict[str, Any],
+        finish_reason: str,
+        usage: dict[str, int] | None,
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await resp.prepare(request)
 
-        async def send(delta: dict[str, Any], finish: str | None = None,
-                       use: dict[str, int] | None = None, choices: bool = True) -> None:
-            chunk: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk",
-                                     "created": created, "model": model,
-                                     "choices": [{"index": 0, "delta": delta,
-                                                  "finish_reason": finish}] if choices else []}
+        async def send(
+            delta: dict[str, Any],
+            finish: str | None = None,
+            use: dict[str, int] | None = None,
+            choices: bool = True,
+        ) -> None:
+            chunk: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+                if choices
+                else [],
+            }
             if use is not None:
                 chunk["usage"] = use
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
@@ -284,37 +334,3 @@ class StubServer:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-@click.command("llm-stub")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=lambda: int(os.environ.get("ADP_LLM_STUB_PORT", "8089")),
-              show_default="8089 or ADP_LLM_STUB_PORT; 0 picks a free port")
-@click.option("--latency", type=float, default=0.0, show_default=True,
-              help="Seconds added to every chat reply.")
-@click.option("--script", "script", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="JSON script of scripted replies and faults (see module docs).")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model id /v1/models lists.")
-def stub_command(host: str, port: int, latency: float, script: str | None, model: str) -> None:
-    """Serve a deterministic scripted OpenAI-compatible LLM (for tests and benchmarks)."""
-    try:
-        server = StubServer(script=Path(script) if script else None, latency=latency,
-                            host=host, port=port, model=model)
-    except (ValueError, re.error) as exc:
-        raise click.ClickException(f"bad --script: {exc}") from exc
-
-    async def serve() -> None:
-        url = await server.start()
-        click.echo(f"llm-stub listening on {url}", err=False)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.stop()
-
-    try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass

@@ -38,8 +38,9 @@ def _slots(replies: list[Any]) -> list[Slot]:
     for entry in replies:
         if isinstance(entry, list):  # one slot: its faults, then its reply
             inner = [e for e in entry if not _is_fault(e)]
-            slots.append(Slot(pending + [e for e in entry if _is_fault(e)],
-                              inner[0] if inner else None))
+            slots.append(
+                Slot(pending + [e for e in entry if _is_fault(e)], inner[0] if inner else None)
+            )
             pending = []
         elif _is_fault(entry):
             pending.append(entry)
@@ -104,7 +105,7 @@ def _last(messages: list[dict[str, Any]], role: str) -> str | None:
 def _observation(messages: list[dict[str, Any]]) -> str:
     text = (_last(messages, "user") or "").strip()
     if text.startswith("Observation:"):
-        text = text[len("Observation:"):]
+        text = text[len("Observation:") :]
     return text.strip()
 
 
@@ -121,12 +122,16 @@ def _tool_names(tools: list[dict[str, Any]] | None) -> list[str]:
     return names
 
 
-def default_reply(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, index: int) -> Any:
+def default_reply(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, index: int
+) -> Any:
     names = _tool_names(tools)
     if not names:
         if index == 0:
-            return ("Thought: I will run a short program first.\n"
-                    f"```python\n{_print_code(messages)}\n```")
+            return (
+                "Thought: I will run a short program first.\n"
+                f"```python\n{_print_code(messages)}\n```"
+            )
         return "FINAL ANSWER: " + _observation(messages)
     if index == 0:
         if "python" in names:
@@ -139,7 +144,10 @@ def default_reply(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | 
     observed = _last(messages, "tool")
     answer = (observed if observed is not None else _observation(messages)).strip()[:200]
     if "finish" in names:
-        return {"content": None, "tool_calls": [{"name": "finish", "arguments": {"answer": answer}}]}
+        return {
+            "content": None,
+            "tool_calls": [{"name": "finish", "arguments": {"answer": answer}}],
+        }
     return "FINAL ANSWER: " + answer
 
 
@@ -151,12 +159,16 @@ def reply_message(reply: Any, index: int) -> tuple[dict[str, Any], str]:
     calls = []
     for j, call in enumerate(reply.get("tool_calls") or []):
         args = call.get("arguments", {})
-        calls.append({
-            "id": call.get("id") or f"call_{index}_{j}",
-            "type": "function",
-            "function": {"name": call["name"],
-                         "arguments": args if isinstance(args, str) else json.dumps(args)},
-        })
+        calls.append(
+            {
+                "id": call.get("id") or f"call_{index}_{j}",
+                "type": "function",
+                "function": {
+                    "name": call["name"],
+                    "arguments": args if isinstance(args, str) else json.dumps(args),
+                },
+            }
+        )
     if calls:
         msg["tool_calls"] = calls
     return msg, reply.get("finish_reason") or ("tool_calls" if calls else "stop")

@@ -28,14 +28,27 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from playwright.async_api import Browser, BrowserContext, Locator, Page, Playwright, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    Playwright,
+    async_playwright,
+)
 
 from adp.runtimes.tools.base import ToolResult
 
 log = logging.getLogger(__name__)
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def chromium_path() -> str:
@@ -44,10 +57,10 @@ def chromium_path() -> str:
 
 @dataclass
 class BrowserOptions:
-    text_limit: int = 4000       # characters of page text in an observation
-    nav_timeout: float = 20.0    # seconds for a navigation
+    text_limit: int = 4000  # characters of page text in an observation
+    nav_timeout: float = 20.0  # seconds for a navigation
     action_timeout: float = 5.0  # seconds for a click / fill / press to find its element
-    max_links: int = 100         # links listed by extract_links
+    max_links: int = 100  # links listed by extract_links
     viewport: tuple[int, int] = (1280, 800)
 
 
@@ -60,8 +73,14 @@ def truncate(text: str, limit: int) -> str:
 class BrowserPool:
     """`size` Chromium processes shared by all tasks of a runtime; each task gets a context."""
 
-    def __init__(self, size: int = 1, executable: str | None = None, headless: bool = True,
-                 args: list[str] | None = None, launch_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        size: int = 1,
+        executable: str | None = None,
+        headless: bool = True,
+        args: list[str] | None = None,
+        launch_timeout: float = 60.0,
+    ) -> None:
         self.size = max(1, int(size))
         self.executable = executable or chromium_path()
         self.headless = headless
@@ -74,7 +93,7 @@ class BrowserPool:
         self._slot_locks = [asyncio.Lock() for _ in range(self.size)]
         self._start_lock = asyncio.Lock()
 
-    async def start(self) -> "BrowserPool":
+    async def start(self) -> BrowserPool:
         async with self._start_lock:
             if self._pw is None:
                 self._pw = await async_playwright().start()
@@ -94,7 +113,7 @@ class BrowserPool:
                 await self._pw.stop()
                 self._pw = None
 
-    async def __aenter__(self) -> "BrowserPool":
+    async def __aenter__(self) -> BrowserPool:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -110,8 +129,11 @@ class BrowserPool:
                 log.warning("browser %d disconnected; launching a replacement", slot)
             assert self._pw is not None, "BrowserPool.start() first"
             browser = await self._pw.chromium.launch(
-                executable_path=self.executable, headless=self.headless, args=self.args,
-                timeout=self.launch_timeout * 1000)
+                executable_path=self.executable,
+                headless=self.headless,
+                args=self.args,
+                timeout=self.launch_timeout * 1000,
+            )
             self.launches += 1
             self._browsers[slot] = browser
             browser.on("disconnected", lambda b, s=slot: self._forget(s, b))
@@ -130,7 +152,8 @@ class BrowserPool:
             browser = await self._browser(slot)
             try:
                 context = await browser.new_context(
-                    viewport={"width": opts.viewport[0], "height": opts.viewport[1]})
+                    viewport={"width": opts.viewport[0], "height": opts.viewport[1]}
+                )
                 break
             except Exception:
                 if attempt or browser.is_connected():
@@ -156,7 +179,7 @@ class BrowserPool:
             pids += [p["id"] for p in info["processInfo"] if p["type"] == "browser"]
         return pids
 
-    def session(self, options: BrowserOptions | None = None) -> "BrowserSession":
+    def session(self, options: BrowserOptions | None = None) -> BrowserSession:
         return BrowserSession(self, options)
 
 
@@ -184,7 +207,7 @@ class BrowserSession:
         self.page: Page | None = None
         self.last_url: str | None = None
 
-    async def __aenter__(self) -> "BrowserSession":
+    async def __aenter__(self) -> BrowserSession:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -199,8 +222,13 @@ class BrowserSession:
                 pass
 
     def _alive(self) -> bool:
-        return (self.page is not None and not self.page.is_closed() and self.context is not None
-                and self.context.browser is not None and self.context.browser.is_connected())
+        return (
+            self.page is not None
+            and not self.page.is_closed()
+            and self.context is not None
+            and self.context.browser is not None
+            and self.context.browser.is_connected()
+        )
 
     async def _page(self) -> tuple[Page, str]:
         """The current page (a fresh context if there is none or its browser died), and a note
@@ -253,8 +281,10 @@ class BrowserSession:
         text = await page.evaluate("() => document.body ? document.body.innerText : ''")
         title = await page.title()
         head = f"{header}\n" if header else ""
-        return (f"{head}URL: {page.url}\nTitle: {title}\n\n"
-                f"{truncate(text.strip(), self.options.text_limit)}")
+        return (
+            f"{head}URL: {page.url}\nTitle: {title}\n\n"
+            f"{truncate(text.strip(), self.options.text_limit)}"
+        )
 
     async def _settle(self, page: Page) -> Page:
         """After an action that may navigate or open a tab: follow the newest tab and wait
@@ -272,19 +302,29 @@ class BrowserSession:
         CSS selector or #id as a last resort."""
         target = target.strip()
         if field:
-            by_text = [page.get_by_label(target, exact=True), page.get_by_label(target),
-                       page.get_by_placeholder(target), page.locator(f'[name="{target}"]'),
-                       page.get_by_role("textbox", name=target),
-                       page.get_by_role("searchbox", name=target)]
+            by_text = [
+                page.get_by_label(target, exact=True),
+                page.get_by_label(target),
+                page.get_by_placeholder(target),
+                page.locator(f'[name="{target}"]'),
+                page.get_by_role("textbox", name=target),
+                page.get_by_role("searchbox", name=target),
+            ]
         else:
-            by_text = [page.get_by_role("link", name=target, exact=True),
-                       page.get_by_role("button", name=target, exact=True),
-                       page.get_by_role("link", name=target), page.get_by_role("button", name=target),
-                       page.get_by_text(target, exact=True), page.get_by_text(target)]
+            by_text = [
+                page.get_by_role("link", name=target, exact=True),
+                page.get_by_role("button", name=target, exact=True),
+                page.get_by_role("link", name=target),
+                page.get_by_role("button", name=target),
+                page.get_by_text(target, exact=True),
+                page.get_by_text(target),
+            ]
         as_selector = [page.locator(target)]
         if re.fullmatch(r"[a-zA-Z][\w-]*", target):
             as_selector.append(page.locator(f"#{target}"))
-        candidates = as_selector + by_text if _looks_like_selector(target) else by_text + as_selector
+        candidates = (
+            as_selector + by_text if _looks_like_selector(target) else by_text + as_selector
+        )
         for loc in candidates:
             try:
                 n = await loc.count()
@@ -309,32 +349,43 @@ class BrowserSession:
                 await self._fresh_page(page)
                 raise
             status = response.status if response is not None else None
-            summary = await self._summary(page, f"Opened {url}" + (f" (HTTP {status})" if status else ""))
+            summary = await self._summary(
+                page, f"Opened {url}" + (f" (HTTP {status})" if status else "")
+            )
             if status is not None and status >= 400:
                 return ToolResult(summary, ok=False, error=f"HTTP {status}")
             return ToolResult(summary)
+
         return await self._act(f"goto {url}", go)
 
     async def click(self, target: str) -> ToolResult:
         async def click(page: Page) -> ToolResult:
             loc = await self._locate(page, target, field=False)
             if loc is None:
-                return ToolResult(f"No element matching {target!r} on {page.url}.", ok=False,
-                                  error="element not found")
+                return ToolResult(
+                    f"No element matching {target!r} on {page.url}.",
+                    ok=False,
+                    error="element not found",
+                )
             await loc.click()
             page = await self._settle(page)
             return ToolResult(await self._summary(page, f"Clicked {target!r}."))
+
         return await self._act(f"click {target!r}", click)
 
     async def fill(self, target: str, text: str) -> ToolResult:
         async def fill(page: Page) -> ToolResult:
             loc = await self._locate(page, target, field=True)
             if loc is None:
-                return ToolResult(f"No input field matching {target!r} on {page.url}.", ok=False,
-                                  error="element not found")
+                return ToolResult(
+                    f"No input field matching {target!r} on {page.url}.",
+                    ok=False,
+                    error="element not found",
+                )
             await loc.fill(text)
             value = await loc.input_value()
             return ToolResult(f"Filled {target!r}; the field now contains {value!r}.")
+
         return await self._act(f"fill {target!r}", fill)
 
     type = fill  # "type" reads naturally to some models; same effect
@@ -344,21 +395,28 @@ class BrowserSession:
             if target:
                 loc = await self._locate(page, target, field=True)
                 if loc is None:
-                    return ToolResult(f"No element matching {target!r} on {page.url}.",
-                                      ok=False, error="element not found")
+                    return ToolResult(
+                        f"No element matching {target!r} on {page.url}.",
+                        ok=False,
+                        error="element not found",
+                    )
                 await loc.press(key)
             else:
                 await page.keyboard.press(key)
             page = await self._settle(page)
             return ToolResult(await self._summary(page, f"Pressed {key}."))
+
         return await self._act(f"press {key}", press)
 
     async def scroll(self, direction: str = "down", amount: int | None = None) -> ToolResult:
         async def scroll(page: Page) -> ToolResult:
             d = (direction or "down").lower()
             if d not in ("up", "down", "top", "bottom"):
-                return ToolResult(f"Unknown scroll direction {direction!r} (up, down, top, bottom).",
-                                  ok=False, error="bad argument")
+                return ToolResult(
+                    f"Unknown scroll direction {direction!r} (up, down, top, bottom).",
+                    ok=False,
+                    error="bad argument",
+                )
             step = int(amount) if amount else self.options.viewport[1]
             y, height, view = await page.evaluate(
                 """([d, step]) => {
@@ -367,14 +425,20 @@ class BrowserSession:
                              : window.scrollY + (d === 'up' ? -step : step);
                     window.scrollTo({top: to, behavior: 'instant'});
                     return [Math.round(window.scrollY), el.scrollHeight, window.innerHeight];
-                }""", [d, step])
-            return ToolResult(f"Scrolled {d}: the view now shows pixels {y}-{min(y + view, height)} "
-                              f"of a {height}px page.")
+                }""",
+                [d, step],
+            )
+            return ToolResult(
+                f"Scrolled {d}: the view now shows pixels {y}-{min(y + view, height)} "
+                f"of a {height}px page."
+            )
+
         return await self._act(f"scroll {direction}", scroll)
 
     async def read_page(self) -> ToolResult:
         async def read(page: Page) -> ToolResult:
             return ToolResult(await self._summary(page))
+
         return await self._act("read_page", read)
 
     async def extract_links(self) -> ToolResult:
@@ -382,18 +446,27 @@ class BrowserSession:
             found = await page.evaluate(
                 """() => Array.from(document.querySelectorAll('a[href]')).map(a =>
                        [(a.innerText || a.getAttribute('aria-label') || a.title || '').trim()
-                          .replace(/\\s+/g, ' '), a.href])""")
-            lines = [f"- {text or '(no text)'} -> {href}" for text, href in found[: self.options.max_links]]
+                          .replace(/\\s+/g, ' '), a.href])"""
+            )
+            lines = [
+                f"- {text or '(no text)'} -> {href}"
+                for text, href in found[: self.options.max_links]
+            ]
             more = len(found) - len(lines)
             tail = f"\n[{more} more links not listed]" if more > 0 else ""
             return ToolResult(f"{len(found)} links on {page.url}:\n" + "\n".join(lines) + tail)
+
         return await self._act("extract_links", links)
 
     async def back(self) -> ToolResult:
         async def back(page: Page) -> ToolResult:
             response = await page.go_back(wait_until="load")
             if response is None and page.url in ("about:blank", self.last_url):
-                return ToolResult(f"There is no previous page (still at {page.url}).", ok=False,
-                                  error="no previous page")
+                return ToolResult(
+                    f"There is no previous page (still at {page.url}).",
+                    ok=False,
+                    error="no previous page",
+                )
             return ToolResult(await self._summary(page, "Went back."))
+
         return await self._act("back", back)

@@ -2,7 +2,7 @@
 
 Where it runs (README "Verification"): as the last act of an attempt, in the runtime worker,
 after the agent finished and before the finished event is sent, with the same LLM provider
-chain and the same python sandbox the agent used (streams/attempt.py); and offline in
+chain and the same python sandbox the agent used (streams/runtime/attempt.py); and offline in
 `adp verify`, which re-judges stored trajectories with a new or changed spec and writes new
 verdicts without touching the steps. The verifiers sit with the runtimes (floor 2) because they
 use the runtimes' tools: the sandbox and the LLM client.
@@ -21,33 +21,54 @@ from __future__ import annotations
 
 import asyncio
 import time
-from functools import lru_cache
-from importlib.metadata import entry_points
+from functools import cache
 from typing import Any
 
 from adp.core import metrics
+from adp.core.registry import Registry
+from adp.runtimes.verify.base import (
+    DEFAULT_TIMEOUT,
+    BadSpec,
+    CannotVerify,
+    Judgement,
+    Subject,
+    Verifier,
+    VerifyContext,
+)
 from adp.schemas.contracts import UNVERIFIED, Verdict
-from adp.runtimes.verify.base import (DEFAULT_TIMEOUT, BadSpec, CannotVerify, Judgement, Subject,
-                                      Verifier, VerifyContext)
 
-__all__ = ["BadSpec", "CannotVerify", "Judgement", "Subject", "Verifier", "VerifyContext",
-           "GROUP", "available", "load_verifier", "normalise", "check_spec", "verify"]
+__all__ = [
+    "GROUP",
+    "BadSpec",
+    "CannotVerify",
+    "Judgement",
+    "Subject",
+    "Verifier",
+    "VerifyContext",
+    "available",
+    "check_spec",
+    "load_verifier",
+    "normalise",
+    "verify",
+]
 
 GROUP = "adp.verifiers"
 GUARD = 30.0  # seconds past a spec's timeout before the verifier is given up on
 
 
+VERIFIERS = Registry("verifier", group=GROUP, error=BadSpec)
+
+
 def available() -> dict[str, str]:
-    return {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    return VERIFIERS.entries()
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_verifier(name: str) -> Verifier:
-    for ep in entry_points(group=GROUP):
-        if ep.name == name:
-            return ep.load()()
-    known = ", ".join(sorted(available())) or "none"
-    raise BadSpec(f"verify.type: no verifier named {name!r} (installed: {known})")
+    try:
+        return VERIFIERS.load(name)()
+    except BadSpec as exc:
+        raise BadSpec(f"verify.type: {exc}") from None
 
 
 def normalise(spec: Any) -> list[dict[str, Any]]:
@@ -59,8 +80,9 @@ def normalise(spec: Any) -> list[dict[str, Any]]:
     for i, item in enumerate(items):
         where = f"verify[{i}]" if isinstance(spec, list) else "verify"
         if not isinstance(item, dict):
-            raise BadSpec(f"{where}: an object naming its verifier in \"type\", got "
-                          f"{type(item).__name__}")
+            raise BadSpec(
+                f'{where}: an object naming its verifier in "type", got {type(item).__name__}'
+            )
         if "type" not in item:
             if "expected" not in item:
                 raise BadSpec(f"{where}.type: missing (answer, python, judge, or a plugin)")
@@ -83,12 +105,13 @@ def check_spec(spec: Any) -> None:
             load_verifier(item["type"]).check(item)
         except BadSpec:
             raise
-        except Exception as exc:  # noqa: BLE001 - a plugin's own check failing
+        except Exception as exc:
             raise BadSpec(f"verify ({item['type']}): {exc}") from exc
 
 
-async def _one(spec: dict[str, Any], subject: Subject,
-               ctx: VerifyContext) -> tuple[str, Judgement | None, str | None, Any]:
+async def _one(
+    spec: dict[str, Any], subject: Subject, ctx: VerifyContext
+) -> tuple[str, Judgement | None, str | None, Any]:
     """(name, judgement or None, error, llm exchange) of one verifier spec."""
     name = spec["type"]
     try:
@@ -103,7 +126,7 @@ async def _one(spec: dict[str, Any], subject: Subject,
         return name, None, f"bad spec: {exc}", None
     except TimeoutError:
         return name, None, "the verifier did not finish in time", None
-    except Exception as exc:  # noqa: BLE001 - a verifier bug decides nothing
+    except Exception as exc:
         return name, None, f"the verifier failed: {type(exc).__name__}: {exc}", None
 
 
@@ -118,8 +141,9 @@ async def verify(spec: Any, subject: Subject, ctx: VerifyContext) -> Verdict:
     if specs == []:
         return UNVERIFIED
     if specs is None:
-        verdict = Verdict(verifier="invalid", error=f"bad spec: {problem}", spec=spec,
-                          verified_at=time.time())
+        verdict = Verdict(
+            verifier="invalid", error=f"bad spec: {problem}", spec=spec, verified_at=time.time()
+        )
     else:
         results = [await _one(item, subject, ctx) for item in specs]
         errors = [f"{name}: {error}" for name, _, error, _ in results if error]
@@ -130,11 +154,16 @@ async def verify(spec: Any, subject: Subject, ctx: VerifyContext) -> Verdict:
             verifier=results[0][0] if single else f"all({','.join(r[0] for r in results)})",
             passed=None if errors else all(j.passed for _, j in judged),
             score=sum(scores) / len(scores) if scores and not errors else None,
-            details=judged[0][1].details if single and judged else "; ".join(
-                f"{name}: {'pass' if j.passed else 'FAIL'}: {j.details}" for name, j in judged),
+            details=judged[0][1].details
+            if single and judged
+            else "; ".join(
+                f"{name}: {'pass' if j.passed else 'FAIL'}: {j.details}" for name, j in judged
+            ),
             error=(results[0][2] if single else "; ".join(errors)) if errors else None,
-            spec=spec, llm=next((r[3] for r in results if r[3] is not None), None),
-            verified_at=time.time())
+            spec=spec,
+            llm=next((r[3] for r in results if r[3] is not None), None),
+            verified_at=time.time(),
+        )
     verdict = verdict.model_copy(update={"duration": round(time.monotonic() - started, 6)})
     metrics.VERIFICATIONS.labels(verdict.verifier, verdict.status).inc()
     return verdict

@@ -56,8 +56,11 @@ class AnswerVerifier:
             raise BadSpec("verify.expected: an empty list never matches")
         for value in expected:
             if match == "numeric":
-                if isinstance(value, bool) or not isinstance(value, (int, float, str)) \
-                        or last_number(str(value)) is None:
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float, str))
+                    or last_number(str(value)) is None
+                ):
                     raise BadSpec(f"verify.expected: {value!r} is not a number")
             elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise BadSpec(f"verify.expected: text to match, got {value!r}")
@@ -67,12 +70,14 @@ class AnswerVerifier:
                 except re.error as exc:
                     raise BadSpec(f"verify.expected: not a regular expression: {exc}") from None
         for key in ("tolerance", "rel_tolerance"):
-            if key in spec and (isinstance(spec[key], bool)
-                                or not isinstance(spec[key], (int, float)) or spec[key] < 0):
+            if key in spec and (
+                isinstance(spec[key], bool)
+                or not isinstance(spec[key], (int, float))
+                or spec[key] < 0
+            ):
                 raise BadSpec(f"verify.{key}: a number >= 0")
 
-    async def verify(self, spec: dict[str, Any], subject: Subject,
-                     ctx: VerifyContext) -> Judgement:
+    async def verify(self, spec: dict[str, Any], subject: Subject, ctx: VerifyContext) -> Judgement:
         match = spec.get("match", "exact")
         answer = subject.final_result or ""
         expected = spec["expected"] if isinstance(spec["expected"], list) else [spec["expected"]]
@@ -85,14 +90,19 @@ class AnswerVerifier:
                 want = last_number(str(value))
                 if got is not None and math.isclose(got, want, rel_tol=rel, abs_tol=tol):
                     return Judgement(True, 1.0, f"{got:g} is within {tol:g} of {want:g}")
-            return Judgement(False, 0.0, f"expected {_alts(expected)} (±{tol:g}), got "
-                             + (f"{got:g} from {shown!r}" if got is not None
-                                else f"no number in {shown!r}"))
+            return Judgement(
+                False,
+                0.0,
+                f"expected {_alts(expected)} (±{tol:g}), got "
+                + (f"{got:g} from {shown!r}" if got is not None else f"no number in {shown!r}"),
+            )
         flags = 0 if case else re.IGNORECASE
         for value in expected:
-            if match == "exact" and _norm(answer, case) == _norm(str(value), case) \
-                    or match == "contains" and _norm(str(value), case) in _norm(answer, case) \
-                    or match == "regex" and re.search(str(value), answer, flags):
+            if (
+                (match == "exact" and _norm(answer, case) == _norm(str(value), case))
+                or (match == "contains" and _norm(str(value), case) in _norm(answer, case))
+                or (match == "regex" and re.search(str(value), answer, flags))
+            ):
                 return Judgement(True, 1.0, f"{match} match of {str(value)!r}")
         return Judgement(False, 0.0, f"no {match} match of {_alts(expected)} in {shown!r}")
 

@@ -10,12 +10,13 @@ like runtimes (README "Verification").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from adp.schemas.contracts import TASK_FIELDS, LlmExchange, Step, Task, Trajectory
 from adp.runtimes.base import Model
 from adp.runtimes.tools.sandbox import Sandbox, SandboxLimits
+from adp.schemas.contracts import TASK_FIELDS, LlmExchange, Step, Task, Trajectory
 
 DEFAULT_TIMEOUT = 60.0  # seconds a verifier may take (a spec's "timeout" overrides it)
 
@@ -51,15 +52,21 @@ class Subject:
     claimed_success: bool = False
 
     @classmethod
-    def of(cls, trajectory: Trajectory, verify: Any = None) -> "Subject":
+    def of(cls, trajectory: Trajectory, verify: Any = None) -> Subject:
         """A stored trajectory as a subject (adp verify), its task rebuilt from the trajectory
         with `verify` as its spec."""
         recorded = trajectory.metadata.task if isinstance(trajectory.metadata.task, dict) else {}
         fields = {k: v for k, v in recorded.items() if k in TASK_FIELDS and v is not None}
-        task = Task.model_validate({**fields, "task_id": trajectory.task_id,
-                                    "task_type": trajectory.task_type,
-                                    "description": trajectory.description,
-                                    "sample_index": trajectory.sample_index, "verify": verify})
+        task = Task.model_validate(
+            {
+                **fields,
+                "task_id": trajectory.task_id,
+                "task_type": trajectory.task_type,
+                "description": trajectory.description,
+                "sample_index": trajectory.sample_index,
+                "verify": verify,
+            }
+        )
         return cls(task, trajectory.final_result, list(trajectory.steps), trajectory.claimed)
 
     @property
@@ -78,10 +85,14 @@ def code_of(step: Step) -> list[str]:
     if step.action_type in ("code_execution", "python") and isinstance(params.get("code"), str):
         return [params["code"]]
     if step.action_type == "tool_calls":
-        return [c["arguments"]["code"] for c in params.get("calls", [])
-                if isinstance(c, dict) and c.get("name") == "python"
-                and isinstance(c.get("arguments"), dict)
-                and isinstance(c["arguments"].get("code"), str)]
+        return [
+            c["arguments"]["code"]
+            for c in params.get("calls", [])
+            if isinstance(c, dict)
+            and c.get("name") == "python"
+            and isinstance(c.get("arguments"), dict)
+            and isinstance(c["arguments"].get("code"), str)
+        ]
     return []
 
 
@@ -102,7 +113,7 @@ class VerifyContext:
                 raise CannotVerify("no LLM is configured for the judge")
             try:
                 self._model = self.model_factory()
-            except Exception as exc:  # noqa: BLE001 - no provider: cannot judge
+            except Exception as exc:
                 raise CannotVerify(f"no LLM for the judge: {exc}") from exc
         return self._model
 
@@ -111,10 +122,11 @@ class VerifyContext:
             factory = self.sandbox_factory
             if factory is None:
                 from adp.runtimes.tools.sandbox import make_sandbox
+
                 factory = make_sandbox
             try:
                 self._sandbox = factory()
-            except Exception as exc:  # noqa: BLE001 - no bwrap, no docker: cannot run tests
+            except Exception as exc:
                 raise CannotVerify(f"no python sandbox: {exc}") from exc
         return self._sandbox
 
@@ -126,5 +138,6 @@ class Verifier(Protocol):
     def check(self, spec: dict[str, Any]) -> None:
         """Raise BadSpec if `spec` cannot be applied (called when tasks are produced)."""
 
-    async def verify(self, spec: dict[str, Any], subject: Subject,
-                     ctx: VerifyContext) -> Judgement: ...
+    async def verify(
+        self, spec: dict[str, Any], subject: Subject, ctx: VerifyContext
+    ) -> Judgement: ...

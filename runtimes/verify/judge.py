@@ -17,10 +17,12 @@ from typing import Any, ClassVar
 
 from adp.runtimes.verify.base import BadSpec, CannotVerify, Judgement, Subject, VerifyContext
 
-SYSTEM = ("You grade the work of an AI agent strictly and fairly. You see the task, a rubric, "
-          "maybe a reference answer, and the agent's final answer. Reply with exactly one JSON "
-          'object and nothing else: {"pass": true or false, "score": a number from 0 to 1, '
-          '"reason": "one sentence"}.')
+SYSTEM = (
+    "You grade the work of an AI agent strictly and fairly. You see the task, a rubric, "
+    "maybe a reference answer, and the agent's final answer. Reply with exactly one JSON "
+    'object and nothing else: {"pass": true or false, "score": a number from 0 to 1, '
+    '"reason": "one sentence"}.'
+)
 ANSWER_LIMIT = 8000
 
 
@@ -53,8 +55,11 @@ def parse_grade(text: str) -> tuple[bool, float | None, str] | None:
         if not isinstance(verdict, bool):
             continue
         score = obj.get("score")
-        score = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) \
-            and 0 <= score <= 1 else None
+        score = (
+            float(score)
+            if isinstance(score, (int, float)) and not isinstance(score, bool) and 0 <= score <= 1
+            else None
+        )
         return verdict, score, str(obj.get("reason", ""))[:1000]
     return None
 
@@ -66,15 +71,16 @@ class JudgeVerifier:
         if not isinstance(spec.get("rubric"), str) or not spec["rubric"].strip():
             raise BadSpec("verify.rubric: what a correct answer must do (text)")
 
-    async def verify(self, spec: dict[str, Any], subject: Subject,
-                     ctx: VerifyContext) -> Judgement:
-        messages = [{"role": "system", "content": SYSTEM},
-                    {"role": "user", "content": judge_prompt(spec, subject)}]
+    async def verify(self, spec: dict[str, Any], subject: Subject, ctx: VerifyContext) -> Judgement:
+        messages = [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": judge_prompt(spec, subject)},
+        ]
         try:
             reply = await ctx.model().chat(messages)
         except CannotVerify:
             raise
-        except Exception as exc:  # noqa: BLE001 - every provider failed: no verdict
+        except Exception as exc:
             raise CannotVerify(f"the judge could not be asked: {exc}") from exc
         grade = parse_grade(reply.content)
         if grade is None:

@@ -2,12 +2,12 @@
 
     {"type": "python", "tests": "def test_value():\n    assert '120' in output\n", "timeout": 30}
 
-The tests see: `answer` (the final answer, text), `code` (the agent's final code: the last python
-it ran without error), `output` (what that code printed when run again here) and `solution` (the
-names that code defined, e.g. `solution.factorial(5)`). Every `test_*` function is one test;
-without any, the top-level asserts are the one test (and a top-level failure always counts). The verdict passes when every test passes; score is the
-share that passed. It all runs as one program in the same sandbox the agent used (no network,
-rlimits, wall-clock timeout).
+The tests see: `answer` (the final answer, text), `code` (the agent's final code: the last python it
+ran without error), `output` (what that code printed when run again here) and `solution` (the names
+that code defined, e.g. `solution.factorial(5)`). Every `test_*` function is one test; without any,
+the top-level asserts are the one test (and a top-level failure always counts). The verdict passes
+when every test passes; score is the share that passed. It all runs as one program in the same
+sandbox the agent used (no network, rlimits, wall-clock timeout).
 
 The report is the program's last line, marked with a nonce made for this run, and counts only
 if the program then exits cleanly; the tests share a process with the agent's code, so an
@@ -26,12 +26,18 @@ import json
 import secrets
 from typing import Any, ClassVar
 
-from adp.runtimes.verify.base import (DEFAULT_TIMEOUT, BadSpec, CannotVerify, Judgement, Subject,
-                                      VerifyContext)
+from adp.runtimes.verify.base import (
+    DEFAULT_TIMEOUT,
+    BadSpec,
+    CannotVerify,
+    Judgement,
+    Subject,
+    VerifyContext,
+)
 
 MARK = "##adp-verify {nonce} {what}## "  # a fresh nonce per run: the agent's code never saw it
 
-HARNESS = r'''
+HARNESS = r"""
 import contextlib, io, json, sys, traceback, types
 print(__STARTED__, flush=True)
 answer, code, tests = __ANSWER__, __CODE__, __TESTS__
@@ -64,13 +70,17 @@ for name, fn in functions:
     report["tests"].append({"name": name, "ok": not error, "error": error})
 sys.stdout.flush()
 print(__REPORT__ + json.dumps(report), flush=True)
-'''
+"""
 
 
 def harness(answer: str, code: str, tests: str, started: str, report: str) -> str:
-    return (HARNESS.replace("__STARTED__", repr(started)).replace("__REPORT__", repr(report))
-            .replace("__ANSWER__", repr(answer)).replace("__CODE__", repr(code))
-            .replace("__TESTS__", repr(tests)))
+    return (
+        HARNESS.replace("__STARTED__", repr(started))
+        .replace("__REPORT__", repr(report))
+        .replace("__ANSWER__", repr(answer))
+        .replace("__CODE__", repr(code))
+        .replace("__TESTS__", repr(tests))
+    )
 
 
 class PythonTestsVerifier:
@@ -85,26 +95,29 @@ class PythonTestsVerifier:
         except SyntaxError as exc:
             raise BadSpec(f"verify.tests: line {exc.lineno}: {exc.msg}") from None
 
-    async def verify(self, spec: dict[str, Any], subject: Subject,
-                     ctx: VerifyContext) -> Judgement:
+    async def verify(self, spec: dict[str, Any], subject: Subject, ctx: VerifyContext) -> Judgement:
         timeout = float(spec.get("timeout", DEFAULT_TIMEOUT))
-        limits = dataclasses.replace(ctx.limits, wall_timeout=timeout,
-                                     cpu_seconds=max(ctx.limits.cpu_seconds, int(timeout)),
-                                     output_limit=max(ctx.limits.output_limit, 200_000))
+        limits = dataclasses.replace(
+            ctx.limits,
+            wall_timeout=timeout,
+            cpu_seconds=max(ctx.limits.cpu_seconds, int(timeout)),
+            output_limit=max(ctx.limits.output_limit, 200_000),
+        )
         nonce = secrets.token_hex(8)
         started = MARK.format(nonce=nonce, what="started")
         report_mark = MARK.format(nonce=nonce, what="report")
-        program = harness(subject.final_result or "", subject.final_code, spec["tests"],
-                          started, report_mark)
+        program = harness(
+            subject.final_result or "", subject.final_code, spec["tests"], started, report_mark
+        )
         try:
             result = await ctx.sandbox().run_python(program, limits)
         except CannotVerify:
             raise
-        except Exception as exc:  # noqa: BLE001 - the sandbox itself failed
+        except Exception as exc:
             raise CannotVerify(f"sandbox failed: {type(exc).__name__}: {exc}") from exc
         lines = result.stdout.split("\n")
         # the harness reports last, after the agent's code and the tests have run
-        reports = [ln[len(report_mark):] for ln in lines if ln.startswith(report_mark)]
+        reports = [ln[len(report_mark) :] for ln in lines if ln.startswith(report_mark)]
         if reports and result.ok:
             report = json.loads(reports[-1])
             tests = report["tests"]
@@ -117,10 +130,16 @@ class PythonTestsVerifier:
                 details += f" (the agent's code raised {report['load_error']})"
             return Judgement(not failed, len(passed) / len(tests), details)
         if started not in lines:
-            raise CannotVerify("the test harness did not start in the sandbox: "
-                               + (result.observation()[-500:] or "no output"))
+            raise CannotVerify(
+                "the test harness did not start in the sandbox: "
+                + (result.observation()[-500:] or "no output")
+            )
         if result.timed_out:
-            return Judgement(False, 0.0, f"the tests did not finish within {timeout:g}s "
-                             "(the agent's code or a test hangs)")
-        return Judgement(False, 0.0, "the test run died before reporting: "
-                         + result.observation()[-500:])
+            return Judgement(
+                False,
+                0.0,
+                f"the tests did not finish within {timeout:g}s (the agent's code or a test hangs)",
+            )
+        return Judgement(
+            False, 0.0, "the test run died before reporting: " + result.observation()[-500:]
+        )

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from adp.streams.broker.server import KafkaCluster
+from adp.streams.kafka.broker.server import KafkaCluster
 from tests.conftest import free_port_block
 from tests.faults.harness import Pipeline
 from tests.helpers import llm_stub_process
@@ -52,8 +52,7 @@ def test_runtime_kill9_three_times(kafka, slow_stub, tmp_path, record_property):
     p.report(record_property)
 
 
-def test_runtime_kill9_with_every_priority_lane_busy(kafka, slow_stub, tmp_path,
-                                                    record_property):
+def test_runtime_kill9_with_every_priority_lane_busy(kafka, slow_stub, tmp_path, record_property):
     """Tasks on all three priority lanes, a runtime killed mid-run: nothing lost or duplicated
     on any lane (lean: fewer tasks, one kill)."""
     n = 60
@@ -125,8 +124,9 @@ def test_runtime_scaled_1_to_3_to_1(kafka, slow_stub, tmp_path, record_property)
 
 
 def test_broker_kill9_in_three_node_cluster(adp_home, slow_stub, tmp_path, record_property):
-    cluster = KafkaCluster(home=adp_home, bootstrap=f"127.0.0.1:{free_port_block(3)}",
-                           nodes=3, name="fault-3")
+    cluster = KafkaCluster(
+        home=adp_home, bootstrap=f"127.0.0.1:{free_port_block(3)}", nodes=3, name="fault-3"
+    )
     cluster.up(timeout=240)
     p = Pipeline(tmp_path, cluster.bootstrap, slow_stub, "fault-broker", N)
     try:

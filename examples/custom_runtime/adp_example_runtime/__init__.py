@@ -13,14 +13,23 @@ import re
 import time
 from typing import ClassVar
 
-from adp.schemas.contracts import ErrorType, Task
 from adp.runtimes.base import EmitStep, Outcome, RuntimeContext, StepReport
+from adp.schemas.contracts import ErrorType, Task
 
-PROMPT = ("Solve the task. To compute, reply with `CALC: <arithmetic expression>`. "
-          "When you know the answer, reply with `FINAL ANSWER: <answer>`.")
-OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-       ast.Div: operator.truediv, ast.Pow: operator.pow, ast.USub: operator.neg,
-       ast.Mod: operator.mod, ast.FloorDiv: operator.floordiv}
+PROMPT = (
+    "Solve the task. To compute, reply with `CALC: <arithmetic expression>`. "
+    "When you know the answer, reply with `FINAL ANSWER: <answer>`."
+)
+OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.USub: operator.neg,
+    ast.Mod: operator.mod,
+    ast.FloorDiv: operator.floordiv,
+}
 
 
 def calculate(expression: str) -> str:
@@ -47,15 +56,17 @@ class CalculatorRuntime:
     def __init__(self, ctx: RuntimeContext):
         self.model = ctx.model
 
-    async def __aenter__(self) -> "CalculatorRuntime":
+    async def __aenter__(self) -> CalculatorRuntime:
         return self  # open pools (browsers, connections) here
 
     async def __aexit__(self, *exc: object) -> None:
         return None
 
     async def run(self, task: Task, emit: EmitStep) -> Outcome:
-        messages = [{"role": "system", "content": PROMPT},
-                    {"role": "user", "content": task.description}]
+        messages = [
+            {"role": "system", "content": PROMPT},
+            {"role": "user", "content": task.description},
+        ]
         for _ in range(task.max_steps):
             started = time.time()
             reply = await self.model.chat(messages)
@@ -64,15 +75,29 @@ class CalculatorRuntime:
             if final or not calc:
                 answer = (final.group(1) if final else reply.content).strip()
                 # the attempt numbers the steps (step_id 1..n in the order they are reported)
-                await emit(StepReport(action_type="final_answer", action_params={"answer": answer},
-                                      observation="", success=True, timestamp=started,
-                                      duration=time.time() - started, llm=reply.exchange))
+                await emit(
+                    StepReport(
+                        action_type="final_answer",
+                        action_params={"answer": answer},
+                        observation="",
+                        success=True,
+                        timestamp=started,
+                        duration=time.time() - started,
+                        llm=reply.exchange,
+                    )
+                )
                 return Outcome(True, answer)
             result = calculate(calc.group(1).strip())
-            await emit(StepReport(action_type="calculate",
-                                  action_params={"expression": calc.group(1).strip()},
-                                  observation=result, success=not result.startswith("error"),
-                                  timestamp=started, duration=time.time() - started,
-                                  llm=reply.exchange))
+            await emit(
+                StepReport(
+                    action_type="calculate",
+                    action_params={"expression": calc.group(1).strip()},
+                    observation=result,
+                    success=not result.startswith("error"),
+                    timestamp=started,
+                    duration=time.time() - started,
+                    llm=reply.exchange,
+                )
+            )
             messages += [reply.message, {"role": "user", "content": f"Observation: {result}"}]
         return Outcome(False, "", "no final answer", ErrorType.max_steps)

@@ -7,42 +7,52 @@ picks bubblewrap, else docker. Each backend is imported only when asked for.
 
 from __future__ import annotations
 
-import importlib
 import os
 
-from adp.runtimes.tools.sandbox.base import (CollectedFile, ExecResult, Sandbox, SandboxLimits,
-                                              Workspace)
+from adp.core.errors import BadInput, DependencyUnavailable
+from adp.core.registry import Registry
+from adp.runtimes.tools.sandbox.base import (
+    CollectedFile,
+    ExecResult,
+    Sandbox,
+    SandboxLimits,
+    Workspace,
+)
 
-__all__ = ["CollectedFile", "ExecResult", "Sandbox", "SandboxLimits", "Workspace", "make_sandbox",
-           "BACKENDS"]
+__all__ = [
+    "BACKENDS",
+    "CollectedFile",
+    "ExecResult",
+    "Sandbox",
+    "SandboxLimits",
+    "Workspace",
+    "make_sandbox",
+]
 
-# name -> "module:Class"
-BACKENDS = {
-    "bwrap": "adp.runtimes.tools.sandbox.bwrap:BubblewrapSandbox",
-    "docker": "adp.runtimes.tools.sandbox.docker:DockerSandbox",
-}
-ALIASES = {"bubblewrap": "bwrap"}
+BACKENDS = Registry(
+    "sandbox backend",
+    {
+        "bwrap": "adp.runtimes.tools.sandbox.bwrap:BubblewrapSandbox",
+        "docker": "adp.runtimes.tools.sandbox.docker:DockerSandbox",
+    },
+    aliases={"bubblewrap": "bwrap"},
+)
 BWRAP = "/usr/bin/bwrap"
 
 
-def _backend(name: str) -> type:
-    module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
-
-
 def make_sandbox(backend: str = "auto") -> Sandbox:
-    """"auto": bubblewrap if /usr/bin/bwrap exists, else docker if an engine answers."""
-    name = ALIASES.get(backend, backend)
-    if name in BACKENDS:
-        return _backend(name)()
-    if name != "auto":
-        known = ", ".join(["auto", *BACKENDS, *ALIASES])
-        raise ValueError(f"unknown sandbox backend {backend!r} ({known})")
+    """ "auto": bubblewrap if /usr/bin/bwrap exists, else docker if an engine answers."""
+    if backend in BACKENDS:
+        return BACKENDS.load(backend)()
+    if backend != "auto":
+        known = ", ".join(["auto", *BACKENDS.names(), *BACKENDS.aliases])
+        raise BadInput(f"unknown sandbox backend {backend!r} ({known})")
     if os.path.exists(BWRAP):
-        return _backend("bwrap")()
+        return BACKENDS.load("bwrap")()
     try:
-        return _backend("docker")()
+        return BACKENDS.load("docker")()
     except RuntimeError as e:
-        raise RuntimeError(
+        raise DependencyUnavailable(
             "no python sandbox available: install bubblewrap (apt-get install bubblewrap) "
-            f"or make a Docker engine reachable ({e})") from None
+            f"or make a Docker engine reachable ({e})"
+        ) from None

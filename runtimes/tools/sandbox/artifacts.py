@@ -25,15 +25,26 @@ MAX_ENTRIES = 10_000
 Snapshot = dict[str, tuple[int, int, int]]  # relative path -> (inode, size, mtime_ns)
 
 # Types mimetypes does not know everywhere (it reads the host's /etc/mime.types).
-_TYPES = {".csv": "text/csv", ".json": "application/json", ".md": "text/markdown",
-          ".parquet": "application/vnd.apache.parquet", ".npy": "application/octet-stream",
-          ".pkl": "application/octet-stream", ".svg": "image/svg+xml", ".txt": "text/plain",
-          ".py": "text/x-python", ".png": "image/png", ".pdf": "application/pdf"}
+_TYPES = {
+    ".csv": "text/csv",
+    ".json": "application/json",
+    ".md": "text/markdown",
+    ".parquet": "application/vnd.apache.parquet",
+    ".npy": "application/octet-stream",
+    ".pkl": "application/octet-stream",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain",
+    ".py": "text/x-python",
+    ".png": "image/png",
+    ".pdf": "application/pdf",
+}
 
 
 def media_type(name: str) -> str:
     ext = os.path.splitext(name)[1].lower()
-    return _TYPES.get(ext) or mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+    return (
+        _TYPES.get(ext) or mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+    )
 
 
 def _walk(work: str) -> list[tuple[str, os.stat_result]]:
@@ -64,8 +75,11 @@ def snapshot(work: str) -> Snapshot:
 
 
 def collect(work: str, before: Snapshot, limits: SandboxLimits) -> list[CollectedFile]:
-    changed = [(name, st) for name, st in _walk(work)
-               if before.get(name) != (st.st_ino, st.st_size, st.st_mtime_ns)]
+    changed = [
+        (name, st)
+        for name, st in _walk(work)
+        if before.get(name) != (st.st_ino, st.st_size, st.st_mtime_ns)
+    ]
     files: list[CollectedFile] = []
     kept = total = 0
     for name, st in sorted(changed):

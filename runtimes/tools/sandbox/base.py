@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import codecs
 import signal
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import AsyncContextManager, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 MAX_DRAIN_BYTES = 64 << 20  # per stream; past this the run is killed (the text was cut long ago)
 
@@ -105,8 +106,10 @@ class ExecResult:
         parts.extend(describe_files(self.files))
         if self.exit_code not in (0, None):
             if self.exit_code < 0:
-                parts.append(f"[killed by signal {_signame(-self.exit_code)}"
-                             f"{_SIGNAL_HINT.get(-self.exit_code, '')}]")
+                parts.append(
+                    f"[killed by signal {_signame(-self.exit_code)}"
+                    f"{_SIGNAL_HINT.get(-self.exit_code, '')}]"
+                )
             else:
                 parts.append(f"[exit code {self.exit_code}]")
         out = ""
@@ -120,8 +123,11 @@ def describe_files(files: tuple[CollectedFile, ...]) -> list[str]:
     kept = [f for f in files if f.kept]
     lines = []
     if kept:
-        lines.append("[saved files: " + ", ".join(
-            f"{f.name} ({_size(f.size)}, {f.media_type})" for f in kept) + "]")
+        lines.append(
+            "[saved files: "
+            + ", ".join(f"{f.name} ({_size(f.size)}, {f.media_type})" for f in kept)
+            + "]"
+        )
     lines += [f"[not kept: {f.name} ({_size(f.size)}): {f.note}]" for f in files if not f.kept]
     return lines
 
@@ -152,10 +158,11 @@ class Sandbox(Protocol):
     """`run_python` runs one program; with a `workspace` (from `workspace()`, one per attempt) it
     runs in that working directory, so it sees what earlier runs of the attempt left there."""
 
-    async def run_python(self, code: str, limits: SandboxLimits | None = None,
-                         workspace: Workspace | None = None) -> ExecResult: ...
+    async def run_python(
+        self, code: str, limits: SandboxLimits | None = None, workspace: Workspace | None = None
+    ) -> ExecResult: ...
 
-    def workspace(self) -> AsyncContextManager[Workspace]: ...
+    def workspace(self) -> AbstractAsyncContextManager[Workspace]: ...
 
 
 class Capture:
@@ -181,5 +188,7 @@ class Capture:
         self.feed(b"", final=True)
         t = "".join(self.parts)
         if self.dropped:
-            t += ("" if t.endswith("\n") else "\n") + f"[output truncated: {self.dropped} more characters]"
+            t += (
+                "" if t.endswith("\n") else "\n"
+            ) + f"[output truncated: {self.dropped} more characters]"
         return t

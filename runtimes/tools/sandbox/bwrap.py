@@ -37,12 +37,18 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from adp.runtimes.tools.sandbox.artifacts import collect, snapshot
-from adp.runtimes.tools.sandbox.base import (MAX_DRAIN_BYTES, ENV, Capture, ExecResult,
-                                              SandboxLimits, Workspace)
+from adp.runtimes.tools.sandbox.base import (
+    ENV,
+    MAX_DRAIN_BYTES,
+    Capture,
+    ExecResult,
+    SandboxLimits,
+    Workspace,
+)
 from adp.runtimes.tools.sandbox.env import MOUNT, MPLCONFIG, SandboxEnv, ensure_env
 
 BWRAP = "/usr/bin/bwrap"  # also in __init__.make_sandbox ("auto")
@@ -63,10 +69,12 @@ if sys.argv[5] != "-":
     dst = os.environ["MPLCONFIGDIR"]
     os.mkdir(dst)
     for name in os.listdir(sys.argv[5]):
-        with open(os.path.join(sys.argv[5], name), "rb") as f, open(os.path.join(dst, name), "wb") as g:
+        src, out = os.path.join(sys.argv[5], name), os.path.join(dst, name)
+        with open(src, "rb") as f, open(out, "wb") as g:
             g.write(f.read())
 r.setrlimit(r.RLIMIT_CPU, (cpu, cpu + 1))
-for k, v in ((r.RLIMIT_AS, mem), (r.RLIMIT_NPROC, nproc), (r.RLIMIT_FSIZE, fsize), (r.RLIMIT_CORE, 0)):
+limits = ((r.RLIMIT_AS, mem), (r.RLIMIT_NPROC, nproc), (r.RLIMIT_FSIZE, fsize), (r.RLIMIT_CORE, 0))
+for k, v in limits:
     r.setrlimit(k, (v, v))
 os.execv(sys.argv[6], sys.argv[6:])
 """
@@ -93,20 +101,50 @@ def _disable_userns() -> tuple[str, ...]:
 
 def _bwrap_argv(root: str, limits: SandboxLimits, env: SandboxEnv | None = None) -> list[str]:
     tmp_bytes = str(max(64, 4 * limits.file_size_mb) << 20)
-    argv = [BWRAP, "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
-            "--unshare-uts", "--unshare-cgroup-try", *_disable_userns(),
-            "--uid", str(INNER_UID), "--gid", str(INNER_UID), "--hostname", "sandbox",
-            "--die-with-parent", "--new-session", "--clearenv",
-            "--ro-bind", "/usr", "/usr"]
+    argv = [
+        BWRAP,
+        "--unshare-user",
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        *_disable_userns(),
+        "--uid",
+        str(INNER_UID),
+        "--gid",
+        str(INNER_UID),
+        "--hostname",
+        "sandbox",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]
     for d in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         p = "/" + d
         if os.path.islink(p):
             argv += ["--symlink", os.readlink(p), p]
         elif os.path.isdir(p):
             argv += ["--ro-bind", p, p]
-    argv += ["--proc", "/proc", "--dev", "/dev",
-             "--size", tmp_bytes, "--tmpfs", "/tmp", "--size", tmp_bytes, "--tmpfs", "/dev/shm",
-             "--dir", "/etc"]
+    argv += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        tmp_bytes,
+        "--tmpfs",
+        "/tmp",
+        "--size",
+        tmp_bytes,
+        "--tmpfs",
+        "/dev/shm",
+        "--dir",
+        "/etc",
+    ]
     for name in _ETC:
         argv += ["--ro-bind", f"{root}/etc/{name}", f"/etc/{name}"]
     for name in ("localtime", "ld.so.cache", "ld.so.conf", "mime.types"):
@@ -124,12 +162,36 @@ def _bwrap_argv(root: str, limits: SandboxLimits, env: SandboxEnv | None = None)
     cpu, mem = limits.cpu_seconds, limits.memory_mb << 20
     nproc, fsize = limits.max_processes, limits.file_size_mb << 20
     if _have_prlimit() and (seeded or env is None or env.mplconfig is None):
-        return argv + ["--", PRLIMIT, f"--cpu={cpu}:{cpu + 1}", f"--as={mem}",
-                       f"--nproc={nproc}", f"--fsize={fsize}", "--core=0", "--",
-                       python, "/code/main.py"]
+        return [
+            *argv,
+            "--",
+            PRLIMIT,
+            f"--cpu={cpu}:{cpu + 1}",
+            f"--as={mem}",
+            f"--nproc={nproc}",
+            f"--fsize={fsize}",
+            "--core=0",
+            "--",
+            python,
+            "/code/main.py",
+        ]
     mpl = f"{MOUNT}/{MPLCONFIG}" if env is not None and env.mplconfig else "-"
-    return argv + ["--", PYTHON, "-I", "-S", "-c", _LAUNCHER, str(cpu), str(mem), str(nproc),
-                   str(fsize), mpl, python, "/code/main.py"]
+    return [
+        *argv,
+        "--",
+        PYTHON,
+        "-I",
+        "-S",
+        "-c",
+        _LAUNCHER,
+        str(cpu),
+        str(mem),
+        str(nproc),
+        str(fsize),
+        mpl,
+        python,
+        "/code/main.py",
+    ]
 
 
 @functools.cache
@@ -184,7 +246,8 @@ class BubblewrapSandbox:
                     raise ValueError(
                         f"sandbox tmp_root {tmp_root or p!r}: {p} is not searchable by other "
                         "users (o+x), but the sandbox runs as an unprivileged uid that must "
-                        "reach its per-run dir there; pick a dir such as /tmp/<name> (0711)")
+                        "reach its per-run dir there; pick a dir such as /tmp/<name> (0711)"
+                    )
                 if p == "/":
                     break
                 p = os.path.dirname(p)
@@ -260,8 +323,9 @@ class BubblewrapSandbox:
         # was cancelled was swept in _run. Scanning /proc per workspace cost ~5 ms of CPU.
         _rmtree(ws.root, fix_modes=ws.uid is None)
 
-    async def run_python(self, code: str, limits: SandboxLimits | None = None,
-                         workspace: Workspace | None = None) -> ExecResult:
+    async def run_python(
+        self, code: str, limits: SandboxLimits | None = None, workspace: Workspace | None = None
+    ) -> ExecResult:
         limits = limits or SandboxLimits()
         if workspace is None:  # a lone run: a workspace of its own, gone afterwards
             async with self.workspace() as ws:
@@ -281,8 +345,15 @@ class BubblewrapSandbox:
             t0 = time.monotonic()
             argv, kw = _as_uid(_bwrap_argv(ws.root, limits, self.env), uid)
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env={}, start_new_session=True, close_fds=True, **kw)
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={},
+                start_new_session=True,
+                close_fds=True,
+                **kw,
+            )
 
             async def pump(stream: asyncio.StreamReader, cap: Capture) -> None:
                 while data := await stream.read(_CHUNK):
@@ -313,9 +384,16 @@ class BubblewrapSandbox:
             else:
                 exit_code = rc  # negative if bwrap itself was killed (output cap)
             files = await asyncio.to_thread(collect, ws.work, before, limits)
-            return ExecResult(stdout=out.text(), stderr=err.text(), exit_code=exit_code,
-                              timed_out=timed_out, truncated=bool(out.dropped or err.dropped),
-                              duration=duration, notes=tuple(notes), files=tuple(files))
+            return ExecResult(
+                stdout=out.text(),
+                stderr=err.text(),
+                exit_code=exit_code,
+                timed_out=timed_out,
+                truncated=bool(out.dropped or err.dropped),
+                duration=duration,
+                notes=tuple(notes),
+                files=tuple(files),
+            )
         finally:
             if main is not None and not main.done():
                 main.cancel()
@@ -389,14 +467,23 @@ def _probe_bwrap() -> str | None:
     sb._write_code(root, "print('ok')")
     argv, kw = _as_uid(_bwrap_argv(root, SandboxLimits()), uid)
     try:
-        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env={},
-                           timeout=30, start_new_session=True, **kw)
+        r = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env={},
+            timeout=30,
+            start_new_session=True,
+            **kw,
+        )
     except (OSError, subprocess.SubprocessError) as e:
         return f"cannot run bubblewrap: {e}"
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if r.returncode != 0 or r.stdout != b"ok\n":
         why = r.stderr.decode(errors="replace").strip()[:500]
-        return ("bubblewrap cannot create an unprivileged sandbox here (are user namespaces "
-                f"disabled or restricted?): exit {r.returncode}: {why}")
+        return (
+            "bubblewrap cannot create an unprivileged sandbox here (are user namespaces "
+            f"disabled or restricted?): exit {r.returncode}: {why}"
+        )
     return None

@@ -22,12 +22,18 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from adp.runtimes.tools.sandbox.artifacts import collect, snapshot
-from adp.runtimes.tools.sandbox.base import (ENV, MAX_DRAIN_BYTES, Capture, ExecResult,
-                                              SandboxLimits, Workspace)
+from adp.runtimes.tools.sandbox.base import (
+    ENV,
+    MAX_DRAIN_BYTES,
+    Capture,
+    ExecResult,
+    SandboxLimits,
+    Workspace,
+)
 from adp.runtimes.tools.sandbox.env import announced, requirement_lines, requirements_path
 
 BASE_IMAGE = "python:3.11-slim"
@@ -50,18 +56,24 @@ class DockerSandbox:
         """adp-sandbox:<key>, built from the requirements file when the engine lacks it."""
         import docker.errors
 
-        key = hashlib.sha256("\n".join([BASE_IMAGE, *requirement_lines(self.requirements)])
-                             .encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            "\n".join([BASE_IMAGE, *requirement_lines(self.requirements)]).encode()
+        ).hexdigest()[:16]
         tag = f"adp-sandbox:{key}"
         try:
             self.client.images.get(tag)
         except docker.errors.ImageNotFound:
-            dockerfile = (f"FROM {BASE_IMAGE}\nCOPY requirements.txt /tmp/requirements.txt\n"
-                          "RUN pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt"
-                          " && rm /tmp/requirements.txt\n")
+            dockerfile = (
+                f"FROM {BASE_IMAGE}\nCOPY requirements.txt /tmp/requirements.txt\n"
+                "RUN pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt"
+                " && rm /tmp/requirements.txt\n"
+            )
             context = io.BytesIO()
             with tarfile.open(fileobj=context, mode="w") as tar:
-                for name, text in (("Dockerfile", dockerfile), ("requirements.txt", self.requirements)):
+                for name, text in (
+                    ("Dockerfile", dockerfile),
+                    ("requirements.txt", self.requirements),
+                ):
                     data = text.encode()
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
@@ -81,8 +93,9 @@ class DockerSandbox:
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
-    async def run_python(self, code: str, limits: SandboxLimits | None = None,
-                         workspace: Workspace | None = None) -> ExecResult:
+    async def run_python(
+        self, code: str, limits: SandboxLimits | None = None, workspace: Workspace | None = None
+    ) -> ExecResult:
         limits = limits or SandboxLimits()
         if workspace is None:
             async with self.workspace() as ws:
@@ -97,14 +110,26 @@ class DockerSandbox:
         # the read-only rootfs refuses put_archive, so the code travels as an argument
         # (Linux caps one argument at 128 KiB) and a bootstrap writes it to /code/main.py
         return self.client.containers.create(
-            self.image, ["python3", "-I", "-S", "-c", _BOOT, code], user="65534:65534",
-            working_dir="/work", environment=dict(ENV), network_mode="none", read_only=True,
-            mem_limit=mem, memswap_limit=mem, pids_limit=limits.max_processes,
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], detach=True,
+            self.image,
+            ["python3", "-I", "-S", "-c", _BOOT, code],
+            user="65534:65534",
+            working_dir="/work",
+            environment=dict(ENV),
+            network_mode="none",
+            read_only=True,
+            mem_limit=mem,
+            memswap_limit=mem,
+            pids_limit=limits.max_processes,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            detach=True,
             volumes={ws.work: {"bind": "/work", "mode": "rw"}},
             tmpfs={"/tmp": "rw,size=64m,mode=1777", "/code": "rw,size=16m,mode=1777"},
-            ulimits=[Ulimit(name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds + 1),
-                     Ulimit(name="fsize", soft=fsize, hard=fsize)])
+            ulimits=[
+                Ulimit(name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds + 1),
+                Ulimit(name="fsize", soft=fsize, hard=fsize),
+            ],
+        )
 
     def _run(self, code: str, limits: SandboxLimits, ws: Workspace) -> ExecResult:
         import docker.errors
@@ -150,10 +175,16 @@ class DockerSandbox:
                 exit_code = -(rc - 128) if rc and 128 < rc < 193 else rc
             duration = time.monotonic() - t0
             files = collect(ws.work, before, limits)
-            return ExecResult(stdout=out.text(), stderr=err.text(), exit_code=exit_code,
-                              timed_out=timed_out.is_set(),
-                              truncated=bool(out.dropped or err.dropped),
-                              duration=duration, notes=tuple(notes), files=tuple(files))
+            return ExecResult(
+                stdout=out.text(),
+                stderr=err.text(),
+                exit_code=exit_code,
+                timed_out=timed_out.is_set(),
+                truncated=bool(out.dropped or err.dropped),
+                duration=duration,
+                notes=tuple(notes),
+                files=tuple(files),
+            )
         finally:
             try:
                 c.remove(force=True)

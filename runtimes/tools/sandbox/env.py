@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from adp.core.errors import DependencyUnavailable
+
 log = logging.getLogger(__name__)
 
 INTERPRETER = "/usr/bin/python3"  # Debian's interpreter, the one the sandbox runs
@@ -51,7 +53,7 @@ SYSTEM_ENVS = Path("/var/cache/adp/sandbox")
 MOUNT = "/env"  # where the environment is inside the sandbox
 
 
-class SandboxEnvError(RuntimeError):
+class SandboxEnvError(DependencyUnavailable):
     pass
 
 
@@ -99,17 +101,27 @@ def requirements_path() -> Path:
 @functools.cache
 def _interpreter_version() -> str:
     try:
-        out = subprocess.run([INTERPRETER, "-c", "import sys; print(sys.version.split()[0])"],
-                             capture_output=True, text=True, timeout=30, check=True)
+        out = subprocess.run(
+            [INTERPRETER, "-c", "import sys; print(sys.version.split()[0])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError) as exc:
-        raise SandboxEnvError(f"{INTERPRETER} does not run ({exc}): apt-get install python3") from None
+        raise SandboxEnvError(
+            f"{INTERPRETER} does not run ({exc}): apt-get install python3"
+        ) from None
     return out.stdout.strip()
 
 
 def requirement_lines(text: str) -> list[str]:
     """The lines that decide what gets installed (comments and blank lines do not)."""
-    return [ln.split(" #", 1)[0].strip() for ln in text.splitlines()
-            if ln.strip() and not ln.strip().startswith("#")]
+    return [
+        ln.split(" #", 1)[0].strip()
+        for ln in text.splitlines()
+        if ln.strip() and not ln.strip().startswith("#")
+    ]
 
 
 def env_dir(requirements: Path | None = None) -> Path:
@@ -122,7 +134,9 @@ def env_dir(requirements: Path | None = None) -> Path:
     except OSError as exc:
         raise SandboxEnvError(f"cannot read the sandbox requirements {req}: {exc}") from None
     version = _interpreter_version()
-    key = hashlib.sha256("\n".join([*requirement_lines(text), version, platform.machine()]).encode())
+    key = hashlib.sha256(
+        "\n".join([*requirement_lines(text), version, platform.machine()]).encode()
+    )
     major_minor = ".".join(version.split(".")[:2])
     return envs_root(settings().cache_dir) / f"py{major_minor}-{key.hexdigest()[:16]}"
 
@@ -157,8 +171,10 @@ def find_env() -> SandboxEnv | None:
     if (root / READY).is_file():
         return SandboxEnv(root)
     if chosen:
-        raise SandboxEnvError(f"ADP_SANDBOX_ENV={chosen}: no built sandbox environment there "
-                              f"(build one with `adp sandbox build --into {chosen}`)")
+        raise SandboxEnvError(
+            f"ADP_SANDBOX_ENV={chosen}: no built sandbox environment there "
+            f"(build one with `adp sandbox build --into {chosen}`)"
+        )
     return None
 
 
@@ -169,8 +185,13 @@ def ensure_env(progress=None) -> SandboxEnv | None:
     return find_env() or build_env(progress=progress)
 
 
-def build_env(requirements: Path | None = None, into: Path | None = None, *, force: bool = False,
-              progress=None) -> SandboxEnv:
+def build_env(
+    requirements: Path | None = None,
+    into: Path | None = None,
+    *,
+    force: bool = False,
+    progress=None,
+) -> SandboxEnv:
     """Build (or find already built) the environment for `requirements` at `into` (default: the
     cache folder keyed by its hash). `progress(message)` hears what happens."""
     say = progress or (lambda msg: log.info("%s", msg))
@@ -184,21 +205,51 @@ def build_env(requirements: Path | None = None, into: Path | None = None, *, for
         if root.exists():
             shutil.rmtree(root)  # an interrupted build (no marker), or --force
         began = time.monotonic()
-        say(f"building the sandbox environment from {req} into {root} (once; about a minute "
-            "with warm wheels, longer when they download)")
+        say(
+            f"building the sandbox environment from {req} into {root} (once; about a minute "
+            "with warm wheels, longer when they download)"
+        )
         try:
             _run([INTERPRETER, "-m", "venv", "--without-pip", str(root)], "create the venv")
             pip = [sys.executable, "-m", "pip", "--python", str(root / "bin" / "python")]
             quiet = ["--quiet", "--disable-pip-version-check", "--no-input", "--only-binary=:all:"]
-            wheels = root.parent / "wheels"  # kept across builds: a changed file fetches only what is new
-            _run([*pip, "download", *quiet, "--dest", str(wheels), "--find-links", str(wheels),
-                  "--requirement", str(req)], f"download the wheels of {req}")
-            _run([*pip, "install", *quiet, "--no-index", "--find-links", str(wheels),
-                  "--requirement", str(req)], f"install {req}")
+            wheels = (
+                root.parent / "wheels"
+            )  # kept across builds: a changed file fetches only what is new
+            _run(
+                [
+                    *pip,
+                    "download",
+                    *quiet,
+                    "--dest",
+                    str(wheels),
+                    "--find-links",
+                    str(wheels),
+                    "--requirement",
+                    str(req),
+                ],
+                f"download the wheels of {req}",
+            )
+            _run(
+                [
+                    *pip,
+                    "install",
+                    *quiet,
+                    "--no-index",
+                    "--find-links",
+                    str(wheels),
+                    "--requirement",
+                    str(req),
+                ],
+                f"install {req}",
+            )
             _font_cache(root)
-            frozen = subprocess.run([sys.executable, "-m", "pip", "--python",
-                                     str(root / "bin" / "python"), "freeze"],
-                                    capture_output=True, text=True, timeout=120).stdout
+            frozen = subprocess.run(
+                [sys.executable, "-m", "pip", "--python", str(root / "bin" / "python"), "freeze"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            ).stdout
             _readable(root)
             (root / READY).write_text(f"# built from {req}\n{_announce_line(req)}{frozen}")
         except BaseException:
@@ -217,7 +268,9 @@ def _run(argv: list[str], what: str) -> None:
     r = subprocess.run(argv, capture_output=True, text=True, timeout=3600, stdin=subprocess.DEVNULL)
     if r.returncode != 0:
         tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-15:])
-        raise SandboxEnvError(f"sandbox environment: could not {what} (exit {r.returncode}):\n{tail}")
+        raise SandboxEnvError(
+            f"sandbox environment: could not {what} (exit {r.returncode}):\n{tail}"
+        )
 
 
 def _font_cache(root: Path) -> None:
@@ -227,10 +280,18 @@ def _font_cache(root: Path) -> None:
     if probe.returncode != 0:
         return  # no matplotlib in this environment
     (root / MPLCONFIG).mkdir()
-    r = subprocess.run([str(python), "-c", "import matplotlib.font_manager as f; f.fontManager"],
-                       capture_output=True, text=True, timeout=600,
-                       env={"PATH": "/usr/bin:/bin", "MPLCONFIGDIR": str(root / MPLCONFIG),
-                            "MPLBACKEND": "Agg", "HOME": str(root)})
+    r = subprocess.run(
+        [str(python), "-c", "import matplotlib.font_manager as f; f.fontManager"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "MPLCONFIGDIR": str(root / MPLCONFIG),
+            "MPLBACKEND": "Agg",
+            "HOME": str(root),
+        },
+    )
     if r.returncode != 0:
         raise SandboxEnvError(f"sandbox environment: matplotlib's font cache: {r.stderr[-1500:]}")
     for cache in (root / MPLCONFIG).iterdir():  # the fonts it lists are under MOUNT in the sandbox
@@ -241,7 +302,7 @@ def _font_cache(root: Path) -> None:
 def _readable(root: Path) -> None:
     """Every file readable and every folder searchable by others: the sandbox runs as an
     unprivileged uid when the runtime is root."""
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _, filenames in os.walk(root):
         os.chmod(dirpath, os.stat(dirpath).st_mode | 0o555)
         for name in filenames:
             p = os.path.join(dirpath, name)

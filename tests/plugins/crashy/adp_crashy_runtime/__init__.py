@@ -9,8 +9,8 @@ import signal
 import time
 from typing import ClassVar
 
-from adp.schemas.contracts import Task
 from adp.runtimes.base import EmitStep, Outcome, RuntimeContext, StepReport
+from adp.schemas.contracts import Task
 
 
 class CrashyRuntime:
@@ -19,7 +19,7 @@ class CrashyRuntime:
     def __init__(self, ctx: RuntimeContext):
         pass
 
-    async def __aenter__(self) -> "CrashyRuntime":
+    async def __aenter__(self) -> CrashyRuntime:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -29,7 +29,14 @@ class CrashyRuntime:
         if "POISON" in task.description:
             os.kill(os.getpid(), signal.SIGKILL)
         now = time.time()
-        await emit(StepReport(action_type="echo", action_params={"text": task.description},
-                              observation=task.description, success=True, timestamp=now,
-                              duration=0.0))
+        await emit(
+            StepReport(
+                action_type="echo",
+                action_params={"text": task.description},
+                observation=task.description,
+                success=True,
+                timestamp=now,
+                duration=0.0,
+            )
+        )
         return Outcome(True, task.description)

@@ -12,5 +12,6 @@ class WordCountVerifier:
 
     async def verify(self, spec, subject, ctx):
         words = len(subject.final_result.split())
-        return Judgement(words <= spec["max_words"], None,
-                         f"{words} words (at most {spec['max_words']})")
+        return Judgement(
+            words <= spec["max_words"], None, f"{words} words (at most {spec['max_words']})"
+        )

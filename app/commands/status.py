@@ -1,0 +1,137 @@
+"""`adp status`: the numbers of streams/inspection/status.py's StatusReader as a table, a totals
+line and, with --watch, progress bars."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from dataclasses import asdict
+
+import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from adp.app.commands.options import kafka_options
+from adp.core.settings import Settings
+from adp.streams.inspection.status import StatusReader, TypeStatus
+
+
+def render_table(rows: list[TypeStatus]) -> Table:
+    from rich import box
+
+    # compact, so that the verified column still fits 80 characters
+    table = Table(title="adp status", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    verified = any(r.verified is not None for r in rows)
+    for col in (
+        "task type",
+        "produced",
+        "pending",
+        "running",
+        "finished",
+        "failed",
+        *(("verified",) if verified else ()),
+        "runtimes",
+    ):
+        table.add_column(col, justify="right" if col != "task type" else "left")
+    for r in rows:
+        table.add_row(
+            r.task_type,
+            str(r.produced),
+            str(r.pending),
+            str(r.running),
+            str(r.finished),
+            f"[red]{r.failed}[/]" if r.failed else "0",
+            *((f"{r.verified or 0}/{r.checked or 0}",) if verified else ()),
+            str(r.members),
+        )
+        # the priority lanes under their type, once any lane but the default one was used
+        if any(lane.produced for name, lane in r.lanes.items() if name != "default"):
+            for name, lane in r.lanes.items():
+                table.add_row(
+                    f"[dim]  {name} lane[/]",
+                    f"[dim]{lane.produced}[/]",
+                    f"[dim]{lane.pending}[/]",
+                    f"[dim]{lane.running}[/]",
+                    "",
+                    "",
+                    *(("",) if verified else ()),
+                    "",
+                )
+    return table
+
+
+def _usd(cost: float | None) -> str:
+    return "-" if cost is None else f"${cost:,.4f}"
+
+
+def totals(rows: list[TypeStatus]) -> str:
+    """One line: verdicts, and the token and cost totals of every finished trajectory."""
+    costs = [r.cost_usd for r in rows if r.cost_usd is not None]
+    passed = sum(r.verified or 0 for r in rows)
+    return (
+        f"verdicts: {passed} passed, {sum(r.checked or 0 for r in rows) - passed} failed, "
+        f"{sum(r.unverifiable for r in rows)} could not be verified, "
+        f"{sum(r.unverified for r in rows)} unverified | tokens: "
+        f"{sum(r.prompt_tokens for r in rows):,} prompt + "
+        f"{sum(r.completion_tokens for r in rows):,} completion | cost: "
+        f"{_usd(sum(costs)) if costs else '- (no priced model; ADP_PRICES)'}"
+    )
+
+
+def render_progress(rows: list[TypeStatus]) -> Progress:
+    progress = Progress(
+        TextColumn("{task.description:>10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+    )
+    for r in rows:
+        if r.produced:
+            progress.add_task(
+                r.task_type,
+                total=r.produced,
+                completed=r.finished,
+                note=f"{r.running} running, {r.failed} failed",
+            )
+    return progress
+
+
+@click.command("status")
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C, with progress bars.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@kafka_options
+def status_command(watch: bool, interval: float, as_json: bool, conf: Settings) -> None:
+    """Per task type: produced, pending (group lag), running, finished, failed, verified
+    (passed of judged, once verdicts exist), runtimes; produced, pending and running also per
+    priority lane (high, default, low) once tasks went to a lane other than the default one.
+    Below the table the totals of verdicts, tokens and cost (priced models only: ADP_PRICES);
+    --json has them per type."""
+
+    async def main() -> None:
+        async with StatusReader(conf) as reader:
+            if not watch:
+                rows = await reader.read()
+                if as_json:
+                    click.echo(json.dumps([asdict(r) for r in rows]))
+                else:
+                    Console().print(render_table(rows))
+                    click.echo(totals(rows))
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            with Live(refresh_per_second=4) as live:
+                while not stop.is_set():
+                    rows = await reader.read()
+                    live.update(Group(render_table(rows), totals(rows), render_progress(rows)))
+                    try:
+                        await asyncio.wait_for(stop.wait(), interval)
+                    except TimeoutError:
+                        pass
+
+    asyncio.run(main())

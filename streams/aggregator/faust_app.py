@@ -1,0 +1,446 @@
+"""The aggregator: a faust-streaming app that turns adp.steps into trajectory files.
+
+    adp.steps --agent "assemble" (TrajectoryAssembler, state in Faust table "assembly")-->
+        adp.trajectories (Avro, key task_id[/sample]), then BaseSink (file | s3)
+    adp.trajectories records this app did not write --agent "sink"--> BaseSink
+
+- Agent "assemble" reads adp.steps (raw bytes, concurrency 1: faust-streaming #606) in batches
+  (`take_events`: up to BATCH_MAX events or BATCH_WITHIN seconds), decodes them with
+  adp.schemas.codec and feeds assembly.TrajectoryAssembler, partition by partition with
+  scope = partition. Its state is a Faust table (memory store, changelog topic
+  <app_id>-assembly-changelog, as many partitions as adp.steps has on the broker: _prepare), so
+  a kill -9'd aggregator resumes where its changelog and committed offsets left it.
+- The assembler writes into one StagedStore (staged_store.py). A batch's writes reach the table
+  only AFTER every trajectory the batch completed is acknowledged on adp.trajectories, and the
+  batch's offsets are acked only after that (Faust acks a take_events batch when the
+  agent asks for the next one): a crash in between replays the events and publishes the same
+  trajectories again (same bytes), never loses one. Each key is written once per batch, into
+  the changelog partition of the events that wrote it.
+- The assemble agent writes the trajectories it published with the sink (writer.py:
+  `store`, then `flush()`) once they are acknowledged and before
+  the batch's state reaches the table. Agent "sink" reads adp.trajectories in batches and
+  writes the records no aggregator of this app wrote (adp verify's, another app's) the same way
+  before the batch can be acked, so nothing acknowledged is only in a buffer.
+- Bytes that do not decode, or events that break the contract, go to adp.dlq with the original
+  bytes and the headers of streams/kafka/dlq.py.
+- Faust's bugs are worked around in streams/aggregator/faust_guard.py: records it skips are
+  read back (SkipGuard), and an agent that crashes stops the process with a non-zero exit status.
+- Expiry runs in event time inside the assembler (see assembly.py): no timers write to
+  the table, so every table write follows events of the same partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from adp.connectors.sinks.base import BaseSink
+from adp.core import metrics
+from adp.core.process import exit_if_stuck, relax_gc
+from adp.core.settings import Settings
+from adp.schemas import codec
+from adp.schemas.contracts import StepEvent, Trajectory
+from adp.streams.aggregator.assembly import (
+    DEFAULT_EXPIRE_AFTER,
+    DEFAULT_FORGET_DONE_AFTER,
+    InvalidEvent,
+    TrajectoryAssembler,
+)
+from adp.streams.aggregator.faust_guard import (
+    AGENT_CRASH_EXIT,
+    STALL_CHECK_EVERY,
+    SkipGuard,
+    stop_worker_on_crash,
+)
+from adp.streams.aggregator.staged_store import StagedStore
+from adp.streams.aggregator.writer import TrajectoryWriter
+from adp.streams.kafka import clients
+from adp.streams.kafka.artifacts import ArtifactFetcher
+from adp.streams.kafka.dlq import dlq_headers
+from adp.streams.kafka.topics import AGGREGATOR_GROUP, DLQ, STEPS, TRAJECTORIES
+
+log = logging.getLogger(__name__)
+
+DEFAULT_APP_ID = AGGREGATOR_GROUP
+TABLE_NAME = "assembly"
+# A batch is what Faust delivered within BATCH_WITHIN seconds (at most BATCH_MAX events): the
+# longer it collects, the more of a task's writes coalesce into one table write (a task that
+# starts and finishes within a batch writes only its done record), at the price of that much
+# latency on a quiet stream. Under a backlog a batch fills while the previous one is acked
+# either way: bench b gave the same events/s at 0.25 s and 0.1 s. On a stream with room to
+# spare 0.1 s halved bench f's finished -> file latency (--quick: p50 1.14 -> 0.52 s); at full
+# scale, where the runtimes saturate both cores, it did not move (p50 ~0.6 s, p99 1.1-1.3 s).
+BATCH_MAX = 5000  # step events per assemble batch
+BATCH_WITHIN = 0.1  # seconds a batch waits to fill
+PRODUCER_BATCH_BYTES = 1024 * 1024  # records per partition sent in one go (uncompressed)
+SINK_BATCH_MAX = 1000  # trajectories per sink batch
+SINK_BATCH_WITHIN = 0.05
+# assembler counter -> adp_aggregator_dropped_total{reason}
+DROP_REASONS = {
+    "duplicates_dropped": "duplicate",
+    "late_events_dropped": "late",
+    "attempts_superseded": "superseded",
+    "attempts_expired": "expired",
+    "inconsistent_attempts": "inconsistent",
+}
+
+
+@dataclass
+class AggregatorConfig:
+    connection: Settings  # the cluster and how to reach it (streams/kafka/clients.py)
+    sink: BaseSink
+    step_partitions: int  # adp.steps' partitions on the broker (= the changelog's): _prepare
+    app_id: str = DEFAULT_APP_ID
+    expire_after: float = DEFAULT_EXPIRE_AFTER
+    forget_done_after: float | None = DEFAULT_FORGET_DONE_AFTER  # None: keep done records
+    replication: int = 1
+    metrics_port: int | None = None
+    log_every: float = 30.0
+    session_timeout: float = 30.0
+    datadir: Path | None = None
+    drain_timeout: float = 30.0  # after SIGTERM, the process ends within this even without a broker
+
+
+class Aggregator:
+    """Builds the Faust app for one configuration; `run()` blocks until SIGTERM/SIGINT (or an
+    agent crashes: then it exits with AGENT_CRASH_EXIT)."""
+
+    def __init__(self, config: AggregatorConfig) -> None:
+        import faust  # heavy import: only when the aggregator really runs
+
+        self.config = config
+        self.stats = {
+            "trajectories_published": 0,
+            "trajectories_written": 0,
+            "dlq": 0,
+            "table_writes": 0,
+        }
+        self.guard = SkipGuard(config.connection, config.app_id, STEPS)
+        self.crashed: BaseException | None = None
+        self._worker: Any = None
+        self._dropped_seen = dict.fromkeys(DROP_REASONS, 0)
+        self.artifacts = ArtifactFetcher(config.connection)  # bytes of files steps wrote
+        datadir = config.datadir or config.connection.home / "aggregator"
+        datadir.mkdir(parents=True, exist_ok=True)
+        self.app = app = faust.App(
+            config.app_id,
+            **clients.faust_settings(config.connection),
+            store="memory://",
+            datadir=str(datadir),
+            web_enabled=False,
+            topic_partitions=config.step_partitions,
+            topic_replication_factor=config.replication,
+            key_serializer="raw",
+            value_serializer="raw",
+            producer_acks=-1,
+            producer_compression_type="gzip",
+            producer_linger_ms=5,
+            # One produce request carries one batch per partition: with the 16 KiB default a
+            # 20 KB trajectory was a request of its own, and a batch's trajectories and
+            # changelog records waited for dozens of acks=all round trips in a row.
+            producer_max_batch_size=min(PRODUCER_BATCH_BYTES, config.connection.max_message_bytes),
+            consumer_auto_offset_reset="earliest",
+            # A kill -9'd member holds its partitions until its session times out.
+            broker_session_timeout=config.session_timeout,
+            broker_heartbeat_interval=min(3.0, config.session_timeout / 3),
+        )
+        self.steps = app.topic(STEPS, key_serializer="raw", value_serializer="raw")
+        self.trajectories = app.topic(TRAJECTORIES, key_serializer="raw", value_serializer="raw")
+        self.dlq = app.topic(DLQ, key_serializer="raw", value_serializer="raw")
+        self.table = app.Table(
+            TABLE_NAME,
+            partitions=config.step_partitions,
+            key_type=str,
+            value_type=None,
+            help="TrajectoryAssembler state: per task, per step, done records",
+        )
+        self.staged = StagedStore(self.table)
+        self.assembler = TrajectoryAssembler(
+            store=self.staged,
+            expire_after=config.expire_after,
+            forget_done_after=config.forget_done_after,
+        )
+        self.health = metrics.Health(
+            f"aggregator {config.app_id}", busy=lambda: self.assembler.in_flight > 0
+        )
+        self.writer = TrajectoryWriter(
+            config.sink, self.artifacts, self.stats, self.health, config.app_id
+        )
+        crash_stops = stop_worker_on_crash(self._running_worker)
+        app.agent(self.steps, name="assemble", concurrency=1)(crash_stops(self._assemble_agent))
+        app.agent(self.trajectories, name="sink", concurrency=1)(crash_stops(self._sink_agent))
+        app.timer(config.log_every, name="report")(self._report)
+        app.timer(STALL_CHECK_EVERY, name="stall-watch")(self._refetch_stalled)
+        app.task(self._on_startup)
+        app.task(self._serve_metrics)
+        app.on_partitions_revoked.connect(self._forget_offsets)
+        app.on_partitions_assigned.connect(self._forget_offsets)
+        app.on_before_shutdown.connect(self._on_shutdown)
+
+    # -- adp.steps -> adp.trajectories ---------------------------------------------------------
+    async def _assemble_agent(self, stream: Any) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            self.guard.batch_started()
+            try:
+                await self.on_batch([event.message for event in events])
+            finally:
+                self.guard.batch_done()
+
+    async def _forget_offsets(self, *_: Any, **__: Any) -> None:
+        self.guard.forget()
+        self.assembler.reindex()  # the table's partitions change with the assignment
+
+    async def _refetch_stalled(self) -> None:
+        await self.guard.refetch_stalled(self.app.consumer)
+
+    async def on_batch(self, messages: list[Any]) -> None:
+        """Assemble one batch of adp.steps records (in delivery order); returns once its
+        trajectories and dead letters are acknowledged and its state is in the table."""
+        began = time.monotonic()
+        by_partition: dict[int, list[Any]] = {}
+        for message in messages:
+            batch = by_partition.setdefault(message.partition, [])
+            batch.extend(await self.guard.missed_before(message))
+            batch.append(message)
+        done: list[Trajectory] = []
+        dead: list[tuple[Any, str]] = []
+        for partition, records in by_partition.items():
+            self.staged.scope = partition
+            for record in records:
+                try:
+                    event, raw = codec.decode_record(record.value, expect=StepEvent)
+                except (codec.DecodeError, ValidationError) as exc:
+                    dead.append((record, f"undecodable StepEvent: {exc}"))
+                    continue
+                try:
+                    done.extend(self.assembler.feed(event, scope=partition, raw=raw))
+                except InvalidEvent as exc:
+                    dead.append((record, f"invalid StepEvent: {exc}"))
+        t_fed = time.monotonic()
+        metrics.AGGREGATOR_EVENTS.inc(len(messages))
+        metrics.AGGREGATOR_RECOVERED.inc(self.guard.recovered - self._recovered_seen)
+        self._recovered_seen = self.guard.recovered
+        self._count_drops()
+        self.health.progress()
+        await asyncio.gather(self.publish(done), self.to_dlq(dead))
+        # written before the table learns these tasks are done: see streams/trajectory_writer
+        await self.writer.write(done)
+        t_pub = time.monotonic()
+        changes: list[tuple[int, str, Any]] = []
+        self.staged.apply(
+            lambda p, k, v: changes.append((p, k, v)), lambda p, k: changes.append((p, k, None))
+        )
+        await self.write_table(changes)
+        metrics.AGGREGATOR_BATCH_EVENTS.observe(len(messages))
+        metrics.AGGREGATOR_BATCH_SECONDS.observe(time.monotonic() - began)
+        log.debug(
+            "batch of %d events: assembled in %.2fs, %d trajectories acked and written "
+            "in %.2fs, %d table writes acked in %.2fs",
+            len(messages),
+            t_fed - began,
+            len(done),
+            t_pub - t_fed,
+            len(changes),
+            time.monotonic() - t_pub,
+        )
+
+    _recovered_seen = 0
+
+    def _count_drops(self) -> None:
+        for counter, reason in DROP_REASONS.items():
+            now = self.assembler.counters[counter]
+            if now > self._dropped_seen[counter]:
+                metrics.AGGREGATOR_DROPPED.labels(reason).inc(now - self._dropped_seen[counter])
+                self._dropped_seen[counter] = now
+
+    async def write_table(self, changes: list[tuple[int, str, Any]]) -> None:
+        """Apply (partition, key, value or None to delete) to the table and its changelog, in
+        order, and wait until the broker has every changelog record. What Table.__setitem__
+        does, but with the changelog partition named rather than taken from Faust's "current
+        event" (a batch holds several partitions), serialized with the table's own codecs and
+        handed to the producer together (see `_send`)."""
+        table, topic = self.table, self.table.changelog_topic
+        pending = []
+        for partition, key, value in changes:
+            raw_key = topic.prepare_key(key, table.key_serializer)[0]
+            if value is None:
+                table.data.pop(key, None)
+                raw_value = None
+            else:
+                table.data[key] = value
+                raw_value = topic.prepare_value(value, table.value_serializer)[0]
+            pending.append(await self._send(topic.get_topic_name(), raw_key, raw_value, partition))
+        await asyncio.gather(*pending)
+        self.stats["table_writes"] += len(changes)
+        metrics.AGGREGATOR_TABLE_WRITES.inc(len(changes))
+
+    async def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: Any = None,
+    ) -> Any:
+        """Hand one serialized record to Faust's producer (the client Faust built from
+        clients.faust_settings); returns the future of its acknowledgement. Topic.send does the
+        same through Faust's per-message machinery (PendingMessage, callbacks, sensors), which
+        cost more than the send itself at the aggregator's record rates."""
+        return await self.app.producer.send(
+            topic, key, value, partition=partition, timestamp=None, headers=headers
+        )
+
+    async def publish(self, trajectories: list[Trajectory]) -> None:
+        """Send every trajectory, then wait until the broker acknowledged all of them."""
+        if not trajectories:
+            return
+        pending = []
+        for t in trajectories:
+            pending.append(
+                await self._send(
+                    TRAJECTORIES, t.key.encode(), codec.encode(t), headers=self.writer.headers
+                )
+            )
+        await asyncio.gather(*pending)  # acknowledged before the tasks' state is dropped
+        self.stats["trajectories_published"] += len(trajectories)
+        for t in trajectories:
+            metrics.TRAJECTORIES.labels(t.task_type, str(t.success).lower()).inc()
+            metrics.VERDICTS.labels(t.task_type, t.verdict_status).inc()
+            log.debug("published trajectory %s", t.key)
+
+    # -- adp.trajectories -> sink --------------------------------------------------------------
+    async def _sink_agent(self, stream: Any) -> None:
+        async for events in stream.take_events(SINK_BATCH_MAX, within=SINK_BATCH_WITHIN):
+            await self.on_trajectories([event.message for event in events])
+
+    async def on_trajectories(self, messages: list[Any]) -> None:
+        """Write one batch of adp.trajectories records this process did not publish and flush
+        the sink: when this returns, every trajectory of the batch is stored and the batch may
+        be acked."""
+        good: list[Trajectory] = []
+        dead: list[tuple[Any, str]] = []
+        for message in messages:
+            if message.value is None:  # a compaction tombstone: nothing to write
+                continue
+            if self.writer.written_by_app(message.headers):
+                continue  # an assemble agent of this app wrote it
+            try:
+                good.append(codec.decode(message.value, expect=Trajectory))
+            except (codec.DecodeError, ValidationError) as exc:
+                dead.append((message, f"undecodable Trajectory: {exc}"))
+        await self.to_dlq(dead)
+        await self.writer.write(good)
+
+    async def to_dlq(self, dead: list[tuple[Any, str]]) -> None:
+        pending = []
+        for message, reason in dead:
+            headers = dlq_headers(
+                reason, message.topic, message.partition, message.offset, component="aggregator"
+            )
+            pending.append(
+                await self.dlq.send(key=message.key, value=message.value or b"", headers=headers)
+            )
+            log.warning(
+                "%s[%d]@%d -> %s: %s", message.topic, message.partition, message.offset, DLQ, reason
+            )
+        await asyncio.gather(*pending)
+        self.stats["dlq"] += len(dead)
+        if dead:
+            metrics.DLQ_MESSAGES.labels("aggregator").inc(len(dead))
+
+    # -- lifecycle and reporting ---------------------------------------------------------------
+    def _running_worker(self) -> Any:
+        """For faust_guard.stop_worker_on_crash: the worker to stop."""
+        return self._worker
+
+    async def _on_shutdown(self, *_: Any, **__: Any) -> None:
+        await self.artifacts.close()
+        await self.config.sink.close()
+
+    async def _on_startup(self) -> None:
+        forget = self.config.forget_done_after
+        log.info(
+            "aggregator %s started: %s -> %s -> sink %r (expire attempts after %.0fs, "
+            "forget finished tasks %s)",
+            self.config.app_id,
+            STEPS,
+            TRAJECTORIES,
+            self.config.sink,
+            self.config.expire_after,
+            "never" if forget is None else f"after {forget:.0f}s",
+        )
+
+    async def _report(self) -> None:
+        log.info("counters: %s", " ".join(f"{k}={v}" for k, v in self.counters().items()))
+
+    def counters(self) -> dict[str, int]:
+        return {
+            **self.assembler.counters,
+            **self.stats,
+            "skipped_records_recovered": self.guard.recovered,
+            "stalled_refetches": self.guard.refetches,
+        }
+
+    async def _serve_metrics(self) -> None:
+        self._metrics_server = await metrics.serve(self.health, self.config.metrics_port)
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT; mode's Worker stops the app cleanly on either. A crashed
+        agent stops it too, and then the process exits with AGENT_CRASH_EXIT."""
+        from faust import Worker
+
+        if log.isEnabledFor(logging.DEBUG):  # -v: also Faust's own story (rebalances, recovery)
+            logging.getLogger("faust").setLevel(logging.INFO)
+        self._worker = worker = Worker(
+            self.app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False
+        )
+        worker.spinner = None  # it writes terminal escapes to stdout
+        # mode's Worker owns SIGTERM/SIGINT: arm the shutdown insurance when it acts on one
+        # (Faust can keep waiting for a broker that is gone; core/process.exit_if_stuck)
+        schedule, armed = worker._schedule_shutdown, []
+
+        def shutdown(signal: Any) -> None:
+            if not armed:  # (a crashed agent stops the worker this way too: keep its status)
+                armed.append(
+                    exit_if_stuck(
+                        self.config.drain_timeout,
+                        f"aggregator {self.config.app_id}",
+                        code=lambda: AGENT_CRASH_EXIT if getattr(worker, "crashed_by", None) else 1,
+                    )
+                )
+            schedule(signal)
+
+        worker._schedule_shutdown = shutdown
+        relax_gc()
+        code: Any = 0
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            code = exc.code
+        crashed = getattr(worker, "crashed_by", None)
+        log.info(
+            "aggregator stopped (%s)", " ".join(f"{k}={v}" for k, v in self.counters().items())
+        )
+        if crashed is not None:
+            log.error(
+                "aggregator stopped because an agent crashed: %s: %s",
+                type(crashed).__name__,
+                crashed,
+            )
+            logging.shutdown()
+            # no lingering thread of Faust's may keep a crashed process alive
+            os._exit(AGENT_CRASH_EXIT)
+        if code not in (0, None):
+            raise SystemExit(code)
+
+
+def changelog_topic(app_id: str) -> str:
+    """The Faust table's changelog topic (Faust names it <app_id>-<table>-changelog)."""
+    return f"{app_id}-{TABLE_NAME}-changelog"

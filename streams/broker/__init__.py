@@ -1,3 +1,0 @@
-from adp.streams.broker.server import KAFKA_VERSION, BrokerError, KafkaCluster
-
-__all__ = ["KAFKA_VERSION", "BrokerError", "KafkaCluster"]

@@ -1,0 +1,309 @@
+"""`adp status`: per task type, what was produced, what is pending, running, finished, failed.
+
+Everything comes from the broker, nothing from local files, so it works from any host:
+- produced: end offsets of adp.tasks.<type> and its priority lanes (.high, .low), in total and
+  per lane;
+- pending: the runtime group's lag (produced minus committed);
+- running: the offsets the runtimes listed as running in their last commit metadata
+  (streams/runtime/poison.py keeps that list current);
+- members: the group's members, and which partitions each one owns;
+- finished / failed: distinct trajectories (one per task, or per sample of a task with k
+  samples) on adp.trajectories and their latest success flag;
+- verified / checked: of those, how many a verifier passed, of how many it judged (None where
+  no trajectory of the type carries a verdict); unverifiable: verifiers that could not run;
+  unverified: tasks that name no verifier;
+- tokens and cost: the sums of their LLM calls (cost: priced calls only, core/pricing.py).
+
+`StatusReader` is the one reader of these numbers: `adp status` prints them, `adp console`
+(app/console/monitor.py) pushes them to a web page. It also reports any group's lag per
+partition on any topic (the console shows the aggregator's on adp.steps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+
+from aiokafka import TopicPartition
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.errors import GroupCoordinatorNotAvailableError
+
+from adp.schemas import codec
+from adp.schemas.contracts import TaskType, Trajectory
+from adp.streams.kafka import clients, topics
+from adp.streams.kafka.reader import behind
+
+
+@dataclass
+class PartitionLag:
+    topic: str
+    partition: int
+    end: int  # the partition's end offset (what was produced)
+    committed: int  # the group's committed offset (0 when it never committed)
+    lag: int  # end - committed
+    running: int  # offsets the owner listed as running in its last commit
+    owner: str | None  # client id of the member it is assigned to
+
+
+@dataclass
+class Member:
+    client_id: str
+    host: str
+    partitions: dict[str, list[int]]  # topic -> the partitions of it this member owns
+
+
+@dataclass
+class GroupStatus:
+    """One consumer group on its topics: lag per partition and who owns which."""
+
+    group: str
+    topics: list[str]
+    state: str = "Empty"
+    partitions: list[PartitionLag] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
+
+    @property
+    def lag(self) -> int:
+        return sum(p.lag for p in self.partitions)
+
+
+@dataclass
+class LaneStatus:
+    produced: int = 0
+    pending: int = 0
+    running: int = 0
+
+
+@dataclass
+class TypeStatus:
+    task_type: str
+    produced: int = 0
+    pending: int = 0
+    running: int = 0
+    finished: int = 0
+    failed: int = 0
+    members: int = 0
+    verified: int | None = None  # verdicts that passed, where trajectories carry verdicts
+    checked: int | None = None  # verdicts given (passed or failed; not errors, not unverified)
+    unverifiable: int = 0  # a verifier was named but could not run
+    unverified: int = 0  # no verifier named (or written before verification existed)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None  # None: no call was priced
+    # per priority lane (topics.LANES), highest first; produced/pending/running sum over these
+    lanes: dict[str, LaneStatus] = field(default_factory=dict)
+    group: GroupStatus | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What status keeps of the latest trajectory of a key."""
+
+    task_type: str
+    success: bool
+    status: str  # passed | failed | error | unverified
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+
+    @classmethod
+    def of(cls, t: Trajectory) -> Outcome:
+        return cls(
+            t.task_type,
+            t.success,
+            t.verdict_status,
+            t.metadata.prompt_tokens,
+            t.metadata.completion_tokens,
+            t.metadata.cost_usd,
+        )
+
+
+@dataclass
+class StatusReader:
+    """Reads status from the broker without joining any group. Keeps one consumer on
+    adp.trajectories so repeated reads (`--watch`, the console) fetch only what is new."""
+
+    conf: clients.Conn  # Settings, or a bootstrap string (streams/kafka/clients.py)
+    # trajectory key -> its latest Outcome; a caller may keep it across reconnections
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    # reads on a fresh cluster, before __consumer_offsets exists: wait for the coordinator
+    # (20 tries, 0.5 s apart: adp status), or 0: count nothing as committed yet and go on (a
+    # reader that reads again soon, like the console, rather than stall a whole round)
+    coordinator_tries: int = 20
+
+    async def __aenter__(self) -> StatusReader:
+        self.conf = clients.connection(self.conf)
+        self.admin = clients.admin(self.conf, client_id="adp-status")
+        self.consumer = clients.consumer(conf=self.conf, client_id="adp-status")
+        try:
+            await clients.start(self.admin, self.conf)
+            await clients.start(self.consumer, self.conf)
+            await self._assign_trajectories()
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await clients.close(self.consumer)
+        await clients.close(self.admin)
+
+    async def read(self) -> list[TypeStatus]:
+        await self._catch_up_trajectories()
+        rows = []
+        for task_type in TaskType:
+            row = TypeStatus(task_type.value)
+            lane_topics = topics.lane_topics(task_type)
+            group = await self.group(topics.runtime_group(task_type.value), lane_topics)
+            row.group = group
+            row.lanes = {topics.lane_of(t).name: LaneStatus() for t in lane_topics}
+            for p in group.partitions:
+                lane = row.lanes[topics.lane_of(p.topic).name]
+                lane.produced += p.end
+                lane.pending += p.lag
+                lane.running += p.running
+            row.produced = sum(lane.produced for lane in row.lanes.values())
+            row.pending = sum(lane.pending for lane in row.lanes.values())
+            row.running = sum(lane.running for lane in row.lanes.values())
+            row.members = len(group.members)
+            for o in self.outcomes.values():
+                if o.task_type == task_type.value:
+                    row.finished += 1
+                    row.failed += 0 if o.success else 1
+                    if o.status in ("passed", "failed"):
+                        row.verified = (row.verified or 0) + (o.status == "passed")
+                        row.checked = (row.checked or 0) + 1
+                    row.unverifiable += o.status == "error"
+                    row.unverified += o.status == "unverified"
+                    row.prompt_tokens += o.prompt_tokens
+                    row.completion_tokens += o.completion_tokens
+                    if o.cost_usd is not None:
+                        row.cost_usd = (row.cost_usd or 0.0) + o.cost_usd
+            rows.append(row)
+        return rows
+
+    async def partitions(self, *names: str) -> list[TopicPartition]:
+        """The topics' partitions as the cluster has them now (none for a missing topic)."""
+        return [
+            TopicPartition(d["topic"], p["partition"])
+            for d in await self.admin.describe_topics(list(names))
+            for p in sorted(d["partitions"], key=lambda p: p["partition"])
+        ]
+
+    async def end_total(self, topic: str) -> int:
+        """Records ever written to `topic`: the sum of its partitions' end offsets."""
+        parts = await self.partitions(topic)
+        return sum((await self.end_offsets(parts)).values()) if parts else 0
+
+    async def end_offsets(self, parts: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """End offsets of `parts`. The consumer keeps every partition it was asked about
+        assigned (paused, so never fetched): aiokafka answers end_offsets for an unassigned
+        partition only after a metadata refresh and a retry backoff, half a second a call."""
+        known = self.consumer.assignment()
+        if not set(parts) <= known:
+            reading = {tp: await self.consumer.position(tp) for tp in self._trajectory_parts}
+            self.consumer.assign(list(known | set(parts)))
+            for tp, position in reading.items():
+                self.consumer.seek(tp, position)
+            self.consumer.pause(*self.consumer.assignment())
+        return await self.consumer.end_offsets(parts)
+
+    async def group(self, group: str, names: list[str]) -> GroupStatus:
+        """`group`'s lag on its topics per partition, its members and what each one owns."""
+        parts = await self.partitions(*names)
+        ends = await self.end_offsets(parts) if parts else {}
+        committed = await self._committed(group, parts) if parts else {}
+        status = GroupStatus(group, list(names))
+        status.state, status.members = await self._members(group, set(names))
+        owners = {
+            (t, p): m.client_id
+            for m in status.members
+            for t, ps in m.partitions.items()
+            for p in ps
+        }
+        for tp in parts:
+            meta = committed.get(tp)
+            done = meta.offset if meta and meta.offset >= 0 else 0
+            status.partitions.append(
+                PartitionLag(
+                    tp.topic,
+                    tp.partition,
+                    ends[tp],
+                    done,
+                    max(0, ends[tp] - done),
+                    running_in(meta.metadata if meta else ""),
+                    owners.get((tp.topic, tp.partition)),
+                )
+            )
+        return status
+
+    async def _committed(self, group: str, parts: list[TopicPartition]) -> dict:
+        for _ in range(self.coordinator_tries):
+            try:
+                return await self.admin.list_consumer_group_offsets(group, partitions=parts)
+            except GroupCoordinatorNotAvailableError:
+                # a fresh cluster creates __consumer_offsets on first use; it takes a moment
+                await asyncio.sleep(0.5)
+        if not self.coordinator_tries:
+            try:
+                return await self.admin.list_consumer_group_offsets(group, partitions=parts)
+            except GroupCoordinatorNotAvailableError:
+                return {}  # nothing committed that we could see yet: the next read tells
+        raise clients.KafkaClientError(
+            f"no group coordinator for {group} on {self.conf.describe()}"
+        )
+
+    async def _members(self, group: str, names: set[str]) -> tuple[str, list[Member]]:
+        try:
+            [response] = await self.admin.describe_consumer_groups([group])
+            described = response.to_object()["groups"][0]
+        except Exception:  # group never existed yet
+            return "Empty", []
+        if described["error_code"] != 0:
+            return "Empty", []
+        members = []
+        for m in described["members"]:
+            try:
+                assigned = ConsumerProtocolMemberAssignment.decode(m["member_assignment"])
+                owned = {t: sorted(ps) for t, ps in assigned.assignment if t in names and ps}
+            except Exception:  # an empty or foreign assignment (mid-rebalance)
+                owned = {}
+            members.append(Member(m["client_id"], m["client_host"].lstrip("/"), owned))
+        return described["state"], sorted(
+            members, key=lambda m: (sorted(m.partitions.items()), m.client_id)
+        )
+
+    async def _assign_trajectories(self) -> None:
+        self._trajectory_parts = await self.partitions(topics.TRAJECTORIES)
+        self.consumer.assign(self._trajectory_parts)
+        # Everything stays paused between reads: a fetch long-poll in flight would hold up
+        # every other request on the connection (end offsets) for fetch_max_wait_ms.
+        self.consumer.pause(*self._trajectory_parts)
+
+    async def _catch_up_trajectories(self) -> None:
+        ends = await self.consumer.end_offsets(self._trajectory_parts)
+        if not await behind(self.consumer, ends):
+            return
+        self.consumer.resume(*self._trajectory_parts)
+        try:
+            await self._read_trajectories(ends)
+        finally:
+            self.consumer.pause(*self._trajectory_parts)
+
+    async def _read_trajectories(self, ends: dict[TopicPartition, int]) -> None:
+        while await behind(self.consumer, ends):
+            for records in (await self.consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    try:
+                        t = codec.decode(r.value, expect=Trajectory)
+                    except codec.DecodeError:
+                        continue  # the aggregator never publishes these; skip foreign bytes
+                    self.outcomes[t.key] = Outcome.of(t)
+
+
+def running_in(metadata: str) -> int:
+    try:
+        return len(json.loads(metadata).get("run", [])) if metadata else 0
+    except (ValueError, AttributeError):
+        return 0
