@@ -12,11 +12,12 @@ CACHE  := $(or $(ADP_CACHE_DIR),$(HOME)/.cache/adp)
 LLAMA  := llama-cpp-python[server]==0.3.36
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench venv system-deps llm-deps bench-deps sandbox-env clean help
+.PHONY: demo test lint bench venv system-deps llm-deps bench-deps sandbox-env clean help
 
 help:
 	@echo "make demo   - set up everything and run tasks.jsonl end to end on the local model"
-	@echo "make test   - set up everything and run the test suite"
+	@echo "make test   - set up everything, lint (ruff) and run the test suite"
+	@echo "make lint   - ruff check and ruff format --check"
 	@echo "make bench  - every speed figure as a ratio against a same-run baseline (bench/results/)"
 	@echo "make clean  - stop local services and delete .adp/ and output/"
 
@@ -62,7 +63,12 @@ llm-deps: venv
 demo: venv system-deps sandbox-env llm-deps
 	$(BIN)/adp demo
 
-test: venv system-deps sandbox-env
+# ruff first (seconds): lint and format over product code, tests and bench (pyproject [tool.ruff])
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: venv system-deps sandbox-env lint
 	$(BIN)/pytest
 
 # matplotlib (the report's plots) and py-spy (profiles) only for the benchmarks.

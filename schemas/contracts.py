@@ -42,6 +42,9 @@ class ErrorType(str, enum.Enum):
     llm_error = "llm_error"
     runtime_error = "runtime_error"
     cancelled = "cancelled"
+    # not the agent's failure: an LLM endpoint, sandbox, browser or sink outage outlasted the
+    # runtime's outage budget (exports leave these out unless asked)
+    infrastructure = "infrastructure"
 
 
 class _Record(BaseModel):
@@ -71,6 +74,7 @@ TASK_FIELDS = (
     "sample_index",
     "temperature",
     "seed",
+    "policy_version",
 )
 MAX_SAMPLES = 1000
 
@@ -99,6 +103,7 @@ class Task(_Record):
     sample_index: int = Field(default=0, ge=0, lt=MAX_SAMPLES)
     temperature: float | None = Field(default=None, ge=0, le=2)
     seed: int | None = None
+    policy_version: int | None = Field(default=None, ge=0)
 
     @field_validator("task_id")
     @classmethod
@@ -142,6 +147,18 @@ class LlmExchange(_Record):
     latency: float = 0.0
     cached: bool = False
     cost_usd: float | None = None
+    # The request is stored as what it adds to the conversation: with prefix_step set,
+    # request["messages"] holds only the messages after the first prefix_messages of that
+    # step's full request (streams/aggregator/requests.py rebuilds it), so an attempt's bytes
+    # grow with its steps, not with their square.
+    prefix_step: int | None = None
+    prefix_messages: int = 0
+    # Token-exact data where the endpoint returns it (never invented): what a trainer uses
+    # instead of re-tokenizing the text.
+    prompt_token_ids: list[int] = Field(default_factory=list)
+    completion_token_ids: list[int] = Field(default_factory=list)
+    completion_logprobs: list[float] = Field(default_factory=list)
+    model_revision: str | None = None
 
 
 class ArtifactLocation(_Record):
@@ -262,12 +279,14 @@ class TrajectoryMetadata(_Record):
     cached_llm_calls: int
     task: Any
     cost_usd: float | None = None
+    models: list[str] = Field(default_factory=list)  # "provider/model", in order of first use
 
 
 class Trajectory(_Record):
     task_id: str
     task_type: TaskType
     description: str
+    policy_version: int | None = None
     sample_index: int = 0
     success: bool
     claimed_success: bool | None = None

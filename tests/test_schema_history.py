@@ -45,6 +45,13 @@ RELEASED = {
         "adp.StepEvent": ("b00cef3935fdf3fb", "b00cef3935fdf3fb"),
         "adp.Trajectory": ("56487321faa0e480", "56487321faa0e480"),
     },
+    # v4: token ids and logprobs, requests stored as what they add (prefix_step), the policy
+    # version, the models a trajectory used
+    "v4": {
+        "adp.Task": ("4efb6e1afc25bfd8", "4efb6e1afc25bfd8"),
+        "adp.StepEvent": ("748552decfe290f0", "748552decfe290f0"),
+        "adp.Trajectory": ("8a25c5e9ad493ac9", "8a25c5e9ad493ac9"),
+    },
 }
 PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 

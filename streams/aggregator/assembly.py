@@ -396,6 +396,7 @@ def build_trajectory(
         "task_id": task["task_id"],
         "task_type": task["task_type"],
         "description": task["description"],
+        "policy_version": task.get("policy_version"),
         "sample_index": task.get("sample_index", 0),
         "success": verified_success(finish["success"], Verdict.model_validate(verdict)),
         "claimed_success": finish["success"],
@@ -430,6 +431,8 @@ def build_trajectory(
                 )
             },
             "cost_usd": sum(costs) if costs else None,
+            # dict: insertion-ordered and unique, so the models in order of first use
+            "models": list(dict.fromkeys(f"{e['provider']}/{e['model']}" for e in exchanges)),
         },
     }
     trajectory = Trajectory.model_validate(doc)
