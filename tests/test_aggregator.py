@@ -15,6 +15,7 @@ from typing import TypeVar
 import pytest
 from aiokafka import TopicPartition
 
+from adp.core.errors import EXIT_CRASHED
 from adp.schemas.codec import decode, encode
 from adp.schemas.contracts import StepEvent, Trajectory
 from adp.streams.kafka import clients
@@ -354,7 +355,7 @@ def test_a_crashed_agent_ends_the_process_with_an_error(kafka, tmp_path):
     finally:
         proc.stop()
     log = proc.log(lines=400)
-    assert proc.proc.returncode == 3, log
+    assert proc.proc.returncode == EXIT_CRASHED, log  # not 3: that says Kafka is unreachable
     # the assemble agent writes what it publishes (streams/aggregator/writer.py), the sink agent
     # what older tests left on adp.trajectories: whichever writes first crashes
     assert re.search(r"agent (assemble|sink) crashed", log) and "stopping the aggregator" in log, (

@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from adp.core.errors import EXIT_CRASHED
 from adp.streams.kafka.admin import admin_client
 from adp.streams.kafka.clients import Conn, KafkaClientError
 from adp.streams.kafka.reader import read_partition
@@ -51,7 +52,7 @@ AgentFun = Callable[[Any], Awaitable[None]]
 
 STALL_CHECK_EVERY = 5.0  # seconds between checks for partitions Faust stopped delivering
 STALL_AFTER = 10.0  # a partition with records pending and none delivered for this long
-AGENT_CRASH_EXIT = 3  # exit status of a worker stopped because an agent crashed
+AGENT_CRASH_EXIT = EXIT_CRASHED  # a worker stopped because an agent crashed (adp.core.errors)
 
 
 async def committed_offset(conf: Conn, group: str, topic: str, partition: int) -> int:
