@@ -158,11 +158,6 @@ def task_from_record(value: bytes | None, limit: int = 30 * MiB) -> Task | str:
     return encoded if isinstance(encoded, str) else task
 
 
-def _make_producer(conf: Settings) -> AIOKafkaProducer:
-    # gzip: the one codec aiokafka supports without extra packages
-    return clients.producer(conf, client_id="adp-produce", linger_ms=20, max_batch_size=512 * 1024)
-
-
 def encode_samples(
     task: Task, samples: int | None, limit: int = 30 * MiB
 ) -> list[tuple[Task, bytes]] | str:
@@ -179,6 +174,91 @@ def encode_samples(
             return value
         records.append((sample, value))
     return records
+
+
+class TaskSender:
+    """Sends task records to their lanes: every record confirmed by the broker (acks=all,
+    idempotent), pipelined with at most MAX_IN_FLIGHT records and MAX_IN_FLIGHT_BYTES handed to
+    the producer and not yet confirmed, each topic's write permission checked once (refused in
+    one line, not per record), the producer opened at the first record. `adp produce` and the
+    synthesizer (streams/synthesis/) both send through it.
+
+    `send` returns the record's delivery future; a failed delivery also makes every later
+    `send` and `flush` raise it (the raw aiokafka exception; clients.KafkaClientError when the
+    broker cannot be reached or the topic not written)."""
+
+    def __init__(self, conf: Settings, client_id: str = "adp-produce") -> None:
+        self.conf, self.client_id = conf, client_id
+        self.producer: AIOKafkaProducer | None = None
+        self.pending: dict[asyncio.Future, tuple[str, str, int]] = {}  # -> (type, topic, bytes)
+        self.in_flight_bytes = 0
+        self.handed = 0  # records handed to the producer
+        self.sent: Counter = Counter()  # task_type -> records confirmed
+        self.by_topic: Counter = Counter()  # lane topic -> records confirmed
+        self.failure: BaseException | None = None
+        self._writable: set[str] = set()
+
+    @property
+    def confirmed(self) -> int:
+        return sum(self.sent.values())
+
+    async def open_topic(self, topic: str) -> None:
+        if topic not in self._writable:
+            await authz.require(self.conf, write=[topic])
+            self._writable.add(topic)
+        if self.producer is None:
+            # gzip: the one codec aiokafka supports without extra packages
+            self.producer = await clients.start(
+                clients.producer(
+                    self.conf, client_id=self.client_id, linger_ms=20, max_batch_size=512 * 1024
+                ),
+                self.conf,
+            )
+
+    async def send(self, task: Task, value: bytes) -> asyncio.Future:
+        """Hand one record (a sample of `task`, encoded) to the producer, keyed by its key."""
+        topic = topic_for_task(task.task_type, task.priority)
+        await self.open_topic(topic)
+        while self.pending and (
+            len(self.pending) >= MAX_IN_FLIGHT
+            or self.in_flight_bytes + len(value) > MAX_IN_FLIGHT_BYTES
+        ):
+            await asyncio.wait(list(self.pending), return_when=asyncio.FIRST_COMPLETED)
+        self._raise_failure()
+        fut = await self.producer.send(topic, value=value, key=task.key.encode("utf-8"))
+        self.handed += 1
+        self.pending[fut] = (task.task_type, topic, len(value))
+        self.in_flight_bytes += len(value)
+        fut.add_done_callback(self._settle)
+        return fut
+
+    def _settle(self, fut: asyncio.Future) -> None:
+        task_type, topic, nbytes = self.pending.pop(fut)
+        self.in_flight_bytes -= nbytes
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or exc is not None:
+            self.failure = self.failure or exc or asyncio.CancelledError()
+            return
+        self.sent[task_type] += 1
+        self.by_topic[topic] += 1
+
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    async def flush(self) -> None:
+        """Wait until every record handed over is confirmed; raise the first failure."""
+        if self.pending:
+            await asyncio.wait(list(self.pending))
+        self._raise_failure()
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            try:
+                await asyncio.wait_for(self.producer.stop(), timeout=35)
+            except Exception:
+                log.warning("producer did not stop cleanly", exc_info=True)
+            self.producer = None
 
 
 async def produce_tasks(
@@ -214,89 +294,22 @@ async def produce_tasks(
         conf.describe(),
         " (dry run)" if dry_run else "",
     )
-
-    producer: AIOKafkaProducer | None = None
-    pending: dict[asyncio.Future, tuple[str, str, int]] = {}  # future -> (type, topic, bytes)
-    in_flight_bytes = 0
-    handed = 0
-    writable: set[str] = set()
-
-    def fail(what: str, exc: BaseException) -> ProduceError:
-        confirmed = report.total_sent
-        if isinstance(exc, clients.KafkaClientError):
-            text = exc.message
-        else:
-            text = clients.explain(exc, conf, what).message
-        return ProduceError(
-            f"{text} ({confirmed} of {handed} tasks handed to the producer were confirmed)",
-            bootstrap,
-            confirmed,
-            report,
-        )
-
-    def settle(done) -> None:
-        nonlocal in_flight_bytes
-        for fut in done:
-            task_type, topic, nbytes = pending.pop(fut)
-            in_flight_bytes -= nbytes
-            exc = fut.exception()
-            if exc is not None:
-                raise fail("sending", exc)
-            report.sent[task_type] += 1
-            report.by_topic[topic] += 1
-
+    sender = TaskSender(conf)
     try:
         for item in items:
             if progress is not None:
                 progress(item.end, size)
-            if item.task is None:
-                if item.line_no == 0:
-                    report.empty = True
-                report.rejected.append((item.line_no, item.error or "invalid"))
-                continue
-            records = encode_samples(item.task, samples, limit)
-            if isinstance(records, str):
-                report.rejected.append((item.line_no, f"line {item.line_no}: {records}"))
-                continue
-            report.tasks[item.task.task_type] += 1
-            topic = topic_for_task(item.task.task_type, item.task.priority)
-            if dry_run:
-                report.sent[item.task.task_type] += len(records)
-                report.by_topic[topic] += len(records)
-                continue
-            try:
-                if topic not in writable:  # refused now in one line, not per record later
-                    await authz.require(conf, write=[topic])
-                    writable.add(topic)
-                if producer is None:
-                    producer = await clients.start(_make_producer(conf), conf)
-            except clients.KafkaClientError as exc:
-                raise fail("", exc) from None
-            for task, value in records:
-                while pending and (
-                    len(pending) >= MAX_IN_FLIGHT
-                    or in_flight_bytes + len(value) > MAX_IN_FLIGHT_BYTES
-                ):
-                    done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    settle(done)
-                try:
-                    fut = await producer.send(topic, value=value, key=task.key.encode("utf-8"))
-                except Exception as exc:
-                    raise fail("sending", exc) from None
-                handed += 1
-                pending[fut] = (task.task_type, topic, len(value))
-                in_flight_bytes += len(value)
-                if len(pending) % 256 == 0:  # harvest confirmations without waiting
-                    settle([f for f in pending if f.done()])
-        if pending:
-            done, _ = await asyncio.wait(pending)
-            settle(done)
+            await _produce_item(item, sender, report, samples, limit)
+        await sender.flush()
+    except clients.KafkaClientError as exc:
+        raise _produce_error(exc, sender, report, conf) from None
+    except AdpError:
+        raise
+    except Exception as exc:  # a send the broker did not confirm
+        raise _produce_error(exc, sender, report, conf) from None
     finally:
-        if producer is not None:
-            try:
-                await asyncio.wait_for(producer.stop(), timeout=35)
-            except Exception:
-                log.warning("producer did not stop cleanly", exc_info=True)
+        _copy_counts(sender, report)
+        await sender.close()
     log.info(
         "%s %d tasks%s; rejected %d lines",
         "validated" if dry_run else "sent",
@@ -305,3 +318,47 @@ async def produce_tasks(
         len(report.rejected),
     )
     return report
+
+
+async def _produce_item(
+    item, sender: TaskSender, report: ProduceReport, samples: int | None, limit: int
+) -> None:
+    if item.task is None:
+        if item.line_no == 0:
+            report.empty = True
+        report.rejected.append((item.line_no, item.error or "invalid"))
+        return
+    records = encode_samples(item.task, samples, limit)
+    if isinstance(records, str):
+        report.rejected.append((item.line_no, f"line {item.line_no}: {records}"))
+        return
+    report.tasks[item.task.task_type] += 1
+    if report.dry_run:
+        topic = topic_for_task(item.task.task_type, item.task.priority)
+        report.sent[item.task.task_type] += len(records)
+        report.by_topic[topic] += len(records)
+        return
+    for task, value in records:
+        await sender.send(task, value)
+
+
+def _copy_counts(sender: TaskSender, report: ProduceReport) -> None:
+    if not report.dry_run:
+        report.sent, report.by_topic = Counter(sender.sent), Counter(sender.by_topic)
+
+
+def _produce_error(
+    exc: BaseException, sender: TaskSender, report: ProduceReport, conf: Settings
+) -> ProduceError:
+    _copy_counts(sender, report)
+    if isinstance(exc, clients.KafkaClientError):
+        text = str(exc)
+    else:
+        text = str(clients.explain(exc, conf, "sending"))
+    return ProduceError(
+        f"{text} ({sender.confirmed} of {sender.handed} tasks handed to the producer were "
+        "confirmed)",
+        conf.bootstrap,
+        sender.confirmed,
+        report,
+    )

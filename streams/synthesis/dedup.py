@@ -1,0 +1,129 @@
+"""Exact and near-duplicate task descriptions: normalised text, word-bigram MinHash, LSH bands.
+
+Every task already produced and every candidate accepted goes in; a candidate is an exact
+duplicate when its normalised text is one already there, a near duplicate when the Jaccard
+similarity of its word bigrams to one already there is at least the threshold (estimated from
+MinHash signatures; LSH bands find the few texts worth comparing, so a check costs the same with
+ten or a million tasks in). Everything is deterministic across processes (blake2b, fixed
+permutations): a restarted synthesizer decides exactly as the one before it did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+import re
+import unicodedata
+from collections import defaultdict
+from dataclasses import dataclass
+
+PRIME = (1 << 61) - 1
+PERMUTATIONS = 64
+BANDS = 16  # 16 bands of 4 rows: texts about 0.5 similar or more share a band
+ROWS = PERMUTATIONS // BANDS
+_rng = random.Random(20240901)
+_A = [_rng.randrange(1, PRIME) for _ in range(PERMUTATIONS)]
+_B = [_rng.randrange(0, PRIME) for _ in range(PERMUTATIONS)]
+WORD = re.compile(r"\w+")
+
+
+def normalise(text: str) -> str:
+    """Case, width, accents of compatibility forms, punctuation and spacing do not matter."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(WORD.findall(text))
+
+
+def shingles(text: str) -> set[str]:
+    """Word bigrams of the normalised text (the whole text for one word)."""
+    words = normalise(text).split()
+    if len(words) < 2:
+        return {" ".join(words)}
+    return {f"{a} {b}" for a, b in itertools.pairwise(words)}
+
+
+def signature(parts: set[str]) -> tuple[int, ...]:
+    hashes = [
+        int.from_bytes(hashlib.blake2b(p.encode(), digest_size=8).digest(), "big") for p in parts
+    ]
+    return tuple(min((a * h + b) % PRIME for h in hashes) for a, b in zip(_A, _B, strict=True))
+
+
+def similarity(one: tuple[int, ...], two: tuple[int, ...]) -> float:
+    """The Jaccard similarity the two signatures estimate."""
+    return sum(x == y for x, y in zip(one, two, strict=True)) / PERMUTATIONS
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    kind: str  # "exact" | "near"
+    of: str  # the id of the text it duplicates
+    similarity: float
+
+
+class DedupIndex:
+    """Texts by id; `check` says whether a new text duplicates one of them."""
+
+    def __init__(self, threshold: float = 0.8) -> None:
+        if not 0 < threshold <= 1:
+            raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
+        self.threshold = threshold
+        self._exact: dict[str, str] = {}  # normalised text -> id
+        self._signatures: dict[str, tuple[int, ...]] = {}
+        self._texts: dict[str, str] = {}  # id -> normalised text
+        self._bands: dict[tuple[int, tuple[int, ...]], set[str]] = defaultdict(set)
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._texts
+
+    def check(self, text: str) -> Duplicate | None:
+        norm = normalise(text)
+        if norm in self._exact:
+            return Duplicate("exact", self._exact[norm], 1.0)
+        sig = signature(shingles(text))
+        best: Duplicate | None = None
+        for other in self._neighbours(sig):
+            score = similarity(sig, self._signatures[other])
+            if score >= self.threshold and (best is None or score > best.similarity):
+                best = Duplicate("near", other, score)
+        return best
+
+    def add(self, key: str, text: str) -> None:
+        """Index `text` under `key` (a second add of the same key is ignored)."""
+        if key in self._texts:
+            return
+        norm = normalise(text)
+        sig = signature(shingles(text))
+        self._texts[key] = norm
+        self._exact.setdefault(norm, key)
+        self._signatures[key] = sig
+        for band in self._band_keys(sig):
+            self._bands[band].add(key)
+
+    def remove(self, key: str) -> None:
+        """Forget `key` (a candidate that was reserved, then dropped by a later filter)."""
+        norm = self._texts.pop(key, None)
+        if norm is None:
+            return
+        if self._exact.get(norm) == key:
+            del self._exact[norm]
+            same = next((k for k, t in self._texts.items() if t == norm), None)  # rare: a scan
+            if same is not None:
+                self._exact[norm] = same
+        for band in self._band_keys(self._signatures.pop(key)):
+            self._bands[band].discard(key)
+            if not self._bands[band]:
+                del self._bands[band]
+
+    def _neighbours(self, sig: tuple[int, ...]) -> set[str]:
+        found: set[str] = set()
+        for band in self._band_keys(sig):
+            found |= self._bands.get(band, set())
+        return found
+
+    @staticmethod
+    def _band_keys(sig: tuple[int, ...]) -> list[tuple[int, tuple[int, ...]]]:
+        return [(b, sig[b * ROWS : (b + 1) * ROWS]) for b in range(BANDS)]

@@ -1,0 +1,123 @@
+"""What a trajectory's tools really returned, and whether an answer is among it.
+
+A synthesized task is only as good as its answer. Here an answer counts only when a tool of the
+parent trajectory really returned it (an observation of a tool step; the agent's own words and
+final answer do not count), and the task's `verify` spec is built from that observed value, so
+the new task is verifiable by construction. Pure: trajectories in, values and specs out.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from adp.schemas.contracts import Trajectory
+
+# steps whose observation is not a tool's output
+NOT_TOOLS = frozenset({"final_answer", "no_action", "finish"})
+NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w])")
+QUOTED = re.compile(r"""['"]([^'"\n]{2,60})['"]""")
+CODE = re.compile(r"\b[A-Za-z][\w-]*\d[\w-]*\b|\b\d+[A-Za-z][\w-]*\b")
+EXCERPT = 80  # characters around an answer kept as its evidence
+
+
+@dataclass(frozen=True)
+class Observation:
+    step_id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Where a value was observed: the step and a short excerpt around it."""
+
+    step_id: int
+    excerpt: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"step_id": self.step_id, "excerpt": self.excerpt}
+
+
+def observations(trajectory: Trajectory) -> list[Observation]:
+    """The tool outputs of a trajectory, in step order (empty ones left out)."""
+    return [
+        Observation(s.step_id, s.observation)
+        for s in trajectory.steps
+        if s.action_type not in NOT_TOOLS and s.observation.strip()
+    ]
+
+
+def observed_values(seen: list[Observation], limit: int = 40) -> list[str]:
+    """Short values the tools returned (numbers, quoted strings, codes like ZEBRA-42), first
+    seen first: the prompt lists them so the model builds questions on real values."""
+    found: dict[str, None] = {}
+    for obs in seen:
+        for pattern, group in ((QUOTED, 1), (CODE, 0), (NUMBER, 0)):
+            for match in pattern.finditer(obs.text):
+                found.setdefault(match.group(group).strip(), None)
+                if len(found) >= limit:
+                    return list(found)
+    return list(found)
+
+
+def normalise(text: str) -> str:
+    """Case-folded, compatibility-normalised, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", str(text)).casefold().split())
+
+
+def as_number(answer: str) -> float | None:
+    """The answer as a number when it is one ("3,628,800", "$47.00", "12%"), else None."""
+    text = answer.strip().removeprefix("$").removesuffix("%").replace(",", "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def find_evidence(answer: str, seen: list[Observation]) -> Evidence | None:
+    """The first observation that holds `answer`: numerically for a number (47 matches
+    "47.00"), else as whole words, ignoring case and spacing. None: no tool returned it."""
+    number = as_number(answer)
+    if number is not None:
+        for obs in seen:
+            for match in NUMBER.finditer(obs.text):
+                if math.isclose(float(match.group(0).replace(",", "")), number, rel_tol=1e-9):
+                    return Evidence(obs.step_id, _excerpt(obs.text, match.start(), match.end()))
+        return None
+    wanted = normalise(answer)
+    if len(wanted) < 2 or not any(ch.isalnum() for ch in wanted):
+        return None
+    pattern = re.compile(r"(?<!\w)" + re.escape(wanted) + r"(?!\w)")
+    for obs in seen:
+        text = normalise(obs.text)
+        match = pattern.search(text)
+        if match:
+            return Evidence(obs.step_id, _excerpt(text, match.start(), match.end()))
+    return None
+
+
+def gives_away(question: str, answer: str) -> bool:
+    """True when the question already states its answer (as whole words)."""
+    wanted = normalise(answer)
+    if not wanted:
+        return False
+    return re.search(r"(?<!\w)" + re.escape(wanted) + r"(?!\w)", normalise(question)) is not None
+
+
+def verify_spec(answer: str) -> dict[str, Any]:
+    """The answer check for an observed value: numeric for a number (the agent may format it
+    its own way), else "contains" (an agent answers in a sentence)."""
+    number = as_number(answer)
+    if number is not None:
+        expected: float | int = int(number) if number.is_integer() else number
+        return {"type": "answer", "match": "numeric", "expected": expected, "rel_tolerance": 1e-6}
+    return {"type": "answer", "match": "contains", "expected": answer.strip()}
+
+
+def _excerpt(text: str, start: int, end: int) -> str:
+    left = max(0, start - (EXCERPT - (end - start)) // 2)
+    return text[left : left + max(EXCERPT, end - start)]
