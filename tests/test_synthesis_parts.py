@@ -4,6 +4,8 @@ ids, lineage, candidates and the budget."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from adp.schemas import lineage as schema

@@ -146,7 +146,7 @@ class CandidateBuilder:
     def _candidate(
         self, task_id: str, method: str, question: str, answers: list[str], lineage: Lineage
     ) -> Candidate | Turned:
-        specs = [verify_spec(a) for a in answers]
+        specs = [verify_spec(a, alone=len(answers) == 1) for a in answers]
         spec: Any = specs[0] if len(specs) == 1 else specs
         task = self.build(task_id, method, question, spec, lineage)
         if isinstance(task, str):

@@ -141,7 +141,19 @@ class Synthesizer:
         return None
 
     async def synthesize(self, parent: Trajectory) -> ParentResult:
-        """The accepted tasks of one parent (raises BudgetReached, ModelUnavailable)."""
+        """The accepted tasks of one parent (raises BudgetReached, ModelUnavailable). A parent
+        that does not finish leaves no reservation behind in the duplicate index: done again,
+        its candidates are judged as the first time."""
+        reserved: list[str] = []
+        try:
+            return await self._synthesize(parent, reserved)
+        except BaseException:
+            for task_id in reserved:
+                if task_id not in self.produced:
+                    self.dedup.remove(task_id)
+            raise
+
+    async def _synthesize(self, parent: Trajectory, reserved: list[str]) -> ParentResult:
         seen = observations(parent)
         if not seen:
             self.report.parents_skipped[NO_TOOL_OUTPUT] += 1
@@ -159,18 +171,18 @@ class Synthesizer:
         first = [answer.exchange]
         n = self.options.per_method
         atomic = [builder.atomic(item) for item in proposal.atomic[:n]]
-        bases = await self._vet_all(parent, atomic, first)
+        bases = await self._vet_all(parent, atomic, first, reserved)
         later = []
         if "depth" in self.options.methods:
             later += [builder.depth(item, bases) for item in proposal.depth[:n]]
         if "width" in self.options.methods:
             later += [builder.width(item, bases) for item in proposal.width[:n]]
-        extended = await self._vet_all(parent, later, first)
+        extended = await self._vet_all(parent, later, first, reserved)
         kept = [c for c in bases.values() if "atomic" in self.options.methods]
         return await self._accept(parent, builder, kept + list(extended.values()))
 
     async def _vet_all(
-        self, parent: Trajectory, made: list[Candidate | Turned], first: list
+        self, parent: Trajectory, made: list[Candidate | Turned], first: list, reserved: list[str]
     ) -> dict[int, Candidate]:
         """The candidates that pass every filter before acceptance, by their proposal index."""
         for item in made:
@@ -180,10 +192,10 @@ class Synthesizer:
         live = [c for c in made if isinstance(c, Candidate)]
         for c in live:
             c.lineage.exchanges[:0] = first
-        verdicts = await asyncio.gather(*(self._vet(parent, c) for c in live))
+        verdicts = await asyncio.gather(*(self._vet(parent, c, reserved) for c in live))
         return {c.lineage.index: c for c, ok in zip(live, verdicts, strict=True) if ok}
 
-    async def _vet(self, parent: Trajectory, c: Candidate) -> bool:
+    async def _vet(self, parent: Trajectory, c: Candidate, reserved: list[str]) -> bool:
         if c.task_id in self.produced:
             return True  # decided, and produced, by an earlier run
         duplicate = self.dedup.check(c.question)
@@ -191,6 +203,7 @@ class Synthesizer:
             self._drop(parent, c, f"{duplicate.kind} duplicate")
             return False
         self.dedup.add(c.task_id, c.question)  # reserved now: a concurrent twin is a duplicate
+        reserved.append(c.task_id)
         reply = await self.model.ask(check_messages(c.question))
         c.lineage.exchanges.append(reply.exchange)
         if await _answers(c, final_answer(reply.text)):

@@ -108,14 +108,19 @@ def gives_away(question: str, answer: str) -> bool:
     return re.search(r"(?<!\w)" + re.escape(wanted) + r"(?!\w)", normalise(question)) is not None
 
 
-def verify_spec(answer: str) -> dict[str, Any]:
+def verify_spec(answer: str, alone: bool = True) -> dict[str, Any]:
     """The answer check for an observed value: numeric for a number (the agent may format it
-    its own way), else "contains" (an agent answers in a sentence)."""
+    its own way), else "contains" (an agent answers in a sentence). A number that is one of
+    several values one answer must hold (a width task) is matched as a whole number anywhere
+    in it instead: numeric reads only the answer's last number."""
     number = as_number(answer)
-    if number is not None:
-        expected: float | int = int(number) if number.is_integer() else number
+    if number is None:
+        return {"type": "answer", "match": "contains", "expected": answer.strip()}
+    expected: float | int = int(number) if number.is_integer() else number
+    if alone:
         return {"type": "answer", "match": "numeric", "expected": expected, "rel_tolerance": 1e-6}
-    return {"type": "answer", "match": "contains", "expected": answer.strip()}
+    whole = re.escape(str(expected)) + (r"(?:\.0+)?" if isinstance(expected, int) else "0*")
+    return {"type": "answer", "match": "regex", "expected": rf"(?<![\d.]){whole}(?![\d])"}
 
 
 def _excerpt(text: str, start: int, end: int) -> str:

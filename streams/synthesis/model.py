@@ -9,6 +9,7 @@ tasks it leads to.
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,11 @@ from adp.schemas.contracts import LlmExchange
 from adp.streams.synthesis.accounting import Spend
 
 log = logging.getLogger(__name__)
+
+
+# The calls made on behalf of one parent, when its caller opens a tab (follow.py charges them to
+# the partition the parent came from). Tasks the synthesizer spawns for one parent share it.
+TAB: ContextVar[list[float] | None] = ContextVar("synthesis_tab", default=None)
 
 
 class ModelUnavailable(DependencyUnavailable):
@@ -45,5 +51,8 @@ class SynthesisModel:
             raise ModelUnavailable(f"the LLM did not answer: {exc}") from exc
         if reply.exchange is None:  # a Model that records nothing cannot be budgeted or traced
             raise ModelUnavailable(f"{type(self.model).__name__} returned no raw exchange")
-        self.spend.charge(reply.exchange)
+        cost = self.spend.charge(reply.exchange)
+        tab = TAB.get()
+        if tab is not None:
+            tab.append(cost)
         return Answer(reply.content or "", reply.exchange)
