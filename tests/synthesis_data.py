@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from adp.schemas.contracts import Step, Trajectory, TrajectoryMetadata, Verdict
@@ -107,3 +108,115 @@ DOES_NOT_KNOW = {
     "match": "^ANSWER WITHOUT TOOLS",
     "replies": ["I cannot know that without running it.\nFINAL ANSWER: unknown"],
 }
+
+
+# ---- a scripted world for the flywheel on the real broker -------------------------------------
+# The code runtime's agent runs real Python in the sandbox (the stub only writes the code), so
+# every observation a task is grounded in is real program output.
+
+EMPTY = '{"atomic": [], "depth": [], "width": []}'
+
+
+def agent(description: str, code: str, answer: str) -> dict[str, Any]:
+    """The stub as the code agent of one task: run `code`, then answer."""
+    return {
+        "match": "^" + re.escape(description),
+        "replies": [f"```python\n{code}\n```", f"FINAL ANSWER: {answer}"],
+    }
+
+
+def grows(description: str, reply: str, faults: list[dict] | None = None) -> dict[str, Any]:
+    """A stub rule answering the proposal of every parent with this description."""
+    return {
+        "match": "^SYNTHESIZE TASKS\\n(.|\\n)*The task:\\n" + re.escape(description),
+        "replies": [[*(faults or []), reply]],
+    }
+
+
+FIB = "Print the first 10 Fibonacci numbers and their sum."
+SQUARES = "Print the squares of 1 to 6 and their sum."
+CUBE = "Print the cube of 3."
+FIB_8TH = "Compute the 8th Fibonacci number (the sequence starts 0, 1) with Python."
+FIB_SUM = "Compute the sum of the first ten Fibonacci numbers with Python."
+FIB_DEPTH = "Find the 8th Fibonacci number, then the largest of the first ten Fibonacci numbers."
+FIB_BOTH = (
+    "Compute with Python both the 8th Fibonacci number and the sum of the first ten "
+    "Fibonacci numbers."
+)
+SQ_SUM = "Compute the sum of the squares of the numbers 1 to 6 with Python."
+FIB_MEAN = "Compute the mean of the first ten Fibonacci numbers with Python."
+CUBES_SUM = "Compute the sum of the cubes of the numbers 1 to 6 with Python."
+FIB_CODE = "fib = [0, 1]\nwhile len(fib) < 10:\n    fib.append(fib[-1] + fib[-2])\n"
+
+SEEDS = [
+    {
+        "task_id": "seed-fib",
+        "task_type": "code",
+        "description": FIB,
+        "max_steps": 4,
+        "verify": {"type": "answer", "match": "contains", "expected": "34"},
+    },
+    {
+        "task_id": "seed-squares",
+        "task_type": "code",
+        "description": SQUARES,
+        "max_steps": 4,
+        "verify": {"type": "answer", "match": "contains", "expected": "91"},
+    },
+    {
+        "task_id": "seed-cube",
+        "task_type": "code",
+        "description": CUBE,
+        "max_steps": 4,
+        "verify": {"type": "answer", "match": "numeric", "expected": 27},
+    },
+]
+
+GENERATION_1 = {  # parent description -> its proposal
+    FIB: proposal(
+        [(FIB_8TH, "13"), (FIB_SUM, "88"), ("What is the 10th Fibonacci number?", "34")],
+        [(0, FIB_DEPTH, "34")],
+        [(0, 1, FIB_BOTH)],
+    ),
+    SQUARES: proposal(
+        [
+            (SQ_SUM, "91"),
+            ("Print the squares of 1 to 6 and their sum, please.", "91"),  # near the seed
+            ("What is 6 squared?", "36"),
+        ]
+    ),
+}
+GENERATION_2 = {FIB_SUM: proposal([(FIB_MEAN, "8.8")]), SQ_SUM: proposal([(CUBES_SUM, "441")])}
+
+AGENTS = [
+    agent(FIB, FIB_CODE + "print(fib)\nprint('sum', sum(fib))", "the list ends with 34, sum 88"),
+    agent(SQUARES, "sq = [i * i for i in range(1, 7)]\nprint(sq)\nprint('sum', sum(sq))", "91"),
+    {"match": "^" + re.escape(CUBE), "replies": ["FINAL ANSWER: 9"]},  # wrong: not a parent
+    agent(FIB_8TH, FIB_CODE + "print('8th:', fib[7], '9th:', fib[8])", "13"),
+    agent(FIB_SUM, FIB_CODE + "print(sum(fib))\nprint('mean', sum(fib) / 10)", "88"),
+    agent(FIB_DEPTH, FIB_CODE + "print(fib[7], max(fib))", "34"),
+    agent(FIB_BOTH, FIB_CODE + "print(fib[7], sum(fib))", "13 and 88"),
+    agent(
+        SQ_SUM,
+        "print(sum(i * i for i in range(1, 7)))\nprint('cubes', sum(i ** 3 for i in range(1, 7)))",
+        "91",
+    ),
+    agent(FIB_MEAN, FIB_CODE + "print(sum(fib) / 10)", "8.8"),
+    agent(CUBES_SUM, "print(sum(i ** 3 for i in range(1, 7)))", "441"),
+]
+KNOWN = [knows("What is the 10th Fibonacci", "34"), knows("What is 6 squared", "36")]
+
+
+def world(*extra_growth: dict[str, Any], extra_agents: list | None = None) -> list[dict]:
+    """The stub script: proposals and tool checks first (their prompts quote task
+    descriptions), then the agents (anchored at the task's description)."""
+    growth = [grows(d, r) for d, r in {**GENERATION_1, **GENERATION_2}.items()]
+    return [
+        *extra_growth,
+        *growth,
+        {"match": "^SYNTHESIZE TASKS", "replies": [EMPTY]},
+        *KNOWN,
+        DOES_NOT_KNOW,
+        *AGENTS,
+        *(extra_agents or []),
+    ]

@@ -195,8 +195,8 @@ def test_the_budget_stops_calls_and_needs_priced_models():
     with pytest.raises(UnpricedModel):
         Spend(budget_usd=1.0).charge(exchange(None))
     assert Spend().charge(exchange(None)) == 0.0  # no budget: tokens only
-    assert read_spend_metadata(spend_metadata(0.25, 3)) == (0.25, 3)
-    assert read_spend_metadata("not json") == (0.0, 0)
+    assert read_spend_metadata(spend_metadata(0.25)) == 0.25
+    assert read_spend_metadata("not json") == 0.0
 
 
 def test_the_task_allowance_counts_each_id_once():

@@ -101,17 +101,16 @@ class Spend:
         }
 
 
-def spend_metadata(usd: float, calls: int) -> str:
-    """What a partition's offset commit carries: the spending of the parents read from it."""
-    return json.dumps({"usd": round(usd, 10), "calls": calls}, separators=(",", ":"))
+def spend_metadata(usd: float) -> str:
+    """What a partition's offset commit carries: the USD spent on the parents read from it."""
+    return json.dumps({"usd": round(usd, 10)}, separators=(",", ":"))
 
 
-def read_spend_metadata(text: str | None) -> tuple[float, int]:
+def read_spend_metadata(text: str | None) -> float:
     try:
-        data = json.loads(text) if text else {}
-        return float(data.get("usd", 0.0)), int(data.get("calls", 0))
+        return float((json.loads(text) if text else {}).get("usd", 0.0))
     except (ValueError, TypeError, AttributeError):
-        return 0.0, 0  # a foreign or older commit: nothing known spent
+        return 0.0  # a foreign commit: nothing known spent
 
 
 @dataclass

@@ -257,9 +257,10 @@ class Flywheel:
     async def _commit(self, only: list[TopicPartition] | None = None) -> None:
         offsets = {}
         for tp, state in self.partitions.items():
-            if (only is None or tp in only) and state.dirty and state.offsets.committable:
+            committable = state.offsets.committable
+            if (only is None or tp in only) and state.dirty and committable is not None:
                 spent = state.committed_usd + state.live_usd
-                offsets[tp] = OffsetAndMetadata(state.offsets.committable, spend_metadata(spent, 0))
+                offsets[tp] = OffsetAndMetadata(committable, spend_metadata(spent))
         if not offsets:
             return
         try:

@@ -64,7 +64,7 @@ class FactoryLag:
         """USD this flywheel's group committed as spent, per partition of adp.trajectories."""
         parts = await self._partitions([topics.TRAJECTORIES])
         committed = await self._committed(self.group, parts)
-        return {tp: read_spend_metadata(meta)[0] for tp, (_, meta) in committed.items()}
+        return {tp: read_spend_metadata(meta) for tp, (_, meta) in committed.items()}
 
     async def _partitions(self, names: list[str]) -> list[TopicPartition]:
         return [
