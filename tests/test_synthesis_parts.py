@@ -72,6 +72,14 @@ def test_verify_spec_follows_the_value_and_passes_its_own_answer():
         "match": "contains",
         "expected": "ZEBRA-42",
     }
+    # one of a width task's values: a whole number anywhere in the answer, not its last number
+    part = re.compile(verify_spec("13", alone=False)["expected"])
+    assert [bool(part.search(t)) for t in ("13 and 88", "88, 13.0", "113", "1.13")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
     assert gives_away("What is the code after ZEBRA-42?", "zebra-42")
     assert not gives_away("What is the shop code?", "ZEBRA-42")
 
