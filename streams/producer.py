@@ -197,12 +197,19 @@ class TaskSender:
         self.by_topic: Counter = Counter()  # lane topic -> records confirmed
         self.failure: BaseException | None = None
         self._writable: set[str] = set()
+        self._opening = asyncio.Lock()  # concurrent senders open one producer
 
     @property
     def confirmed(self) -> int:
         return sum(self.sent.values())
 
     async def open_topic(self, topic: str) -> None:
+        if topic in self._writable and self.producer is not None:
+            return
+        async with self._opening:
+            await self._open(topic)
+
+    async def _open(self, topic: str) -> None:
         if topic not in self._writable:
             await authz.require(self.conf, write=[topic])
             self._writable.add(topic)

@@ -171,7 +171,7 @@ class Synthesizer:
         first = [answer.exchange]
         n = self.options.per_method
         atomic = [builder.atomic(item) for item in proposal.atomic[:n]]
-        bases = await self._vet_all(parent, atomic, first, reserved)
+        bases = {c.lineage.index: c for c in await self._vet_all(parent, atomic, first, reserved)}
         later = []
         if "depth" in self.options.methods:
             later += [builder.depth(item, bases) for item in proposal.depth[:n]]
@@ -179,12 +179,12 @@ class Synthesizer:
             later += [builder.width(item, bases) for item in proposal.width[:n]]
         extended = await self._vet_all(parent, later, first, reserved)
         kept = [c for c in bases.values() if "atomic" in self.options.methods]
-        return await self._accept(parent, builder, kept + list(extended.values()))
+        return await self._accept(parent, builder, kept + extended)
 
     async def _vet_all(
         self, parent: Trajectory, made: list[Candidate | Turned], first: list, reserved: list[str]
-    ) -> dict[int, Candidate]:
-        """The candidates that pass every filter before acceptance, by their proposal index."""
+    ) -> list[Candidate]:
+        """The candidates that pass every filter before acceptance."""
         for item in made:
             self.report.proposed[item.method] += 1
             if isinstance(item, Turned):
@@ -193,7 +193,7 @@ class Synthesizer:
         for c in live:
             c.lineage.exchanges[:0] = first
         verdicts = await asyncio.gather(*(self._vet(parent, c, reserved) for c in live))
-        return {c.lineage.index: c for c, ok in zip(live, verdicts, strict=True) if ok}
+        return [c for c, ok in zip(live, verdicts, strict=True) if ok]
 
     async def _vet(self, parent: Trajectory, c: Candidate, reserved: list[str]) -> bool:
         if c.task_id in self.produced:

@@ -93,6 +93,8 @@ class KnownTasks:
     on_ours: Callable[[str], None] = lambda _task_id: None
     max_generation: int = 0  # highest generation among this synthesizer's tasks
     tail: Tail | None = field(default=None, repr=False)
+    # read here (`produced` also holds what the synthesizer sent before this reader saw it)
+    seen: set[str] = field(default_factory=set, repr=False)
 
     async def catch_up(self, follow: bool = False) -> int:
         """Read the task topics to their end now; with `follow`, keep reading after that.
@@ -120,8 +122,9 @@ class KnownTasks:
                 self.learn(task)
 
     def learn(self, task: Task) -> None:
-        if task.task_id in self.produced:
+        if task.task_id in self.seen:
             return
+        self.seen.add(task.task_id)
         self.produced.add(task.task_id)
         self.dedup.add(task.task_id, task.description)
         lineage = schema.lineage_of(task)
