@@ -11,6 +11,8 @@ Server-Sent Event streams.
                                     one page of the stored trajectories, newest first
     GET /api/trajectories/{key}     one whole trajectory document (key: the task_id, or
                                     "<task_id>/<i>" for sample i of a task run k times)
+    GET /api/lineage/{task_id}      a synthesized task's parents and the tasks synthesized from
+                                    it, among the stored trajectories
     GET /api/artifacts/{task_id}/step-{n}/{name}
                                     a file a step wrote, stored beside the trajectory
     GET /api/dlq                    the newest dead letters with their reasons
@@ -142,6 +144,7 @@ class Console:
         app.router.add_get("/api/overview", self.overview)
         app.router.add_get("/api/trajectories", self.trajectories)
         app.router.add_get("/api/trajectories/{key:.+}", self.trajectory)
+        app.router.add_get("/api/lineage/{task_id}", self.lineage)
         app.router.add_get("/api/artifacts/{name:.+}", self.artifact)
         app.router.add_get("/api/dlq", self.dead_letters)
         app.router.add_static("/static/", STATIC, follow_symlinks=False)
@@ -212,6 +215,13 @@ class Console:
         if doc is None:
             raise web.HTTPNotFound(text=f"no stored trajectory {key!r}")
         return web.json_response(doc, dumps=_dumps)
+
+    async def lineage(self, request: web.Request) -> web.Response:
+        task_id = request.match_info["task_id"]
+        found = self.index.lineage(task_id)
+        if found is None:
+            raise web.HTTPNotFound(text=f"no stored trajectory of task {task_id!r}")
+        return web.json_response(found, dumps=_dumps)
 
     async def artifact(self, request: web.Request) -> web.Response:
         """A step's file, as the sink stored it. Code in the sandbox wrote it, so nothing in
