@@ -249,9 +249,25 @@ async def _run(
             from adp.streams.synthesis.follow import Flywheel
 
             return await Flywheel(plan, group, aggregator_group).run(_stop_on_signals())
+        from adp.streams.inspection.trajectories import (
+            ReadReport,
+            check_source,
+            describe_problems,
+            read_trajectories,
+        )
         from adp.streams.synthesis.batch import BatchSynthesis
 
-        return await BatchSynthesis(source, plan, out, _progress()).run()
+        check_source(source)
+        passes: list[ReadReport] = []
+
+        def read():  # one pass over SOURCE
+            passes.append(ReadReport(source))
+            return read_trajectories(source, passes[-1], plan.conf)
+
+        report = await BatchSynthesis(read, plan, out, _progress(), source == KAFKA).run()
+        for line in describe_problems(passes[0]) if passes else []:  # once, not per pass
+            click.echo(line, err=True)
+        return report
     finally:
         close = getattr(plan.model, "aclose", None)
         if close is not None:

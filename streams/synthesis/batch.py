@@ -1,13 +1,15 @@
 """`adp synthesize SOURCE` without --follow: one pass over stored trajectories.
 
 SOURCE is a trajectory folder, s3://bucket/prefix or `kafka` (adp.trajectories read to its end,
-no consumer group), as for `adp export`. A first pass indexes every description in SOURCE for
-the duplicate filter; the second synthesizes from each verified trajectory, several at once
-(--concurrency), and either produces the accepted tasks to the task topics (each one confirmed)
-or, with --out, writes them as tasks.jsonl lines in SOURCE order for a person to review. When
-it talks to Kafka anyway (SOURCE kafka, producing, or --solve) the task topics are read first:
-their tasks join the duplicate index, and a candidate whose deterministic id is already there
-is not produced again, so running the same command twice produces nothing new.
+no consumer group), as for `adp export`, read by whoever runs this (`read`: a fresh pass over
+SOURCE each call; streams/inspection/trajectories.py for the command). A first pass indexes
+every description in SOURCE for the duplicate filter; the second synthesizes from each
+verified trajectory, several at once (--concurrency), and either produces the accepted tasks
+to the task topics (each one confirmed) or, with --out, writes them as tasks.jsonl lines in
+SOURCE order for a person to review. When it talks to Kafka anyway (SOURCE kafka, producing,
+or --solve) the task topics are read first: their tasks join the duplicate index, and a
+candidate whose deterministic id is already there is not produced again, so running the same
+command twice produces nothing new.
 
 Stops early on --max-tasks or --budget-usd (saying which); parents not reached are left for a
 later run, which finds what this one produced by id.
@@ -18,13 +20,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO
 
-from adp.connectors.sinks.destinations import KAFKA
 from adp.schemas.contracts import Task, Trajectory
-from adp.streams.inspection.trajectories import ReadReport, read_trajectories
 from adp.streams.kafka import clients
 from adp.streams.producer import encode_samples
 from adp.streams.synthesis import accounting
@@ -47,13 +47,14 @@ def task_line(task: Task) -> str:
 class BatchSynthesis:
     def __init__(
         self,
-        source: str,
+        read: Callable[[], AsyncIterator[Trajectory]],
         plan: Plan,
         out: Path | None = None,
         progress: Callable[[Report], None] | None = None,
+        from_kafka: bool = False,
     ) -> None:
-        self.source, self.plan, self.out, self.progress = source, plan, out, progress
-        self.read = ReadReport(source)
+        self.read, self.plan, self.out, self.progress = read, plan, out, progress
+        self.from_kafka = from_kafka  # SOURCE is adp.trajectories: the broker is in use anyway
         self.parts: Parts | None = None
         self._done: dict[int, list[Task]] = {}  # sequence -> accepted tasks, until written
         self._next = 0  # the next sequence to write (--out keeps SOURCE order)
@@ -62,7 +63,7 @@ class BatchSynthesis:
 
     async def run(self) -> Report:
         plan = self.plan
-        kafka = self.source == KAFKA or self.out is None or plan.solve is not None
+        kafka = self.from_kafka or self.out is None or plan.solve is not None
         self.parts = await assemble(plan, kafka=kafka, send=self.out is None)
         try:
             await self._index_source()
@@ -81,14 +82,14 @@ class BatchSynthesis:
 
     async def _index_source(self) -> None:
         """Every description in SOURCE joins the duplicate index (a first pass)."""
-        async for t in read_trajectories(self.source, ReadReport(self.source), self.plan.conf):
+        async for t in self.read():
             self.parts.dedup.add(t.task_id, t.description)
 
     async def _synthesize_all(self) -> None:
         slots = asyncio.Semaphore(max(1, self.plan.concurrency))
         running: set[asyncio.Task] = set()
         sequence = 0
-        async for parent in read_trajectories(self.source, self.read, self.plan.conf):
+        async for parent in self.read():
             if self._stopping:
                 break
             report = self.parts.report
