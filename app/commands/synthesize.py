@@ -237,6 +237,7 @@ def synthesize_command(
 def _writer(stream: IO[str]):
     def write(decision: Decision) -> None:
         stream.write(json.dumps(decision.as_json(), ensure_ascii=False) + "\n")
+        stream.flush()  # a reader (the demo) follows the file as it grows
 
     return write
 

@@ -255,12 +255,14 @@ class Flywheel:
 
     # ---- commits and rebalances -------------------------------------------------------------
     async def _commit(self, only: list[TopicPartition] | None = None) -> None:
-        offsets = {}
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        ours: dict[TopicPartition, float] = {}  # our spending in what is sent
         for tp, state in self.partitions.items():
             committable = state.offsets.committable
             if (only is None or tp in only) and state.dirty and committable is not None:
                 spent = state.committed_usd + state.live_usd
                 offsets[tp] = OffsetAndMetadata(committable, spend_metadata(spent))
+                ours[tp] = state.ours_base + state.live_usd
         if not offsets:
             return
         try:
@@ -268,10 +270,17 @@ class Flywheel:
         except KafkaError as exc:  # the next round carries the same offsets
             log.warning("offset commit failed: %s: %s", type(exc).__name__, exc)
             return
-        for tp in offsets:
-            state = self.partitions[tp]
-            state.dirty = False
-            self._own_committed[tp] = state.ours_base + state.live_usd
+        for tp, sent in offsets.items():
+            self._own_committed[tp] = ours[tp]
+            state = self.partitions.get(tp)
+            if state is None:
+                continue
+            # a parent that finished while the commit was on its way is for the next round
+            now = OffsetAndMetadata(
+                state.offsets.committable,
+                spend_metadata(state.committed_usd + state.live_usd),
+            )
+            state.dirty = now != sent
 
     async def revoked(self, revoked: list[TopicPartition]) -> None:
         """Parents of revoked partitions stop here, uncommitted; another member redoes them."""

@@ -2,8 +2,8 @@
 
 - KnownTasks: every task on the task topics (adp.tasks.*), from the beginning and then as they
   come: their ids (a candidate whose id is among them was produced by an earlier run and is not
-  produced again), their descriptions (the duplicate filter's index), and which of them this
-  synthesizer made (--max-tasks counts them; the highest generation among them);
+  produced again), their descriptions (the duplicate filter's index), which of them this
+  synthesizer made (--max-tasks counts them) and the highest generation among them all;
 - TrajectoryWatch: adp.trajectories from where it ended when the synthesizer started, for the
   trajectories of the candidates it runs on trial (--solve).
 """
@@ -91,7 +91,7 @@ class KnownTasks:
     produced: set[str]  # every task_id on the task topics
     synthesizer: str  # tasks whose lineage names it are this synthesizer's
     on_ours: Callable[[str], None] = lambda _task_id: None
-    max_generation: int = 0  # highest generation among this synthesizer's tasks
+    max_generation: int = 0  # the highest generation on the task topics
     tail: Tail | None = field(default=None, repr=False)
     # read here (`produced` also holds what the synthesizer sent before this reader saw it)
     seen: set[str] = field(default_factory=set, repr=False)
@@ -127,9 +127,9 @@ class KnownTasks:
         self.seen.add(task.task_id)
         self.produced.add(task.task_id)
         self.dedup.add(task.task_id, task.description)
+        self.max_generation = max(self.max_generation, schema.generation_of(task))
         lineage = schema.lineage_of(task)
         if lineage is not None and lineage.get("synthesizer") == self.synthesizer:
-            self.max_generation = max(self.max_generation, schema.generation_of(task))
             self.on_ours(task.task_id)
 
     async def close(self) -> None:
