@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adp.connectors.tasks_source import parse_line
+from adp.runtimes.verify import BadSpec, check_spec
 from adp.schemas import lineage as schema
 from adp.schemas.contracts import Task, Trajectory
 from adp.streams.producer import encode_samples
@@ -148,15 +149,23 @@ class CandidateBuilder:
     ) -> Candidate | Turned:
         specs = [verify_spec(a, alone=len(answers) == 1) for a in answers]
         spec: Any = specs[0] if len(specs) == 1 else specs
-        task = self.build(task_id, method, question, spec, lineage)
+        task = self.build(task_id, method, question, spec, lineage, encode=False)
         if isinstance(task, str):
             return Turned(task_id, method, question, f"{INVALID}: {task}")
         return Candidate(task_id, method, question, answers, spec, lineage, task)
 
     def build(
-        self, task_id: str, method: str, question: str, spec: Any, lineage: Lineage
+        self,
+        task_id: str,
+        method: str,
+        question: str,
+        spec: Any,
+        lineage: Lineage,
+        encode: bool = True,
     ) -> Task | str:
-        """The candidate as a task line, validated as `adp produce` validates one; or why not."""
+        """The candidate as a task line, validated as `adp produce` validates one, or why not
+        (`encode`: also encoded, as produced, against the size limit: on acceptance, when its
+        lineage is complete)."""
         scale = 1 if method == "atomic" else 2  # a composite task takes more steps
         line = {
             "task_id": task_id,
@@ -175,5 +184,9 @@ class CandidateBuilder:
         task = parse_line(json.dumps(line, ensure_ascii=False).encode())
         if isinstance(task, str):
             return task
-        records = encode_samples(task, None, self.limit)
+        try:
+            check_spec(task.verify)
+        except BadSpec as exc:
+            return str(exc)
+        records = encode_samples(task, None, self.limit) if encode else []
         return records if isinstance(records, str) else task
