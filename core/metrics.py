@@ -123,11 +123,27 @@ SINK_LATENCY = Histogram(
     ["sink"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+# Outages of what a component depends on (a sink that cannot be written, ...): they pause the
+# work instead of failing it; these say for how long.
+DEPENDENCY_UP = Gauge(
+    "adp_dependency_up",
+    "0 while a dependency is unavailable (an outage), 1 once it answers",
+    ["dependency"],
+)
+OUTAGE_SECONDS = Counter(
+    "adp_outage_seconds_total",
+    "Seconds of work paused because a dependency was unavailable",
+    ["dependency"],
+)
 
 
 @dataclass
 class Health:
-    """What /health reports. Components update it; `check` adds live checks (e.g. broker)."""
+    """What /health reports. Components update it; `check` adds live checks (e.g. broker).
+
+    "ok"; "degraded" (still 200) while a dependency is unavailable and the component waits for
+    it (`degrade`/`restore`); "unhealthy" (503) on a failed check, or no progress with work
+    pending and no outage to explain it."""
 
     component: str
     stale_after: float = 300.0  # no progress for this long while work is pending -> unhealthy
@@ -136,9 +152,19 @@ class Health:
     details: dict = field(default_factory=dict)
     checks: list[Callable[[], tuple[bool, str]]] = field(default_factory=list)
     busy: Callable[[], bool] = lambda: False  # is there work that should be making progress?
+    # dependency -> (why, since when): the component waits for it and will resume by itself
+    degraded: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def progress(self) -> None:
         self.last_progress = time.time()
+
+    def degrade(self, dependency: str, why: str) -> None:
+        """Report `dependency` unavailable (`why`, one line); kept until `restore`."""
+        since = self.degraded.get(dependency, (why, time.time()))[1]
+        self.degraded[dependency] = (why, since)
+
+    def restore(self, dependency: str) -> None:
+        self.degraded.pop(dependency, None)
 
     def report(self) -> tuple[bool, dict]:
         problems = []
@@ -146,13 +172,21 @@ class Health:
             ok, why = check()
             if not ok:
                 problems.append(why)
-        idle_for = time.time() - self.last_progress
-        if self.busy() and idle_for > self.stale_after:
+        now = time.time()
+        idle_for = now - self.last_progress
+        # an outage explains the missing progress: the component waits, restarting it would not
+        # help (a liveness probe must not turn an outage into a crash loop)
+        if self.busy() and idle_for > self.stale_after and not self.degraded:
             problems.append(f"no progress for {idle_for:.0f}s with work pending")
         body = {
             "component": self.component,
             "healthy": not problems,
+            "status": "unhealthy" if problems else "degraded" if self.degraded else "ok",
             "problems": problems,
+            "degraded": [
+                {"dependency": name, "why": why, "since_s_ago": round(now - since, 1)}
+                for name, (why, since) in sorted(self.degraded.items())
+            ],
             "uptime_s": round(time.time() - self.started, 1),
             "last_progress_s_ago": round(idle_for, 1),
             **self.details,

@@ -23,6 +23,9 @@
   before the batch can be acked, so nothing acknowledged is only in a buffer.
 - Bytes that do not decode, or events that break the contract, go to adp.dlq with the original
   bytes and the headers of streams/kafka/dlq.py.
+- A sink that cannot be written (full disk, read-only folder, S3 down) pauses the agent that
+  writes, its batch unacknowledged, until the same batch is written (sink_outage.py); only a
+  bug escapes an agent.
 - Faust's bugs are worked around in streams/aggregator/faust_guard.py: records it skips are
   read back (SkipGuard), and an agent that crashes stops the process with a non-zero exit status.
 - Expiry runs in event time inside the assembler (see assembly.py): no timers write to
@@ -407,6 +410,11 @@ class Aggregator:
         schedule, armed = worker._schedule_shutdown, []
 
         def shutdown(signal: Any) -> None:
+            if self.writer.outage.active:
+                log.warning(
+                    "stopping while the sink is unavailable: the trajectories not written yet "
+                    "keep their events unacknowledged and are written after the next start"
+                )
             if not armed:  # (a crashed agent stops the worker this way too: keep its status)
                 armed.append(
                     exit_if_stuck(
