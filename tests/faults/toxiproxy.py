@@ -86,7 +86,7 @@ class Toxiproxy:
 
     def _answers(self) -> bool:
         try:
-            self._call("GET", "/version")
+            self._call("GET", "/proxies")
             return True
         except OSError:
             return False
