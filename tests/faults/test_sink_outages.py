@@ -100,13 +100,13 @@ def degraded_by(port: int, words: str) -> bool:
 def aggregate(
     cluster: KafkaCluster, tmp: Path, args: list[str], env: dict[str, str]
 ) -> tuple[AdpProcess, int]:
+    """The aggregator of the default app, as the other outage tests run it: it resumes where
+    they left adp.steps instead of assembling all of it again."""
     port = free_port_block()
     proc = AdpProcess(
         [
             "aggregate",
             *args,
-            "--app-id",
-            f"outage-{uuid.uuid4().hex[:8]}",
             "--metrics-port",
             str(port),
             "--session-timeout",
