@@ -171,6 +171,14 @@ async def committed_past(bootstrap: str, group: str, ends: dict[TopicPartition, 
     )
 
 
+async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    admin = await clients.start(clients.admin(bootstrap))
+    try:
+        return {tp: m.offset for tp, m in (await admin.list_consumer_group_offsets(group)).items()}
+    finally:
+        await admin.close()
+
+
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
     partitions = (await partition_counts(bootstrap, [topic]))[topic]
     consumer = await clients.start(clients.consumer(conf=bootstrap))
@@ -341,8 +349,9 @@ main()
 
 def test_a_crashed_agent_ends_the_process_with_an_error(kafka, tmp_path):
     """A bug in an agent (here the sink's code raises KeyError) must stop the whole process
-    with a non-zero status and say why, not leave a process without it. An outage of the sink
-    (tests/faults/test_outages.py) is not a bug: it pauses the agent instead."""
+    with a non-zero status and say why, not leave a process without it, and without committing
+    the batch it crashed on: the restarted process must assemble and write it again. An outage
+    of the sink (tests/faults/test_sink_outages.py) is not a bug: it pauses the agent instead."""
     run = uuid.uuid4().hex[:8]
     out = tmp_path / "out"
     app_id = f"test-agg-crash-{run}"
@@ -368,6 +377,14 @@ def test_a_crashed_agent_ends_the_process_with_an_error(kafka, tmp_path):
     # what older tests left on adp.trajectories: whichever writes first crashes
     assert re.search(r"agent (assemble|sink) crashed: KeyError", log), log
     assert "stopping the aggregator" in log and "unavailable" not in log, log
+    # not acknowledged: the task's events are read again by the next start
+    key = f"crash-{run}".encode()
+    steps = asyncio.run(
+        read_topic(kafka.bootstrap, STEPS, lambda rs: any(r.key == key for r in rs))
+    )
+    first = min((r for r in steps if r.key == key), key=lambda r: r.offset)
+    committed = asyncio.run(committed_offsets(kafka.bootstrap, app_id))
+    assert committed.get(TopicPartition(STEPS, first.partition), 0) <= first.offset, committed
 
 
 def test_the_sink_agent_skips_only_what_an_aggregator_of_its_app_wrote():

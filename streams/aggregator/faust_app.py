@@ -27,7 +27,8 @@
   writes, its batch unacknowledged, until the same batch is written (sink_outage.py); only a
   bug escapes an agent.
 - Faust's bugs are worked around in streams/aggregator/faust_guard.py: records it skips are
-  read back (SkipGuard), and an agent that crashes stops the process with a non-zero exit status.
+  read back (SkipGuard), and an agent that crashes ends the process at once with a non-zero exit
+  status, its batch unacknowledged.
 - Expiry runs in event time inside the assembler (see assembly.py): no timers write to
   the table, so every table write follows events of the same partition.
 """
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +57,9 @@ from adp.streams.aggregator.assembly import (
     TrajectoryAssembler,
 )
 from adp.streams.aggregator.faust_guard import (
-    AGENT_CRASH_EXIT,
     STALL_CHECK_EVERY,
     SkipGuard,
-    stop_worker_on_crash,
+    exit_on_crash,
 )
 from adp.streams.aggregator.staged_store import StagedStore
 from adp.streams.aggregator.writer import TrajectoryWriter
@@ -126,8 +125,6 @@ class Aggregator:
             "table_writes": 0,
         }
         self.guard = SkipGuard(config.connection, config.app_id, STEPS)
-        self.crashed: BaseException | None = None
-        self._worker: Any = None
         self._dropped_seen = dict.fromkeys(DROP_REASONS, 0)
         self.artifacts = ArtifactFetcher(config.connection)  # bytes of files steps wrote
         datadir = config.datadir or config.connection.home / "aggregator"
@@ -176,9 +173,8 @@ class Aggregator:
         self.writer = TrajectoryWriter(
             config.sink, self.artifacts, self.stats, self.health, config.app_id
         )
-        crash_stops = stop_worker_on_crash(self._running_worker)
-        app.agent(self.steps, name="assemble", concurrency=1)(crash_stops(self._assemble_agent))
-        app.agent(self.trajectories, name="sink", concurrency=1)(crash_stops(self._sink_agent))
+        app.agent(self.steps, name="assemble", concurrency=1)(exit_on_crash(self._assemble_agent))
+        app.agent(self.trajectories, name="sink", concurrency=1)(exit_on_crash(self._sink_agent))
         app.timer(config.log_every, name="report")(self._report)
         app.timer(STALL_CHECK_EVERY, name="stall-watch")(self._refetch_stalled)
         app.task(self._on_startup)
@@ -359,10 +355,6 @@ class Aggregator:
             metrics.DLQ_MESSAGES.labels("aggregator").inc(len(dead))
 
     # -- lifecycle and reporting ---------------------------------------------------------------
-    def _running_worker(self) -> Any:
-        """For faust_guard.stop_worker_on_crash: the worker to stop."""
-        return self._worker
-
     async def _on_shutdown(self, *_: Any, **__: Any) -> None:
         await self.artifacts.close()
         await self.config.sink.close()
@@ -396,12 +388,12 @@ class Aggregator:
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT; mode's Worker stops the app cleanly on either. A crashed
-        agent stops it too, and then the process exits with AGENT_CRASH_EXIT."""
+        agent ends the process at once with AGENT_CRASH_EXIT (faust_guard.exit_on_crash)."""
         from faust import Worker
 
         if log.isEnabledFor(logging.DEBUG):  # -v: also Faust's own story (rebalances, recovery)
             logging.getLogger("faust").setLevel(logging.INFO)
-        self._worker = worker = Worker(
+        worker = Worker(
             self.app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False
         )
         worker.spinner = None  # it writes terminal escapes to stdout
@@ -415,13 +407,9 @@ class Aggregator:
                     "stopping while the sink is unavailable: the trajectories not written yet "
                     "keep their events unacknowledged and are written after the next start"
                 )
-            if not armed:  # (a crashed agent stops the worker this way too: keep its status)
+            if not armed:
                 armed.append(
-                    exit_if_stuck(
-                        self.config.drain_timeout,
-                        f"aggregator {self.config.app_id}",
-                        code=lambda: AGENT_CRASH_EXIT if getattr(worker, "crashed_by", None) else 1,
-                    )
+                    exit_if_stuck(self.config.drain_timeout, f"aggregator {self.config.app_id}")
                 )
             schedule(signal)
 
@@ -432,19 +420,9 @@ class Aggregator:
             worker.execute_from_commandline()
         except SystemExit as exc:
             code = exc.code
-        crashed = getattr(worker, "crashed_by", None)
         log.info(
             "aggregator stopped (%s)", " ".join(f"{k}={v}" for k, v in self.counters().items())
         )
-        if crashed is not None:
-            log.error(
-                "aggregator stopped because an agent crashed: %s: %s",
-                type(crashed).__name__,
-                crashed,
-            )
-            logging.shutdown()
-            # no lingering thread of Faust's may keep a crashed process alive
-            os._exit(AGENT_CRASH_EXIT)
         if code not in (0, None):
             raise SystemExit(code)
 

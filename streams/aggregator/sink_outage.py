@@ -18,7 +18,7 @@ membership, and the periodic commit never passes an unacked event. Past
 broker_commit_livelock_soft_timeout (300 s) Faust logs that nothing was committed; that is this.
 
 Only errors that say the destination cannot be written are an outage (`is_outage`); anything
-else is a bug and still crashes the agent (faust_guard.stop_worker_on_crash), so a supervisor
+else is a bug and still crashes the agent (faust_guard.exit_on_crash), so a supervisor
 restarts the process.
 """
 
