@@ -90,9 +90,10 @@ class CodeRuntime:
 
     async def run(self, task: Task, emit: EmitStep) -> Outcome:
         # one working directory per attempt: later steps see the files earlier ones wrote
-        async with self.sandbox.workspace() as workspace, self.mcp.tools_for(
-            task.expected_tools
-        ) as others:
+        async with (
+            self.sandbox.workspace() as workspace,
+            self.mcp.tools_for(task.expected_tools) as others,
+        ):
             tool = python_tool(
                 self.sandbox, self.limits, workspace=workspace, action_type="code_execution"
             )

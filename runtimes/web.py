@@ -195,9 +195,10 @@ class WebRuntime:
         return contextlib.nullcontext()
 
     async def run(self, task: Task, emit: EmitStep) -> Outcome:
-        async with self.pool.session(self.browser_options) as browser, self.mcp.tools_for(
-            task.expected_tools
-        ) as others:
+        async with (
+            self.pool.session(self.browser_options) as browser,
+            self.mcp.tools_for(task.expected_tools) as others,
+        ):
             agent = Agent(
                 self.model,
                 [*self.tools(browser), *others],

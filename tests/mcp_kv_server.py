@@ -74,7 +74,9 @@ def swatch(red: int, green: int, blue: int, size: int = 8) -> Image:
 def export_csv() -> types.EmbeddedResource:
     """The store as a CSV file (an embedded resource)."""
     text = "key,value\n" + "".join(f"{k},{v}\n" for k, v in sorted(STORE.items()))
-    contents = types.TextResourceContents(uri="file:///kv/store.csv", mime_type="text/csv", text=text)
+    contents = types.TextResourceContents(
+        uri="file:///kv/store.csv", mime_type="text/csv", text=text
+    )
     return types.EmbeddedResource(type="resource", resource=contents)
 
 

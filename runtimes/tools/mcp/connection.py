@@ -118,8 +118,10 @@ class McpConnection:
         where = f"MCP server {self.name!r} ({self.conf.describe()})"
         if isinstance(root_cause(exc), TimeoutError | asyncio.TimeoutError):
             reason = f"did not answer within {self.conf.startup_timeout:g} s"
-        else:
+        elif self.conf.transport == "stdio":
             reason = f"did not start: {describe(exc)}"
+        else:
+            reason = f"cannot be reached: {describe(exc)}"
         said = last_line(self.errlog) if self.conf.transport == "stdio" else None
         return f"{where} {reason}" + (f" (it said: {said})" if said else "")
 

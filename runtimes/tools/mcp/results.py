@@ -58,7 +58,9 @@ class _Files:
         elif kept >= self.limits.max_artifacts:
             note = f"over the limit of {self.limits.max_artifacts} files per call"
         elif self.kept_bytes + size > self.limits.artifacts_max_bytes:
-            note = f"over the {_size(self.limits.artifacts_max_bytes)} limit for all files of a call"
+            note = (
+                f"over the {_size(self.limits.artifacts_max_bytes)} limit for all files of a call"
+            )
         kind = mime or "application/octet-stream"
         if note is None:
             self.kept_bytes += size
@@ -105,7 +107,9 @@ def _block(block: Any, files: _Files) -> str:
             return f"[resource {res.uri} that is not valid base64: not kept]"
         return files.add(data, res.mime_type, res.uri)
     if isinstance(block, types.ResourceLink):
-        return f"[resource link: {block.uri}" + (f" ({block.mime_type})]" if block.mime_type else "]")
+        return f"[resource link: {block.uri}" + (
+            f" ({block.mime_type})]" if block.mime_type else "]"
+        )
     return f"[{getattr(block, 'type', type(block).__name__)} content]"
 
 

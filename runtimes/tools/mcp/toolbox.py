@@ -54,7 +54,9 @@ class McpToolbox:
         self.limits = limits or SandboxLimits()
         self.connections = {name: self._connection(name) for name in self.servers}
         self.offered: dict[str, list[types.Tool]] = {}  # after start: each server's tools
-        self._names: dict[str, tuple[str, str | None]] = {}  # expected_tools entry -> (server, tool)
+        self._names: dict[
+            str, tuple[str, str | None]
+        ] = {}  # expected_tools entry -> (server, tool)
 
     @classmethod
     def from_settings(cls, conf: Settings | None = None) -> McpToolbox:
@@ -131,7 +133,9 @@ class McpToolbox:
                 if SEPARATOR in entry or "." in entry:
                     server = entry.replace(SEPARATOR, ".").split(".", 1)[0]
                     if server in self.offered:
-                        log.warning("expected tool %r: MCP server %r has no such tool", entry, server)
+                        log.warning(
+                            "expected tool %r: MCP server %r has no such tool", entry, server
+                        )
                 continue
             server, tool = found
             if tool is None:
