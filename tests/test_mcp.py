@@ -211,7 +211,8 @@ SCRIPT = [
     {
         "match": "^mcp-text ",
         "replies": [
-            'I store it.\n```json\n{"tool": "kv.put", "arguments": {"key": "k", "value": "v"}}\n```',
+            "I store it.\n```json\n"
+            '{"tool": "kv.put", "arguments": {"key": "k", "value": "v"}}\n```',
             "FINAL ANSWER: v",
         ],
     },
