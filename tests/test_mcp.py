@@ -32,7 +32,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def stdio_server(*args: str, **fields) -> McpServerSettings:
-    fields.setdefault("timeout", 5)
+    # generous: the machine may be busy (the fault tests set their own timeouts)
+    fields.setdefault("timeout", 60)
+    fields.setdefault("startup_timeout", 120)
     return McpServerSettings(
         command=sys.executable, args=[KV_SERVER, *args], env={"KV_TOKEN": TOKEN}, **fields
     )
@@ -48,7 +50,7 @@ def kv_url(tmp_path_factory):
 
 @pytest.fixture(params=["stdio", "http"])
 async def kv(request, tmp_path, kv_url):
-    conf = stdio_server() if request.param == "stdio" else McpServerSettings(url=kv_url, timeout=5)
+    conf = stdio_server() if request.param == "stdio" else McpServerSettings(url=kv_url, timeout=60)
     box = McpToolbox({"kv": conf}, log_dir=tmp_path)
     await box.start()
     try:
@@ -112,16 +114,16 @@ async def test_a_crashed_stdio_server_is_restarted_for_the_next_call(tmp_path):
 
 
 async def test_a_hanging_call_times_out_and_a_hung_server_is_restarted(tmp_path):
-    box = McpToolbox({"kv": stdio_server(timeout=1)}, log_dir=tmp_path)
+    box = McpToolbox({"kv": stdio_server(timeout=5)}, log_dir=tmp_path)
     await box.start()
     try:
         _, first = await run(box, "kv__pid")
         _, slow = await run(box, "kv__nap", seconds=60)
-        assert (slow.ok, slow.error) == (False, "nap timed out after 1 s")
+        assert (slow.ok, slow.error) == (False, "nap timed out after 5 s")
         _, same = await run(box, "kv__pid")  # only that call hung: the server still answers
         assert same.observation == first.observation
         _, frozen = await run(box, "kv__freeze", seconds=60)
-        assert (frozen.ok, frozen.error) == (False, "freeze timed out after 1 s")
+        assert (frozen.ok, frozen.error) == (False, "freeze timed out after 5 s")
         _, fresh = await run(box, "kv__pid")  # the whole server hung: a new one answers
         assert fresh.ok and fresh.observation != first.observation
     finally:
