@@ -51,7 +51,7 @@ class NoArtifacts:
 
 
 def outage_seconds() -> float:
-    return metrics.OUTAGE_SECONDS.labels(sink_outage.DEPENDENCY)._value.get()
+    return metrics.SINK_OUTAGE_SECONDS.labels(FlakySink.kind)._value.get()
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ async def test_an_outage_is_retried_until_the_batch_is_written(quick, caplog):
     assert sink.tries == 4 and sink.stored == [trajectory.key]
     assert writer.stats["trajectories_written"] == 1
     assert outage_seconds() > before
-    assert metrics.DEPENDENCY_UP.labels(sink_outage.DEPENDENCY)._value.get() == 1
+    assert metrics.SINK_UNAVAILABLE.labels(FlakySink.kind)._value.get() == 0
     ok, body = health.report()
     assert ok and body["status"] == "ok" and body["degraded"] == []
     said = [r.getMessage() for r in caplog.records]
@@ -91,13 +91,15 @@ async def test_a_bug_is_not_retried(quick):
 
 async def test_health_is_degraded_not_unhealthy_during_an_outage(quick, monkeypatch):
     health = metrics.Health("aggregator test", stale_after=0.0, busy=lambda: True)
-    outage = SinkOutage("FileSink('/x')", health)
+    outage = SinkOutage(FlakySink())
+    health.degraded.append(outage.reason)
     monkeypatch.setattr(sink_outage.asyncio, "sleep", _no_sleep)
     await outage.wait_after(OSError(errno.EROFS, "Read-only file system"), held=3)
     ok, body = health.report()
     assert ok and body["status"] == "degraded"  # no "no progress" while the outage explains it
-    [entry] = body["degraded"]
-    assert entry["dependency"] == "sink" and "Read-only file system" in entry["why"]
+    [why] = body["degraded"]
+    assert "unavailable since" in why and "Read-only file system" in why and "3 traj" in why
+    assert metrics.SINK_UNAVAILABLE.labels(FlakySink.kind)._value.get() == 1
     outage.over()
     ok, body = health.report()
     assert not ok and body["status"] == "unhealthy"  # stalled again, with nothing to explain it
@@ -108,7 +110,7 @@ async def _no_sleep(_seconds: float) -> None:
 
 
 def test_backoff_doubles_from_the_first_wait_up_to_the_cap_with_jitter():
-    outage = SinkOutage("sink", None)
+    outage = SinkOutage(FlakySink())
     for retries, base in [(1, RETRY_FIRST), (2, 2 * RETRY_FIRST), (3, 4 * RETRY_FIRST)]:
         outage.retries = retries
         waits = {outage.delay() for _ in range(50)}

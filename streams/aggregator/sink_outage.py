@@ -8,8 +8,8 @@ jitter (RETRY_FIRST doubling up to RETRY_CAP seconds, each wait scaled by a rand
 [0.5, 1] so several aggregators do not hit a recovering sink at once) until it is written whole;
 sinks make that safe (a file or object per trajectory, written atomically, same name and bytes
 again). Meanwhile /health says "degraded" and why (still 200: a restart would not help),
-adp_dependency_up{dependency="sink"} is 0 and adp_outage_seconds_total{dependency="sink"} grows;
-the log says it once when the outage starts and once when it ends.
+adp_sink_unavailable{sink} is 1 and adp_sink_outage_seconds_total{sink} grows; the log says it
+once when the outage starts and once when it ends.
 
 Waiting inside the agent is what Faust copes with best: its fetcher keeps polling while the
 agent's buffer is full (flow control pauses the partitions, so memory stays bounded by
@@ -34,7 +34,6 @@ from adp.core import metrics
 
 log = logging.getLogger(__name__)
 
-DEPENDENCY = "sink"  # the label of adp_dependency_up / adp_outage_seconds_total, /health's name
 RETRY_FIRST = 1.0  # seconds before the first retry of a failed write
 RETRY_CAP = 30.0  # the longest wait between two tries (so the sink's return is seen this soon)
 
@@ -52,14 +51,19 @@ def describe(exc: BaseException) -> str:
 
 
 class SinkOutage:
-    """The outage state of one sink, shared by the agents that write with it."""
+    """The outage state of one sink, shared by the agents that write with it; `reason` is a
+    /health degraded check (metrics.Health.degraded)."""
 
-    def __init__(self, sink: object, health: metrics.Health | None) -> None:
-        self.sink, self.health = sink, health
+    def __init__(self, sink: object) -> None:
+        self.sink = sink
+        self.kind = getattr(sink, "kind", "sink")  # the metrics' label
         self.since: float | None = None  # monotonic start of the current outage
         self.retries = 0  # failed tries in the current outage
+        self.held = 0  # trajectories waiting for the sink
+        self.error = ""  # the latest failure
+        self._began = 0.0  # wall-clock start, for /health
         self._counted = 0.0  # monotonic time up to which its seconds are counted
-        metrics.DEPENDENCY_UP.labels(DEPENDENCY).set(1)
+        metrics.SINK_UNAVAILABLE.labels(self.kind).set(0)
 
     @property
     def active(self) -> bool:
@@ -74,9 +78,11 @@ class SinkOutage:
         it starts), then wait before the next try."""
         now = time.monotonic()
         self.retries += 1
+        self.held, self.error = held, describe(exc)
         if self.since is None:
             self.since = self._counted = now
-            metrics.DEPENDENCY_UP.labels(DEPENDENCY).set(0)
+            self._began = time.time()
+            metrics.SINK_UNAVAILABLE.labels(self.kind).set(1)
             log.warning(
                 "sink %r unavailable (%s): holding %d trajector%s unacknowledged and "
                 "retrying (backoff %.0f-%.0fs); nothing is lost",
@@ -89,8 +95,6 @@ class SinkOutage:
             )
         else:
             log.debug("sink %r still unavailable: %s", self.sink, describe(exc))
-        if self.health is not None:
-            self.health.degrade(DEPENDENCY, f"sink {self.sink!r} unavailable: {describe(exc)}")
         self._count(now)
         await asyncio.sleep(self.delay())
         self._count(time.monotonic())
@@ -108,12 +112,20 @@ class SinkOutage:
             self.retries,
             "y" if self.retries == 1 else "ies",
         )
-        self.since, self.retries = None, 0
-        metrics.DEPENDENCY_UP.labels(DEPENDENCY).set(1)
-        if self.health is not None:
-            self.health.restore(DEPENDENCY)
+        self.since, self.retries, self.held = None, 0, 0
+        metrics.SINK_UNAVAILABLE.labels(self.kind).set(0)
+
+    def reason(self) -> str | None:
+        """Why the aggregator is degraded (None: it is not): for /health."""
+        if self.since is None:
+            return None
+        began = time.strftime("%H:%M:%S", time.localtime(self._began))
+        return (
+            f"sink {self.sink!r} unavailable since {began} "
+            f"({time.monotonic() - self.since:.0f}s): {self.error}; {self.held} trajectories held"
+        )
 
     def _count(self, now: float) -> None:
         if self.since is not None and now > self._counted:
-            metrics.OUTAGE_SECONDS.labels(DEPENDENCY).inc(now - self._counted)
+            metrics.SINK_OUTAGE_SECONDS.labels(self.kind).inc(now - self._counted)
             self._counted = now

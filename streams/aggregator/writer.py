@@ -58,7 +58,9 @@ class TrajectoryWriter:
         self.app_id = app_id
         # the headers of every trajectory the assemble agent publishes (and then writes)
         self.headers = [(WRITTEN_BY, app_id.encode())]
-        self.outage = SinkOutage(sink, health)
+        self.outage = SinkOutage(sink)
+        if health is not None:
+            health.degraded.append(self.outage.reason)
 
     def written_by_app(self, headers: object) -> bool:
         """For the sink agent: whether an aggregator of this app wrote the record already."""

@@ -96,7 +96,7 @@ def health(port: int) -> dict:
 
 def degraded_by(port: int, words: str) -> bool:
     body = health(port)
-    return body["status"] == "degraded" and words in body["degraded"][0]["why"]
+    return body["status"] == "degraded" and words in body["degraded"][0]
 
 
 def aggregate(
@@ -142,7 +142,7 @@ def outage(
         lambda: degraded_by(port, why), 60, f"/health degraded: {why}", check=proc.assert_alive
     )
     _, text = get(f"http://127.0.0.1:{port}/metrics")
-    assert metric(text, "adp_dependency_up", dependency="sink") == 0
+    assert metric(text, "adp_sink_unavailable") == 1
     return set(batch)
 
 
@@ -155,8 +155,8 @@ def recovered(proc: AdpProcess, port: int, outages: int) -> None:
     when it began and once when it ended (not once per retry)."""
     wait_for(lambda: health(port)["status"] == "ok", 60, "/health ok", check=proc.assert_alive)
     _, text = get(f"http://127.0.0.1:{port}/metrics")
-    assert metric(text, "adp_dependency_up", dependency="sink") == 1
-    assert metric(text, "adp_outage_seconds_total", dependency="sink") > 0
+    assert metric(text, "adp_sink_unavailable") == 0
+    assert metric(text, "adp_sink_outage_seconds_total") > 0
     log = proc.log(lines=5000)
     assert log.count(OUTAGE_STARTS) == outages and log.count(OUTAGE_ENDS) == outages, log
     assert "crashed" not in log and "Traceback" not in log, log
