@@ -69,8 +69,8 @@ from adp.streams.aggregator.assembly import (
     InvalidEvent,
     TrajectoryAssembler,
 )
-from adp.streams.kafka import clients
-from adp.streams.kafka.artifacts import ArtifactFetcher
+from adp.streams.kafka import clients, oversized
+from adp.streams.kafka.artifacts import ArtifactError, ArtifactFetcher
 from adp.streams.kafka.reader import (
     KafkaReadError,
     Range,
@@ -270,8 +270,9 @@ async def replay(
                 summary.tombstones += 1
                 continue
             try:
-                trajectory = codec.decode(r.value, expect=Trajectory)
-            except (codec.DecodeError, ValidationError):
+                value = await oversized.value_of(r, fetcher.fetch)
+                trajectory = codec.decode(value, expect=Trajectory)
+            except (ValueError, ArtifactError):  # DecodeError, ValidationError among them
                 summary.undecodable += 1
                 continue
             writer.put(trajectory)
