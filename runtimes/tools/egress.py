@@ -87,7 +87,7 @@ class Rule:
 
     @classmethod
     def parse(cls, entry: str) -> Rule:
-        text = entry.strip()
+        text = entry = entry.strip()
         port = None
         if text.startswith("["):  # [v6]:port
             inside, _, rest = text[1:].partition("]")
