@@ -70,8 +70,11 @@ class StepEncoding:
         llm = step.llm
         if llm is None:
             return step
+        if llm.prefix_step is not None:  # stored against an earlier call already
+            self._previous = None  # (its request is not whole: nothing can refer to it)
+            return step
         previous, self._previous = self._previous, (step.step_id, llm.request)
-        if previous is None or llm.prefix_step is not None:
+        if previous is None:
             return step
         request, prefix = compact_request(llm.request, previous[1])
         if prefix == 0:
