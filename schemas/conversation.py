@@ -42,6 +42,8 @@ def _messages(request: Any) -> list | None:
 def same_json(a: Any, b: Any) -> bool:
     """Whether two JSON-shaped values encode to the same bytes: `==` with the types and the key
     order kept (1 == 1.0 == True and {"a", "b"} == {"b", "a"} in Python, not in JSON text)."""
+    if a is b:  # one object encodes one way
+        return True
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
