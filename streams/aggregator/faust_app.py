@@ -63,8 +63,8 @@ from adp.streams.aggregator.faust_guard import (
 )
 from adp.streams.aggregator.staged_store import StagedStore
 from adp.streams.aggregator.writer import TrajectoryWriter
-from adp.streams.kafka import clients
-from adp.streams.kafka.artifacts import ArtifactFetcher
+from adp.streams.kafka import clients, oversized
+from adp.streams.kafka.artifacts import ArtifactError, ArtifactFetcher
 from adp.streams.kafka.dlq import dlq_headers
 from adp.streams.kafka.topics import AGGREGATOR_GROUP, DLQ, STEPS, TRAJECTORIES
 
@@ -301,10 +301,16 @@ class Aggregator:
         if not trajectories:
             return
         pending = []
+        limit = oversized.record_limit(self.config.connection.max_message_bytes)
         for t in trajectories:
-            pending.append(
-                await self._send(
-                    TRAJECTORIES, t.key.encode(), codec.encode(t), headers=self.writer.headers
+            pending.append(  # one over the record limit goes to adp.artifacts in chunks first
+                await oversized.send(
+                    _AiokafkaSend(self),
+                    TRAJECTORIES,
+                    codec.encode(t),
+                    t.key.encode(),
+                    headers=self.writer.headers,
+                    limit=limit,
                 )
             )
         await asyncio.gather(*pending)  # acknowledged before the tasks' state is dropped
@@ -331,8 +337,9 @@ class Aggregator:
             if self.writer.written_by_app(message.headers):
                 continue  # an assemble agent of this app wrote it
             try:
-                good.append(codec.decode(message.value, expect=Trajectory))
-            except (codec.DecodeError, ValidationError) as exc:
+                value = await oversized.value_of(message, self.artifacts.fetch)
+                good.append(codec.decode(value, expect=Trajectory))
+            except (ValueError, ArtifactError) as exc:  # DecodeError, ValidationError among them
                 dead.append((message, f"undecodable Trajectory: {exc}"))
         await self.to_dlq(dead)
         await self.writer.write(good)
@@ -425,6 +432,17 @@ class Aggregator:
         )
         if code not in (0, None):
             raise SystemExit(code)
+
+
+class _AiokafkaSend:
+    """aiokafka's `send(topic, value, key=, headers=)` over the aggregator's Faust producer, for
+    the helpers written against it (oversized.send, artifacts.publish)."""
+
+    def __init__(self, aggregator: Aggregator) -> None:
+        self.aggregator = aggregator
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None, headers=None) -> Any:
+        return await self.aggregator._send(topic, key, value, headers=headers)
 
 
 def changelog_topic(app_id: str) -> str:
