@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -158,6 +159,11 @@ def task_from_record(value: bytes | None, limit: int = 30 * MiB) -> Task | str:
     return encoded if isinstance(encoded, str) else task
 
 
+def _make_producer(conf: Settings) -> AIOKafkaProducer:
+    # gzip: the one codec aiokafka supports without extra packages
+    return clients.producer(conf, client_id="adp-produce", linger_ms=20, max_batch_size=512 * 1024)
+
+
 def encode_samples(
     task: Task, samples: int | None, limit: int = 30 * MiB
 ) -> list[tuple[Task, bytes]] | str:
@@ -176,96 +182,115 @@ def encode_samples(
     return records
 
 
-class TaskSender:
-    """Sends task records to their lanes: every record confirmed by the broker (acks=all,
-    idempotent), pipelined with at most MAX_IN_FLIGHT records and MAX_IN_FLIGHT_BYTES handed to
-    the producer and not yet confirmed, each topic's write permission checked once (refused in
-    one line, not per record), the producer opened at the first record. `adp produce` and the
-    synthesizer (streams/synthesis/) both send through it.
+class TaskPublisher:
+    """Sends task records to their lane topics, pipelined: at most MAX_IN_FLIGHT records and
+    MAX_IN_FLIGHT_BYTES in flight, every one confirmed by the broker (acks=all) before `drain`
+    returns; confirmations are counted in `report`. Opens the producer, and checks the write
+    ACL of each topic, at the first record, so nothing to send needs no broker. Anything that
+    goes wrong raises ProduceError saying how many records were confirmed before it.
 
-    `send` returns the record's delivery future; a failed delivery also makes every later
-    `send` and `flush` raise it (the raw aiokafka exception; clients.KafkaClientError when the
-    broker cannot be reached or the topic not written)."""
+    Safe for concurrent senders (the synthesizer publishes for several parents at once): one
+    producer is opened however many publish at once, and a confirmation is counted once
+    whoever waits for it."""
 
-    def __init__(self, conf: Settings, client_id: str = "adp-produce") -> None:
-        self.conf, self.client_id = conf, client_id
+    def __init__(self, conf: Settings, report: ProduceReport) -> None:
+        self.conf, self.report = conf, report
         self.producer: AIOKafkaProducer | None = None
         self.pending: dict[asyncio.Future, tuple[str, str, int]] = {}  # -> (type, topic, bytes)
         self.in_flight_bytes = 0
-        self.handed = 0  # records handed to the producer
-        self.sent: Counter = Counter()  # task_type -> records confirmed
-        self.by_topic: Counter = Counter()  # lane topic -> records confirmed
-        self.failure: BaseException | None = None
-        self._writable: set[str] = set()
-        self._opening = asyncio.Lock()  # concurrent senders open one producer
+        self.handed = 0
+        self.writable: set[str] = set()
+        self._opening = asyncio.Lock()
 
-    @property
-    def confirmed(self) -> int:
-        return sum(self.sent.values())
+    async def __aenter__(self) -> TaskPublisher:
+        return self
 
-    async def open_topic(self, topic: str) -> None:
-        if topic in self._writable and self.producer is not None:
-            return
-        async with self._opening:
-            await self._open(topic)
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
-    async def _open(self, topic: str) -> None:
-        if topic not in self._writable:
-            await authz.require(self.conf, write=[topic])
-            self._writable.add(topic)
-        if self.producer is None:
-            # gzip: the one codec aiokafka supports without extra packages
-            self.producer = await clients.start(
-                clients.producer(
-                    self.conf, client_id=self.client_id, linger_ms=20, max_batch_size=512 * 1024
-                ),
-                self.conf,
-            )
+    async def publish(self, topic: str, records: list[tuple[Task, bytes]]) -> None:
+        """Hand a task's records (one per sample) to the producer, waiting for room first."""
+        await self._open(topic)
+        for task, value in records:
+            while self.pending and (
+                len(self.pending) >= MAX_IN_FLIGHT
+                or self.in_flight_bytes + len(value) > MAX_IN_FLIGHT_BYTES
+            ):
+                done, _ = await asyncio.wait(self.pending, return_when=asyncio.FIRST_COMPLETED)
+                self._settle(done)
+            try:
+                fut = await self.producer.send(topic, value=value, key=task.key.encode("utf-8"))
+            except Exception as exc:
+                raise self._fail("sending", exc) from None
+            self.handed += 1
+            self.pending[fut] = (task.task_type, topic, len(value))
+            self.in_flight_bytes += len(value)
+            if len(self.pending) % 256 == 0:  # harvest confirmations without waiting
+                self._settle([f for f in self.pending if f.done()])
 
-    async def send(self, task: Task, value: bytes) -> asyncio.Future:
-        """Hand one record (a sample of `task`, encoded) to the producer, keyed by its key."""
-        topic = topic_for_task(task.task_type, task.priority)
-        await self.open_topic(topic)
-        while self.pending and (
-            len(self.pending) >= MAX_IN_FLIGHT
-            or self.in_flight_bytes + len(value) > MAX_IN_FLIGHT_BYTES
-        ):
-            await asyncio.wait(list(self.pending), return_when=asyncio.FIRST_COMPLETED)
-        self._raise_failure()
-        fut = await self.producer.send(topic, value=value, key=task.key.encode("utf-8"))
-        self.handed += 1
-        self.pending[fut] = (task.task_type, topic, len(value))
-        self.in_flight_bytes += len(value)
-        fut.add_done_callback(self._settle)
-        return fut
-
-    def _settle(self, fut: asyncio.Future) -> None:
-        task_type, topic, nbytes = self.pending.pop(fut)
-        self.in_flight_bytes -= nbytes
-        exc = None if fut.cancelled() else fut.exception()
-        if fut.cancelled() or exc is not None:
-            self.failure = self.failure or exc or asyncio.CancelledError()
-            return
-        self.sent[task_type] += 1
-        self.by_topic[topic] += 1
-
-    def _raise_failure(self) -> None:
-        if self.failure is not None:
-            raise self.failure
-
-    async def flush(self) -> None:
-        """Wait until every record handed over is confirmed; raise the first failure."""
+    async def drain(self) -> None:
+        """Wait until every record handed over is confirmed (or raise why one was not)."""
         if self.pending:
-            await asyncio.wait(list(self.pending))
-        self._raise_failure()
+            done, _ = await asyncio.wait(self.pending)
+            self._settle(done)
 
     async def close(self) -> None:
         if self.producer is not None:
+            producer, self.producer = self.producer, None
             try:
-                await asyncio.wait_for(self.producer.stop(), timeout=35)
+                await asyncio.wait_for(producer.stop(), timeout=35)
             except Exception:
                 log.warning("producer did not stop cleanly", exc_info=True)
-            self.producer = None
+
+    async def _open(self, topic: str) -> None:
+        if topic in self.writable and self.producer is not None:
+            return
+        async with self._opening:
+            try:
+                if topic not in self.writable:  # refused now in one line, not per record later
+                    await authz.require(self.conf, write=[topic])
+                    self.writable.add(topic)
+                if self.producer is None:
+                    self.producer = await clients.start(_make_producer(self.conf), self.conf)
+            except clients.KafkaClientError as exc:
+                raise self._fail("", exc) from None
+
+    def _settle(self, done) -> None:
+        for fut in done:
+            entry = self.pending.pop(fut, None)
+            if entry is None:  # settled by another sender waiting on it too
+                continue
+            task_type, topic, nbytes = entry
+            self.in_flight_bytes -= nbytes
+            exc = fut.exception()
+            if exc is not None:
+                raise self._fail("sending", exc)
+            self.report.sent[task_type] += 1
+            self.report.by_topic[topic] += 1
+
+    def _fail(self, what: str, exc: BaseException) -> ProduceError:
+        confirmed = self.report.total_sent
+        if isinstance(exc, clients.KafkaClientError):
+            text = str(exc)
+        else:
+            text = str(clients.explain(exc, self.conf, what))
+        return ProduceError(
+            f"{text} ({confirmed} of {self.handed} tasks handed to the producer were confirmed)",
+            self.conf.bootstrap,
+            confirmed,
+            self.report,
+        )
+
+
+def open_source(path: str | Path, conf: Settings, dry_run: bool) -> tuple[ProduceReport, Any, int]:
+    """(report, the file's items, its size) for `path` ("-": standard input, size 0: unknown).
+    Opens the file now: raises TaskFileError if it cannot."""
+    if str(path) == "-":
+        items = read_stream(sys.stdin.buffer, "<stdin>", max_line_bytes=conf.max_message_bytes)
+        return ProduceReport("<stdin>", conf.bootstrap, dry_run=dry_run), items, 0
+    path = Path(path)
+    items = read_tasks(path, max_line_bytes=conf.max_message_bytes)
+    return ProduceReport(str(path), conf.bootstrap, dry_run=dry_run), items, path.stat().st_size
 
 
 async def produce_tasks(
@@ -282,18 +307,8 @@ async def produce_tasks(
     Raises TaskFileError if the file cannot be read, ProduceError if the broker cannot be
     reached or a send fails. With dry_run, validates and encodes only (no broker)."""
     conf = clients.connection(conf)
-    bootstrap = conf.bootstrap
     limit = task_limit(conf)
-    if str(path) == "-":
-        report = ProduceReport("<stdin>", bootstrap, dry_run=dry_run)
-        items = read_stream(sys.stdin.buffer, "<stdin>", max_line_bytes=conf.max_message_bytes)
-        size = 0  # unknown: the progress bar shows bytes read
-    else:
-        path = Path(path)
-        report = ProduceReport(str(path), bootstrap, dry_run=dry_run)
-        # opens the file: raises TaskFileError now if it cannot
-        items = read_tasks(path, max_line_bytes=conf.max_message_bytes)
-        size = path.stat().st_size
+    report, items, size = open_source(path, conf, dry_run)
     log.debug(
         "producing %s (%d bytes) to %s%s",
         report.path,
@@ -301,22 +316,26 @@ async def produce_tasks(
         conf.describe(),
         " (dry run)" if dry_run else "",
     )
-    sender = TaskSender(conf)
-    try:
+    async with TaskPublisher(conf, report) as publisher:
         for item in items:
             if progress is not None:
                 progress(item.end, size)
-            await _produce_item(item, sender, report, samples, limit)
-        await sender.flush()
-    except clients.KafkaClientError as exc:
-        raise _produce_error(exc, sender, report, conf) from None
-    except AdpError:
-        raise
-    except Exception as exc:  # a send the broker did not confirm
-        raise _produce_error(exc, sender, report, conf) from None
-    finally:
-        _copy_counts(sender, report)
-        await sender.close()
+            if item.task is None:
+                report.empty = report.empty or item.line_no == 0
+                report.rejected.append((item.line_no, item.error or "invalid"))
+                continue
+            records = encode_samples(item.task, samples, limit)
+            if isinstance(records, str):
+                report.rejected.append((item.line_no, f"line {item.line_no}: {records}"))
+                continue
+            report.tasks[item.task.task_type] += 1
+            topic = topic_for_task(item.task.task_type, item.task.priority)
+            if dry_run:
+                report.sent[item.task.task_type] += len(records)
+                report.by_topic[topic] += len(records)
+            else:
+                await publisher.publish(topic, records)
+        await publisher.drain()
     log.info(
         "%s %d tasks%s; rejected %d lines",
         "validated" if dry_run else "sent",
@@ -325,47 +344,3 @@ async def produce_tasks(
         len(report.rejected),
     )
     return report
-
-
-async def _produce_item(
-    item, sender: TaskSender, report: ProduceReport, samples: int | None, limit: int
-) -> None:
-    if item.task is None:
-        if item.line_no == 0:
-            report.empty = True
-        report.rejected.append((item.line_no, item.error or "invalid"))
-        return
-    records = encode_samples(item.task, samples, limit)
-    if isinstance(records, str):
-        report.rejected.append((item.line_no, f"line {item.line_no}: {records}"))
-        return
-    report.tasks[item.task.task_type] += 1
-    if report.dry_run:
-        topic = topic_for_task(item.task.task_type, item.task.priority)
-        report.sent[item.task.task_type] += len(records)
-        report.by_topic[topic] += len(records)
-        return
-    for task, value in records:
-        await sender.send(task, value)
-
-
-def _copy_counts(sender: TaskSender, report: ProduceReport) -> None:
-    if not report.dry_run:
-        report.sent, report.by_topic = Counter(sender.sent), Counter(sender.by_topic)
-
-
-def _produce_error(
-    exc: BaseException, sender: TaskSender, report: ProduceReport, conf: Settings
-) -> ProduceError:
-    _copy_counts(sender, report)
-    if isinstance(exc, clients.KafkaClientError):
-        text = str(exc)
-    else:
-        text = str(clients.explain(exc, conf, "sending"))
-    return ProduceError(
-        f"{text} ({sender.confirmed} of {sender.handed} tasks handed to the producer were "
-        "confirmed)",
-        conf.bootstrap,
-        sender.confirmed,
-        report,
-    )

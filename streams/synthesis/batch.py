@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import IO
 
 from adp.schemas.contracts import Task, Trajectory
-from adp.streams.kafka import clients
-from adp.streams.producer import encode_samples
 from adp.streams.synthesis import accounting
 from adp.streams.synthesis.accounting import BudgetReached, Report
 from adp.streams.synthesis.engine import ParentResult
 from adp.streams.synthesis.model import ModelUnavailable
+from adp.streams.synthesis.publish import publish
 from adp.streams.synthesis.setup import Parts, Plan, assemble
 
 log = logging.getLogger(__name__)
@@ -71,8 +70,7 @@ class BatchSynthesis:
                 self.out.parent.mkdir(parents=True, exist_ok=True)
                 self._file = self.out.open("w", encoding="utf-8")
             await self._synthesize_all()
-            if self.parts.sender is not None:
-                await self._flush()
+
         finally:
             if self._file is not None:
                 self._file.close()
@@ -140,17 +138,8 @@ class BatchSynthesis:
         """Produce the accepted tasks (each confirmed); trials are on the topics already."""
         if self.out is not None or not result.tasks:
             return
-        futures = []
-        try:
-            for task in result.tasks:
-                for sample, value in _records(task, self.parts.synthesizer.options.limit):
-                    futures.append(await self.parts.sender.send(sample, value))
-            await asyncio.gather(*futures)
-        except clients.KafkaClientError:
-            raise
-        except Exception as exc:
-            raise clients.explain(exc, clients.connection(self.plan.conf), "producing") from None
-        self.parts.report.produced += len(futures)
+        limit = self.parts.synthesizer.options.limit
+        self.parts.report.produced += await publish(self.parts.publisher, result.tasks, limit)
         self.parts.produced.update(t.task_id for t in result.tasks)
 
     def _finish(self, sequence: int, tasks: list[Task]) -> None:
@@ -165,21 +154,8 @@ class BatchSynthesis:
             self._next += 1
         self._file.flush()
 
-    async def _flush(self) -> None:
-        try:
-            await self.parts.sender.flush()
-        except Exception as exc:
-            raise clients.explain(exc, clients.connection(self.plan.conf), "producing") from None
-
     def _stop(self, reason: str, detail: str) -> None:
         if not self._stopping:
             log.info("stopping: %s (%s)", reason, detail)
         self._stopping = True
         self.parts.report.stop(reason, detail)
-
-
-def _records(task: Task, limit: int) -> list[tuple[Task, bytes]]:
-    records = encode_samples(task, None, limit)
-    if isinstance(records, str):  # checked when the candidate was built, lineage included
-        raise ValueError(f"{task.task_id}: {records}")
-    return records

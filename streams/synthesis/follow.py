@@ -3,7 +3,7 @@
 A consumer group (adp-synthesizer by default) on adp.trajectories, scaled like the runtimes: any
 number of members share its partitions. Each trajectory is a parent; several are synthesized at
 once (--concurrency), and the accepted tasks go straight to the task topics through the same
-sender as `adp produce`, where the runtimes pick them up; their trajectories come back here as
+publisher as `adp produce`, where the runtimes pick them up; their trajectories come back here as
 the next generation's parents.
 
 Nothing produced twice, no parent skipped:
@@ -44,6 +44,7 @@ from adp.streams.synthesis.accounting import BudgetReached, Report, spend_metada
 from adp.streams.synthesis.engine import ParentResult
 from adp.streams.synthesis.idle import FactoryLag
 from adp.streams.synthesis.model import TAB, ModelUnavailable
+from adp.streams.synthesis.publish import publish
 from adp.streams.synthesis.setup import Parts, Plan, assemble
 
 log = logging.getLogger(__name__)
@@ -233,12 +234,8 @@ class Flywheel:
 
     async def _deliver(self, result: ParentResult) -> None:
         """Produce the accepted tasks and wait until the broker confirmed every one."""
-        futures = []
-        for task in result.tasks:
-            for sample, value in _records(task, self.parts.synthesizer.options.limit):
-                futures.append(await self.parts.sender.send(sample, value))
-        await asyncio.gather(*futures)
-        self.report.produced += len(futures)
+        limit = self.parts.synthesizer.options.limit
+        self.report.produced += await publish(self.parts.publisher, result.tasks, limit)
         self.parts.produced.update(t.task_id for t in result.tasks)
 
     def _finish(self, tp: TopicPartition, offset: int) -> None:
@@ -351,12 +348,3 @@ class Flywheel:
             job.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _records(task, limit: int):
-    from adp.streams.producer import encode_samples
-
-    records = encode_samples(task, None, limit)
-    if isinstance(records, str):  # checked when the candidate was built, lineage included
-        raise ValueError(f"{task.task_id}: {records}")
-    return records

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from adp.core.settings import Settings
 from adp.runtimes.base import Model
-from adp.streams.producer import TaskSender, task_limit
+from adp.streams.producer import ProduceReport, TaskPublisher, task_limit
 from adp.streams.synthesis.accounting import Limits, Report, Spend
 from adp.streams.synthesis.dedup import DedupIndex
 from adp.streams.synthesis.engine import Decision, Options, Synthesizer, TaskAllowance
@@ -53,22 +53,22 @@ class Parts:
     produced: set[str]
     allowance: TaskAllowance
     known: KnownTasks | None = None
-    sender: TaskSender | None = None
+    publisher: TaskPublisher | None = None
     watch: TrajectoryWatch | None = None
 
     async def close(self) -> None:
         for part in (self.known, self.watch):
             if part is not None:
                 await part.close()
-        if self.sender is not None:
-            await self.sender.close()
+        if self.publisher is not None:
+            await self.publisher.close()
 
 
 async def assemble(
     plan: Plan, *, kafka: bool, send: bool, follow_topics: bool = False, before_usd: float = 0.0
 ) -> Parts:
     """The synthesizer with its index, allowance and, as needed, the task topics read (`kafka`),
-    a sender (`send`, or --solve), and the trial watch (--solve)."""
+    a publisher (`send`, or --solve), and the trial watch (--solve)."""
     options = plan.options
     if plan.solve is not None:
         options = Options(**{**options.__dict__, "solve": plan.solve.lineage()})
@@ -84,13 +84,14 @@ async def assemble(
             parts.known = KnownTasks(plan.conf, dedup, produced, options.synthesizer, ours)
             await parts.known.catch_up(follow=follow_topics)
         if send or plan.solve is not None:
-            parts.sender = TaskSender(plan.conf, client_id="adp-synthesize")
+            produced = ProduceReport("adp synthesize", plan.conf.bootstrap)
+            parts.publisher = TaskPublisher(plan.conf, produced)
         trials = None
         if plan.solve is not None:
             parts.watch = TrajectoryWatch(plan.conf)
             await parts.watch.start()
             trials = TrialRunner(
-                parts.sender,
+                parts.publisher,
                 parts.watch,
                 plan.solve.samples,
                 plan.solve.pass_rate,

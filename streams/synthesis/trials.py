@@ -1,6 +1,6 @@
 """--solve K: candidates run K times by the real runtimes before they count as accepted.
 
-Each candidate is produced to its task topic as a task of K samples (through the same sender as
+Each candidate is produced to its task topic as a task of K samples (through the same publisher as
 `adp produce`, so the runtimes of its type run it like any other task), and its K trajectories
 are read back from adp.trajectories. It is kept when its pass rate (verified successes / K)
 lies within the --pass-rate range: a task always solved or never solved teaches nothing. A
@@ -15,7 +15,8 @@ import asyncio
 import logging
 
 from adp.schemas.contracts import Task
-from adp.streams.producer import TaskSender, encode_samples
+from adp.streams.producer import TaskPublisher
+from adp.streams.synthesis.publish import publish
 from adp.streams.synthesis.watch import TrajectoryWatch
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,14 @@ def parse_pass_rate(text: str) -> tuple[float, float]:
 class TrialRunner:
     def __init__(
         self,
-        sender: TaskSender,
+        publisher: TaskPublisher,
         watch: TrajectoryWatch,
         samples: int,
         pass_rate: tuple[float, float],
         timeout: float,
         limit: int,
     ) -> None:
-        self.sender, self.watch = sender, watch
+        self.publisher, self.watch = publisher, watch
         self.samples, self.pass_rate, self.timeout, self.limit = samples, pass_rate, timeout, limit
 
     async def run(self, tasks: list[Task]) -> dict[str, float | None]:
@@ -53,14 +54,7 @@ class TrialRunner:
         pass rate, or None when they did not all come back in time."""
         for task in tasks:
             self.watch.expect(task.task_id)  # before producing: no trajectory can slip past
-        futures = []
-        for task in tasks:
-            records = encode_samples(task, None, self.limit)
-            if isinstance(records, str):  # checked when the candidate was built
-                raise ValueError(f"{task.task_id}: {records}")
-            for sample, value in records:
-                futures.append(await self.sender.send(sample, value))
-        await asyncio.gather(*futures)
+        await publish(self.publisher, tasks, self.limit)
         log.info("%d candidates on trial, %d samples each", len(tasks), self.samples)
         rates = await asyncio.gather(
             *(self.watch.rate(t.task_id, self.samples, self.timeout) for t in tasks)

@@ -21,7 +21,7 @@ from bench.core import Bench
 from bench.parts.d_runtime import cpu_seconds
 from bench.tasks import steady_rate, stub_replies
 
-KEY = "k"
+KEY = "m"
 NAME = "synthesis"
 TITLE = "Synthesis: tasks accepted/s and LLM calls/s vs the stub's latency"
 LATENCY = 0.2
