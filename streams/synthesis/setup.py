@@ -84,8 +84,8 @@ async def assemble(
             parts.known = KnownTasks(plan.conf, dedup, produced, options.synthesizer, ours)
             await parts.known.catch_up(follow=follow_topics)
         if send or plan.solve is not None:
-            produced = ProduceReport("adp synthesize", plan.conf.bootstrap)
-            parts.publisher = TaskPublisher(plan.conf, produced)
+            counts = ProduceReport("adp synthesize", plan.conf.bootstrap)
+            parts.publisher = TaskPublisher(plan.conf, counts)
         trials = None
         if plan.solve is not None:
             parts.watch = TrajectoryWatch(plan.conf)
