@@ -139,7 +139,8 @@ class BatchSynthesis:
         if self.out is not None or not result.tasks:
             return
         limit = self.parts.synthesizer.options.limit
-        self.parts.report.produced += await publish(self.parts.publisher, result.tasks, limit)
+        sent = await publish(self.parts.publisher, result.tasks, limit)  # not `+= await`: the
+        self.parts.report.produced += sent  # count would be read before, and lose concurrent adds
         self.parts.produced.update(t.task_id for t in result.tasks)
 
     def _finish(self, sequence: int, tasks: list[Task]) -> None:

@@ -235,7 +235,8 @@ class Flywheel:
     async def _deliver(self, result: ParentResult) -> None:
         """Produce the accepted tasks and wait until the broker confirmed every one."""
         limit = self.parts.synthesizer.options.limit
-        self.report.produced += await publish(self.parts.publisher, result.tasks, limit)
+        sent = await publish(self.parts.publisher, result.tasks, limit)  # not `+= await`: the
+        self.report.produced += sent  # count would be read before, and lose concurrent adds
         self.parts.produced.update(t.task_id for t in result.tasks)
 
     def _finish(self, tp: TopicPartition, offset: int) -> None:
