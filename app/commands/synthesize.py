@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 
@@ -167,23 +167,10 @@ def synthesize_command(
     source: str,
     follow: bool,
     out: Path | None,
-    include_unverified: bool,
-    methods: str,
-    per_parent: int,
-    max_generations: int | None,
-    max_tasks: int | None,
-    budget_usd: float | None,
-    solve_k: int | None,
-    pass_rate: str,
-    solve_timeout: float,
-    near_duplicate: float,
-    concurrency: int,
-    group: str,
-    aggregator_group: str,
     report_path: Path | None,
-    max_tokens: int,
     as_json: bool,
     conf: Settings,
+    **flags: Any,
 ) -> None:
     """New verified tasks from the trajectories of SOURCE (a trajectory folder, s3://bucket/
     prefix, or `kafka` for adp.trajectories), grounded in what their tools really returned.
@@ -201,37 +188,45 @@ def synthesize_command(
     3 Kafka unreachable, 5 the LLM did not answer for some parents (left for a later run).
     """
     _check_mode(source, follow, out)
-    try:
-        bounds = parse_pass_rate(pass_rate)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--pass-rate") from None
-    from adp.runtimes.llm.client import build_model
-
     decisions = report_path.open("w", encoding="utf-8") if report_path else None
-    plan = Plan(
-        conf=conf,
-        model=build_model({"max_tokens": max_tokens, "connections": concurrency * 2}),
-        options=Options(
-            per_method=per_parent,
-            methods=_methods(methods),
-            include_unverified=include_unverified,
-            max_generations=max_generations,
-            synthesizer=group if follow else "batch",
-        ),
-        limits=Limits(max_generations, max_tasks, budget_usd),
-        near_duplicate=near_duplicate,
-        concurrency=concurrency,
-        solve=Solve(solve_k, bounds, solve_timeout) if solve_k else None,
-        on_decision=_writer(decisions) if decisions else None,
-    )
+    plan = _plan(conf, follow, flags, _writer(decisions) if decisions else None)
     try:
-        report = asyncio.run(_run(source, plan, follow, out, group, aggregator_group))
+        report = asyncio.run(
+            _run(source, plan, follow, out, flags["group"], flags["aggregator_group"])
+        )
     finally:
         if decisions:
             decisions.close()
     _print(report, source, out, as_json)
     if report.parents_skipped.get(LLM_UNAVAILABLE):
         sys.exit(5)
+
+
+def _plan(conf: Settings, follow: bool, flags: dict[str, Any], on_decision) -> Plan:
+    """What the flags ask for, and the model of the provider chain."""
+    try:
+        bounds = parse_pass_rate(flags["pass_rate"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--pass-rate") from None
+    from adp.runtimes.llm.client import build_model
+
+    concurrency, solve_k = flags["concurrency"], flags["solve_k"]
+    return Plan(
+        conf=conf,
+        model=build_model({"max_tokens": flags["max_tokens"], "connections": concurrency * 2}),
+        options=Options(
+            per_method=flags["per_parent"],
+            methods=_methods(flags["methods"]),
+            include_unverified=flags["include_unverified"],
+            max_generations=flags["max_generations"],
+            synthesizer=flags["group"] if follow else "batch",
+        ),
+        limits=Limits(flags["max_generations"], flags["max_tasks"], flags["budget_usd"]),
+        near_duplicate=flags["near_duplicate"],
+        concurrency=concurrency,
+        solve=Solve(solve_k, bounds, flags["solve_timeout"]) if solve_k else None,
+        on_decision=on_decision,
+    )
 
 
 def _writer(stream: IO[str]):

@@ -86,9 +86,8 @@ def accepted(path) -> int:
         return 0
 
 
-async def run(bench: Bench) -> None:
-    n = bench.size(1200, 150)
-    concurrency = 16
+async def measure(bench: Bench, n: int, concurrency: int):
+    """Run the synthesizer over n parents; (times, tasks accepted, stub calls, CPU marks)."""
     folder = bench.work / "synthesis-parents"
     folder.mkdir(exist_ok=True)
     for i in range(n):
@@ -112,6 +111,14 @@ async def run(bench: Bench) -> None:
         if len(marks) < 2 and ys[-1] >= (0.2, 0.9)[len(marks)] * wanted * 0.98:
             marks.append((cpu_seconds(proc.pid), ys[-1]))
         await asyncio.sleep(0.25)
+    return xs, ys, calls, marks, out
+
+
+async def run(bench: Bench) -> None:
+    n = bench.size(1200, 150)
+    concurrency = 16
+    wanted = n * PER_PARENT
+    xs, ys, calls, marks, out = await measure(bench, n, concurrency)
     code = bench.stop("synthesize")
     if code != 0:
         raise RuntimeError(f"adp synthesize exited {code}: see {bench.log_of('synthesize')}")
