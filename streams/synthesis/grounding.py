@@ -91,21 +91,36 @@ def find_evidence(answer: str, seen: list[Observation]) -> Evidence | None:
     wanted = normalise(answer)
     if len(wanted) < 2 or not any(ch.isalnum() for ch in wanted):
         return None
-    pattern = re.compile(r"(?<!\w)" + re.escape(wanted) + r"(?!\w)")
     for obs in seen:
         text = normalise(obs.text)
-        match = pattern.search(text)
-        if match:
-            return Evidence(obs.step_id, _excerpt(text, match.start(), match.end()))
+        at = whole_words_at(text, wanted)
+        if at >= 0:
+            return Evidence(obs.step_id, _excerpt(text, at, at + len(wanted)))
     return None
 
 
 def gives_away(question: str, answer: str) -> bool:
     """True when the question already states its answer (as whole words)."""
     wanted = normalise(answer)
-    if not wanted:
-        return False
-    return re.search(r"(?<!\w)" + re.escape(wanted) + r"(?!\w)", normalise(question)) is not None
+    return bool(wanted) and whole_words_at(normalise(question), wanted) >= 0
+
+
+def whole_words_at(text: str, wanted: str) -> int:
+    """Where `wanted` first occurs in `text` not inside a longer word ("kett" is not in
+    "kettle"), or -1. A plain search: no regular expression compiled per answer."""
+    at = text.find(wanted)
+    while at >= 0:
+        end = at + len(wanted)
+        before = at == 0 or not _word_char(text[at - 1]) or not _word_char(wanted[0])
+        after = end == len(text) or not _word_char(text[end]) or not _word_char(wanted[-1])
+        if before and after:
+            return at
+        at = text.find(wanted, at + 1)
+    return -1
+
+
+def _word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
 
 
 def verify_spec(answer: str, alone: bool = True) -> dict[str, Any]:
