@@ -40,6 +40,8 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from adp.core.errors import DependencyOutage, DependencyUnavailable
+from adp.core.settings import settings
 from adp.runtimes.tools.sandbox.artifacts import collect, snapshot
 from adp.runtimes.tools.sandbox.base import (
     ENV,
@@ -51,7 +53,7 @@ from adp.runtimes.tools.sandbox.base import (
 )
 from adp.runtimes.tools.sandbox.env import MOUNT, MPLCONFIG, SandboxEnv, ensure_env
 
-BWRAP = "/usr/bin/bwrap"  # also in __init__.make_sandbox ("auto")
+BWRAP = "/usr/bin/bwrap"  # the default of settings().sandbox.bwrap (ADP_SANDBOX_BWRAP)
 PYTHON = "/usr/bin/python3"  # Debian's interpreter, never the runtime's venv
 PRLIMIT = "/usr/bin/prlimit"  # util-linux (Debian: required); sets rlimits, then execs
 SETPRIV = "/usr/bin/setpriv"  # util-linux too; becomes the run's uid, then execs bwrap
@@ -89,27 +91,29 @@ _ETC = {
 
 
 @functools.cache
-def _disable_userns() -> tuple[str, ...]:
+def _disable_userns(bwrap: str = BWRAP) -> tuple[str, ...]:
     """--disable-userns (bwrap >= 0.8) where this bwrap knows it. Without it a program may make
     nested user namespaces; RLIMIT_NPROC still holds, as the kernel counts them hierarchically."""
     try:
-        help_text = subprocess.run([BWRAP, "--help"], capture_output=True, timeout=10).stdout
+        help_text = subprocess.run([bwrap, "--help"], capture_output=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return ()
     return ("--disable-userns",) if b"--disable-userns" in help_text else ()
 
 
-def _bwrap_argv(root: str, limits: SandboxLimits, env: SandboxEnv | None = None) -> list[str]:
+def _bwrap_argv(
+    root: str, limits: SandboxLimits, env: SandboxEnv | None = None, bwrap: str = BWRAP
+) -> list[str]:
     tmp_bytes = str(max(64, 4 * limits.file_size_mb) << 20)
     argv = [
-        BWRAP,
+        bwrap,
         "--unshare-user",
         "--unshare-ipc",
         "--unshare-pid",
         "--unshare-net",
         "--unshare-uts",
         "--unshare-cgroup-try",
-        *_disable_userns(),
+        *_disable_userns(bwrap),
         "--uid",
         str(INNER_UID),
         "--gid",
@@ -235,6 +239,12 @@ class BubblewrapSandbox:
     None: Debian's bare python3)."""
 
     def __init__(self, tmp_root: str | None = None, env: SandboxEnv | str | None = "auto"):
+        self.bwrap = settings().sandbox.bwrap
+        if not os.access(self.bwrap, os.X_OK):
+            raise DependencyUnavailable(
+                f"bubblewrap not found at {self.bwrap} (sandbox.bwrap, ADP_SANDBOX_BWRAP): "
+                "install it (apt-get install bubblewrap)"
+            )
         self.tmp_root = tmp_root
         self.env = ensure_env() if env == "auto" else env
         self._as_root = os.geteuid() == 0
@@ -339,21 +349,24 @@ class BubblewrapSandbox:
         proc: asyncio.subprocess.Process | None = None
         main: asyncio.Future | None = None
         try:
-            await self._ensure(ws)
-            self._write_code(ws.root, code)  # one small file: not worth a thread
-            before = snapshot(ws.work)
-            t0 = time.monotonic()
-            argv, kw = _as_uid(_bwrap_argv(ws.root, limits, self.env), uid)
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env={},
-                start_new_session=True,
-                close_fds=True,
-                **kw,
-            )
+            try:
+                await self._ensure(ws)
+                self._write_code(ws.root, code)  # one small file: not worth a thread
+                before = snapshot(ws.work)
+                t0 = time.monotonic()
+                argv, kw = _as_uid(_bwrap_argv(ws.root, limits, self.env, self.bwrap), uid)
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env={},
+                    start_new_session=True,
+                    close_fds=True,
+                    **kw,
+                )
+            except OSError as exc:  # no disk, no memory, no bwrap: the program never ran
+                raise self._outage(f"{type(exc).__name__}: {exc}") from exc
 
             async def pump(stream: asyncio.StreamReader, cap: Capture) -> None:
                 while data := await stream.read(_CHUNK):
@@ -377,6 +390,9 @@ class BubblewrapSandbox:
                 await self._sweep(uid)
             await asyncio.wait_for(main, 30)  # EOF comes as soon as the tree is dead
             rc = proc.returncode
+            if rc == 1 and not out.nbytes and err.text().startswith("bwrap: "):
+                # bubblewrap itself failed to set the sandbox up: the program never ran
+                raise self._outage(err.text().strip().splitlines()[0])
             if timed_out:
                 exit_code = None
             elif rc is not None and 128 < rc < 128 + 65:  # bwrap reports a signal death so
@@ -400,6 +416,15 @@ class BubblewrapSandbox:
             if proc is not None and proc.returncode is None:  # cancelled or failed mid-run
                 _killpg(proc.pid)
                 self._sweep_sync(uid)
+
+    def _outage(self, why: str) -> DependencyOutage:
+        return DependencyOutage(f"the python sandbox cannot start: {why}", "sandbox", self._probe)
+
+    async def _probe(self) -> None:
+        """Return once a sandbox starts again here; raise while it does not."""
+        reason = await asyncio.to_thread(_probe_bwrap, self.bwrap)
+        if reason is not None:
+            raise self._outage(reason)
 
     async def _sweep(self, uid: int | None) -> None:
         if uid is not None:
@@ -453,9 +478,10 @@ def sandbox_available() -> str | None:
     return _available["bwrap"]
 
 
-def _probe_bwrap() -> str | None:
-    if not os.path.exists(BWRAP):
-        return f"{BWRAP} not found: install bubblewrap (apt-get install bubblewrap)"
+def _probe_bwrap(bwrap: str | None = None) -> str | None:
+    bwrap = bwrap or settings().sandbox.bwrap
+    if not os.path.exists(bwrap):
+        return f"{bwrap} not found: install bubblewrap (apt-get install bubblewrap)"
     if not os.path.exists(PYTHON):
         return f"{PYTHON} not found: install python3 (apt-get install python3)"
     try:
@@ -465,7 +491,7 @@ def _probe_bwrap() -> str | None:
     uid = sb._alloc_uid()
     root = sb._prepare(uid)
     sb._write_code(root, "print('ok')")
-    argv, kw = _as_uid(_bwrap_argv(root, SandboxLimits()), uid)
+    argv, kw = _as_uid(_bwrap_argv(root, SandboxLimits(), bwrap=bwrap), uid)
     try:
         r = subprocess.run(
             argv,
