@@ -129,11 +129,14 @@ def runtime_command(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
-        await worker.run(
-            stop,
-            drain_timeout=drain_timeout,
-            metrics_port=conf.metrics_port if metrics_port is None else metrics_port,
-        )
+        try:
+            await worker.run(
+                stop,
+                drain_timeout=drain_timeout,
+                metrics_port=conf.metrics_port if metrics_port is None else metrics_port,
+            )
+        finally:
+            await model.aclose()  # its HTTP sessions belong to this loop
 
     asyncio.run(main())
 
