@@ -148,3 +148,41 @@ def test_from_settings_reads_the_runtime_section(monkeypatch, budget):
     b = OutageBreaker.from_settings("unit", "rt", budget=budget)
     assert b.budget == budget and b.backoff_min == 0.5
     assert OutageBreaker.from_settings("unit").budget == 123
+
+
+def test_a_process_that_dies_paused_gives_its_waiting_tasks_no_strikes():
+    from adp.streams.runtime.poison import PoisonLedger
+
+    note = {"by": "rt-1", "since": 1.8e9, "why": "LLM endpoint unavailable"}
+    paused = PoisonLedger({7: 1}).metadata({7, 8}, committed=7, paused=note)
+    assert PoisonLedger.from_metadata(paused, committed=7).strikes == {7: 1}  # kept, not added
+    running = PoisonLedger({7: 1}).metadata({7, 8}, committed=7)
+    assert PoisonLedger.from_metadata(running, committed=7).strikes == {7: 2, 8: 1}
+
+
+def test_health_says_degraded_and_why_and_stays_up():
+    from adp.core.metrics import Health
+
+    reason = []
+    health = Health("runtime rt-1", stale_after=0.0, busy=lambda: True)
+    health.degraded.append(lambda: reason[0] if reason else None)
+    health.last_progress -= 10
+    ok, body = health.report()
+    assert not ok and body["status"] == "unhealthy"  # work pending, no progress, no known cause
+    reason.append("paused since ...: LLM endpoint unavailable")
+    ok, body = health.report()
+    assert ok and body["status"] == "degraded" and body["degraded"] == [reason[0]]
+    assert body["problems"] == []
+
+
+def test_adp_status_names_each_paused_runtime_since_when_and_why():
+    import time
+
+    from adp.app.commands.status import pauses
+    from adp.streams.inspection.status import Pause, TypeStatus
+
+    since = time.mktime((2026, 1, 2, 14, 2, 11, 0, 0, -1))
+    row = TypeStatus("code", paused=[Pause("code-host-1", since, "LLM endpoint unavailable")])
+    assert pauses([row, TypeStatus("web")], now=since + 185) == [
+        "paused: code-host-1 since 14:02:11 (3m 05s): LLM endpoint unavailable"
+    ]

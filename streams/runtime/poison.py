@@ -42,6 +42,11 @@ class PoisonLedger:
         except (ValueError, TypeError, AttributeError):
             log.warning("ignoring unreadable commit metadata %r", (metadata or "")[:200])
             return cls()
+        if data.get("paused"):
+            # the owner was paused by an outage (streams/runtime/breaker.py): its tasks were
+            # waiting for the dependency, not running, and a process restarted while paused
+            # (an operator's, most likely) must not dead-letter them as poison
+            running = []
         for offset in running:
             if committed is None or offset >= committed:
                 strikes[offset] = strikes.get(offset, 0) + 1
