@@ -215,11 +215,7 @@ class BubblewrapSandbox:
             except OSError as exc:  # no disk, no memory, no bwrap: the program never ran
                 raise self._outage(f"{type(exc).__name__}: {exc}") from exc
             await run.finish()
-            if (
-                run.proc.returncode == 1
-                and not run.out.nbytes
-                and run.err.text().startswith("bwrap: ")
-            ):  # bubblewrap itself failed to set the sandbox up: the program never ran
+            if _never_ran(run):
                 raise self._outage(run.err.text().strip().splitlines()[0])
             files = await asyncio.to_thread(collect, ws.work, before, limits)
             return run.result(files)
@@ -318,6 +314,18 @@ class _Run:
             _killpg(self.proc.pid)
             if self.uid is not None:
                 _sweep_uid(self.uid)
+
+
+def _never_ran(run: _Run) -> bool:
+    """Did bubblewrap (or setpriv, which becomes the run's uid before it) fail to set the
+    sandbox up, so that the program never ran? They say so on stderr, prefixed with their name,
+    and exit 1 (126/127: setpriv could not execute bubblewrap)."""
+    err = run.err.text()
+    return (
+        run.proc.returncode in (1, 126, 127)
+        and not run.out.nbytes
+        and err.startswith(("bwrap: ", "setpriv: "))
+    )
 
 
 def _sweep_uid(uid: int, deadline_s: float = 5.0) -> None:
