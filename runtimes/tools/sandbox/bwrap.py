@@ -97,10 +97,15 @@ def _uids_alive(uid: int) -> list[int]:
 class BubblewrapSandbox:
     """The default sandbox. `tmp_root` is where per-run dirs are made (default: the temp dir).
     `env`: the Python environment of the programs ("auto": the one of env.py, built if missing;
-    None: Debian's bare python3)."""
+    None: Debian's bare python3). `bwrap`: the executable (default: settings().sandbox.bwrap)."""
 
-    def __init__(self, tmp_root: str | None = None, env: SandboxEnv | str | None = "auto"):
-        self.bwrap = settings().sandbox.bwrap
+    def __init__(
+        self,
+        tmp_root: str | None = None,
+        env: SandboxEnv | str | None = "auto",
+        bwrap: str | None = None,
+    ):
+        self.bwrap = bwrap or settings().sandbox.bwrap
         if not os.access(self.bwrap, os.X_OK):
             raise DependencyUnavailable(
                 f"bubblewrap not found at {self.bwrap} (sandbox.bwrap, ADP_SANDBOX_BWRAP): "
@@ -380,7 +385,7 @@ def _probe_bwrap(bwrap: str | None = None) -> str | None:
     if not os.path.exists(PYTHON):
         return f"{PYTHON} not found: install python3 (apt-get install python3)"
     try:
-        sb = BubblewrapSandbox(env=None)
+        sb = BubblewrapSandbox(env=None, bwrap=bwrap)
     except ValueError as e:
         return str(e)
     uid = sb._alloc_uid()
