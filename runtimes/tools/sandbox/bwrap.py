@@ -386,7 +386,7 @@ def _probe_bwrap(bwrap: str | None = None) -> str | None:
         return f"{PYTHON} not found: install python3 (apt-get install python3)"
     try:
         sb = BubblewrapSandbox(env=None, bwrap=bwrap)
-    except ValueError as e:
+    except (ValueError, DependencyUnavailable) as e:
         return str(e)
     uid = sb._alloc_uid()
     root = sb._prepare(uid)
