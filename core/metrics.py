@@ -134,6 +134,16 @@ SINK_LATENCY = Histogram(
     ["sink"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+SINK_UNAVAILABLE = Gauge(
+    "adp_sink_unavailable",
+    "1 while the aggregator's sink cannot be written (an outage: it holds the batch and retries)",
+    ["sink"],
+)
+SINK_OUTAGE_SECONDS = Counter(
+    "adp_sink_outage_seconds_total",
+    "Seconds the aggregator waited for a sink that could not be written",
+    ["sink"],
+)
 
 
 @dataclass

@@ -213,6 +213,18 @@ class BrowserSettings(Section):
         description="Chromium processes in a web runtime's pool.",
     )
     text_limit: int = Field(4000, gt=0, description="Characters of page text an observation keeps.")
+    egress: Literal["public", "open"] = Field(
+        "public",
+        description="What the browser may reach: public (the public internet and egress_allow; "
+        "no private, loopback, link-local or cloud metadata address, on any request or "
+        "redirect) or open (anything; only where the browser must reach an internal network).",
+    )
+    egress_allow: str = Field(
+        "",
+        description="Exceptions to the egress policy, comma-separated: addresses or networks "
+        "(127.0.0.1:8090, 10.20.0.0/16), host names (docs.corp.example, *.corp.example), "
+        "each with an optional :port. `adp demo` allows its site.",
+    )
 
 
 class SandboxSettings(Section):

@@ -19,7 +19,7 @@ from adp.streams.kafka.broker.server import free_port_block
 from bench.core import Bench
 from bench.tasks import produce_tasks
 
-KEY = "l"
+KEY = "m"
 NAME = "outage"
 TITLE = "LLM endpoint restart: throughput dip and recovery"
 LATENCY = 0.2
@@ -49,7 +49,7 @@ class Endpoint:
 
     def __init__(self, bench: Bench) -> None:
         self.bench, self.port, self.starts = bench, free_port_block(), 0
-        self.script = bench.work / "l-stub-script.json"
+        self.script = bench.work / "m-stub-script.json"
         self.script.write_text(json.dumps(SCRIPT))
 
     @property
@@ -59,7 +59,7 @@ class Endpoint:
     def start(self) -> None:
         self.starts += 1
         args = ["llm-stub", "--port", str(self.port), "--latency", str(LATENCY)]
-        self.bench.start(f"l-stub-{self.starts}", [*args, "--script", str(self.script)])
+        self.bench.start(f"m-stub-{self.starts}", [*args, "--script", str(self.script)])
         deadline = time.monotonic() + 60
         while not http_ok(f"http://127.0.0.1:{self.port}/health"):
             self.bench.children.check()
@@ -68,7 +68,7 @@ class Endpoint:
             time.sleep(0.1)
 
     def kill(self) -> None:
-        self.bench.stop(f"l-stub-{self.starts}", grace=0)
+        self.bench.stop(f"m-stub-{self.starts}", grace=0)
 
 
 async def run(bench: Bench) -> None:
@@ -82,7 +82,7 @@ async def run(bench: Bench) -> None:
         "ADP_OUTAGE_BACKOFF_MIN": "1",
         "ADP_OUTAGE_BACKOFF_MAX": "4",
     }
-    bench.start("l-runtime", args, env=env)
+    bench.start("m-runtime", args, env=env)
     # more than the ideal rate can finish in the whole window: the backlog never runs dry
     produce_tasks(bench, "outage", int(CONCURRENCY / LATENCY * (before + after) * 1.2))
     while finished(metrics_url)[0] < 1:  # the runtime is up and at work
@@ -90,7 +90,7 @@ async def run(bench: Bench) -> None:
         await asyncio.sleep(0.2)
     xs, done, up = await _observe(bench, endpoint, metrics_url, before, down, after)
     _, failed = finished(metrics_url)
-    bench.stop("l-runtime")
+    bench.stop("m-runtime")
     endpoint.kill()
     _report(bench, xs, done, up, before, down, failed)
 
