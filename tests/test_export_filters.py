@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from adp.connectors.export.select import Filters
 from adp.schemas.contracts import LlmExchange, Step, Task, Trajectory
-from adp.streams.aggregator.assembly import build_trajectory
+from adp.streams.aggregator.build import build_trajectory
 
 
 def made(task_id: str, models: list[tuple[str, str]], error_type: str | None = None) -> Trajectory:
