@@ -24,7 +24,7 @@ from bench.core import Bench
 from bench.parts.d_runtime import cpu_seconds
 from bench.tasks import steady_rate, stub_replies
 
-KEY = "m"
+KEY = "n"
 NAME = "synthesis"
 TITLE = "Synthesis: tasks accepted/s and LLM calls/s vs the stub's latency"
 LATENCY = 0.2
