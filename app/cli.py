@@ -33,6 +33,7 @@ COMMANDS = Registry(
             ("verify", "verify", "verify_command"),
             ("export", "export", "export_command"),
             ("status", "status", "status_command"),
+            ("health", "health", "health_command"),
             ("dlq", "dlq", "dlq_command"),
             ("console", "console", "console_command"),
             ("llm", "llm", "llm_command"),

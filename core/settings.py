@@ -123,6 +123,21 @@ class Settings(BaseSettings):
         ),
     )
 
+    sandbox_docker_base: str = Field(
+        "python:3.11-slim",
+        description=(
+            "Base image of the docker sandbox backend's image (its requirements are pip-installed "
+            "on top)."
+        ),
+    )
+    sandbox_docker_network: str | None = Field(
+        None,
+        description=(
+            "Network the docker sandbox backend builds its image on (`host` where the engine has "
+            "no default bridge); unset: the engine's default. Code always runs with none."
+        ),
+    )
+
     @field_validator("home", "cache_dir", "output_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:

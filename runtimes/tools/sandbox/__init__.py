@@ -51,7 +51,7 @@ def make_sandbox(backend: str = "auto") -> Sandbox:
         return BACKENDS.load("bwrap")()
     try:
         return BACKENDS.load("docker")()
-    except RuntimeError as e:
+    except DependencyUnavailable as e:
         raise DependencyUnavailable(
             "no python sandbox available: install bubblewrap (apt-get install bubblewrap) "
             f"or make a Docker engine reachable ({e})"
