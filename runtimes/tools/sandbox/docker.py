@@ -239,8 +239,8 @@ def _last_line(error: Exception) -> str:
         for chunk in getattr(error, "build_log", None) or ()
         if isinstance(chunk, dict) and chunk.get("stream", "").strip()
     ]
-    message = getattr(error, "msg", None) or str(error)
-    return " | ".join([*lines[-2:], str(message).strip()]) if lines else str(message).strip()
+    message = str(getattr(error, "msg", None) or error).strip()
+    return " ".join(" | ".join([*lines[-2:], message]).split())  # one line
 
 
 class _ImageEnv:
