@@ -8,6 +8,10 @@ WORKDIR /src
 COPY . /src
 RUN pip install --no-cache-dir -q "build>=1.2" \
  && python -m build --wheel --outdir /dist /src
+# The runtime dependencies alone, for the image's dependency layer: its cache then holds across
+# changes to the rest of pyproject.toml (test extras, tool settings).
+RUN mkdir /deps && cp constraints.txt /deps/ \
+ && python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/deps/requirements.txt', 'w').write('\n'.join(d) + '\n')"
 
 FROM python:3.11-slim-bookworm
 
@@ -29,11 +33,9 @@ RUN apt-get update \
 WORKDIR /app
 
 # Dependencies first, in their own layer, at the versions of constraints.txt: source edits then
-# rebuild in seconds.
-COPY pyproject.toml constraints.txt ./
-RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(d))" \
- && pip install -q -c constraints.txt -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt
+# rebuild only the layers below.
+COPY --from=wheel /deps/requirements.txt /deps/constraints.txt /tmp/deps/
+RUN pip install -q -c /tmp/deps/constraints.txt -r /tmp/deps/requirements.txt && rm -rf /tmp/deps
 
 # The platform itself, from the wheel built above.
 COPY --from=wheel /dist/ /tmp/dist/

@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import io
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -232,14 +233,19 @@ os.execvp("python3", ["python3", "/code/main.py"])
 """
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_BUILDER_NOISE = ("Removing intermediate container", "--->", "Step ")
+
+
 def _last_line(error: Exception) -> str:
     """The build's own last words (pip's error, the missing base), not the SDK's wrapper."""
     lines = [
-        chunk["stream"].strip()
+        _ANSI.sub("", chunk["stream"]).strip()
         for chunk in getattr(error, "build_log", None) or ()
         if isinstance(chunk, dict) and chunk.get("stream", "").strip()
     ]
-    message = str(getattr(error, "msg", None) or error).strip()
+    lines = [line for line in lines if line and not line.startswith(_BUILDER_NOISE)]
+    message = _ANSI.sub("", str(getattr(error, "msg", None) or error)).strip()
     return " ".join(" | ".join([*lines[-2:], message]).split())  # one line
 
 
