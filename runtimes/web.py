@@ -17,11 +17,11 @@ Options (RuntimeContext.options, else ADP_* environment):
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar
 
+from adp.core.settings import settings
 from adp.runtimes.agent import Agent
 from adp.runtimes.base import EmitStep, Outcome, RuntimeContext, StepReport
 from adp.runtimes.tools.base import Tool
@@ -144,28 +144,22 @@ def browser_tools(session: BrowserSession) -> list[Tool]:
     ]
 
 
-def _opt(options: dict[str, Any], key: str, env: str, default: Any) -> Any:
-    if options.get(key) is not None:
-        return options[key]
-    return os.environ.get(env) or default
-
-
 class WebRuntime:
     task_type: ClassVar[str] = "web"
     system_prompt: ClassVar[str] = SYSTEM_PROMPT
 
     def __init__(self, ctx: RuntimeContext):
         self.ctx, self.model = ctx, ctx.model
-        opts = ctx.options
+        opts, conf = ctx.options, settings()
         self.browser_options = BrowserOptions(
-            text_limit=int(_opt(opts, "text_limit", "ADP_BROWSER_TEXT_LIMIT", 4000)),
+            text_limit=int(opts.get("text_limit") or conf.browser.text_limit),
             nav_timeout=float(opts.get("nav_timeout", 20.0)),
             action_timeout=float(opts.get("action_timeout", 5.0)),
         )
-        self.protocol = str(_opt(opts, "tool_protocol", "ADP_TOOL_PROTOCOL", "auto"))
+        self.protocol = str(opts.get("tool_protocol") or conf.runtime.tool_protocol)
         self._owns_pool = opts.get("pool") is None
         self.pool: BrowserPool = opts.get("pool") or BrowserPool(
-            size=int(_opt(opts, "browsers", "ADP_BROWSERS", 1)),
+            size=int(opts.get("browsers") or conf.browser.browsers),
             executable=opts.get("chromium"),
             headless=bool(opts.get("headless", True)),
         )

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from playwright.async_api import (
     async_playwright,
 )
 
+from adp.core.settings import settings
 from adp.runtimes.tools.base import ToolResult
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ CHROMIUM_ARGS = [
 
 
 def chromium_path() -> str:
-    return os.environ.get("ADP_CHROMIUM") or "/usr/bin/chromium"
+    return settings().browser.chromium
 
 
 @dataclass

@@ -168,10 +168,6 @@ class TrajectoryAssembler:
         state = self.store.get(task_id)
         return copy.deepcopy(state) if state is not None else None
 
-    def done_attempt(self, task_id: str) -> str | None:
-        state = self.store.get(task_id)
-        return state.get("done") if state else None
-
     # -- event time ----------------------------------------------------------------------------
     def watermark(self, scope: int = 0) -> float | None:
         if scope not in self._watermarks:

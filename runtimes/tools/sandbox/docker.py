@@ -59,9 +59,9 @@ class DockerSandbox:
             self.client.ping()
         except Exception as e:  # DockerException, connection errors, missing socket
             raise DependencyUnavailable(f"no Docker engine reachable: {e}") from None
-        conf = settings()
-        self.base = base or conf.sandbox_docker_base
-        self.build_network = build_network or conf.sandbox_docker_network
+        conf = settings().sandbox
+        self.base = base or conf.docker_base
+        self.build_network = build_network or conf.docker_network
         self.requirements = requirements_path().read_text()
         self.image = image or self._sandbox_image()
         self.env = _ImageEnv(announced(self.requirements))

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adp.core.errors import DependencyUnavailable
+from adp.core.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def announced(requirements: str) -> list[str]:
 
 
 def requirements_path() -> Path:
-    return Path(os.environ.get("ADP_SANDBOX_REQUIREMENTS") or DEFAULT_REQUIREMENTS).resolve()
+    return settings().sandbox.requirements or DEFAULT_REQUIREMENTS.resolve()
 
 
 @functools.cache
@@ -126,8 +127,6 @@ def requirement_lines(text: str) -> list[str]:
 
 def env_dir(requirements: Path | None = None) -> Path:
     """Where the environment for `requirements` lives (built or not)."""
-    from adp.core.settings import settings
-
     req = requirements or requirements_path()
     try:
         text = req.read_text()
@@ -164,8 +163,9 @@ def _reachable_by_others(path: Path) -> bool:
 
 def find_env() -> SandboxEnv | None:
     """The environment the sandbox should use now, if it is built (see ADP_SANDBOX_ENV)."""
-    chosen = os.environ.get("ADP_SANDBOX_ENV", "").strip()
-    if chosen.lower() == "none":
+    sandbox = settings().sandbox
+    chosen = (sandbox.env or "").strip()
+    if sandbox.bare:
         return None
     root = Path(chosen).resolve() if chosen else env_dir()
     if (root / READY).is_file():
@@ -180,7 +180,7 @@ def find_env() -> SandboxEnv | None:
 
 def ensure_env(progress=None) -> SandboxEnv | None:
     """The environment to use, building it first when it is missing (None: ADP_SANDBOX_ENV=none)."""
-    if os.environ.get("ADP_SANDBOX_ENV", "").strip().lower() == "none":
+    if settings().sandbox.bare:
         return None
     return find_env() or build_env(progress=progress)
 
