@@ -35,7 +35,11 @@ from adp.streams.kafka.topics import TRAJECTORIES, platform_topics, runtime_grou
 from tests import dockerized
 from tests.helpers import ADP, llm_stub_process, wait_for, write_tasks
 
-pytestmark = [pytest.mark.docker, pytest.mark.kafka]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.kafka,
+    pytest.mark.timeout(dockerized.BUILD_TIMEOUT + 900),  # the image may be built first
+]
 
 WRAPPER = dockerized.ROOT / "compose" / "adp-compose"
 PLATFORM_SERVICES = ["aggregator", "runtime-code", "runtime-web", "runtime-reasoning"]

@@ -16,7 +16,8 @@ from adp.app.cli import COMMANDS
 from adp.core.errors import DependencyUnavailable
 from tests import dockerized
 
-pytestmark = pytest.mark.docker
+# the first test builds the image (session fixture): a cold build takes minutes on 2 cores
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(dockerized.BUILD_TIMEOUT + 600)]
 
 IMAGE_USER = "10001:10001"
 
