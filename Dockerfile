@@ -22,11 +22,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # bubblewrap: the python sandbox; it runs Debian's own /usr/bin/python3 (package python3),
 #   never this image's /usr/local Python, so LLM-written code cannot reach the platform's venv.
-# chromium + fonts: the web runtime (Playwright drives Debian's Chromium, no browser download).
+# chromium + fonts: the web runtime (Playwright drives Debian's Chromium, no browser download);
+#   libatomic1: Playwright's own node driver needs it, and the slim base lacks it.
 # tini: a real pid 1, so SIGTERM reaches `adp` and sandbox children are reaped.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      bubblewrap python3 chromium fonts-liberation fonts-noto-core fonts-noto-cjk \
+      bubblewrap python3 chromium libatomic1 fonts-liberation fonts-noto-core fonts-noto-cjk \
       fonts-noto-color-emoji ca-certificates tini \
  && rm -rf /var/lib/apt/lists/*
 
