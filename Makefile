@@ -93,10 +93,10 @@ test-docker: venv
 	@set -e; started=""; \
 	if [ -n "$(DOCKER_ENGINE)" ]; then \
 	  docker info >/dev/null 2>&1 || started=yes; \
-	  $(DOCKER_ENGINE) up; $(DOCKER_ENGINE) bases; $(DOCKER_ENGINE) compose; \
+	  bash $(DOCKER_ENGINE) up; bash $(DOCKER_ENGINE) bases; bash $(DOCKER_ENGINE) compose; \
 	fi; \
 	rc=0; $(BIN)/pytest -m docker -p no:cacheprovider || rc=$$?; \
-	if [ -n "$$started" ]; then $(DOCKER_ENGINE) down; fi; \
+	if [ -n "$$started" ]; then bash $(DOCKER_ENGINE) down; fi; \
 	exit $$rc
 
 # matplotlib (the report's plots) and py-spy (profiles) only for the benchmarks.
