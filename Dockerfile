@@ -51,11 +51,11 @@ RUN ADP_SANDBOX_REQUIREMENTS=/tmp/sandbox-requirements.txt adp sandbox build --i
  && rm -rf /tmp/sandbox-requirements.txt /opt/wheels
 
 # Non-root. Trade-off: bubblewrap then creates its user namespace unprivileged, which needs the
-# container to allow unshare(CLONE_NEWUSER): run runtime-code with seccomp=unconfined and
-# apparmor=unconfined (compose/docker-compose.yml does). As root (`--user 0`) the sandbox would
-# also start each run as its own throwaway uid, but a root runtime is a bigger target if the
-# sandbox is ever escaped; the non-root user plus the sandbox's own per-run user namespace and
-# rlimits is the default here.
+# container to allow it: the sandboxed runtimes run with seccomp, systempaths and apparmor
+# unconfined and no capability (compose/docker-compose.yml says why each). As root (`--user 0`)
+# the sandbox would also start each run as its own throwaway uid, but a root runtime is a bigger
+# target if the sandbox is ever escaped; the non-root user plus the sandbox's own per-run user
+# namespace and rlimits is the default here.
 RUN useradd --create-home --uid 10001 --user-group adp \
  && mkdir -p /data/adp /data/trajectories \
  && chown -R adp:adp /data
