@@ -5,9 +5,11 @@
 # exactly what `pip install agent-data-platform` holds: the adp package with its schemas and site.
 FROM python:3.11-slim-bookworm AS wheel
 WORKDIR /src
+RUN pip install --no-cache-dir -q "build>=1.2"
 COPY . /src
-RUN pip install --no-cache-dir -q "build>=1.2" \
- && python -m build --wheel --outdir /dist /src
+# SOURCE_DATE_EPOCH: the same sources give the same wheel, byte for byte, so the layers below
+# stay cached when only files outside the package changed.
+RUN SOURCE_DATE_EPOCH=315532800 python -m build --wheel --outdir /dist /src
 # The runtime dependencies alone, for the image's dependency layer: its cache then holds across
 # changes to the rest of pyproject.toml (test extras, tool settings).
 RUN mkdir /deps && cp constraints.txt /deps/ \
