@@ -33,10 +33,12 @@ $(BIN)/adp: pyproject.toml constraints.txt
 venv: $(BIN)/adp
 
 # Debian packages: bubblewrap (sandbox), chromium (browser runtime), Java 17 and Maven (Kafka),
-# npm (the schema validators the Kubernetes manifests are checked with).
+# npm (the schema validators the Kubernetes manifests are checked with), Go (the network fault
+# tests build Toxiproxy from its module, once, into $(CACHE)).
 system-deps:
 	@missing=""; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	command -v go >/dev/null || missing="$$missing golang-go"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \

@@ -1,5 +1,5 @@
 """The per-component sections of the settings: `settings().llm`, `.browser`, `.sandbox`, `.s3`,
-`.runtime`, `.site`.
+`.runtime`, `.site`, `.mcp`.
 
 Each section reads, highest first: its environment variables (ADP_<SECTION>_<NAME>, or the
 name a field's `env` alias gives, e.g. GEMINI_API_KEY as in the seed), the config file's table
@@ -11,11 +11,20 @@ equal, so a field added here is documented there.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -191,6 +200,18 @@ class BrowserSettings(Section):
         description="Chromium processes in a web runtime's pool.",
     )
     text_limit: int = Field(4000, gt=0, description="Characters of page text an observation keeps.")
+    egress: Literal["public", "open"] = Field(
+        "public",
+        description="What the browser may reach: public (the public internet and egress_allow; "
+        "no private, loopback, link-local or cloud metadata address, on any request or "
+        "redirect) or open (anything; only where the browser must reach an internal network).",
+    )
+    egress_allow: str = Field(
+        "",
+        description="Exceptions to the egress policy, comma-separated: addresses or networks "
+        "(127.0.0.1:8090, 10.20.0.0/16), host names (docs.corp.example, *.corp.example), "
+        "each with an optional :port. `adp demo` allows its site.",
+    )
 
 
 class SandboxSettings(Section):
@@ -266,6 +287,90 @@ class SiteSettings(Section):
     log: bool = Field(False, description="Log every request the site answers.")
 
 
+MCP_SERVER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*$")
+
+
+class McpServerSettings(BaseModel):
+    """One MCP server (`[mcp.servers.NAME]`): a command started over stdio, or a streamable
+    HTTP url. Values of `env` and `headers` are secrets: they reach the server and nothing else
+    (never a step, a log line or an export)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: str | None = Field(None, description="The program of a stdio server.")
+    args: list[str] = Field(default_factory=list, description="Its arguments.")
+    env: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Variables the stdio server gets besides PATH, HOME, LOGNAME, SHELL, TERM "
+        "and USER (the runtime's own environment, API keys included, is not passed on).",
+    )
+    cwd: Path | None = Field(None, description="Working directory of the stdio server.")
+    url: str | None = Field(None, description="The endpoint of a streamable HTTP server.")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="HTTP headers of every request (e.g. Authorization)."
+    )
+    timeout: float = Field(60.0, gt=0, description="Seconds one tool call may take.")
+    startup_timeout: float = Field(
+        30.0, gt=0, description="Seconds the server has to start and list its tools."
+    )
+    tools: list[str] | None = Field(
+        None, description="Offer only these of its tools (default: all it lists)."
+    )
+    session: Literal["shared", "task"] = Field(
+        "shared",
+        description="shared: one connection for all tasks of a runtime; task: a connection of "
+        "its own per task (a new process for stdio), for servers whose state must not pass "
+        "between tasks.",
+    )
+    default: bool = Field(
+        True,
+        description="Offer its tools to tasks whose expected_tools name no MCP server or tool "
+        "(false: only to tasks that name it).",
+    )
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerSettings:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give either `command` (stdio) or `url` (streamable HTTP)")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url {self.url!r} must start with http:// or https://")
+        return self
+
+    @property
+    def transport(self) -> str:
+        return "stdio" if self.command is not None else "http"
+
+    def describe(self) -> str:
+        """Where the server is, for messages: the command or the url, never a secret."""
+        if self.command is not None:
+            return " ".join([self.command, *self.args])
+        return str(self.url).split("?")[0]
+
+
+class McpSettings(Section):
+    """Model Context Protocol servers whose tools the runtimes offer (runtimes/tools/mcp/)."""
+
+    model_config = SettingsConfigDict(env_prefix="ADP_MCP_")
+    name: ClassVar[str] = "mcp"
+
+    servers: dict[str, McpServerSettings] = Field(
+        {},
+        description="The servers by name, in the config file as `[mcp.servers.NAME]` tables "
+        "(docs/mcp.md); the environment variable holds the same as JSON.",
+    )
+
+    @field_validator("servers")
+    @classmethod
+    def _names(cls, servers: dict[str, McpServerSettings]) -> dict[str, McpServerSettings]:
+        for name in servers:
+            if len(name) > 32 or not MCP_SERVER_NAME.match(name):
+                raise ValueError(
+                    f"server name {name!r}: use up to 32 letters, digits, '-' and single '_' "
+                    "(tool names are NAME__TOOL)"
+                )
+        return servers
+
+
 SECTIONS: tuple[type[Section], ...] = (
     LlmSettings,
     RuntimeSettings,
@@ -273,4 +378,5 @@ SECTIONS: tuple[type[Section], ...] = (
     SandboxSettings,
     S3Settings,
     SiteSettings,
+    McpSettings,
 )

@@ -18,8 +18,8 @@ field name:
     max_tokens = 4096
 
 The root fields are what every component shares (Kafka, paths, ports); each component's own
-knobs are a section (settings().llm, .runtime, .browser, .sandbox, .s3, .site), read the same
-way. Product code reads ADP_* variables only through this class. The settings tables of the
+knobs are a section (settings().llm, .runtime, .browser, .sandbox, .s3, .site, .mcp), read
+the same way. Product code reads ADP_* variables only through this class. The settings tables of the
 docs are generated from it (settings_table, sections_table) and a test keeps them equal.
 """
 
@@ -39,6 +39,7 @@ from adp.core.sections import (
     SECTIONS,
     BrowserSettings,
     LlmSettings,
+    McpSettings,
     RuntimeSettings,
     S3Settings,
     SandboxSettings,
@@ -238,6 +239,10 @@ class Settings(BaseSettings):
     def site(self) -> SiteSettings:
         return self.section(SiteSettings)
 
+    @cached_property
+    def mcp(self) -> McpSettings:
+        return self.section(McpSettings)
+
 
 class _ConfigFile(PydanticBaseSettingsSource):
     """The TOML file named by the `config` setting (flag or ADP_CONFIG): lowest priority above
@@ -306,7 +311,19 @@ def _config_tables(path: Path | None) -> dict[str, dict[str, Any]]:
     for name, key in SECTION_PATH_KEYS:
         if isinstance(tables.get(name, {}).get(key), str):
             tables[name][key] = str(path.parent / Path(tables[name][key]).expanduser())
+    _mcp_paths(tables.get("mcp", {}), path.parent)
     return tables
+
+
+def _mcp_paths(table: dict[str, Any], folder: Path) -> None:
+    """A stdio server's `cwd` is relative to the config file, as every path in it; a relative
+    `command` or argument is left alone (it may name a program on PATH)."""
+    servers = table.get("servers")
+    if not isinstance(servers, dict):
+        return
+    for server in servers.values():
+        if isinstance(server, dict) and isinstance(server.get("cwd"), str):
+            server["cwd"] = str(folder / Path(server["cwd"]).expanduser())
 
 
 def flag(value: Any) -> bool:

@@ -149,7 +149,7 @@ class LlmExchange(_Record):
     cost_usd: float | None = None
     # The request is stored as what it adds to the conversation: with prefix_step set,
     # request["messages"] holds only the messages after the first prefix_messages of that
-    # step's full request (streams/aggregator/requests.py rebuilds it), so an attempt's bytes
+    # step's full request (schemas/conversation.py rebuilds it), so an attempt's bytes
     # grow with its steps, not with their square.
     prefix_step: int | None = None
     prefix_messages: int = 0

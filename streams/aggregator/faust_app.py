@@ -23,8 +23,12 @@
   before the batch can be acked, so nothing acknowledged is only in a buffer.
 - Bytes that do not decode, or events that break the contract, go to adp.dlq with the original
   bytes and the headers of streams/kafka/dlq.py.
+- A sink that cannot be written (full disk, read-only folder, S3 down) pauses the agent that
+  writes, its batch unacknowledged, until the same batch is written (sink_outage.py); only a
+  bug escapes an agent.
 - Faust's bugs are worked around in streams/aggregator/faust_guard.py: records it skips are
-  read back (SkipGuard), and an agent that crashes stops the process with a non-zero exit status.
+  read back (SkipGuard), and an agent that crashes ends the process at once with a non-zero exit
+  status, its batch unacknowledged.
 - Expiry runs in event time inside the assembler (see assembly.py): no timers write to
   the table, so every table write follows events of the same partition.
 """
@@ -33,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,15 +57,14 @@ from adp.streams.aggregator.assembly import (
     TrajectoryAssembler,
 )
 from adp.streams.aggregator.faust_guard import (
-    AGENT_CRASH_EXIT,
     STALL_CHECK_EVERY,
     SkipGuard,
-    stop_worker_on_crash,
+    exit_on_crash,
 )
 from adp.streams.aggregator.staged_store import StagedStore
 from adp.streams.aggregator.writer import TrajectoryWriter
-from adp.streams.kafka import clients
-from adp.streams.kafka.artifacts import ArtifactFetcher
+from adp.streams.kafka import clients, oversized
+from adp.streams.kafka.artifacts import ArtifactError, ArtifactFetcher
 from adp.streams.kafka.dlq import dlq_headers
 from adp.streams.kafka.topics import AGGREGATOR_GROUP, DLQ, STEPS, TRAJECTORIES
 
@@ -123,8 +125,6 @@ class Aggregator:
             "table_writes": 0,
         }
         self.guard = SkipGuard(config.connection, config.app_id, STEPS)
-        self.crashed: BaseException | None = None
-        self._worker: Any = None
         self._dropped_seen = dict.fromkeys(DROP_REASONS, 0)
         self.artifacts = ArtifactFetcher(config.connection)  # bytes of files steps wrote
         datadir = config.datadir or config.connection.home / "aggregator"
@@ -173,9 +173,8 @@ class Aggregator:
         self.writer = TrajectoryWriter(
             config.sink, self.artifacts, self.stats, self.health, config.app_id
         )
-        crash_stops = stop_worker_on_crash(self._running_worker)
-        app.agent(self.steps, name="assemble", concurrency=1)(crash_stops(self._assemble_agent))
-        app.agent(self.trajectories, name="sink", concurrency=1)(crash_stops(self._sink_agent))
+        app.agent(self.steps, name="assemble", concurrency=1)(exit_on_crash(self._assemble_agent))
+        app.agent(self.trajectories, name="sink", concurrency=1)(exit_on_crash(self._sink_agent))
         app.timer(config.log_every, name="report")(self._report)
         app.timer(STALL_CHECK_EVERY, name="stall-watch")(self._refetch_stalled)
         app.task(self._on_startup)
@@ -302,10 +301,16 @@ class Aggregator:
         if not trajectories:
             return
         pending = []
+        limit = oversized.record_limit(self.config.connection.max_message_bytes)
         for t in trajectories:
-            pending.append(
-                await self._send(
-                    TRAJECTORIES, t.key.encode(), codec.encode(t), headers=self.writer.headers
+            pending.append(  # one over the record limit goes to adp.artifacts in chunks first
+                await oversized.send(
+                    _AiokafkaSend(self),
+                    TRAJECTORIES,
+                    codec.encode(t),
+                    t.key.encode(),
+                    headers=self.writer.headers,
+                    limit=limit,
                 )
             )
         await asyncio.gather(*pending)  # acknowledged before the tasks' state is dropped
@@ -332,8 +337,9 @@ class Aggregator:
             if self.writer.written_by_app(message.headers):
                 continue  # an assemble agent of this app wrote it
             try:
-                good.append(codec.decode(message.value, expect=Trajectory))
-            except (codec.DecodeError, ValidationError) as exc:
+                value = await oversized.value_of(message, self.artifacts.fetch)
+                good.append(codec.decode(value, expect=Trajectory))
+            except (ValueError, ArtifactError) as exc:  # DecodeError, ValidationError among them
                 dead.append((message, f"undecodable Trajectory: {exc}"))
         await self.to_dlq(dead)
         await self.writer.write(good)
@@ -356,10 +362,6 @@ class Aggregator:
             metrics.DLQ_MESSAGES.labels("aggregator").inc(len(dead))
 
     # -- lifecycle and reporting ---------------------------------------------------------------
-    def _running_worker(self) -> Any:
-        """For faust_guard.stop_worker_on_crash: the worker to stop."""
-        return self._worker
-
     async def _on_shutdown(self, *_: Any, **__: Any) -> None:
         await self.artifacts.close()
         await self.config.sink.close()
@@ -393,12 +395,12 @@ class Aggregator:
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT; mode's Worker stops the app cleanly on either. A crashed
-        agent stops it too, and then the process exits with AGENT_CRASH_EXIT."""
+        agent ends the process at once with AGENT_CRASH_EXIT (faust_guard.exit_on_crash)."""
         from faust import Worker
 
         if log.isEnabledFor(logging.DEBUG):  # -v: also Faust's own story (rebalances, recovery)
             logging.getLogger("faust").setLevel(logging.INFO)
-        self._worker = worker = Worker(
+        worker = Worker(
             self.app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False
         )
         worker.spinner = None  # it writes terminal escapes to stdout
@@ -407,13 +409,14 @@ class Aggregator:
         schedule, armed = worker._schedule_shutdown, []
 
         def shutdown(signal: Any) -> None:
-            if not armed:  # (a crashed agent stops the worker this way too: keep its status)
+            if self.writer.outage.active:
+                log.warning(
+                    "stopping while the sink is unavailable: the trajectories not written yet "
+                    "keep their events unacknowledged and are written after the next start"
+                )
+            if not armed:
                 armed.append(
-                    exit_if_stuck(
-                        self.config.drain_timeout,
-                        f"aggregator {self.config.app_id}",
-                        code=lambda: AGENT_CRASH_EXIT if getattr(worker, "crashed_by", None) else 1,
-                    )
+                    exit_if_stuck(self.config.drain_timeout, f"aggregator {self.config.app_id}")
                 )
             schedule(signal)
 
@@ -424,21 +427,22 @@ class Aggregator:
             worker.execute_from_commandline()
         except SystemExit as exc:
             code = exc.code
-        crashed = getattr(worker, "crashed_by", None)
         log.info(
             "aggregator stopped (%s)", " ".join(f"{k}={v}" for k, v in self.counters().items())
         )
-        if crashed is not None:
-            log.error(
-                "aggregator stopped because an agent crashed: %s: %s",
-                type(crashed).__name__,
-                crashed,
-            )
-            logging.shutdown()
-            # no lingering thread of Faust's may keep a crashed process alive
-            os._exit(AGENT_CRASH_EXIT)
         if code not in (0, None):
             raise SystemExit(code)
+
+
+class _AiokafkaSend:
+    """aiokafka's `send(topic, value, key=, headers=)` over the aggregator's Faust producer, for
+    the helpers written against it (oversized.send, artifacts.publish)."""
+
+    def __init__(self, aggregator: Aggregator) -> None:
+        self.aggregator = aggregator
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None, headers=None) -> Any:
+        return await self.aggregator._send(topic, key, value, headers=headers)
 
 
 def changelog_topic(app_id: str) -> str:
