@@ -3,7 +3,7 @@ compose/adp-compose, as a user runs it: the topics service, the aggregator and a
 types from the platform image, with `--scale runtime-code=3`.
 
 The only override moves the platform's services onto the host network and points them at a
-broker and the stub LLM on this host: the Kafka, vLLM, Prometheus and Grafana images cannot be
+broker, the stub LLM and the test site on this host: the Kafka, vLLM, Prometheus and Grafana images cannot be
 pulled here, and test machines get no Docker network. So the broker is the project's own
 (KafkaCluster, started without topics: the topics service creates them) and the LLM is
 `adp llm-stub`.
@@ -55,7 +55,15 @@ class Deployment:
         self.project = f"adp-test-{secrets.token_hex(3)}"
         self.override = workdir / "host-network.yml"
         host = {"network_mode": "host"}
-        llm_env = {"environment": {"ADP_LLM_BASE_URL": llm, "ADP_LLM_MODEL": "stub"}}
+        llm_env = {
+            "environment": {
+                "ADP_LLM_BASE_URL": llm,
+                "ADP_LLM_MODEL": "stub",
+                # the test site is on this host's loopback, which the browser's egress policy
+                # refuses unless allowed (as tests/conftest.py allows it)
+                "ADP_BROWSER_EGRESS_ALLOW": "127.0.0.1",
+            }
+        }
         self.override.write_text(
             yaml.safe_dump(
                 {

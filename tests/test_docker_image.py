@@ -148,7 +148,10 @@ CHROMIUM = textwrap.dedent(
 def test_chromium_works_with_the_options_compose_gives(adp_image: str, service: str) -> None:
     """The shipped site served inside the container, read and clicked by Debian's Chromium
     through Playwright, as the image's user with the service's options and no network."""
-    done = dockerized.run_python(adp_image, CHROMIUM, dockerized.container_options(service))
+    # the site is on the container's own loopback, which the browser's egress policy refuses
+    # unless allowed (runtimes/tools/egress.py), as the test suite allows it (tests/conftest.py)
+    allow = ["-e", "ADP_BROWSER_EGRESS_ALLOW=127.0.0.1"]
+    done = dockerized.run_python(adp_image, CHROMIUM, dockerized.container_options(service) + allow)
     assert done.returncode == 0, done.stderr[-3000:]
     pages = json.loads(done.stdout.strip().splitlines()[-1])
     assert "ZEBRA-42" in pages["page3"] and "Page 2 of 3" in pages["page2"]
