@@ -3,10 +3,10 @@ compose/adp-compose, as a user runs it: the topics service, the aggregator and a
 types from the platform image, with `--scale runtime-code=3`.
 
 The only override moves the platform's services onto the host network and points them at a
-broker, the stub LLM and the test site on this host: the Kafka, vLLM, Prometheus and Grafana images cannot be
-pulled here, and test machines get no Docker network. So the broker is the project's own
-(KafkaCluster, started without topics: the topics service creates them) and the LLM is
-`adp llm-stub`.
+broker, the stub LLM and the test site on this host: the Kafka, vLLM, Prometheus and Grafana
+images cannot be pulled here, and test machines get no Docker network. So the broker is the
+project's own (KafkaCluster, started without topics: the topics service creates them) and the
+LLM is `adp llm-stub`.
 
 Checked: tasks of each type become trajectory files in the trajectories volume, owned by the
 image's user; three code replicas with distinct ids share the partitions; `docker kill` of a
