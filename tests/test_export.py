@@ -28,7 +28,7 @@ from adp.runtimes.tools.python import python_tool
 from adp.runtimes.tools.sandbox import SandboxLimits, make_sandbox
 from adp.runtimes.tools.sandbox.bwrap import sandbox_available
 from adp.schemas.contracts import Step, Task, Trajectory, Verdict
-from adp.streams.aggregator.assembly import build_trajectory
+from adp.streams.aggregator.build import build_trajectory
 from adp.streams.runtime.step_encoding import StepEncoding
 from tests.helpers import ADP, call, client, reply, scripted_stub
 

@@ -50,8 +50,10 @@ class RuntimeCommits:
         consumer: Callable[[], AIOKafkaConsumer | None],
         offsets: dict[TopicPartition, PartitionOffsets],
         ledgers: dict[TopicPartition, PoisonLedger],
+        paused: Callable[[], dict | None] = lambda: None,
     ):
         self._consumer, self.offsets, self.ledgers = consumer, offsets, ledgers
+        self.paused = paused  # the outage note every commit carries while paused
         self._lock = asyncio.Lock()
         self._dirty: set[TopicPartition] = set()
         self._next: asyncio.Future | None = None
@@ -109,7 +111,8 @@ class RuntimeCommits:
                 ledger = self.ledgers.setdefault(tp, PoisonLedger())
                 running = set() if clean else tracker.running_offsets
                 owned[tp] = OffsetAndMetadata(
-                    tracker.committable, ledger.metadata(running, tracker.committable)
+                    tracker.committable,
+                    ledger.metadata(running, tracker.committable, self.paused()),
                 )
             if owned:
                 try:
