@@ -34,6 +34,7 @@ COMMANDS = Registry(
             ("export", "export", "export_command"),
             ("synthesize", "synthesize", "synthesize_command"),
             ("status", "status", "status_command"),
+            ("health", "health", "health_command"),
             ("dlq", "dlq", "dlq_command"),
             ("console", "console", "console_command"),
             ("llm", "llm", "llm_command"),
