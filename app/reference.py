@@ -63,11 +63,12 @@ def _option_row(param: click.Parameter) -> str:
     names = ", ".join(f"`{o}`" for o in [*param.opts, *param.secondary_opts])
     help_text = " ".join((getattr(param, "help", "") or "").split()).replace("|", "\\|")
     default = param.default
-    shown = (
-        "" if default is None or callable(default) or param.is_flag else f" (default `{default}`)"
-    )
+    unset = default is None or default is getattr(click.core, "UNSET", None)
+    shown = "" if unset or callable(default) or param.is_flag else f" (default `{default}`)"
     if isinstance(param.type, click.Choice):
         help_text += f" One of: {', '.join(map(str, param.type.choices))}."
+    if param.required:
+        help_text += " Required."
     return f"| {names} | {help_text}{shown} |"
 
 

@@ -7,8 +7,8 @@ registers its own the same way:
     my-code = "my_package.runtime:MyCodeRuntime"
 
 `adp runtime my-code` then consumes the topic of the runtime class's `task_type` (one of
-reasoning, code, web) in its own consumer group adp-runtime-<task_type>. See README
-"Custom runtimes".
+reasoning, code, web) in its own consumer group adp-runtime-<task_type>. See
+docs/tasks.md, "Custom runtimes".
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form, then the 
 body. A reader looks the fingerprint up among the schemas it knows and refuses anything else
 with DecodeError, so bytes from another producer are never decoded as garbage.
 
-Evolution (README "Changing a schema"): schemas/*.avsc are the current schemas, the ones this
+Evolution (docs/architecture.md, "Changing a schema"): schemas/*.avsc are the current schemas, the ones this
 code writes and the reader schema everything is decoded into. schemas/history/v<N>/ keeps
 every released version unchanged. A record's fingerprint names its writer schema (current or
 any released version); the body is read with that writer schema and resolved to the current

@@ -23,7 +23,7 @@ COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 SPEC = ROOT.parent / "shared" / "data" / "compose-spec.json"
 METRICS_PORT = 8001
 
-# The platform's metrics (README "Metrics"); the dashboard may query only these.
+# The platform's metrics (docs/operating-kafka.md, "Metrics and health"); the dashboard may query only these.
 DOCUMENTED_METRICS = {
     "adp_tasks_received_total",
     "adp_tasks_finished_total",
@@ -275,6 +275,8 @@ def test_vllm_has_a_gpu_and_the_runtimes_point_at_it(services: dict) -> None:
     assert (
         "${VLLM_MODEL" in yaml.safe_load(COMPOSE_FILE.read_text())["services"]["vllm"]["command"][1]
     )
+    # tool calls: without both flags vLLM answers every request that offers tools with 400
+    assert "--enable-auto-tool-choice" in argv and "--tool-call-parser" in argv
     for name in (f"runtime-{t.value}" for t in TaskType):
         host, p = _host_port(_env(services[name])["ADP_VLLM_URL"])
         assert (host, p) == ("vllm", port), f"{name}: ADP_VLLM_URL does not reach the vllm service"

@@ -1,6 +1,7 @@
 """One settings class (core/settings.py) and one Kafka client factory (streams/kafka/clients.py):
-the precedence of flags, environment and config file; the README table; secrets that never print;
-how the factory turns settings into aiokafka and Faust options; the shared click options."""
+the precedence of flags, environment and config file; the settings table of docs/configuration.md;
+secrets that never print; how the factory turns settings into aiokafka and Faust options; the
+shared click options."""
 
 from __future__ import annotations
 
@@ -41,15 +42,13 @@ def clean_env(monkeypatch):
         monkeypatch.delenv(f"ADP_{name.upper()}", raising=False)
 
 
-def test_readme_table_is_the_settings_class():
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(
-        r"<!-- settings-table: generated[^\n]*\n(.*?)<!-- settings-table: end -->", readme, re.S
+def test_configuration_page_holds_the_settings_class():
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    assert settings_table() in page, (
+        "docs/configuration.md's settings table is stale: run `python -m adp.app.reference`"
     )
-    assert block, "README lost its generated settings table"
-    assert block.group(1).strip() == settings_table(), (
-        "README's settings table is stale: paste the output of `python -m adp.core.settings`"
-    )
+    for name in Settings.model_fields:
+        assert f"| `{name}` | `ADP_{name.upper()}` |" in page, name
 
 
 def test_flags_over_environment_over_file_over_defaults(tmp_path, monkeypatch):

@@ -216,7 +216,7 @@ def export_command(
             json.dumps({"read": report.read, "skipped": len(report.problems), **card_facts(stats)})
         )
         return
-    rows = ", ".join(f"{n} {split}" for split, n in stats.rows.items()) or "nothing"
+    rows = ", ".join(f"{n} {split}" for split, n in stats.rows.items()) or "no"
     click.echo(
         f"exported {sum(stats.trajectories.values())} of {report.read} trajectories "
         f"from {source} as {fmt}: {rows} rows in {out} (card: {out / 'README.md'})"

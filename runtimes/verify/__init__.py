@@ -1,6 +1,6 @@
 """Verification: judge a finished attempt against its task's `verify` spec.
 
-Where it runs (README "Verification"): as the last act of an attempt, in the runtime worker,
+Where it runs (docs/tasks.md, "Verification"): as the last act of an attempt, in the runtime worker,
 after the agent finished and before the finished event is sent, with the same LLM provider
 chain and the same python sandbox the agent used (streams/runtime/attempt.py); and offline in
 `adp verify`, which re-judges stored trajectories with a new or changed spec and writes new

@@ -5,7 +5,7 @@ against the task's `verify` spec. It returns a Judgement (passed, score, details
 exchange if it asked a model), or raises CannotVerify when it could not judge at all (sandbox
 unavailable, judge down, a reply it cannot read): the verdict then records the error and
 decides nothing. Verifiers are found by name through the `adp.verifiers` entry-point group,
-like runtimes (README "Verification").
+like runtimes (docs/tasks.md, "Verification").
 """
 
 from __future__ import annotations

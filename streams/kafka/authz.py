@@ -245,5 +245,5 @@ async def require(conf: clients.Conn, read: list[str] = (), write: list[str] = (
         raise clients.KafkaClientError(
             f"Kafka at {conf.describe()} does not allow {who} "
             + ", ".join(missing)
-            + " (the ACLs must grant it; see README, 'Connecting to a secured cluster')"
+            + " (the ACLs must grant it; see docs/security.md, 'Kafka ACLs')"
         )

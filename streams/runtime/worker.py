@@ -5,7 +5,7 @@ Each task taken runs as an Attempt (streams/runtime/attempt.py), which puts its 
 the wire. Which fetched task a free slot starts is the intake's choice (streams/runtime/intake.py:
 higher lanes first, a minimum share for lower ones).
 
-Delivery discipline (README, "Delivery guarantees"):
+Delivery discipline (docs/architecture.md, "Delivery guarantees"):
 - a plain aiokafka consumer in group adp-runtime-<type>, auto-commit off, subscribed to every
   lane topic of the type;
 - up to `concurrency` tasks run at once (a task whose agent is done and that only waits for
