@@ -1,10 +1,10 @@
 """Prometheus metrics and the /health endpoint of every long-running component.
 
 All metric objects are defined here, once per process, so a name means one thing everywhere
-(docs/operating-kafka.md, "Metrics and health", lists them). `serve()` starts a small aiohttp server with /metrics and
-/health on ADP_METRICS_PORT (default 8001); when that port is taken by another component on
-the same host it tries the next ones, so several processes per host just work (each records the
-port it got, core/served.py, so `adp health` asks the right one).
+(docs/operating-kafka.md, "Metrics and health", lists them). `serve()` starts a small aiohttp
+server with /metrics and /health on ADP_METRICS_PORT (default 8001); when that port is taken by
+another component on the same host it tries the next ones, so several processes per host just
+work (each records the port it got, core/served.py, so `adp health` asks the right one).
 """
 
 from __future__ import annotations

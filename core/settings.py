@@ -136,8 +136,8 @@ class Settings(BaseSettings):
     prices: Path | None = Field(
         None,
         description=(
-            "A JSON price table per provider/model (docs/llm-endpoints.md, 'Tokens and cost'); unset: only the "
-            "embedded model is priced (at 0)."
+            "A JSON price table per provider/model (docs/llm-endpoints.md, 'Tokens and "
+            "cost'); unset: only the embedded model is priced (at 0)."
         ),
     )
 

@@ -5,9 +5,9 @@ CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form, then the 
 body. A reader looks the fingerprint up among the schemas it knows and refuses anything else
 with DecodeError, so bytes from another producer are never decoded as garbage.
 
-Evolution (docs/architecture.md, "Changing a schema"): schemas/*.avsc are the current schemas, the ones this
-code writes and the reader schema everything is decoded into. schemas/history/v<N>/ keeps
-every released version unchanged. A record's fingerprint names its writer schema (current or
+Evolution (docs/architecture.md, "Changing a schema"): schemas/*.avsc are the current schemas,
+the ones this code writes and the reader schema everything is decoded into.
+schemas/history/v<N>/ keeps every released version unchanged. A record's fingerprint names its writer schema (current or
 any released version); the body is read with that writer schema and resolved to the current
 one (Avro schema resolution: fields added since carry their defaults), so adp.steps records
 written years ago still decode, replay and export.

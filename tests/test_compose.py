@@ -23,7 +23,8 @@ COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 SPEC = ROOT.parent / "shared" / "data" / "compose-spec.json"
 METRICS_PORT = 8001
 
-# The platform's metrics (docs/operating-kafka.md, "Metrics and health"); the dashboard may query only these.
+# The platform's metrics (docs/operating-kafka.md, "Metrics and health"); the dashboard may
+# query only these.
 DOCUMENTED_METRICS = {
     "adp_tasks_received_total",
     "adp_tasks_finished_total",

@@ -5,7 +5,8 @@ text, dead letters show their reason, and the page lives through a broker restar
 
 Every wait is on something the page shows (Playwright's expect), never a sleep. Screenshots of
 the overview and a trajectory go to $ADP_SCREENSHOTS (default: a temporary folder; the run
-prints where); `ADP_SCREENSHOTS=docs pytest tests/test_console_page.py` renews the ones docs/watching.md shows.
+prints where); `ADP_SCREENSHOTS=docs pytest tests/test_console_page.py` renews the ones
+docs/watching.md shows.
 """
 
 from __future__ import annotations

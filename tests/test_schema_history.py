@@ -1,4 +1,5 @@
-"""The rules for changing a schema (docs/architecture.md, "Changing a schema"), checked without a broker.
+"""The rules for changing a schema (docs/architecture.md, "Changing a schema"), checked without
+a broker.
 
 - Each released version in schemas/history/v<N>/ stays byte-for-byte what it was: its
   fingerprints are pinned here (add a line per new version; never edit one).

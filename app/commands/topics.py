@@ -2,7 +2,8 @@
 as Strimzi resources for Kubernetes.
 
 Partition counts are set per topic family when topics are created and can only grow. What
-growing means for data in flight is said by `grow --help` and docs/scaling.md ("Growing partitions").
+growing means for data in flight is said by `grow --help` and docs/scaling.md ("Growing
+partitions").
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ The Faust aggregator (streams/aggregator/faust_app.py) and `adp replay` both fee
 TrajectoryAssembler in the order a partition of adp.steps holds them, so the same events give
 the same trajectories, byte for byte once rendered (connectors.sinks.base.render).
 
-Rules (docs/architecture.md, "Delivery guarantees"). A "task" below is one sample of a task, named by its key
-(StepEvent.key: the task_id, or "<task_id>/<i>" for sample i > 0), so k samples give k
-trajectories:
+Rules (docs/architecture.md, "Delivery guarantees"). A "task" below is one sample of a task,
+named by its key (StepEvent.key: the task_id, or "<task_id>/<i>" for sample i > 0), so k
+samples give k trajectories:
 - one trajectory per key, built from exactly ONE attempt that has its started event, its
   finished event and steps 1..n with n = finish.step_count (no gap, nothing extra);
 - the first attempt to complete wins; every other attempt of that task is dropped
