@@ -7,10 +7,10 @@ with DecodeError, so bytes from another producer are never decoded as garbage.
 
 Evolution (docs/architecture.md, "Changing a schema"): schemas/*.avsc are the current schemas,
 the ones this code writes and the reader schema everything is decoded into.
-schemas/history/v<N>/ keeps every released version unchanged. A record's fingerprint names its writer schema (current or
-any released version); the body is read with that writer schema and resolved to the current
-one (Avro schema resolution: fields added since carry their defaults), so adp.steps records
-written years ago still decode, replay and export.
+schemas/history/v<N>/ keeps every released version unchanged. A record's fingerprint names its
+writer schema (current or any released version); the body is read with that writer schema and
+resolved to the current one (Avro schema resolution: fields added since carry their defaults),
+so adp.steps records written years ago still decode, replay and export.
 
 Fingerprints follow the spec's Parsing Canonical Form, where a named type is defined once, at
 its first use, and referred to by name afterwards (as Apache Avro's Java library computes it).
