@@ -545,3 +545,23 @@ def test_only_the_sandboxed_runtimes_relax_the_containers_profile(services: dict
         assert svc.get("cap_drop") == ["ALL"] and not svc.get("cap_add"), name
         assert not svc.get("privileged") and not svc.get("user"), name  # the image's adp user
     assert services["runtime-web"]["shm_size"] == services["runtime-reasoning"]["shm_size"]
+
+
+def test_alert_rules_are_loaded_use_real_metrics_and_match_the_docs(services: dict) -> None:
+    prom = services["prometheus"]
+    mounts = {dst: (COMPOSE_DIR / src).resolve() for _k, src, dst in _mounts(prom)}
+    config = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())
+    assert [mounts[f] for f in config["rule_files"]] == [(COMPOSE_DIR / "alerts.yml").resolve()]
+    rules = [
+        r
+        for g in yaml.safe_load((COMPOSE_DIR / "alerts.yml").read_text())["groups"]
+        for r in g["rules"]
+    ]
+    assert rules and all({"alert", "expr", "for"} <= set(r) for r in rules)
+    used = {m for r in rules for m in re.findall(r"\badp_[a-z_]+", r["expr"])}
+    unregistered = sorted(used - _registered_metrics())
+    assert not unregistered, f"alerts on metrics no module registers: {unregistered}"
+    # the operator's page shows each rule as it is loaded
+    page = (ROOT / "docs" / "operating-kafka.md").read_text().replace("\\|", "|")
+    missing = [r["alert"] for r in rules if f"`{r['expr']}`" not in page]
+    assert not missing, f"alerts whose expression docs/operating-kafka.md does not show: {missing}"
