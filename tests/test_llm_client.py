@@ -314,6 +314,22 @@ def test_provider_chain_order_and_overrides():
     assert repr(Secret("abc")) == str(Secret("abc")) == "Secret('***')"
 
 
+def test_the_chain_describes_itself_for_the_start_up_line():
+    env = {
+        "ADP_LLM_BASE_URL": "http://10.0.0.5:8000/v1",
+        "ADP_LLM_MODEL": "Qwen/Qwen2.5-7B-Instruct",
+        "ADP_LLM_API_KEY": "sk-test-SECRET456",
+        "OPENAI_API_KEY": "sk-test-SECRET789",
+    }
+    client = LLMClient(resolve_providers(env), max_tokens=4096, timeout=120)
+    said = client.describe()
+    assert said == (
+        "custom (Qwen/Qwen2.5-7B-Instruct at http://10.0.0.5:8000/v1), failing over to openai "
+        "(gpt-4o-mini at https://api.openai.com/v1); max_tokens 4096, temperature 0, timeout 120s"
+    )
+    assert "SECRET" not in said
+
+
 async def test_build_model_from_env(stub, monkeypatch, tmp_path):
     monkeypatch.setenv("ADP_LLM_BASE_URL", stub.base_url)
     monkeypatch.setenv("ADP_LLM_PROVIDER", "custom")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import signal
 
 import click
@@ -102,6 +103,7 @@ def runtime_command(
     rid = runtime_id or default_runtime_id(name)
     limit = AdaptiveLimit(initial=concurrency, maximum=concurrency)
     model = build_model({"limit": limit, "connections": concurrency})
+    logging.getLogger(__name__).info("runtime %s asks %s", rid, model.describe())
     runtime = runtime_cls(RuntimeContext(runtime_id=rid, model=model))
     # a task's verifier judges with the same provider chain the agent used
     worker = RuntimeWorker(

@@ -117,6 +117,15 @@ class LLMClient:
         names = ", ".join(p.name for p in self.providers)
         return f"LLMClient(providers=[{names}], params={self.params}, cache={self.cache!r})"
 
+    def describe(self) -> str:
+        """The chain and its generation settings in words, for a start-up line (never a key):
+        which model a run will ask is the first thing a user checks."""
+        chain = ", failing over to ".join(p.describe() for p in self.providers)
+        return (
+            f"{chain}; max_tokens {self.params['max_tokens']}, temperature "
+            f"{self.params['temperature']:g}, timeout {self.timeout:g}s"
+        )
+
     def _redact(self, text: str) -> str:
         for p in self.providers:
             if p.api_key is not None and p.api_key.reveal():
