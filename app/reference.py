@@ -46,7 +46,9 @@ max_tokens = 4096
 ```
 
 Relative paths in the file are relative to the file. API keys and passwords are never printed
-or logged; prefer the environment (or a file only you can read) for them.
+or logged; prefer the environment (or a file only you can read) for them. How the `[llm]`
+settings work together (providers, failover, tool calls): [llm-endpoints.md](llm-endpoints.md);
+the Kafka security settings: [security.md](security.md#kafka).
 
 S3 credentials are not settings of the platform: botocore reads them the usual AWS ways
 (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE`, an instance
