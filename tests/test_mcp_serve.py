@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 
@@ -24,7 +25,11 @@ needs_sandbox = pytest.mark.skipif(
 
 
 def served(*args: str) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "adp", "mcp", "serve", *args])
+    # the SDK starts a stdio server with a minimal environment of its own: pass ours, which
+    # allows the browser the test site on 127.0.0.1 (tests/conftest.py)
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "adp", "mcp", "serve", *args], env=dict(os.environ)
+    )
 
 
 async def drive_python(client: Client) -> None:

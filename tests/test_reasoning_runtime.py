@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from adp.runtimes.base import RuntimeContext
+from adp.runtimes.llm.client import LlmUnavailable
 from adp.runtimes.reasoning import ReasoningRuntime
 from adp.runtimes.tools.browser import BrowserPool
 from adp.runtimes.tools.sandbox import SandboxLimits, make_sandbox
-from adp.schemas.contracts import ErrorType
 from tests.helpers import call, client, reply, run_task, scripted_stub
 
 
@@ -128,8 +128,10 @@ async def test_text_protocol_when_configured(llm_stub, pool):
     assert outcome.success and outcome.final_result == steps[0].observation.strip()
 
 
-async def test_llm_failure_is_an_llm_error(pool):
+async def test_an_unreachable_endpoint_is_an_outage_not_an_llm_error(pool):
+    """Nothing listens at the endpoint: the runtime does not finish the task as the agent's
+    failure, it raises the outage for the worker to pause on (docs/outages.md)."""
     runtime = runtime_for("http://127.0.0.1:9/v1", pool)  # nothing listens there
-    outcome, steps = await run_task(runtime, description="Anything")
+    with pytest.raises(LlmUnavailable, match="connection refused"):
+        await run_task(runtime, description="Anything")
     await runtime.model.aclose()
-    assert not outcome.success and outcome.error_type == ErrorType.llm_error and steps == []
