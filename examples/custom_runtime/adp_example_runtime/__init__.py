@@ -2,7 +2,10 @@
 (Python's ast, no eval) computes it, the result goes back, the model gives the final answer.
 
 Install it next to the platform (`pip install ./examples/custom_runtime`) and run
-`adp runtime calc`: it joins consumer group adp-runtime-reasoning and takes reasoning tasks.
+`adp runtime calc`: its task_type is "reasoning", so it joins consumer group
+adp-runtime-reasoning and takes reasoning tasks. Started beside `adp runtime reasoning`, the two
+share those tasks partition by partition; run one or the other (docs/tasks.md, "Custom
+runtimes").
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ def calculate(expression: str) -> str:
 
 
 class CalculatorRuntime:
-    task_type: ClassVar[str] = "reasoning"  # which adp.tasks.<type> topic it consumes
+    # which adp.tasks.<type> lanes it consumes, in group adp-runtime-<type>: the built-in
+    # reasoning runtime's group, so the two must not run side by side
+    task_type: ClassVar[str] = "reasoning"
 
     def __init__(self, ctx: RuntimeContext):
         self.model = ctx.model
