@@ -81,8 +81,12 @@ $(K8S_VALIDATORS): tests/k8s/package.json tests/k8s/package-lock.json
 	npm ci --prefix tests/k8s --no-audit --no-fund --loglevel=error
 k8s-validators: system-deps $(K8S_VALIDATORS)
 
+# pytest exits 5 when it collected nothing: a broken suite, never a pass (make fails on it and
+# says why; .ci/run sees make's failure)
 test: venv system-deps sandbox-env lint k8s-validators
-	$(BIN)/pytest
+	@rc=0; $(BIN)/pytest || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken" >&2; fi; \
+	exit $$rc
 
 # The tests marked docker (CI runs this after `make test`): the image builds from the
 # Dockerfile and runs every command, the sandbox and Chromium work in it, compose's platform
@@ -98,6 +102,7 @@ test-docker: venv
 	  bash $(DOCKER_ENGINE) up; bash $(DOCKER_ENGINE) bases; bash $(DOCKER_ENGINE) compose; \
 	fi; \
 	rc=0; $(BIN)/pytest -m docker -p no:cacheprovider || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest -m docker collected no tests" >&2; fi; \
 	if [ -n "$$started" ]; then bash $(DOCKER_ENGINE) down; fi; \
 	exit $$rc
 
