@@ -1,12 +1,12 @@
 """Offset commits of a runtime, coalesced: at most one commit in flight per consumer.
 
 A runtime at concurrency 64 finishes and starts tasks many times a second; a commit per task, each
-waiting its turn for a broker round trip, made the commit path the runtime's ceiling (issue 13: ~20
-LLM calls/s against an ideal of 320). Here every request made while a commit is in flight joins the
+waiting its turn for a broker round trip, made the commit path the runtime's ceiling (~20 LLM
+calls/s against an ideal of 320). Here every request made while a commit is in flight joins the
 next one, which carries the newest state of every partition asked for, so the commit rate follows
-the broker's round trip, not the task rate. What is committed is still decided by the worker at the
-moment the commit is sent (streams/runtime/offsets.py: only the contiguous done prefix), so
-coalescing never commits past an unfinished task."""
+the broker's round trip, not the task rate. What is committed is still decided at the moment the
+commit is sent, by the partition progress (streams/runtime/progress.py: only the contiguous done
+prefix of partitions this member owns), so coalescing never commits past an unfinished task."""
 
 from __future__ import annotations
 
@@ -15,10 +15,8 @@ import logging
 from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
 
-from adp.streams.runtime.offsets import PartitionOffsets
-from adp.streams.runtime.poison import PoisonLedger
+from adp.streams.runtime.progress import PartitionProgress
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +29,8 @@ def _retrieve(fut: asyncio.Future) -> None:
 
 
 class RuntimeCommits:
-    """The commits of one runtime consumer over the worker's per-partition trackers and poison
-    ledgers (shared dicts: the worker starts, finishes and forgets offsets in them).
+    """The commits of one runtime consumer: what to commit comes from `progress.commit_points`,
+    sent for the partitions the consumer still has assigned.
 
     `request(partitions)` returns a future that resolves once a commit sent after the request
     (so covering the state at request time, or newer) has completed, or fails with its error;
@@ -41,10 +39,9 @@ class RuntimeCommits:
     def __init__(
         self,
         consumer: Callable[[], AIOKafkaConsumer | None],
-        offsets: dict[TopicPartition, PartitionOffsets],
-        ledgers: dict[TopicPartition, PoisonLedger],
+        progress: PartitionProgress,
     ):
-        self._consumer, self.offsets, self.ledgers = consumer, offsets, ledgers
+        self._consumer, self._progress = consumer, progress
         self._lock = asyncio.Lock()
         self._dirty: set[TopicPartition] = set()
         self._next: asyncio.Future | None = None
@@ -89,20 +86,8 @@ class RuntimeCommits:
         on purpose)."""
         async with self._lock:
             consumer = self._consumer()
-            owned = {}
-            for tp in partitions:
-                tracker = self.offsets.get(tp)
-                if (
-                    tp not in consumer.assignment()
-                    or tracker is None
-                    or tracker.committable is None
-                ):
-                    continue
-                ledger = self.ledgers.setdefault(tp, PoisonLedger())
-                running = set() if clean else tracker.running_offsets
-                owned[tp] = OffsetAndMetadata(
-                    tracker.committable, ledger.metadata(running, tracker.committable)
-                )
+            assigned = consumer.assignment()
+            owned = self._progress.commit_points([tp for tp in partitions if tp in assigned], clean)
             if owned:
                 await consumer.commit(owned)
 

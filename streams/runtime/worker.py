@@ -1,9 +1,11 @@
 """The runtime consumer loop: tasks in from the priority lanes of adp.tasks.<type>, step events
 out to adp.steps.
 
-Each task taken runs as an Attempt (streams/runtime/attempt.py), which puts its step events on
-the wire. Which fetched task a free slot starts is the intake's choice (streams/runtime/intake.py:
-higher lanes first, a minimum share for lower ones).
+Which fetched task a free slot starts is the intake's choice (streams/runtime/intake.py: higher
+lanes first, a minimum share for lower ones); what becomes of a started task is the handler's
+(streams/runtime/handler.py: an Attempt that puts its step events on the wire, or a dead
+letter); what each partition has started, finished and may commit is the partition progress's
+(streams/runtime/progress.py), which the commits read (streams/runtime/commits.py).
 
 Delivery discipline (README, "Delivery guarantees"):
 - a plain aiokafka consumer in group adp-runtime-<type>, auto-commit off, subscribed to every
@@ -28,25 +30,22 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from contextlib import AsyncExitStack
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from adp.core import metrics
 from adp.core.limit import AdaptiveLimit
-from adp.runtimes.base import Outcome, Runtime
+from adp.runtimes.base import Runtime
 from adp.runtimes.verify import VerifyContext
-from adp.schemas.contracts import Task
 from adp.streams.kafka import authz, clients, topics
-from adp.streams.kafka.dlq import dlq_headers
-from adp.streams.producer import task_from_record
-from adp.streams.runtime.attempt import Attempt
 from adp.streams.runtime.commits import RuntimeCommits
+from adp.streams.runtime.handler import TaskHandler, WorkerStats
 from adp.streams.runtime.intake import LaneIntake
 from adp.streams.runtime.lanes import DEFAULT_MIN_SHARE, check_min_share
-from adp.streams.runtime.offsets import PartitionOffsets
-from adp.streams.runtime.poison import PoisonLedger, Quarantine
+from adp.streams.runtime.poison import read_ledgers
+from adp.streams.runtime.progress import PartitionProgress
 from adp.streams.runtime.watch import RuntimeWatch
 
 log = logging.getLogger(__name__)
@@ -54,16 +53,6 @@ log = logging.getLogger(__name__)
 
 def default_runtime_id(task_type: str) -> str:
     return f"{task_type}-{socket.gethostname()}-{os.getpid()}"
-
-
-@dataclass
-class WorkerStats:
-    received: int = 0
-    finished: int = 0
-    succeeded: int = 0
-    cancelled: int = 0
-    dead_lettered: int = 0
-    by_error: dict[str, int] = field(default_factory=dict)
 
 
 class RuntimeWorker:
@@ -83,39 +72,48 @@ class RuntimeWorker:
         verify_context: VerifyContext | None = None,
     ):
         self.runtime, self.task_type = runtime, task_type
-        # verifiers of tasks that name one use this LLM chain and sandbox (made when first used)
-        self.verify_context = verify_context or VerifyContext()
         self.conf, self.concurrency = clients.connection(conf), max(1, concurrency)
         self.runtime_id = runtime_id or default_runtime_id(task_type)
         self.group_id = group_id or topics.runtime_group(task_type)
         self.poll_interval_ms = poll_interval_ms
-        self.poison_limit = poison_limit
         # each lower priority lane with work gets at least this share of task starts
         self.min_share = check_min_share(min_share, len(topics.LANES))
         # The LLM client lowers this limit on 429s and raises it on successes (AIMD); the
         # worker takes new tasks only below it, so a throttled endpoint slows intake.
         self.limit = limit
-        # extra AIOKafkaConsumer settings (e.g. max_poll_interval_ms, session_timeout_ms,
-        # heartbeat_interval_ms); they override the defaults below
-        self.consumer_options = dict(consumer_options or {})
         self._capacity = self.concurrency
-        self.ledgers: dict[TopicPartition, PoisonLedger] = {}
-        self.quarantine = Quarantine()  # a suspect task runs alone
+        # extra AIOKafkaConsumer settings (e.g. max_poll_interval_ms, session_timeout_ms,
+        # heartbeat_interval_ms); they override the defaults of clients.consumer
+        self.consumer_options = dict(consumer_options or {})
         self.stats = WorkerStats()
-        self.offsets: dict[TopicPartition, PartitionOffsets] = {}
+        self.health = metrics.Health(f"runtime {self.runtime_id}", busy=lambda: bool(self.inflight))
+        # what becomes of one started record; verifiers of tasks that name one use the
+        # context's LLM chain and sandbox (made when first used)
+        self.handler = TaskHandler(
+            runtime,
+            task_type,
+            self.runtime_id,
+            verify_context or VerifyContext(),
+            poison_limit,
+            self.stats,
+            self.health,
+        )
+        self._init_state()
+
+    def _init_state(self) -> None:
+        # started, finished and committable offsets and poison strikes of each owned partition
+        self.progress = PartitionProgress()
         self.inflight: dict[asyncio.Task, tuple[TopicPartition, int]] = {}
         # tasks whose agent is done and that only wait for their events' acks: no slot
         self._acking: set[asyncio.Task] = set()
         # one commit in flight at a time; what is asked meanwhile rides on the next one
-        self.committer = RuntimeCommits(lambda: self.consumer, self.offsets, self.ledgers)
-        # bumped on every revocation: records fetched before one are not ours to start
-        self._revocations = 0
+        self.committer = RuntimeCommits(lambda: self.consumer, self.progress)
         self._slot_freed = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
         self.intake: LaneIntake | None = None
         self.producer: AIOKafkaProducer | None = None
-        self.health = metrics.Health(f"runtime {self.runtime_id}", busy=lambda: bool(self.inflight))
-        self.watch = RuntimeWatch(self)  # lag gauges, broker and assignment checks
+        # lag gauges, broker and assignment checks
+        self.watch = RuntimeWatch(self.task_type, self.health, self._assignment, self._lag)
         self.health.checks += [self.watch.broker_check, self.watch.assignment_check]
         self._server = None
 
@@ -124,15 +122,28 @@ class RuntimeWorker:
     async def run(
         self, stop: asyncio.Event, drain_timeout: float = 30.0, metrics_port: int | None = None
     ) -> WorkerStats:
-        try:
-            return await self._run(stop, drain_timeout, metrics_port)
-        finally:
-            if self._server:
-                await self._server.cleanup()
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(self._stop_server)  # last: /health answers to the end
+            await self._connect(stack, metrics_port)
+            await stack.enter_async_context(self.runtime)
+            log.info(
+                "runtime %s consuming %s as group %s, concurrency %d, lower lanes "
+                "get at least %g of the starts",
+                self.runtime_id,
+                ", ".join(self.intake.topics),
+                self.group_id,
+                self.concurrency,
+                self.min_share,
+            )
+            watcher = asyncio.create_task(self.watch.run(stop))
+            stack.callback(watcher.cancel)
+            await self._poll_loop(stop)
+            await self._drain(drain_timeout)
+        log.info("runtime %s stopped: %s", self.runtime_id, self.stats)
+        return self.stats
 
-    async def _run(
-        self, stop: asyncio.Event, drain_timeout: float, metrics_port: int | None
-    ) -> WorkerStats:
+    async def _connect(self, stack: AsyncExitStack, metrics_port: int | None) -> None:
+        """Start the clients (each one closed by `stack`), join the group, serve /metrics."""
         # a runtime that may not report its steps must not take tasks: fail now, in one line
         await authz.require(
             self.conf,
@@ -142,57 +153,42 @@ class RuntimeWorker:
         self.producer = await clients.start(
             clients.producer(self.conf, client_id=self.runtime_id), self.conf
         )
-        try:
-            self.admin = await clients.start(
-                clients.admin(self.conf, client_id=self.runtime_id), self.conf
-            )
-        except BaseException:
-            await clients.close(self.producer)
-            raise
+        stack.push_async_callback(self.producer.stop)
+        self.handler.producer = self.producer
+        self.admin = await clients.start(
+            clients.admin(self.conf, client_id=self.runtime_id), self.conf
+        )
+        stack.push_async_callback(self.admin.close)
         self.consumer = clients.consumer(
             conf=self.conf,
             client_id=self.runtime_id,
             group_id=self.group_id,
             **self.consumer_options,
         )
-        try:
-            self.intake = LaneIntake(
-                self.consumer, self.task_type, prefetch=self.concurrency, min_share=self.min_share
-            )
-            self.consumer.subscribe(self.intake.topics, listener=_Rebalance(self))
-            await clients.start(self.consumer, self.conf)
-            # /metrics and /health once the broker answered: an unreachable broker is one
-            # error line, not a server started and stopped
-            self._server = await metrics.serve(self.health, metrics_port)
-            try:
-                async with self.runtime:
-                    log.info(
-                        "runtime %s consuming %s as group %s, concurrency %d, lower lanes "
-                        "get at least %g of the starts",
-                        self.runtime_id,
-                        ", ".join(self.intake.topics),
-                        self.group_id,
-                        self.concurrency,
-                        self.min_share,
-                    )
-                    watcher = asyncio.create_task(self.watch.run(stop))
-                    try:
-                        await self._poll_loop(stop)
-                        await self._drain(drain_timeout)
-                    finally:
-                        watcher.cancel()
-            finally:
-                self.committer.cancel()
-                await self.consumer.stop()
-        finally:
-            await self.admin.close()
-            await self.producer.stop()
-        log.info("runtime %s stopped: %s", self.runtime_id, self.stats)
-        return self.stats
+        stack.push_async_callback(self.consumer.stop)
+        stack.callback(self.committer.cancel)
+        self.intake = LaneIntake(
+            self.consumer, self.task_type, prefetch=self.concurrency, min_share=self.min_share
+        )
+        self.consumer.subscribe(self.intake.topics, listener=_Rebalance(self))
+        await clients.start(self.consumer, self.conf)
+        # /metrics and /health once the broker answered: an unreachable broker is one
+        # error line, not a server started and stopped
+        self._server = await metrics.serve(self.health, metrics_port)
+
+    async def _stop_server(self) -> None:
+        if self._server:
+            await self._server.cleanup()
+
+    def _assignment(self) -> set[TopicPartition]:
+        return self.consumer.assignment() if self.consumer else set()
+
+    async def _lag(self) -> dict[str, int]:
+        return await self.intake.lag(self.progress.committable())
 
     def _free(self) -> int:
         busy = len(self.inflight) - len(self._acking)
-        return self.capacity() - busy if self.quarantine.is_open else 0
+        return self.capacity() - busy if self.handler.quarantine.is_open else 0
 
     async def _poll_loop(self, stop: asyncio.Event) -> None:
         assert self.consumer is not None and self.intake is not None
@@ -203,20 +199,7 @@ class RuntimeWorker:
                 # and lanes with room keep fetching, so urgent work is at hand when a slot frees.
                 await self.intake.fill(wait_ms=self.poll_interval_ms if self._free() > 0 else 0)
                 free = self._free()
-                # aiokafka returns records only outside a reassignment, and a revocation drops
-                # the intake's records of the revoked partitions, so what is taken here belongs
-                # to the current assignment; `epoch` catches a revocation while starting them
-                epoch = self._revocations
-                taken = self.intake.take(max(free, 0))
-                by_partition: dict[TopicPartition, list[ConsumerRecord]] = {}
-                for record in taken:  # in pick order: the higher lane's partition first
-                    by_partition.setdefault(
-                        TopicPartition(record.topic, record.partition), []
-                    ).append(record)
-                # one commit (round trip) for every partition's batch, not one each
-                await asyncio.gather(
-                    *(self._start_batch(tp, records, epoch) for tp, records in by_partition.items())
-                )
+                taken = await self._start_taken(free)
                 if free <= 0 and not taken:
                     self._slot_freed.clear()
                     waiter = asyncio.ensure_future(self._slot_freed.wait())
@@ -228,6 +211,24 @@ class RuntimeWorker:
                     waiter.cancel()
         finally:
             stopping.cancel()
+
+    async def _start_taken(self, free: int) -> list[ConsumerRecord]:
+        """Start up to `free` of the fetched tasks (the intake's picks); returns those taken."""
+        # aiokafka returns records only outside a reassignment, and a revocation drops the
+        # intake's records of the revoked partitions, so what is taken here belongs to the
+        # current assignment; `epoch` catches a revocation while starting them
+        epoch = self.progress.epoch
+        taken = self.intake.take(max(free, 0))
+        by_partition: dict[TopicPartition, list[ConsumerRecord]] = {}
+        for record in taken:  # in pick order: the higher lane's partition first
+            by_partition.setdefault(TopicPartition(record.topic, record.partition), []).append(
+                record
+            )
+        # one commit (round trip) for every partition's batch, not one each
+        await asyncio.gather(
+            *(self._start_batch(tp, records, epoch) for tp, records in by_partition.items())
+        )
+        return taken
 
     def capacity(self) -> int:
         current = min(self.concurrency, self.limit.current) if self.limit else self.concurrency
@@ -257,7 +258,7 @@ class RuntimeWorker:
             await asyncio.gather(*pending, return_exceptions=True)
         await self.committer.settle()
         if pending:  # cancelled on purpose, not killed: say nothing is running, so no strikes
-            await self.committer.now(list(self.offsets), clean=True)
+            await self.committer.now(self.progress.tracked(), clean=True)
 
     # ---- one task --------------------------------------------------------------------------
 
@@ -268,15 +269,13 @@ class RuntimeWorker:
         # records, or while the commit below is awaited: then they belong to whoever owns the
         # partition now, which fetches them again from the committed offset. Starting them
         # here too would run the task twice.
-        if self._revocations != epoch:
+        if self.progress.epoch != epoch:
             return
-        tracker = self.offsets.setdefault(tp, PartitionOffsets())
-        for record in records:
-            tracker.start(record.offset)
+        self.progress.start(tp, (record.offset for record in records))
         # Record what is about to run before it runs: if it kills this process, the next
         # owner of the partition finds it in the commit metadata (streams/runtime/poison.py).
         await self.committer.request([tp])
-        if self._revocations != epoch:  # revoke() already dropped this partition's tracker
+        if self.progress.epoch != epoch:  # revoke() already released this partition
             log.info(
                 "not starting %d task(s) of %s[%d]: the partition was revoked meanwhile",
                 len(records),
@@ -305,43 +304,8 @@ class RuntimeWorker:
         self._slot_freed.set()
 
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
-        task = task_from_record(record.value)  # Avro, or plain JSON from kcat & co.
-        if isinstance(task, Task) and task.task_type != self.task_type:
-            task = f"task_type {task.task_type!r} does not belong on {tp.topic}"
-        if isinstance(task, str):
-            await self._dead_letter(record, task)
-            await self._done(tp, record.offset)
-            return
-        strikes = self.ledgers.get(tp, PoisonLedger()).of(record.offset)
-        if strikes >= self.poison_limit:
-            await self._dead_letter(
-                record,
-                f"poison: task {task.task_id} was running when its "
-                f"runtime process died {strikes} times",
-            )
-            await self._done(tp, record.offset)
-            return
-        if strikes:
-            log.warning(
-                "task %s: its runtime died %d time(s) while running it; running it alone",
-                task.task_id,
-                strikes,
-            )
-        async with self.quarantine.slot(suspect=strikes > 0):
-            attempt = Attempt(self.producer, self.runtime_id, task, self.verify_context)
-            # debug: at hundreds of tasks a second two info lines per task were 4% of the CPU;
-            # the finished line below names the task and says how it ended
-            log.debug("task %s: attempt %s started", task.task_id, attempt.attempt_id)
-            outcome = await attempt.run(self.runtime, on_sent=self._agent_done)
-            self._count(outcome)
-            log.info(
-                "task %s: finished success=%s steps=%d%s%s",
-                task.key,
-                outcome.success,
-                attempt.steps,
-                f" ({outcome.error_type}: {outcome.error})" if outcome.error_type else "",
-                f", verdict {attempt.verdict.status}" if attempt.verdict else "",
-            )
+        strikes = self.progress.strikes(tp, record.offset)
+        await self.handler.handle(tp, record, strikes, on_agent_done=self._agent_done)
         await self._done(tp, record.offset)
 
     def _agent_done(self) -> None:
@@ -349,37 +313,9 @@ class RuntimeWorker:
         self._acking.add(asyncio.current_task())
         self._slot_freed.set()
 
-    def _count(self, outcome: Outcome) -> None:
-        self.stats.finished += 1
-        self.health.progress()
-        error_type = str(getattr(outcome.error_type, "value", outcome.error_type or ""))
-        metrics.TASKS_FINISHED.labels(
-            self.task_type, "success" if outcome.success else "failure", error_type
-        ).inc()
-        if outcome.success:
-            self.stats.succeeded += 1
-        elif error_type:
-            self.stats.by_error[error_type] = self.stats.by_error.get(error_type, 0) + 1
-
-    async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
-        log.warning(
-            "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
-        )
-        self.stats.dead_lettered += 1
-        metrics.DLQ_MESSAGES.labels("runtime").inc()
-        await self.producer.send_and_wait(
-            topics.DLQ,
-            record.value,
-            key=record.key,
-            headers=dlq_headers(reason, record.topic, record.partition, record.offset),
-        )
-
     async def _done(self, tp: TopicPartition, offset: int) -> None:
-        tracker = self.offsets.get(tp)
-        if tracker is None:  # partition was revoked meanwhile; its new owner redoes the task
-            return
-        tracker.finish(offset)
-        self.ledgers.get(tp, PoisonLedger()).clear(offset)
+        if not self.progress.finish(tp, offset):
+            return  # the partition was revoked meanwhile; its new owner redoes the task
         # not awaited: the slot frees now; the commit joins the next round
         # (streams/runtime/commits.py)
         self.committer.request([tp])
@@ -387,7 +323,7 @@ class RuntimeWorker:
     # ---- rebalance -------------------------------------------------------------------------
 
     async def revoke(self, revoked: set[TopicPartition]) -> None:
-        self._revocations += 1
+        self.progress.revoke()
         self.intake.drop(revoked)
         victims = [t for t, (tp, _) in self.inflight.items() if tp in revoked]
         for t in victims:
@@ -400,32 +336,17 @@ class RuntimeWorker:
                 len(victims),
             )
         # commit what is safely done before the partitions move to another member
-        await self.committer.now([tp for tp in revoked if tp in self.offsets], clean=True)
-        for tp in revoked:
-            self.offsets.pop(tp, None)
-            self.ledgers.pop(tp, None)
+        tracked = set(self.progress.tracked())
+        await self.committer.now([tp for tp in revoked if tp in tracked], clean=True)
+        self.progress.release(revoked)
 
     async def assigned(self, assigned: set[TopicPartition]) -> None:
         """Read each new partition's commit metadata: offsets that were running when the last
         owner stopped without a clean commit get a strike."""
         if not assigned:
             return
-        committed = await self.admin.list_consumer_group_offsets(
-            self.group_id, partitions=list(assigned)
-        )
-        for tp in assigned:
-            meta = committed.get(tp)
-            ledger = PoisonLedger.from_metadata(
-                meta.metadata if meta else None, meta.offset if meta and meta.offset >= 0 else None
-            )
-            self.ledgers[tp] = ledger
-            if ledger.strikes:
-                log.warning(
-                    "partition %s[%d]: tasks running when the previous owner died: %s",
-                    tp.topic,
-                    tp.partition,
-                    ledger.strikes,
-                )
+        for tp, ledger in (await read_ledgers(self.admin, self.group_id, assigned)).items():
+            self.progress.inherit(tp, ledger)
 
 
 class _Rebalance(ConsumerRebalanceListener):
