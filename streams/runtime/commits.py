@@ -80,14 +80,18 @@ class RuntimeCommits:
             else:
                 round_.set_result(None)
 
-    async def now(self, partitions: list[TopicPartition], clean: bool = False) -> None:
+    async def now(
+        self, partitions: list[TopicPartition], clean: bool = False, holding: bool = False
+    ) -> None:
         """Commit each partition's contiguous done prefix, with the running offsets and strikes as
         metadata (streams/runtime/poison.py). `clean`: report nothing running (tasks were cancelled
-        on purpose)."""
+        on purpose). `holding`: the commit that begins a hold (streams/runtime/progress.py)."""
         async with self._lock:
             consumer = self._consumer()
             assigned = consumer.assignment()
-            owned = self._progress.commit_points([tp for tp in partitions if tp in assigned], clean)
+            owned = self._progress.commit_points(
+                [tp for tp in partitions if tp in assigned], clean, holding
+            )
             if owned:
                 await consumer.commit(owned)
 

@@ -36,7 +36,9 @@ class WorkerStats:
     received: int = 0
     finished: int = 0
     succeeded: int = 0
-    cancelled: int = 0
+    cancelled: int = 0  # running when their partition moved to another member
+    kept_running: int = 0  # running through a rebalance that left their partition here
+    handed_back: int = 0  # still running at the end of the drain on stop
     dead_lettered: int = 0
     by_error: dict[str, int] = field(default_factory=dict)
 

@@ -1,27 +1,24 @@
 """The runtime consumer loop: tasks in from the priority lanes of adp.tasks.<type>, step events
-out to adp.steps.
-
-Which fetched task a free slot starts is the intake's choice (streams/runtime/intake.py: higher
-lanes first, a minimum share for lower ones); what becomes of a started task is the handler's
-(streams/runtime/handler.py: an Attempt that puts its step events on the wire, or a dead
-letter); what each partition has started, finished and may commit is the partition progress's
-(streams/runtime/progress.py), which the commits read (streams/runtime/commits.py).
+out to adp.steps. It decides when tasks start and when their offsets count as done, and delegates
+the rest: which fetched task a free slot starts (intake.py, lanes.py), what becomes of a started
+task (handler.py), the running tasks and their slots (slots.py), what each partition has started,
+finished and may commit (progress.py, offsets.py, commits.py), rebalances (rebalance.py,
+assignor.py) and poison tasks (poison.py).
 
 Delivery discipline (README, "Delivery guarantees"):
 - a plain aiokafka consumer in group adp-runtime-<type>, auto-commit off, subscribed to every
   lane topic of the type;
-- up to `concurrency` tasks run at once (a task whose agent is done and that only waits for
-  the broker's acks holds no slot); a lane's partitions are paused while it has enough
+- up to `concurrency` tasks run at once; a lane's partitions are paused while it has enough
   fetched and unstarted to fill every slot, and the loop keeps polling, at the limit too, so
   the consumer never exceeds max.poll.interval.ms however long a task runs;
 - a task's offset counts as done only after its finished event is acknowledged by the broker
-  (acks=all), and commits advance per partition over the contiguous prefix of done offsets
-  (streams/runtime/offsets.py);
-- on rebalance, tasks of revoked partitions are cancelled without a finished event (another
-  consumer redoes them under a new attempt_id; the aggregator drops the orphan attempt) and
-  nothing is committed past them;
-- a task that keeps killing its process is quarantined, then dead-lettered
-(streams/runtime/poison.py)."""
+  (acks=all), and commits advance per partition over the contiguous prefix of done offsets;
+- on rebalance, only the tasks of partitions that moved to another member are cancelled,
+  without a finished event (the new owner redoes them under a new attempt_id), and nothing is
+  committed past them;
+- on stop, no task starts; running ones get the drain timeout to finish, the rest are handed
+  back uncommitted;
+- a task that keeps killing its process is quarantined, then dead-lettered."""
 
 from __future__ import annotations
 
@@ -30,9 +27,11 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.structs import ConsumerRecord
 
 from adp.core import metrics
@@ -40,12 +39,15 @@ from adp.core.limit import AdaptiveLimit
 from adp.runtimes.base import Runtime
 from adp.runtimes.verify import VerifyContext
 from adp.streams.kafka import authz, clients, topics
+from adp.streams.runtime.assignor import LaneStickyAssignor
 from adp.streams.runtime.commits import RuntimeCommits
 from adp.streams.runtime.handler import TaskHandler, WorkerStats
 from adp.streams.runtime.intake import LaneIntake
 from adp.streams.runtime.lanes import DEFAULT_MIN_SHARE, check_min_share
 from adp.streams.runtime.poison import read_ledgers
 from adp.streams.runtime.progress import PartitionProgress
+from adp.streams.runtime.rebalance import Rebalance
+from adp.streams.runtime.slots import RunningTasks
 from adp.streams.runtime.watch import RuntimeWatch
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,14 @@ log = logging.getLogger(__name__)
 
 def default_runtime_id(task_type: str) -> str:
     return f"{task_type}-{socket.gethostname()}-{os.getpid()}"
+
+
+def by_partition(records: list[ConsumerRecord]) -> dict[TopicPartition, list[ConsumerRecord]]:
+    """Records per partition, partitions in the order of their first record."""
+    out: dict[TopicPartition, list[ConsumerRecord]] = {}
+    for record in records:
+        out.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+    return out
 
 
 class RuntimeWorker:
@@ -70,7 +80,11 @@ class RuntimeWorker:
         consumer_options: dict | None = None,
         min_share: float = DEFAULT_MIN_SHARE,
         verify_context: VerifyContext | None = None,
+        keep_running_on_rebalance: bool = True,
+        instance_id: str | None = None,
     ):
+        """`keep_running_on_rebalance` False: every rebalance cancels every running task (the
+        plain eager consumer). `instance_id`: static membership (group.instance.id)."""
         self.runtime, self.task_type = runtime, task_type
         self.conf, self.concurrency = clients.connection(conf), max(1, concurrency)
         self.runtime_id = runtime_id or default_runtime_id(task_type)
@@ -85,8 +99,10 @@ class RuntimeWorker:
         # extra AIOKafkaConsumer settings (e.g. max_poll_interval_ms, session_timeout_ms,
         # heartbeat_interval_ms); they override the defaults of clients.consumer
         self.consumer_options = dict(consumer_options or {})
+        if instance_id:
+            self.consumer_options.setdefault("group_instance_id", instance_id)
         self.stats = WorkerStats()
-        self.health = metrics.Health(f"runtime {self.runtime_id}", busy=lambda: bool(self.inflight))
+        self.health = metrics.Health(f"runtime {self.runtime_id}", busy=lambda: bool(self.tasks))
         # what becomes of one started record; verifiers of tasks that name one use the
         # context's LLM chain and sandbox (made when first used)
         self.handler = TaskHandler(
@@ -98,17 +114,25 @@ class RuntimeWorker:
             self.stats,
             self.health,
         )
-        self._init_state()
+        self._init_state(keep_running_on_rebalance)
 
-    def _init_state(self) -> None:
+    def _init_state(self, keep_running_on_rebalance: bool) -> None:
         # started, finished and committable offsets and poison strikes of each owned partition
         self.progress = PartitionProgress()
-        self.inflight: dict[asyncio.Task, tuple[TopicPartition, int]] = {}
-        # tasks whose agent is done and that only wait for their events' acks: no slot
-        self._acking: set[asyncio.Task] = set()
+        self.tasks = RunningTasks(self.task_type)
+        self.inflight, self._acking = self.tasks.inflight, self.tasks.acking
         # one commit in flight at a time; what is asked meanwhile rides on the next one
         self.committer = RuntimeCommits(lambda: self.consumer, self.progress)
-        self._slot_freed = asyncio.Event()
+        # what a rebalance does to running work: holds it, keeps what stays, cancels what moved
+        self.rebalance = Rebalance(
+            self, self.progress, self.tasks, self.committer, self.stats, keep_running_on_rebalance
+        )
+        # The poll loop starts tasks only while every gate says yes (it keeps polling either
+        # way, so the member stays in its group); a gate that opens may call `wake`.
+        self.start_gates: list[Callable[[], bool]] = [
+            lambda: self.handler.quarantine.is_open,  # a suspect task runs alone
+            lambda: not self.rebalance.settling,  # no start before the assignment is settled
+        ]
         self.consumer: AIOKafkaConsumer | None = None
         self.intake: LaneIntake | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -138,7 +162,7 @@ class RuntimeWorker:
             watcher = asyncio.create_task(self.watch.run(stop))
             stack.callback(watcher.cancel)
             await self._poll_loop(stop)
-            await self._drain(drain_timeout)
+            await self.rebalance.drain(drain_timeout)
         log.info("runtime %s stopped: %s", self.runtime_id, self.stats)
         return self.stats
 
@@ -163,6 +187,7 @@ class RuntimeWorker:
             conf=self.conf,
             client_id=self.runtime_id,
             group_id=self.group_id,
+            partition_assignment_strategy=self._assignors(),
             **self.consumer_options,
         )
         stack.push_async_callback(self.consumer.stop)
@@ -170,11 +195,19 @@ class RuntimeWorker:
         self.intake = LaneIntake(
             self.consumer, self.task_type, prefetch=self.concurrency, min_share=self.min_share
         )
-        self.consumer.subscribe(self.intake.topics, listener=_Rebalance(self))
+        self.rebalance.attach(self.consumer, self.intake)
+        self.consumer.subscribe(self.intake.topics, listener=self.rebalance)
         await clients.start(self.consumer, self.conf)
         # /metrics and /health once the broker answered: an unreachable broker is one
         # error line, not a server started and stopped
         self._server = await metrics.serve(self.health, metrics_port)
+
+    def _assignors(self) -> tuple:
+        if not self.rebalance.keep_running:
+            return (RoundRobinPartitionAssignor,)
+        # the busiest partitions first in this member's claims: the ones it gives up, when it
+        # must give some up, run the fewest tasks (streams/runtime/assignor.py)
+        return (LaneStickyAssignor(rank=self.progress.busiest_first), RoundRobinPartitionAssignor)
 
     async def _stop_server(self) -> None:
         if self._server:
@@ -186,29 +219,30 @@ class RuntimeWorker:
     async def _lag(self) -> dict[str, int]:
         return await self.intake.lag(self.progress.committable())
 
+    # ---- taking work -----------------------------------------------------------------------
+
     def _free(self) -> int:
-        busy = len(self.inflight) - len(self._acking)
-        return self.capacity() - busy if self.handler.quarantine.is_open else 0
+        if not all(gate() for gate in self.start_gates):
+            return 0
+        return self.capacity() - self.tasks.busy()
+
+    def wake(self) -> None:
+        """Have the poll loop look for work now (e.g. a start gate opened)."""
+        self.tasks.freed.set()
 
     async def _poll_loop(self, stop: asyncio.Event) -> None:
         assert self.consumer is not None and self.intake is not None
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
+                self.rebalance.check()
                 # Polling goes on at the limit too: it is what keeps this member in the group,
                 # and lanes with room keep fetching, so urgent work is at hand when a slot frees.
                 await self.intake.fill(wait_ms=self.poll_interval_ms if self._free() > 0 else 0)
                 free = self._free()
                 taken = await self._start_taken(free)
                 if free <= 0 and not taken:
-                    self._slot_freed.clear()
-                    waiter = asyncio.ensure_future(self._slot_freed.wait())
-                    await asyncio.wait(
-                        {waiter, stopping},
-                        timeout=self.poll_interval_ms / 1000,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                    waiter.cancel()
+                    await self.tasks.wait_for_slot(self.poll_interval_ms / 1000, stopping)
         finally:
             stopping.cancel()
 
@@ -219,14 +253,9 @@ class RuntimeWorker:
         # current assignment; `epoch` catches a revocation while starting them
         epoch = self.progress.epoch
         taken = self.intake.take(max(free, 0))
-        by_partition: dict[TopicPartition, list[ConsumerRecord]] = {}
-        for record in taken:  # in pick order: the higher lane's partition first
-            by_partition.setdefault(TopicPartition(record.topic, record.partition), []).append(
-                record
-            )
         # one commit (round trip) for every partition's batch, not one each
         await asyncio.gather(
-            *(self._start_batch(tp, records, epoch) for tp, records in by_partition.items())
+            *(self._start_batch(tp, batch, epoch) for tp, batch in by_partition(taken).items())
         )
         return taken
 
@@ -244,40 +273,26 @@ class RuntimeWorker:
             metrics.CONCURRENCY_LIMIT.labels(self.task_type).set(current)
         return current
 
-    async def _drain(self, timeout: float) -> None:
-        """On shutdown let running tasks finish for a while, then cancel the rest (uncommitted:
-        they will be redone); the last done offsets are committed before this returns."""
-        if not self.inflight:
-            await self.committer.settle()
-            return
-        log.info("waiting up to %.0fs for %d running task(s)", timeout, len(self.inflight))
-        _, pending = await asyncio.wait(set(self.inflight), timeout=timeout)
-        for t in pending:
-            t.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        await self.committer.settle()
-        if pending:  # cancelled on purpose, not killed: say nothing is running, so no strikes
-            await self.committer.now(self.progress.tracked(), clean=True)
-
     # ---- one task --------------------------------------------------------------------------
 
     async def _start_batch(
         self, tp: TopicPartition, records: list[ConsumerRecord], epoch: int
     ) -> None:
         # A rebalance can run (in aiokafka's coordinator task) after getmany() returned these
-        # records, or while the commit below is awaited: then they belong to whoever owns the
-        # partition now, which fetches them again from the committed offset. Starting them
-        # here too would run the task twice.
+        # records, or while the commit below is awaited: then they may belong to another member
+        # by now, which fetches them again from the committed offset. Starting them here too
+        # would run the task twice; if the partition stays, they are fetched again here.
         if self.progress.epoch != epoch:
             return
-        self.progress.start(tp, (record.offset for record in records))
+        offsets = [record.offset for record in records]
+        self.progress.start(tp, offsets)
         # Record what is about to run before it runs: if it kills this process, the next
         # owner of the partition finds it in the commit metadata (streams/runtime/poison.py).
         await self.committer.request([tp])
-        if self.progress.epoch != epoch:  # revoke() already released this partition
+        if self.progress.epoch != epoch:
+            self.progress.abandon(tp, offsets)
             log.info(
-                "not starting %d task(s) of %s[%d]: the partition was revoked meanwhile",
+                "not starting %d task(s) of %s[%d]: a rebalance began meanwhile",
                 len(records),
                 tp.topic,
                 tp.partition,
@@ -290,52 +305,34 @@ class RuntimeWorker:
             metrics.TASK_WAIT.labels(self.task_type, lane).observe(
                 max(0.0, time.time() - record.timestamp / 1000)
             )
-            metrics.TASKS_IN_FLIGHT.labels(self.task_type).inc()
-            task = asyncio.create_task(
-                self._handle(tp, record), name=f"task@{tp.topic}-{tp.partition}:{record.offset}"
-            )
-            self.inflight[task] = (tp, record.offset)
-            task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self.inflight.pop(task, None)
-        self._acking.discard(task)
-        metrics.TASKS_IN_FLIGHT.labels(self.task_type).dec()
-        self._slot_freed.set()
+            self.tasks.start(tp, record.offset, self._handle(tp, record))
 
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         strikes = self.progress.strikes(tp, record.offset)
-        await self.handler.handle(tp, record, strikes, on_agent_done=self._agent_done)
-        await self._done(tp, record.offset)
+        await self.handler.handle(tp, record, strikes, on_agent_done=self.tasks.agent_done)
+        if self.progress.finish(tp, record.offset):
+            # not awaited: the slot frees now; the commit joins the next round
+            # (streams/runtime/commits.py)
+            self.committer.request([tp])
+        # else the partition was revoked meanwhile; its new owner redoes the task
 
-    def _agent_done(self) -> None:
-        # the offset still counts as done only after the acks (then _done): only the slot frees
-        self._acking.add(asyncio.current_task())
-        self._slot_freed.set()
-
-    async def _done(self, tp: TopicPartition, offset: int) -> None:
-        if not self.progress.finish(tp, offset):
-            return  # the partition was revoked meanwhile; its new owner redoes the task
-        # not awaited: the slot frees now; the commit joins the next round
-        # (streams/runtime/commits.py)
-        self.committer.request([tp])
-
-    # ---- rebalance -------------------------------------------------------------------------
+    # ---- rebalance hooks (streams/runtime/rebalance.py) -------------------------------------
 
     async def revoke(self, revoked: set[TopicPartition]) -> None:
+        """Give these partitions up: cancel their running tasks (another member redoes them),
+        commit what is done where this member still may, forget them."""
         self.progress.revoke()
         self.intake.drop(revoked)
-        victims = [t for t, (tp, _) in self.inflight.items() if tp in revoked]
-        for t in victims:
-            t.cancel()
-        if victims:
-            await asyncio.gather(*victims, return_exceptions=True)
-            self.stats.cancelled += len(victims)
+        cancelled = await self.tasks.cancel(self.tasks.on(revoked))
+        if cancelled:
+            self.stats.cancelled += cancelled
+            metrics.TASKS_CANCELLED.labels(self.task_type, "moved").inc(cancelled)
             log.info(
-                "cancelled %d running task(s) of revoked partitions; they will be redone",
-                len(victims),
+                "cancelled %d running task(s) of partitions that moved to another member; "
+                "they will be redone",
+                cancelled,
             )
-        # commit what is safely done before the partitions move to another member
+        # before the partitions move (eager revocation): commit what is safely done
         tracked = set(self.progress.tracked())
         await self.committer.now([tp for tp in revoked if tp in tracked], clean=True)
         self.progress.release(revoked)
@@ -347,15 +344,3 @@ class RuntimeWorker:
             return
         for tp, ledger in (await read_ledgers(self.admin, self.group_id, assigned)).items():
             self.progress.inherit(tp, ledger)
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, worker: RuntimeWorker):
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked) -> None:
-        await self.worker.revoke(set(revoked))
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
-        await self.worker.assigned(set(assigned))
