@@ -222,9 +222,8 @@ class RuntimeWorker:
     # ---- taking work -----------------------------------------------------------------------
 
     def _free(self) -> int:
-        if not all(gate() for gate in self.start_gates):
-            return 0
-        return self.capacity() - self.tasks.busy()
+        free = self.capacity() - self.tasks.busy()  # also keeps the concurrency gauge current
+        return free if all(gate() for gate in self.start_gates) else 0
 
     def wake(self) -> None:
         """Have the poll loop look for work now (e.g. a start gate opened)."""
@@ -328,8 +327,7 @@ class RuntimeWorker:
             self.stats.cancelled += cancelled
             metrics.TASKS_CANCELLED.labels(self.task_type, "moved").inc(cancelled)
             log.info(
-                "cancelled %d running task(s) of partitions that moved to another member; "
-                "they will be redone",
+                "cancelled %d running task(s) of partitions given up; they will be redone",
                 cancelled,
             )
         # before the partitions move (eager revocation): commit what is safely done
