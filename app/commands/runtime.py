@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import signal
+from typing import Any
 
 import click
 
@@ -102,7 +103,7 @@ def runtime_command(
     except UnknownRuntime as exc:
         raise click.ClickException(str(exc)) from exc
     rid = runtime_id or default_runtime_id(name)
-    worker = _worker(
+    worker, model = _worker(
         runtime_cls,
         rid,
         conf,
@@ -113,10 +114,11 @@ def runtime_command(
         instance_id=instance_id,
     )
     port = conf.metrics_port if metrics_port is None else metrics_port
-    asyncio.run(_serve(worker, drain_timeout, port))
+    asyncio.run(_serve(worker, model, drain_timeout, port))
 
 
-def _worker(runtime_cls: type, rid: str, conf: Settings, **options) -> RuntimeWorker:
+def _worker(runtime_cls: type, rid: str, conf: Settings, **options) -> tuple[RuntimeWorker, Any]:
+    """The worker, and the LLM client its runtime and verifiers share."""
     from adp.core.limit import AdaptiveLimit
     from adp.runtimes.llm.client import build_model
 
@@ -125,7 +127,7 @@ def _worker(runtime_cls: type, rid: str, conf: Settings, **options) -> RuntimeWo
     model = build_model({"limit": limit, "connections": concurrency})
     runtime = runtime_cls(RuntimeContext(runtime_id=rid, model=model))
     # a task's verifier judges with the same provider chain the agent used
-    return RuntimeWorker(
+    worker = RuntimeWorker(
         runtime,
         runtime_cls.task_type,
         conf,
@@ -134,9 +136,12 @@ def _worker(runtime_cls: type, rid: str, conf: Settings, **options) -> RuntimeWo
         verify_context=VerifyContext(model_factory=lambda: model),
         **options,
     )
+    return worker, model
 
 
-async def _serve(worker: RuntimeWorker, drain_timeout: float, metrics_port: int | None) -> None:
+async def _serve(
+    worker: RuntimeWorker, model: Any, drain_timeout: float, metrics_port: int | None
+) -> None:
     stop = asyncio.Event()
 
     def on_signal() -> None:
@@ -148,7 +153,10 @@ async def _serve(worker: RuntimeWorker, drain_timeout: float, metrics_port: int 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    await worker.run(stop, drain_timeout=drain_timeout, metrics_port=metrics_port)
+    try:
+        await worker.run(stop, drain_timeout=drain_timeout, metrics_port=metrics_port)
+    finally:
+        await model.aclose()  # its HTTP connections, closed before the loop ends
 
 
 runtime_command.help = (

@@ -40,11 +40,12 @@ async def scale_run(bench: Bench, mode: str, n: int) -> tuple[float, int, int, i
         bench.start(name, [*args, "--runtime-id", name], env={"ADP_LLM_BASE_URL": url})
         names.append(name)
         log = bench.log_of(name)
-        await until(bench, f"{name} to join", lambda: "assigned [" in log.read_text())
+        # joined, and done real work (its first rebalance behind it)
+        await until(bench, f"{name} to finish a task", lambda: "success=" in log.read_text())
 
     def a_round(members: int):
         # every member's slots turned over once (a task: two replies), counted from now
-        target = stub_replies(url) + 2 * CONCURRENCY * members
+        target = min(stub_replies(url) + 2 * CONCURRENCY * members, before + 2 * n)
         return lambda: stub_replies(url) >= target
 
     before = stub_replies(url)
@@ -70,7 +71,7 @@ async def scale_run(bench: Bench, mode: str, n: int) -> tuple[float, int, int, i
 
 
 async def run(bench: Bench) -> None:
-    n = bench.size(120, 64)
+    n = bench.size(160, 80)
     eager, e_redone, e_running, e_events = await scale_run(bench, "eager", n)
     sticky, s_redone, s_running, s_events = await scale_run(bench, "sticky", n)
     bench.figure(
