@@ -34,14 +34,15 @@ async def scale_run(bench: Bench, mode: str, n: int) -> tuple[float, int, int, i
     url = bench.stub(LATENCY)
     prefix, names = f"rebal-{mode}", []
 
-    async def start() -> None:
+    async def start(sign: str = "success=") -> None:
+        """Start a member; return once its log shows `sign` (by default: it finished a task,
+        so it joined and its first rebalance is behind it)."""
         name = f"{prefix}-{len(names) + 1}"
         args = ["runtime", "code", "--concurrency", str(CONCURRENCY), "--rebalance", mode]
         bench.start(name, [*args, "--runtime-id", name], env={"ADP_LLM_BASE_URL": url})
         names.append(name)
         log = bench.log_of(name)
-        # joined, and done real work (its first rebalance behind it)
-        await until(bench, f"{name} to finish a task", lambda: "success=" in log.read_text())
+        await until(bench, f"{name}'s log to say {sign!r}", lambda: sign in log.read_text())
 
     def a_round(members: int):
         # every member's slots turned over once (a task: two replies), counted from now
@@ -49,7 +50,7 @@ async def scale_run(bench: Bench, mode: str, n: int) -> tuple[float, int, int, i
         return lambda: stub_replies(url) >= target
 
     before = stub_replies(url)
-    await start()
+    await start(sign="assigned [")
     produce_tasks(bench, prefix, n)
     await until(bench, "the first runtime to be busy", a_round(1))
     for step in ("up", "up", "down", "down"):

@@ -4,14 +4,15 @@ only those whose partition moved to another member; a member that stops drains f
 Kafka's classic group protocol, the one aiokafka 0.14 speaks (it has no incremental cooperative
 rebalancing), is eager: when any member joins or leaves, every member gives up every partition
 and learns its new ones only once all have rejoined. Cancelling at that moment, the plain
-consumer pattern, threw away the whole group's running work on every scale step. Here a
+consumer pattern, throws away the whole group's running work on every scale step. Here a
 rebalance has two phases, and the partitions in between are *held* (streams/runtime/progress.py):
 
 1. revoked (every partition): hold. No task starts until phase 2 is over; fetched, unstarted
    records are dropped (fetched again later); the done prefix of every partition is committed
    with nothing marked running (so if a partition moves, its next owner counts no poison strikes
    for tasks cancelled on purpose); the running tasks go on, and nothing more is committed for
-   a held partition -- this member may have lost it already.
+   a held partition -- this member may have lost it already. (So a process that dies during
+   the seconds of a rebalance gives the tasks it was running no poison strike.)
 2. assigned: settle. A held partition assigned again, whose hold commit went through (so no
    other member can have owned it in between), is kept: its tasks never notice; fetching
    resumes past what was started here, and the next commit puts the running offsets back into
