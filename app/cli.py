@@ -38,6 +38,7 @@ COMMANDS = Registry(
             ("llm", "llm", "llm_command"),
             ("llm-stub", "llm_stub", "stub_command"),
             ("sandbox", "sandbox", "sandbox_command"),
+            ("mcp", "mcp", "mcp_command"),
             ("demo", "demo", "demo_command"),
         ]
     },

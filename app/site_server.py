@@ -15,18 +15,23 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-SITE_DIR = Path(os.environ.get("ADP_SITE_DIR") or Path(__file__).resolve().parent / "site")
+from adp.core.settings import settings
+
+SHIPPED_SITE = Path(__file__).resolve().parent / "site"
+
+
+def site_dir() -> Path:
+    return settings().site.dir or SHIPPED_SITE
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
-        if os.environ.get("ADP_SITE_LOG"):
+        if settings().site.log:
             super().log_message(format, *args)
 
     def end_headers(self) -> None:
@@ -50,7 +55,7 @@ class SiteServer:
     """Serve `root` (default: the repo's site/) on host:port (0 picks a free port)."""
 
     def __init__(self, root: str | Path | None = None, host: str = "127.0.0.1", port: int = 0):
-        self.root = Path(root) if root else SITE_DIR
+        self.root = Path(root) if root else site_dir()
         if not (self.root / "index.html").is_file():
             raise FileNotFoundError(f"no index.html in site directory {self.root}")
         self.host, self.port = host, port
@@ -98,7 +103,7 @@ def serve(port: int, root: str | None = None, host: str = "127.0.0.1") -> Iterat
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve the ADP test website (site/).")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("ADP_SITE_PORT", "8090")))
+    parser.add_argument("--port", type=int, default=settings().site.port)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--root", default=None, help="directory to serve [site/]")
     args = parser.parse_args(argv)

@@ -178,49 +178,17 @@ def read_stream(
 
 
 def _items(path: Path | str, fh, limit: int) -> Iterator[SourceItem]:
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # task_id -> the line it was first on
     any_content = False
     line_no = 0
     with fh:
         try:
             for offset, length, raw in _lines(fh, limit):
                 line_no += 1
-                end = offset + length
-                if raw is None:
-                    any_content = True
-                    yield SourceItem(
-                        line_no,
-                        error=(
-                            f"line {line_no}: line is {length} bytes, over the "
-                            f"{limit / (1024 * 1024):.3g} MiB limit"
-                        ),
-                        offset=offset,
-                        end=end,
-                    )
-                    continue
-                if not raw.strip():
+                if raw is not None and not raw.strip():
                     continue
                 any_content = True
-                result = parse_line(raw, line_no, offset)
-                if isinstance(result, str):
-                    yield SourceItem(
-                        line_no, error=f"line {line_no}: {result}", offset=offset, end=end
-                    )
-                    continue
-                first = seen.get(result.task_id)
-                if first is not None:
-                    yield SourceItem(
-                        line_no,
-                        error=(
-                            f"line {line_no}: duplicate task_id {result.task_id!r} "
-                            f"(first on line {first})"
-                        ),
-                        offset=offset,
-                        end=end,
-                    )
-                    continue
-                seen[result.task_id] = line_no
-                yield SourceItem(line_no, task=result, offset=offset, end=end)
+                yield _item(line_no, offset, offset + length, raw, limit, seen)
         except OSError as exc:
             raise TaskFileError(
                 f"error reading {path} after line {line_no}: {exc.strerror or exc}"
@@ -231,3 +199,22 @@ def _items(path: Path | str, fh, limit: int) -> Iterator[SourceItem]:
             error=f"{path} contains no tasks (the file is empty"
             + (")" if line_no == 0 else " apart from blank lines)"),
         )
+
+
+def _item(
+    line_no: int, offset: int, end: int, raw: bytes | None, limit: int, seen: dict[str, int]
+) -> SourceItem:
+    """One non-blank line (None: too long) as its Task or its error; a new task_id goes into
+    `seen`."""
+    if raw is None:
+        error = f"line is {end - offset} bytes, over the {limit / (1024 * 1024):.3g} MiB limit"
+        return SourceItem(line_no, error=f"line {line_no}: {error}", offset=offset, end=end)
+    result = parse_line(raw, line_no, offset)
+    if isinstance(result, str):
+        return SourceItem(line_no, error=f"line {line_no}: {result}", offset=offset, end=end)
+    first = seen.get(result.task_id)
+    if first is not None:
+        error = f"duplicate task_id {result.task_id!r} (first on line {first})"
+        return SourceItem(line_no, error=f"line {line_no}: {error}", offset=offset, end=end)
+    seen[result.task_id] = line_no
+    return SourceItem(line_no, task=result, offset=offset, end=end)

@@ -101,7 +101,7 @@ def call_cost(
 class Pricer:
     """call_cost with the table read once and each model's price looked up once: a runtime
     prices every LLM call, and reading the settings and the table per call was a sixth of a
-    runtime's CPU at concurrency 64 (issue 13). `path`: the table file (default: ADP_PRICES,
+    runtime's CPU at concurrency 64. `path`: the table file (default: ADP_PRICES,
     read at the first call)."""
 
     def __init__(self, path: Path | None = None) -> None:

@@ -230,8 +230,9 @@ def relax_gc() -> None:
     at start-up (modules, Faust's app, the assembler's recovered state) out of the collector's
     sight, so its full collections stop walking them again and again. The collector's pace is
     left as it is: collecting the youngest generation every 50,000 allocations instead of 700
-    saved a few percent of bench b but let Faust's cyclic per-event garbage pile up (bench g:
-    RSS 1.56 times what it was at a quarter of the tasks, against 0.83)."""
+    made the aggregator a few percent faster, but let Faust's cyclic per-event garbage pile up:
+    its RSS grew to 1.56 times what it was at a quarter of the tasks, against 0.83 at the
+    default pace (bench/parts/g_memory.py measures it)."""
     import gc
 
     gc.collect()

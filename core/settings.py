@@ -13,23 +13,41 @@ field name:
     sasl_password = "..."          # or ADP_SASL_PASSWORD; never printed (SecretStr)
     ssl_cafile = "ca.pem"          # relative paths are relative to the config file
 
-Only what more than one component reads lives here; a component's own knobs stay its flags.
-README's settings table is checked against this class (tests/test_settings.py): a field added
-here is documented there.
+    [llm]                          # a component's section: settings().llm (core/sections.py)
+    base_url = "http://vllm:8000/v1"
+    max_tokens = 4096
+
+The root fields are what every component shares (Kafka, paths, ports); each component's own
+knobs are a section (settings().llm, .runtime, .browser, .sandbox, .s3, .site, .mcp), read
+the same way. Product code reads ADP_* variables only through this class. The settings tables of the
+docs are generated from it (settings_table, sections_table) and a test keeps them equal.
 """
 
 from __future__ import annotations
 
 import tomllib
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from adp.core.errors import BadInput
+from adp.core.sections import (
+    SECTIONS,
+    BrowserSettings,
+    LlmSettings,
+    McpSettings,
+    RuntimeSettings,
+    S3Settings,
+    SandboxSettings,
+    Section,
+    SiteSettings,
+)
 
+S = TypeVar("S", bound=Section)
 MiB = 1024 * 1024
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -187,8 +205,43 @@ class Settings(BaseSettings):
         )
         return f"{self.bootstrap}{how}"
 
-    def with_bootstrap(self, bootstrap: str | None) -> Settings:
-        return self if not bootstrap else self.model_copy(update={"bootstrap": bootstrap})
+    # ---- the per-component sections (core/sections.py), read when first asked for -------------
+
+    def section(self, cls: type[S]) -> S:
+        """A section from the environment over this settings' config file's table of it."""
+        table = _config_tables(self.config).get(cls.name, {})
+        try:
+            return cls(**table)
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc, cls)) from None
+
+    @cached_property
+    def llm(self) -> LlmSettings:
+        return self.section(LlmSettings)
+
+    @cached_property
+    def runtime(self) -> RuntimeSettings:
+        return self.section(RuntimeSettings)
+
+    @cached_property
+    def browser(self) -> BrowserSettings:
+        return self.section(BrowserSettings)
+
+    @cached_property
+    def sandbox(self) -> SandboxSettings:
+        return self.section(SandboxSettings)
+
+    @cached_property
+    def s3(self) -> S3Settings:
+        return self.section(S3Settings)
+
+    @cached_property
+    def site(self) -> SiteSettings:
+        return self.section(SiteSettings)
+
+    @cached_property
+    def mcp(self) -> McpSettings:
+        return self.section(McpSettings)
 
 
 class _ConfigFile(PydanticBaseSettingsSource):
@@ -214,25 +267,69 @@ class _ConfigFile(PydanticBaseSettingsSource):
         if not path:
             return {}
         path = Path(path).expanduser()
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise SettingsError(f"config file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"cannot read config file {path}: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+        data = _read_config(path)
         known = set(self.settings_cls.model_fields) - {"config"}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known - SECTION_NAMES)
         if unknown:
             raise SettingsError(
                 f"config file {path}: unknown setting(s) {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(known))})"
+                f"(known: {', '.join(sorted(known))}; tables: {', '.join(sorted(SECTION_NAMES))})"
             )
         for key in self.PATH_KEYS:
             if isinstance(data.get(key), str):
                 data[key] = str(path.parent / Path(data[key]).expanduser())
-        return data
+        return {k: v for k, v in data.items() if k not in SECTION_NAMES}
+
+
+SECTION_NAMES = {cls.name for cls in SECTIONS}
+SECTION_PATH_KEYS = {("sandbox", "requirements"), ("site", "dir")}
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _config_tables(path: Path | None) -> dict[str, dict[str, Any]]:
+    """The section tables of the config file (`[llm]`, `[browser]`, ...); relative paths in them
+    are relative to the file, as in the root table."""
+    if path is None:
+        return {}
+    data = _read_config(path)
+    tables: dict[str, dict[str, Any]] = {}
+    for name in SECTION_NAMES & set(data):
+        table = data[name]
+        if not isinstance(table, dict):
+            raise SettingsError(f"config file {path}: `{name}` must be a table ([{name}])")
+        tables[name] = dict(table)
+    for name, key in SECTION_PATH_KEYS:
+        if isinstance(tables.get(name, {}).get(key), str):
+            tables[name][key] = str(path.parent / Path(tables[name][key]).expanduser())
+    _mcp_paths(tables.get("mcp", {}), path.parent)
+    return tables
+
+
+def _mcp_paths(table: dict[str, Any], folder: Path) -> None:
+    """A stdio server's `cwd` is relative to the config file, as every path in it; a relative
+    `command` or argument is left alone (it may name a program on PATH)."""
+    servers = table.get("servers")
+    if not isinstance(servers, dict):
+        return
+    for server in servers.values():
+        if isinstance(server, dict) and isinstance(server.get("cwd"), str):
+            server["cwd"] = str(folder / Path(server["cwd"]).expanduser())
+
+
+def flag(value: Any) -> bool:
+    """A yes/no given as text (an option that is either a flag or a path, like ADP_LLM_CACHE):
+    1, true, yes, on. Settings fields typed bool are parsed by pydantic the same way."""
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def settings(**overrides: Any) -> Settings:
@@ -245,12 +342,15 @@ def settings(**overrides: Any) -> Settings:
         raise SettingsError(_explain(exc)) from None
 
 
-def _explain(exc: ValidationError) -> str:
+def _explain(exc: ValidationError, section: type[Section] | None = None) -> str:
     parts = []
     for err in exc.errors(include_url=False):
         name = ".".join(str(p) for p in err.get("loc", ()))
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if name:
+        if name and section is not None and name in section.model_fields:
+            where = " or ".join(section.env_names(name))
+            parts.append(f"{section.name}.{name} ({where}): {msg}")
+        elif name:
             parts.append(f"{name} (ADP_{name.upper()}): {msg}")
         else:
             parts.append(msg)
@@ -273,9 +373,27 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
-def environment_names() -> list[str]:
-    return [f"ADP_{name.upper()}" for name in Settings.model_fields]
+def sections_table() -> str:
+    """The table of every section's settings: `section.name`, its environment variable(s),
+    default, meaning."""
+    rows = [
+        "| setting (config file `[section]` key) | environment | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for cls in SECTIONS:
+        for name, field in cls.model_fields.items():
+            default = field.default
+            shown = (
+                "-"
+                if default is None
+                else (f"`{str(default).lower()}`" if isinstance(default, bool) else f"`{default}`")
+            )
+            where = " or ".join(f"`{n}`" for n in cls.env_names(name))
+            rows.append(f"| `{cls.name}.{name}` | {where} | {shown} | {field.description} |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":  # README's table: python -m adp.core.settings
     print(settings_table())
+    print()
+    print(sections_table())

@@ -69,7 +69,7 @@ class Agent:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         self.model, self.system_prompt, self.protocol = model, system_prompt, protocol
-        self.tools = {t.name: t for t in tools}
+        self.tools = {name: t for t in tools for name in (t.name, *t.aliases)}
         self.specs = [t.spec() for t in tools] + [FINISH_SPEC]
         self.observation_limit = observation_limit
 
@@ -138,7 +138,7 @@ class Agent:
     async def run_tool(self, call: ToolCall) -> ToolResult:
         tool = self.tools.get(call.name)
         if tool is None:
-            available = ", ".join([*self.tools, "finish"])
+            available = ", ".join([*dict.fromkeys(t.name for t in self.tools.values()), "finish"])
             return ToolResult(
                 f"Unknown tool {call.name!r}. Available tools: {available}.", False, "unknown tool"
             )
@@ -182,7 +182,7 @@ class Agent:
             tool = self.tools.get(call.name)
             fields.update(
                 action_type=(tool and tool.action_type) or call.name,
-                action_params=call.arguments,
+                action_params=tool.params(call.arguments) if tool else call.arguments,
                 observation=result.observation,
                 success=result.ok,
                 error=None if result.ok else result.error or "tool failed",
@@ -191,9 +191,7 @@ class Agent:
             failed = next((r for _, r in results if not r.ok), None)
             fields.update(
                 action_type="tool_calls",
-                action_params={
-                    "calls": [{"name": c.name, "arguments": c.arguments, "id": c.id} for c in calls]
-                },
+                action_params={"calls": [self.call_params(c) for c in calls]},
                 observation="\n\n".join(
                     f"[{i}] {c.name}:\n{r.observation}" for i, (c, r) in enumerate(results, 1)
                 ),
@@ -216,6 +214,14 @@ class Agent:
                 if f.kept:
                     report.blobs[f.sha256] = f.data
         return report
+
+    def call_params(self, call: ToolCall) -> dict[str, Any]:
+        """One call of a step that made several: its name and id, and its action_params."""
+        tool = self.tools.get(call.name)
+        params = tool.params(call.arguments) if tool else call.arguments
+        if params is call.arguments:
+            return {"name": call.name, "arguments": call.arguments, "id": call.id}
+        return {"name": call.name, "id": call.id, **params}
 
     def observe(
         self,

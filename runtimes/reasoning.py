@@ -2,7 +2,8 @@
 
 Tools: the web runtime's browser tools (goto, click, fill, press, scroll, read_page,
 extract_links, back), `python` {"code"} (runs in the sandbox of runtimes/tools/sandbox/; the
-observation is what the program printed, or its traceback), and finish {"answer"}. The model's
+observation is what the program printed, or its traceback), the tools of the configured MCP
+servers (`SERVER__TOOL`, runtimes/tools/mcp/), and finish {"answer"}. The model's
 own text of each step (and any reasoning_content the endpoint returns) is kept as the step's
 `thinking`. The browser context is created only if the task uses a browser tool; a
 constraints.start_url is opened first, as in the web runtime.
@@ -25,7 +26,8 @@ from adp.runtimes.web import WebRuntime, browser_tools
 
 SYSTEM_PROMPT = """You are a careful problem solver. Think step by step and say briefly what you
 are doing and why before each action. Use the `python` tool to compute (print every value you
-need) and the browser tools to look things up on web pages. Check results before answering."""
+need), the browser tools to look things up on web pages, and any other tool you are offered for
+what it says it does. Check results before answering."""
 
 
 class ReasoningRuntime(WebRuntime):

@@ -11,21 +11,24 @@ message. `max_steps` bounds the model calls; the start_url step is not one of th
 Options (RuntimeContext.options, else ADP_* environment):
   browsers (ADP_BROWSERS, 1): Chromium processes in the pool; pool: a shared BrowserPool
   (not closed by the runtime); text_limit (ADP_BROWSER_TEXT_LIMIT, 4000); nav_timeout,
-  action_timeout (seconds); tool_protocol (ADP_TOOL_PROTOCOL: auto | tools | text).
+  action_timeout (seconds); tool_protocol (ADP_TOOL_PROTOCOL: auto | tools | text); mcp (a
+  started McpToolbox shared with other runtimes; default: the configured MCP servers, whose
+  tools are offered beside the browser's, runtimes/tools/mcp/).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar
 
+from adp.core.settings import settings
 from adp.runtimes.agent import Agent
 from adp.runtimes.base import EmitStep, Outcome, RuntimeContext, StepReport
 from adp.runtimes.tools.base import Tool
 from adp.runtimes.tools.browser import BrowserOptions, BrowserPool, BrowserSession
+from adp.runtimes.tools.mcp import toolbox_for
 from adp.schemas.contracts import Task
 
 SYSTEM_PROMPT = """You are a web agent operating a real Chromium browser to complete a task.
@@ -144,39 +147,44 @@ def browser_tools(session: BrowserSession) -> list[Tool]:
     ]
 
 
-def _opt(options: dict[str, Any], key: str, env: str, default: Any) -> Any:
-    if options.get(key) is not None:
-        return options[key]
-    return os.environ.get(env) or default
-
-
 class WebRuntime:
     task_type: ClassVar[str] = "web"
     system_prompt: ClassVar[str] = SYSTEM_PROMPT
 
     def __init__(self, ctx: RuntimeContext):
         self.ctx, self.model = ctx, ctx.model
-        opts = ctx.options
+        opts, conf = ctx.options, settings()
         self.browser_options = BrowserOptions(
-            text_limit=int(_opt(opts, "text_limit", "ADP_BROWSER_TEXT_LIMIT", 4000)),
+            text_limit=int(opts.get("text_limit") or conf.browser.text_limit),
             nav_timeout=float(opts.get("nav_timeout", 20.0)),
             action_timeout=float(opts.get("action_timeout", 5.0)),
         )
-        self.protocol = str(_opt(opts, "tool_protocol", "ADP_TOOL_PROTOCOL", "auto"))
+        self.protocol = str(opts.get("tool_protocol") or conf.runtime.tool_protocol)
         self._owns_pool = opts.get("pool") is None
         self.pool: BrowserPool = opts.get("pool") or BrowserPool(
-            size=int(_opt(opts, "browsers", "ADP_BROWSERS", 1)),
+            size=int(opts.get("browsers") or conf.browser.browsers),
             executable=opts.get("chromium"),
             headless=bool(opts.get("headless", True)),
         )
+        self.mcp, self._owns_mcp = toolbox_for(opts)
 
     async def __aenter__(self) -> WebRuntime:
-        await self.pool.start()
+        await self.mcp.start()
+        try:
+            await self.pool.start()
+        except BaseException:
+            if self._owns_mcp:
+                await self.mcp.close()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._owns_pool:
-            await self.pool.close()
+        try:
+            if self._owns_pool:
+                await self.pool.close()
+        finally:
+            if self._owns_mcp:
+                await self.mcp.close()
 
     def tools(self, browser: BrowserSession, workspace: Any = None) -> list[Tool]:
         """The tools one task gets (besides finish); `workspace`: see `workspace()`."""
@@ -187,9 +195,15 @@ class WebRuntime:
         return contextlib.nullcontext()
 
     async def run(self, task: Task, emit: EmitStep) -> Outcome:
-        async with self.pool.session(self.browser_options) as browser:
+        async with (
+            self.pool.session(self.browser_options) as browser,
+            self.mcp.tools_for(task.expected_tools) as others,
+        ):
             agent = Agent(
-                self.model, self.tools(browser), self.system_prompt, protocol=self.protocol
+                self.model,
+                [*self.tools(browser), *others],
+                self.system_prompt,
+                protocol=self.protocol,
             )
             context = None
             start_url = (task.constraints or {}).get("start_url")

@@ -16,7 +16,8 @@ Fingerprints follow the spec's Parsing Canonical Form, where a named type is def
 its first use, and referred to by name afterwards (as Apache Avro's Java library computes it).
 Version 1 of the platform computed StepEvent's fingerprint from fastavro's expanded schema,
 which defines adp.TaskType twice (in StepEvent and again inside Task); records it wrote carry
-that fingerprint, so for the versions in LEGACY_VERSIONS the reader also knows it.
+that fingerprint, so for the versions in LEGACY_VERSIONS the reader also knows it. The canonical
+form and the fingerprint are computed in canonical.py.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ import fastavro
 import fastavro.read
 import fastavro.write
 import orjson
-from fastavro.schema import fingerprint
 from pydantic import BaseModel, ValidationError
 
 from adp.schemas import contracts
+from adp.schemas.canonical import canonical_form, crc64_fingerprint, named_types
 
 # The .avsc files ship inside the package beside this module (package data of adp.schemas).
 SCHEMA_DIR = Path(__file__).resolve().parent
@@ -84,99 +85,6 @@ def _json_loads(text: str, *_: Any) -> Any:
 
 fastavro.write.LOGICAL_WRITERS["string-json"] = _json_dumps
 fastavro.read.LOGICAL_READERS["string-json"] = _json_loads
-
-
-# --- Parsing Canonical Form (Avro spec, "Transforming into Parsing Canonical Form") -----------
-
-_PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
-_NAMED = {"record", "enum", "fixed", "error"}
-_KEEP = ("name", "type", "fields", "symbols", "items", "values", "size")  # [STRIP] + [ORDER]
-
-
-def _fullname(name: str, namespace: str | None) -> str:
-    return name if "." in name or not namespace else f"{namespace}.{name}"
-
-
-def canonical_form(
-    schema: Any, named: dict[str, Any] | None = None, define_once: bool = True
-) -> str:
-    """The schema's Parsing Canonical Form as the spec defines it.
-
-    `named`: full name -> raw definition of named types defined in earlier files (a reference
-    to one is replaced by its definition at first use). define_once=False writes every
-    reference as a full definition: the form fastavro's expand_schema gives, which platform
-    version 1 fingerprinted (LEGACY_VERSIONS)."""
-    known = dict(named or {})
-    defined: set[str] = set()
-
-    def walk(node: Any, ns: str | None) -> Any:
-        if isinstance(node, str):
-            if node in _PRIMITIVES:
-                return node
-            full = _fullname(node, ns)
-            if full in defined and define_once:
-                return full
-            if full not in known:
-                raise ValueError(f"unknown named type {full!r}")
-            return walk(known[full], full.rsplit(".", 1)[0] if "." in full else None)
-        if isinstance(node, list):
-            return [walk(branch, ns) for branch in node]
-        kind = node["type"]
-        if isinstance(kind, (dict, list)) or kind not in _NAMED | {"array", "map"}:
-            return walk(kind, ns)  # {"type": "int", ...}, {"type": {...}}, logical types
-        out: dict[str, Any] = {}
-        if kind in _NAMED:
-            full = _fullname(node["name"], node.get("namespace", ns))
-            if full in defined and define_once:  # an inline definition met again
-                return full
-            ns = full.rsplit(".", 1)[0] if "." in full else None
-            known.setdefault(full, node)
-            defined.add(full)
-            out["name"] = full
-        out["type"] = kind
-        if kind in ("record", "error"):
-            out["fields"] = [
-                {"name": f["name"], "type": walk(f["type"], ns)} for f in node["fields"]
-            ]
-        elif kind == "enum":
-            out["symbols"] = list(node["symbols"])
-        elif kind == "array":
-            out["items"] = walk(node["items"], ns)
-        elif kind == "map":
-            out["values"] = walk(node["values"], ns)
-        elif kind == "fixed":
-            out["size"] = int(node["size"])
-        return {k: out[k] for k in _KEEP if k in out}
-
-    return json.dumps(walk(schema, None), ensure_ascii=False, separators=(",", ":"))
-
-
-def named_types(
-    schema: Any, namespace: str | None = None, into: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Every named type a raw schema defines: full name -> definition."""
-    into = {} if into is None else into
-    if isinstance(schema, list):
-        for branch in schema:
-            named_types(branch, namespace, into)
-    elif isinstance(schema, dict):
-        kind = schema.get("type")
-        if kind in _NAMED:
-            full = _fullname(schema["name"], schema.get("namespace", namespace))
-            into.setdefault(full, schema)
-            namespace = full.rsplit(".", 1)[0] if "." in full else None
-            for f in schema.get("fields", ()):
-                named_types(f["type"], namespace, into)
-        elif kind in ("array", "map"):
-            named_types(schema.get("items", schema.get("values")), namespace, into)
-        elif isinstance(kind, (dict, list)):
-            named_types(kind, namespace, into)
-    return into
-
-
-def crc64_fingerprint(canonical: str) -> bytes:
-    """CRC-64-AVRO of a canonical form, in the byte order of the single-object header."""
-    return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
 
 
 # --- the registry: writer schemas by fingerprint, the current schema as reader ----------------

@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -181,6 +182,106 @@ def encode_samples(
     return records
 
 
+class TaskPublisher:
+    """Sends task records to their lane topics, pipelined: at most MAX_IN_FLIGHT records and
+    MAX_IN_FLIGHT_BYTES in flight, every one confirmed by the broker (acks=all) before `drain`
+    returns; confirmations are counted in `report`. Opens the producer, and checks the write
+    ACL of each topic, at the first record, so nothing to send needs no broker. Anything that
+    goes wrong raises ProduceError saying how many records were confirmed before it."""
+
+    def __init__(self, conf: Settings, report: ProduceReport) -> None:
+        self.conf, self.report = conf, report
+        self.producer: AIOKafkaProducer | None = None
+        self.pending: dict[asyncio.Future, tuple[str, str, int]] = {}  # -> (type, topic, bytes)
+        self.in_flight_bytes = 0
+        self.handed = 0
+        self.writable: set[str] = set()
+
+    async def __aenter__(self) -> TaskPublisher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def publish(self, topic: str, records: list[tuple[Task, bytes]]) -> None:
+        """Hand a task's records (one per sample) to the producer, waiting for room first."""
+        await self._open(topic)
+        for task, value in records:
+            while self.pending and (
+                len(self.pending) >= MAX_IN_FLIGHT
+                or self.in_flight_bytes + len(value) > MAX_IN_FLIGHT_BYTES
+            ):
+                done, _ = await asyncio.wait(self.pending, return_when=asyncio.FIRST_COMPLETED)
+                self._settle(done)
+            try:
+                fut = await self.producer.send(topic, value=value, key=task.key.encode("utf-8"))
+            except Exception as exc:
+                raise self._fail("sending", exc) from None
+            self.handed += 1
+            self.pending[fut] = (task.task_type, topic, len(value))
+            self.in_flight_bytes += len(value)
+            if len(self.pending) % 256 == 0:  # harvest confirmations without waiting
+                self._settle([f for f in self.pending if f.done()])
+
+    async def drain(self) -> None:
+        """Wait until every record handed over is confirmed (or raise why one was not)."""
+        if self.pending:
+            done, _ = await asyncio.wait(self.pending)
+            self._settle(done)
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            producer, self.producer = self.producer, None
+            try:
+                await asyncio.wait_for(producer.stop(), timeout=35)
+            except Exception:
+                log.warning("producer did not stop cleanly", exc_info=True)
+
+    async def _open(self, topic: str) -> None:
+        try:
+            if topic not in self.writable:  # refused now in one line, not per record later
+                await authz.require(self.conf, write=[topic])
+                self.writable.add(topic)
+            if self.producer is None:
+                self.producer = await clients.start(_make_producer(self.conf), self.conf)
+        except clients.KafkaClientError as exc:
+            raise self._fail("", exc) from None
+
+    def _settle(self, done) -> None:
+        for fut in done:
+            task_type, topic, nbytes = self.pending.pop(fut)
+            self.in_flight_bytes -= nbytes
+            exc = fut.exception()
+            if exc is not None:
+                raise self._fail("sending", exc)
+            self.report.sent[task_type] += 1
+            self.report.by_topic[topic] += 1
+
+    def _fail(self, what: str, exc: BaseException) -> ProduceError:
+        confirmed = self.report.total_sent
+        if isinstance(exc, clients.KafkaClientError):
+            text = str(exc)
+        else:
+            text = str(clients.explain(exc, self.conf, what))
+        return ProduceError(
+            f"{text} ({confirmed} of {self.handed} tasks handed to the producer were confirmed)",
+            self.conf.bootstrap,
+            confirmed,
+            self.report,
+        )
+
+
+def open_source(path: str | Path, conf: Settings, dry_run: bool) -> tuple[ProduceReport, Any, int]:
+    """(report, the file's items, its size) for `path` ("-": standard input, size 0: unknown).
+    Opens the file now: raises TaskFileError if it cannot."""
+    if str(path) == "-":
+        items = read_stream(sys.stdin.buffer, "<stdin>", max_line_bytes=conf.max_message_bytes)
+        return ProduceReport("<stdin>", conf.bootstrap, dry_run=dry_run), items, 0
+    path = Path(path)
+    items = read_tasks(path, max_line_bytes=conf.max_message_bytes)
+    return ProduceReport(str(path), conf.bootstrap, dry_run=dry_run), items, path.stat().st_size
+
+
 async def produce_tasks(
     path: str | Path,
     conf: clients.Conn = None,
@@ -195,18 +296,8 @@ async def produce_tasks(
     Raises TaskFileError if the file cannot be read, ProduceError if the broker cannot be
     reached or a send fails. With dry_run, validates and encodes only (no broker)."""
     conf = clients.connection(conf)
-    bootstrap = conf.bootstrap
     limit = task_limit(conf)
-    if str(path) == "-":
-        report = ProduceReport("<stdin>", bootstrap, dry_run=dry_run)
-        items = read_stream(sys.stdin.buffer, "<stdin>", max_line_bytes=conf.max_message_bytes)
-        size = 0  # unknown: the progress bar shows bytes read
-    else:
-        path = Path(path)
-        report = ProduceReport(str(path), bootstrap, dry_run=dry_run)
-        # opens the file: raises TaskFileError now if it cannot
-        items = read_tasks(path, max_line_bytes=conf.max_message_bytes)
-        size = path.stat().st_size
+    report, items, size = open_source(path, conf, dry_run)
     log.debug(
         "producing %s (%d bytes) to %s%s",
         report.path,
@@ -214,44 +305,12 @@ async def produce_tasks(
         conf.describe(),
         " (dry run)" if dry_run else "",
     )
-
-    producer: AIOKafkaProducer | None = None
-    pending: dict[asyncio.Future, tuple[str, str, int]] = {}  # future -> (type, topic, bytes)
-    in_flight_bytes = 0
-    handed = 0
-    writable: set[str] = set()
-
-    def fail(what: str, exc: BaseException) -> ProduceError:
-        confirmed = report.total_sent
-        if isinstance(exc, clients.KafkaClientError):
-            text = exc.message
-        else:
-            text = clients.explain(exc, conf, what).message
-        return ProduceError(
-            f"{text} ({confirmed} of {handed} tasks handed to the producer were confirmed)",
-            bootstrap,
-            confirmed,
-            report,
-        )
-
-    def settle(done) -> None:
-        nonlocal in_flight_bytes
-        for fut in done:
-            task_type, topic, nbytes = pending.pop(fut)
-            in_flight_bytes -= nbytes
-            exc = fut.exception()
-            if exc is not None:
-                raise fail("sending", exc)
-            report.sent[task_type] += 1
-            report.by_topic[topic] += 1
-
-    try:
+    async with TaskPublisher(conf, report) as publisher:
         for item in items:
             if progress is not None:
                 progress(item.end, size)
             if item.task is None:
-                if item.line_no == 0:
-                    report.empty = True
+                report.empty = report.empty or item.line_no == 0
                 report.rejected.append((item.line_no, item.error or "invalid"))
                 continue
             records = encode_samples(item.task, samples, limit)
@@ -263,40 +322,9 @@ async def produce_tasks(
             if dry_run:
                 report.sent[item.task.task_type] += len(records)
                 report.by_topic[topic] += len(records)
-                continue
-            try:
-                if topic not in writable:  # refused now in one line, not per record later
-                    await authz.require(conf, write=[topic])
-                    writable.add(topic)
-                if producer is None:
-                    producer = await clients.start(_make_producer(conf), conf)
-            except clients.KafkaClientError as exc:
-                raise fail("", exc) from None
-            for task, value in records:
-                while pending and (
-                    len(pending) >= MAX_IN_FLIGHT
-                    or in_flight_bytes + len(value) > MAX_IN_FLIGHT_BYTES
-                ):
-                    done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    settle(done)
-                try:
-                    fut = await producer.send(topic, value=value, key=task.key.encode("utf-8"))
-                except Exception as exc:
-                    raise fail("sending", exc) from None
-                handed += 1
-                pending[fut] = (task.task_type, topic, len(value))
-                in_flight_bytes += len(value)
-                if len(pending) % 256 == 0:  # harvest confirmations without waiting
-                    settle([f for f in pending if f.done()])
-        if pending:
-            done, _ = await asyncio.wait(pending)
-            settle(done)
-    finally:
-        if producer is not None:
-            try:
-                await asyncio.wait_for(producer.stop(), timeout=35)
-            except Exception:
-                log.warning("producer did not stop cleanly", exc_info=True)
+            else:
+                await publisher.publish(topic, records)
+        await publisher.drain()
     log.info(
         "%s %d tasks%s; rejected %d lines",
         "validated" if dry_run else "sent",

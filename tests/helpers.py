@@ -215,3 +215,33 @@ class MotoServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+KV_SERVER = str(Path(__file__).with_name("mcp_kv_server.py"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def mcp_http_process(command: list[str], log_path: Path, port: int) -> Iterator[str]:
+    """An MCP server started as `command` listening on 127.0.0.1:port; yields its /mcp url."""
+    proc = AdpProcess(command[1:], log_path, command=command[:1]).start()
+    try:
+        wait_for(lambda: port_open(port), 120, f"MCP server on port {port}", proc.assert_alive)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.stop(timeout=10)

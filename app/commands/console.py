@@ -6,12 +6,16 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from adp.app.commands.options import kafka_options
 from adp.core.settings import Settings
 from adp.streams.kafka import topics
+
+if TYPE_CHECKING:
+    from adp.app.console.server import ConsoleConfig
 
 
 @click.command("console")
@@ -77,47 +81,54 @@ def console_command(
     when it is back. Every asset is in the package: it works without internet access.
     Ctrl-C stops it.
     """
-    from adp.app.console.server import Console, ConsoleConfig
+    from adp.app.console.server import ConsoleConfig
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # unless -vv
         # With the broker gone aiokafka logs an error per retry, several a second; the console
         # says it once ("Kafka at ... unreachable", and on the page) and again when it is back.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    s = conf
-    where = location or str(s.output_dir)
-    if not where.startswith("s3://"):
-        where = str(Path(where).expanduser().resolve())
     config = ConsoleConfig(
         bootstrap=conf,
-        trajectories=where,
-        home=s.home,
+        trajectories=_trajectories_at(location, conf),
+        home=conf.home,
         host=host,
         port=port,
         interval=interval,
         aggregator_group=aggregator_group,
     )
+    asyncio.run(_serve(config, conf))
 
-    async def main() -> None:
-        console = Console(config)
-        try:
-            await console.start()
-        except OSError as exc:
-            raise click.ClickException(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-            ) from None
-        shown = f"[{host}]" if ":" in host else host
-        click.echo(
-            f"adp console on http://{shown}:{console.port}/ (Kafka {conf.describe()}, "
-            f"trajectories {config.trajectories}); Ctrl-C stops",
-            err=True,
-        )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await console.close()
 
-    asyncio.run(main())
+def _trajectories_at(location: str | None, conf: Settings) -> str:
+    """`--trajectories` or the sink's folder, a local path made absolute (S3 as given)."""
+    where = location or str(conf.output_dir)
+    if where.startswith("s3://"):
+        return where
+    return str(Path(where).expanduser().resolve())
+
+
+async def _serve(config: ConsoleConfig, conf: Settings) -> None:
+    """Run the console until SIGINT or SIGTERM."""
+    from adp.app.console.server import Console
+
+    console = Console(config)
+    try:
+        await console.start()
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+        ) from None
+    shown = f"[{config.host}]" if ":" in config.host else config.host
+    click.echo(
+        f"adp console on http://{shown}:{console.port}/ (Kafka {conf.describe()}, "
+        f"trajectories {config.trajectories}); Ctrl-C stops",
+        err=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await console.close()

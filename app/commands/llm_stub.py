@@ -4,12 +4,12 @@ line."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from pathlib import Path
 
 import click
 
+from adp.core.settings import settings
 from adp.runtimes.llm.stub import DEFAULT_MODEL, StubServer
 
 
@@ -18,7 +18,7 @@ from adp.runtimes.llm.stub import DEFAULT_MODEL, StubServer
 @click.option(
     "--port",
     type=int,
-    default=lambda: int(os.environ.get("ADP_LLM_STUB_PORT", "8089")),
+    default=lambda: settings().llm.stub_port,
     show_default="8089 or ADP_LLM_STUB_PORT; 0 picks a free port",
 )
 @click.option(

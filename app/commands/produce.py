@@ -140,35 +140,11 @@ def produce_command(
       3  the broker is unreachable, refused us, or a send failed (says how many were confirmed)
     """
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
 
     out = Console(soft_wrap=False)
-    err = Console(stderr=True)
     if quiet or as_json:
         logging.getLogger("adp").setLevel(logging.WARNING)
-    show_bar = not quiet and not as_json and sys.stderr.isatty()
-    bar = Progress(
-        TextColumn("[bold]produce"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not show_bar,
-        transient=True,
-    )
-    bar_task = bar.add_task("produce", total=None)
-
-    def progress(done: int, total: int) -> None:
-        bar.update(bar_task, completed=done, total=total or None)
-
+    bar, progress = _progress_bar(show=not quiet and not as_json and sys.stderr.isatty())
     try:
         with bar:
             report = asyncio.run(
@@ -187,7 +163,41 @@ def produce_command(
     except KeyboardInterrupt:
         say("adp produce: interrupted; tasks not confirmed may not have been sent")
         sys.exit(130)
+    _finish(report, out, quiet, as_json)
 
+
+def _progress_bar(show: bool):
+    """A byte progress bar on stderr (hidden unless `show`) and the callback that moves it."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    bar = Progress(
+        TextColumn("[bold]produce"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not show,
+        transient=True,
+    )
+    bar_task = bar.add_task("produce", total=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(bar_task, completed=done, total=total or None)
+
+    return bar, progress
+
+
+def _finish(report: ProduceReport, out, quiet: bool, as_json: bool) -> None:
+    """Print the outcome and exit with the report's code."""
     code = report.exit_code
     if as_json:
         click.echo(_as_json(report, _nothing_message(report) if code == 2 else None))

@@ -1,6 +1,5 @@
-"""`adp replay`: the command (options, progress bar, summary) around streams/inspection/replay.py,
-and
-its spread over processes (streams/inspection/replay_workers.py)."""
+"""`adp replay`: the command (options, progress bar, summary) around streams/inspection/replay.py
+and its spread over processes (streams/inspection/replay_workers.py)."""
 
 from __future__ import annotations
 
@@ -91,43 +90,21 @@ def replay_command(
     aggregator: no consumer group, nothing committed, nothing produced. Reads up to the end
     offsets at start, then stops; prints a summary (events read, trajectories written,
     duplicates / expired / incomplete attempts)."""
-    from adp.streams.inspection.tail import parse_since
-
     if from_beginning and since:
         raise click.UsageError("--from-beginning and --since exclude each other")
     if expire_after <= 0:
         raise click.BadParameter("must be positive", param_hint="--expire-after")
-    now = time.time()
-    t_since = parse_since(since, now) if since else None
-    t_until = parse_since(until, now) if until else None
-    if t_since is not None and t_until is not None and t_until <= t_since:
-        raise click.UsageError("--until must be after --since")
+    t_since, t_until = _window(since, until)
     if not logging.getLogger("adp").isEnabledFor(logging.DEBUG):  # no -v
-        logging.getLogger("adp.streams.aggregator.assembly").setLevel(
-            logging.WARNING
-        )  # one line per expiry
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # our error says it once
-
-    async def main() -> ReplaySummary:
-        sink = await open_sink(out)
-        bar, update = ranged_bar("replay", "events")
-        if bar is not None:
-            bar.start()
-        options = {
-            "until": t_until,
-            "expire_after": expire_after,
-            "forget_done_after": forget_done_after,
-        }
-        try:
-            return await replay_spread(conf, sink, out, workers, source, t_since, options, update)
-        except AdpError:
-            raise
-        except Exception as exc:  # a sink write that failed: OSError, S3SinkError, ...
-            raise SinkError(f"writing to {out} failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            if bar is not None:
-                bar.stop()
-            await sink.close()
+        # the assembler logs one line per expiry; aiokafka one per retry, where our error says
+        # it once
+        logging.getLogger("adp.streams.aggregator.assembly").setLevel(logging.WARNING)
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    options = {
+        "until": t_until,
+        "expire_after": expire_after,
+        "forget_done_after": forget_done_after,
+    }
 
     def stop(signum: int, _frame: Any) -> None:
         # SIGTERM ends the command like Ctrl-C does: through its finally blocks, which stop
@@ -136,9 +113,46 @@ def replay_command(
 
     signal.signal(signal.SIGTERM, stop)
     relax_gc()
-    summary = asyncio.run(main())
+    summary = asyncio.run(_replay(conf, out, workers, source, t_since, options))
     if json_out:
         click.echo(json.dumps(summary.as_dict()))
     else:
         for line in summary.lines():
             click.echo(line)
+
+
+def _window(since: str | None, until: str | None) -> tuple[float | None, float | None]:
+    """--since and --until as timestamps (None: open on that side)."""
+    from adp.streams.inspection.tail import parse_since
+
+    now = time.time()
+    t_since = parse_since(since, now) if since else None
+    t_until = parse_since(until, now) if until else None
+    if t_since is not None and t_until is not None and t_until <= t_since:
+        raise click.UsageError("--until must be after --since")
+    return t_since, t_until
+
+
+async def _replay(
+    conf: Settings,
+    out: str,
+    workers: int | None,
+    source: str,
+    t_since: float | None,
+    options: dict[str, Any],
+) -> ReplaySummary:
+    """The replay into `out` under a progress bar; a failed sink write is a SinkError."""
+    sink = await open_sink(out)
+    bar, update = ranged_bar("replay", "events")
+    if bar is not None:
+        bar.start()
+    try:
+        return await replay_spread(conf, sink, out, workers, source, t_since, options, update)
+    except AdpError:
+        raise
+    except Exception as exc:  # a sink write that failed: OSError, S3SinkError, ...
+        raise SinkError(f"writing to {out} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if bar is not None:
+            bar.stop()
+        await sink.close()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
+from adp.core.settings import settings
 from adp.runtimes.tools.sandbox.env import (
     SandboxEnvError,
     build_env,
@@ -50,7 +50,7 @@ def build_command(requirements: Path | None, into: Path | None, force: bool) -> 
 @sandbox_command.command("status")
 def status_command() -> None:
     """Which environment the sandbox uses now, and whether it is built."""
-    if os.environ.get("ADP_SANDBOX_ENV", "").strip().lower() == "none":
+    if settings().sandbox.bare:
         click.echo("ADP_SANDBOX_ENV=none: programs run with the bare /usr/bin/python3")
         return
     try:

@@ -11,6 +11,8 @@ trajectory.
                       metrics.extra)
     step n   system   a step the runtime took without the model (e.g. opening a web task's
                       start page), with what it observed
+The agent's `tool_definitions` are the function tools it was offered (the built-in ones and
+those of MCP servers), as the first LLM request that offered tools sent them.
 Text-protocol actions (a ```python block) are actions without a tool call: their output is an
 observation result without source_call_id, as the RFC allows. Everything adp knows beyond the
 RFC's fields (the verdict, the agent's claim, the step's action_type/params and saved files) is
@@ -29,6 +31,7 @@ from typing import Any
 
 from adp.connectors.export.chat import assistant_message
 from adp.schemas.contracts import Step, Trajectory
+from adp.schemas.conversation import with_full_requests
 
 VERSION = "ATIF-v1.4"
 SCHEMA_FILE = Path(__file__).with_name("atif-v1.4.schema.json")
@@ -128,7 +131,19 @@ def _step_extra(step: Step) -> dict[str, Any]:
     return extra
 
 
+def tool_definitions(t: Trajectory) -> list[dict[str, Any]]:
+    """The function tools the agent was offered (built-in and MCP), as its first request that
+    offered any sent them."""
+    for step in t.steps:
+        if step.llm is not None and isinstance(step.llm.request, dict):
+            tools = step.llm.request.get("tools")
+            if tools:
+                return list(tools)
+    return []
+
+
 def atif_document(t: Trajectory, agent_version: str) -> dict[str, Any]:
+    t = with_full_requests(t)  # each request as the model got it (schemas/conversation.py)
     steps: list[dict[str, Any]] = []
     first = next(
         (s.llm for s in t.steps if s.llm is not None and isinstance(s.llm.request, dict)), None
@@ -174,6 +189,9 @@ def atif_document(t: Trajectory, agent_version: str) -> dict[str, Any]:
     if first is not None:
         agent["model_name"] = first.model
         agent["extra"]["provider"] = first.provider
+    tools = tool_definitions(t)
+    if tools:
+        agent["tool_definitions"] = tools
     return {
         "schema_version": VERSION,
         "session_id": f"{t.key}@{m.attempt_id}",

@@ -34,6 +34,7 @@ from adp.connectors.export.select import Dedup, models_of, providers_of, split_o
 from adp.connectors.sinks.file import write_atomic
 from adp.core.errors import BadInput
 from adp.schemas.contracts import Trajectory
+from adp.schemas.conversation import ConversationError, with_full_requests
 
 FORMATS = ("chat", "sharegpt", "atif", "parquet")
 SPLITS = ("train", "validation")
@@ -196,6 +197,11 @@ class Exporter:
         return self.writers.get(split)
 
     def add(self, t: Trajectory) -> None:
+        try:  # every request whole, once (conversations and ATIF read them)
+            t = with_full_requests(t)
+        except ConversationError:
+            self.stats.left_out["an LLM request that cannot be rebuilt"] += 1
+            return
         convs = conversations(t)
         if self.fmt == "atif":  # one document per trajectory, whatever its conversations
             if self.dedup is None or self.dedup.first(

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
 
-from adp.core.errors import DependencyUnavailable
+from adp.core.errors import BadInput
 from adp.schemas.contracts import Artifact, Trajectory
 
 # orjson writes the same bytes as json.dumps(indent=2, ensure_ascii=False) (about 30 times
@@ -54,8 +54,10 @@ def object_name(trajectory: Trajectory) -> str:
     return f"{trajectory.key}.json"
 
 
-class SinkError(DependencyUnavailable):
-    """The destination cannot be written; the message names it and says why."""
+class SinkError(BadInput):
+    """The destination cannot be written (a folder that cannot be made, a bucket that does not
+    exist or refuses us); the message names it and says why. A bad destination is bad input:
+    exit code 1, as a bad --out always was."""
 
 
 def artifact_name(trajectory: Trajectory, step_id: int, artifact: Artifact) -> str:

@@ -49,7 +49,10 @@ def sink_for(destination: str | Path, kind: str | None = None, conf: object = No
             f"destination (use --sink {inferred}, or a destination of its kind)"
         )
     cls = SINKS.load(inferred)
-    return cls(conf) if inferred == KAFKA else cls(destination)
+    try:
+        return cls(conf) if inferred == KAFKA else cls(destination)
+    except ValueError as exc:  # a malformed destination (s3:// without a bucket, ...)
+        raise BadInput(f"bad destination {destination!s}: {exc}") from None
 
 
 async def open_sink(

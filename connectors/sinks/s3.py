@@ -43,7 +43,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import random
 import time
 from collections import defaultdict
@@ -64,6 +63,7 @@ from adp.connectors.sinks.s3_client import (
     retryable,
 )
 from adp.core.metrics import SINK_WRITES  # adp_sink_writes_total{sink,outcome}: ok, error, retry
+from adp.core.settings import settings
 from adp.schemas.contracts import Artifact, Trajectory
 
 log = logging.getLogger(__name__)
@@ -116,13 +116,9 @@ class S3Sink(BaseSink):
         backoff_max: float = 10.0,
         timeout: float = 30.0,
     ):
-        layout = layout or os.environ.get("ADP_S3_LAYOUT") or "per-task"
+        layout = layout or settings().s3.layout
         if create_bucket is None:
-            create_bucket = os.environ.get("ADP_S3_CREATE_BUCKET", "").lower() in (
-                "1",
-                "true",
-                "yes",
-            )
+            create_bucket = settings().s3.create_bucket
         if layout not in LAYOUTS:
             raise ValueError(f"unknown S3 layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
         if retries < 0:
@@ -219,7 +215,8 @@ class S3Sink(BaseSink):
                 delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)
                 SINK_WRITES.labels(self.kind, "retry").inc()
-                log.warning(
+                # per try at debug: the final failure is raised, and its caller reports it
+                log.debug(
                     "S3 %s of %s failed (%s); retry %d/%d in %.2fs",
                     what,
                     where,

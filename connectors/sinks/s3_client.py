@@ -4,7 +4,6 @@ with jitter, so botocore's own retries are off) and which failures are worth ano
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import aiohttp
@@ -18,6 +17,8 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
+
+from adp.core.settings import settings
 
 # Error codes S3 and S3-compatible servers use for "try again later".
 _RETRYABLE_CODES = frozenset(
@@ -68,11 +69,11 @@ def create_client(
 
 
 def default_endpoint() -> str | None:
-    return os.environ.get("ADP_S3_ENDPOINT_URL") or None
+    return settings().s3.endpoint_url
 
 
 def default_region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return settings().s3.region
 
 
 def retryable(exc: BaseException) -> bool:

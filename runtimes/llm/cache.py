@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -16,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from adp.core.metrics import CACHE_HITS, CACHE_MISSES
+from adp.core.settings import settings
 
 
 def default_path() -> Path:
-    return Path(os.environ.get("ADP_HOME", ".adp")).resolve() / "llm-cache.sqlite3"
+    return settings().home / "llm-cache.sqlite3"
 
 
 def fingerprint(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import time
 import uuid
@@ -39,6 +38,7 @@ import openai
 from adp.core.limit import AdaptiveLimit
 from adp.core.metrics import LLM_COST, LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
 from adp.core.pricing import Pricer
+from adp.core.settings import flag, settings
 from adp.runtimes.base import CURRENT_SAMPLING, ModelReply, ToolCall
 from adp.runtimes.llm.cache import LLMCache, fingerprint
 from adp.runtimes.llm.providers import Provider, resolve_providers
@@ -359,10 +359,6 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 # --------------------------------------------------------------------------- factory
 
 
-def _flag(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
 def build_model(options: dict[str, Any] | None = None) -> LLMClient:
     """The Model `adp runtime` uses: provider chain from the environment, knobs from `options`
     (keys: temperature, max_tokens, params, timeout, attempts, backoff_base, backoff_cap,
@@ -370,23 +366,21 @@ def build_model(options: dict[str, Any] | None = None) -> LLMClient:
     AdaptiveLimit), providers) or ADP_LLM_* env
     (ADP_LLM_TEMPERATURE, ADP_LLM_MAX_TOKENS, ADP_LLM_TIMEOUT, ADP_LLM_ATTEMPTS, ADP_LLM_CACHE)."""
     opts = dict(options or {})
-    env = os.environ
-    cache_opt = opts.get("cache", env.get("ADP_LLM_CACHE", ""))
+    llm = settings().llm
+    cache_opt = opts.get("cache", llm.cache or "")
     cache: LLMCache | None = None
     if isinstance(cache_opt, LLMCache):
         cache = cache_opt
-    elif cache_opt and (
-        _flag(cache_opt) or str(cache_opt).endswith((".sqlite3", ".db", ".sqlite"))
-    ):
-        cache = LLMCache(None if _flag(cache_opt) else cache_opt)
+    elif cache_opt and (flag(cache_opt) or str(cache_opt).endswith((".sqlite3", ".db", ".sqlite"))):
+        cache = LLMCache(None if flag(cache_opt) else cache_opt)
     return LLMClient(
-        opts.get("providers") or resolve_providers(env),
-        temperature=float(opts.get("temperature", env.get("ADP_LLM_TEMPERATURE", 0.0))),
-        max_tokens=int(opts.get("max_tokens", env.get("ADP_LLM_MAX_TOKENS", 512))),
+        opts.get("providers") or resolve_providers(llm),
+        temperature=float(opts.get("temperature", llm.temperature)),
+        max_tokens=int(opts.get("max_tokens", llm.max_tokens)),
         params=opts.get("params"),
-        timeout=float(opts.get("timeout", env.get("ADP_LLM_TIMEOUT", 60.0))),
+        timeout=float(opts.get("timeout", llm.timeout)),
         retry=RetryPolicy(
-            attempts=int(opts.get("attempts", env.get("ADP_LLM_ATTEMPTS", 4))),
+            attempts=int(opts.get("attempts", llm.attempts)),
             base=float(opts.get("backoff_base", 0.5)),
             cap=float(opts.get("backoff_cap", 8.0)),
         ),

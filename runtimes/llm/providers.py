@@ -12,9 +12,13 @@ environment variable a key came from, never its value.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from pydantic import SecretStr
+
+from adp.core.sections import LlmSettings
+from adp.core.settings import settings
 
 LOCAL_MODEL = "smollm2-135m-instruct"
 LOCAL_PORT = 8088
@@ -61,86 +65,64 @@ class Provider:
         return f"{self.name} ({self.model} at {self.base_url})"
 
 
-def local_url(env: Mapping[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    return f"http://127.0.0.1:{int(env.get('ADP_LLM_PORT') or LOCAL_PORT)}/v1"
+def local_url(llm: LlmSettings | None = None) -> str:
+    llm = llm or settings().llm
+    return f"http://127.0.0.1:{llm.port}/v1"
 
 
-def _secret(env: Mapping[str, str], name: str) -> Secret | None:
-    value = env.get(name)
-    return Secret(value) if value else None
+def _secret(value: SecretStr | None) -> Secret | None:
+    return Secret(value.get_secret_value()) if value is not None else None
 
 
-# name, key variable, url variable, default url, model variable, default model
+# the hosted providers the seed names, in its order: name, and the settings fields (and
+# environment variables) of their key, endpoint and model
 HOSTED = (
-    (
-        "gemini",
-        "GEMINI_API_KEY",
-        "GEMINI_API_URL",
-        "https://generativelanguage.googleapis.com/v1beta/openai/",
-        "GEMINI_MODEL",
-        "gemini-2.0-flash",
-    ),
-    (
-        "deepseek",
-        "DEEPSEEK_API_KEY",
-        "DEEPSEEK_API_URL",
-        "https://api.deepseek.com/v1",
-        "DEEPSEEK_MODEL",
-        "deepseek-chat",
-    ),
-    (
-        "openai",
-        "OPENAI_API_KEY",
-        "OPENAI_API_BASE",
-        "https://api.openai.com/v1",
-        "OPENAI_MODEL",
-        "gpt-4o-mini",
-    ),
+    ("gemini", "GEMINI_API_KEY", "gemini_api_key", "gemini_api_url", "gemini_model"),
+    ("deepseek", "DEEPSEEK_API_KEY", "deepseek_api_key", "deepseek_api_url", "deepseek_model"),
+    ("openai", "OPENAI_API_KEY", "openai_api_key", "openai_api_base", "openai_model"),
 )
 
 
-def resolve_providers(env: Mapping[str, str] | None = None) -> list[Provider]:
-    """The chain, first choice first. Raises ValueError if ADP_LLM_PROVIDER names none of it."""
-    env = os.environ if env is None else env
+def resolve_providers(env: LlmSettings | Mapping[str, str] | None = None) -> list[Provider]:
+    """The chain, first choice first, from the LLM settings (a mapping: as a process with that
+    environment would read them). Raises ValueError if ADP_LLM_PROVIDER names none of it."""
+    llm = (
+        env
+        if isinstance(env, LlmSettings)
+        else (settings().llm if env is None else LlmSettings.from_environ(env))
+    )
     chain: list[Provider] = []
-    if env.get("ADP_LLM_BASE_URL"):
-        key = _secret(env, "ADP_LLM_API_KEY")
+    if llm.base_url:
+        key = _secret(llm.api_key)
         chain.append(
             Provider(
                 "custom",
-                env["ADP_LLM_BASE_URL"],
-                env.get("ADP_LLM_MODEL") or LOCAL_MODEL,
+                llm.base_url,
+                llm.model or LOCAL_MODEL,
                 "ADP_LLM_API_KEY" if key else None,
                 key,
             )
         )
-    for name, key_var, url_var, url, model_var, model in HOSTED:
-        key = _secret(env, key_var)
+    for name, key_var, key_field, url_field, model_field in HOSTED:
+        key = _secret(getattr(llm, key_field))
         if key is not None:
             chain.append(
-                Provider(name, env.get(url_var) or url, env.get(model_var) or model, key_var, key)
+                Provider(name, getattr(llm, url_field), getattr(llm, model_field), key_var, key)
             )
-    if env.get("ADP_VLLM_URL"):
-        chain.append(
-            Provider(
-                "vllm",
-                env["ADP_VLLM_URL"],
-                env.get("ADP_VLLM_MODEL") or env.get("ADP_LLM_MODEL") or LOCAL_MODEL,
-            )
-        )
-    chain.append(Provider("local", local_url(env), LOCAL_MODEL))
-    forced = env.get("ADP_LLM_PROVIDER")
-    if forced:
-        chosen = [p for p in chain if p.name == forced]
+    if llm.vllm_url:
+        chain.append(Provider("vllm", llm.vllm_url, llm.vllm_model or llm.model or LOCAL_MODEL))
+    chain.append(Provider("local", local_url(llm), LOCAL_MODEL))
+    if llm.provider:
+        chosen = [p for p in chain if p.name == llm.provider]
         if not chosen:
             known = ", ".join(["custom", *(h[0] for h in HOSTED), "vllm", "local"])
-            hint = {h[0]: f" (set {h[1]})" for h in HOSTED}.get(forced, "")
+            hint = {h[0]: f" (set {h[1]})" for h in HOSTED}.get(llm.provider, "")
             hint = hint or {"custom": " (set ADP_LLM_BASE_URL)", "vllm": " (set ADP_VLLM_URL)"}.get(
-                forced, ""
+                llm.provider, ""
             )
             raise ValueError(
-                f"ADP_LLM_PROVIDER={forced!r} is not configured{hint}; known providers: {known}"
+                f"ADP_LLM_PROVIDER={llm.provider!r} is not configured{hint}; known providers: "
+                f"{known}"
             )
         chain = chosen
     return chain

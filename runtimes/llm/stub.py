@@ -32,7 +32,9 @@ order; the first whose `match` regex is found (re.search) in the first user mess
 An entry is one of:
 - a string: the assistant content;
 - {"content": str|null, "tool_calls": [{"name": str, "arguments": object|str, "id"?: str}],
-   "finish_reason"?: str}: a reply (arguments given as a string are sent verbatim);
+   "finish_reason"?: str}: a reply (arguments given as a string are sent verbatim); `name` is
+   any function the runtime offers, an MCP server's tool included (`kv__put`, docs/mcp.md),
+   and a text-protocol reply calls one with a ```json {"tool": "kv.put", ...}``` block;
 - a fault: {"status": 429|500|503|..., "times": N} (answer that HTTP error),
   {"hang": SECONDS, "times"?: N} (sleep, then go on), {"malformed": true, "times"?: N}
   (a 200 whose body is not JSON). Without "times" a fault fires on every request.

@@ -28,6 +28,13 @@ class Tool:
     run: Callable[[dict[str, Any]], Awaitable[ToolResult]]
     # the step's action_type when this tool runs (default: the tool's name)
     action_type: str | None = None
+    # the step's action_params for a call's arguments (default: the arguments themselves)
+    action_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # other names a model may call it by (e.g. an MCP tool's `server.tool`)
+    aliases: tuple[str, ...] = ()
+
+    def params(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        return self.action_params(arguments) if self.action_params else arguments
 
     def spec(self) -> dict[str, Any]:
         return {

@@ -14,6 +14,11 @@
 - Every action returns a ToolResult (observation text, ok, error) and never raises for
   page-level problems (element not found, navigation failure, timeouts, dead browser).
 
+- Egress: every request a session's pages make goes through its own egress proxy
+  (egress_proxy.py), which refuses private, loopback, link-local and cloud metadata addresses
+  unless the allow-list names them (egress.py; settings browser.egress, browser.egress_allow).
+  A refused request is noted in the observation of the action that made it.
+
 Chromium: ADP_CHROMIUM (default /usr/bin/chromium), with --no-sandbox --disable-gpu
 --disable-background-networking --disable-component-update --disable-sync --no-first-run;
 Playwright adds --headless.
@@ -23,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +41,10 @@ from playwright.async_api import (
     async_playwright,
 )
 
+from adp.core.settings import settings
 from adp.runtimes.tools.base import ToolResult
+from adp.runtimes.tools.egress import EgressPolicy
+from adp.runtimes.tools.egress_proxy import EgressProxy
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +56,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# WebRTC's UDP would not go through the egress proxy: none at all under a policy
+NO_UNPROXIED_UDP = "--force-webrtc-ip-handling-policy=disable_non_proxied_udp"
+# Playwright's proxy setting, with loopback addresses proxied too (Chromium sends them direct
+# by default; Playwright adds this itself unless told otherwise by its environment)
+PROXY_LOOPBACK = "<-loopback>"
 
 
 def chromium_path() -> str:
-    return os.environ.get("ADP_CHROMIUM") or "/usr/bin/chromium"
+    return settings().browser.chromium
 
 
 @dataclass
@@ -80,11 +92,19 @@ class BrowserPool:
         headless: bool = True,
         args: list[str] | None = None,
         launch_timeout: float = 60.0,
+        egress: EgressPolicy | None = None,
     ) -> None:
+        """`egress`: what the browsers may reach (default: the browser settings')."""
         self.size = max(1, int(size))
         self.executable = executable or chromium_path()
         self.headless = headless
         self.args = list(CHROMIUM_ARGS if args is None else args)
+        if egress is None:
+            conf = settings().browser
+            egress = EgressPolicy.of(conf.egress, conf.egress_allow)
+        self.egress = egress
+        # the browsers' own proxy, for what no session's context covers (each session has one)
+        self._proxy = EgressProxy(egress) if egress.mode != "open" else None
         self.launch_timeout = launch_timeout
         self.launches = 0  # browsers launched over the pool's life (replacements included)
         self._pw: Playwright | None = None
@@ -96,6 +116,8 @@ class BrowserPool:
     async def start(self) -> BrowserPool:
         async with self._start_lock:
             if self._pw is None:
+                if self._proxy is not None:
+                    await self._proxy.start()
                 self._pw = await async_playwright().start()
                 await asyncio.gather(*(self._browser(i) for i in range(self.size)))
         return self
@@ -112,6 +134,8 @@ class BrowserPool:
             if self._pw is not None:
                 await self._pw.stop()
                 self._pw = None
+            if self._proxy is not None:
+                await self._proxy.close()
 
     async def __aenter__(self) -> BrowserPool:
         return await self.start()
@@ -128,11 +152,15 @@ class BrowserPool:
             if browser is not None:
                 log.warning("browser %d disconnected; launching a replacement", slot)
             assert self._pw is not None, "BrowserPool.start() first"
+            egress = {}
+            if self._proxy is not None:
+                egress = {"proxy": {"server": self._proxy.url, "bypass": PROXY_LOOPBACK}}
             browser = await self._pw.chromium.launch(
                 executable_path=self.executable,
                 headless=self.headless,
-                args=self.args,
+                args=[*self.args, NO_UNPROXIED_UDP] if egress else self.args,
                 timeout=self.launch_timeout * 1000,
+                **egress,
             )
             self.launches += 1
             self._browsers[slot] = browser
@@ -143,16 +171,20 @@ class BrowserPool:
         if self._browsers[slot] is browser:
             self._browsers[slot] = None
 
-    async def new_context(self, options: BrowserOptions | None = None) -> BrowserContext:
-        """A fresh, isolated context on the least loaded browser (replaced if it died)."""
+    async def new_context(
+        self, options: BrowserOptions | None = None, proxy: str | None = None
+    ) -> BrowserContext:
+        """A fresh, isolated context on the least loaded browser (replaced if it died);
+        `proxy`: the URL of the context's own egress proxy."""
         await self.start()
         opts = options or BrowserOptions()
         slot = min(range(self.size), key=lambda i: self._load[i])
+        egress = {"proxy": {"server": proxy, "bypass": PROXY_LOOPBACK}} if proxy else {}
         for attempt in range(2):
             browser = await self._browser(slot)
             try:
                 context = await browser.new_context(
-                    viewport={"width": opts.viewport[0], "height": opts.viewport[1]}
+                    viewport={"width": opts.viewport[0], "height": opts.viewport[1]}, **egress
                 )
                 break
             except Exception:
@@ -206,6 +238,7 @@ class BrowserSession:
         self.context: BrowserContext | None = None
         self.page: Page | None = None
         self.last_url: str | None = None
+        self.egress = EgressProxy(pool.egress) if pool.egress.mode != "open" else None
 
     async def __aenter__(self) -> BrowserSession:
         return self
@@ -220,6 +253,8 @@ class BrowserSession:
                 await context.close()
             except Exception:  # its browser is gone already
                 pass
+        if self.egress is not None:
+            await self.egress.close()
 
     def _alive(self) -> bool:
         return (
@@ -238,7 +273,8 @@ class BrowserSession:
             return self.page, ""
         recovering = self.context is not None
         await self.close()
-        self.context = await self.pool.new_context(self.options)
+        proxy = await self.egress.start() if self.egress is not None else None
+        self.context = await self.pool.new_context(self.options, proxy)
         self.page = await self.context.new_page()
         if not recovering:
             return self.page, ""
@@ -257,7 +293,9 @@ class BrowserSession:
             await old.close()
 
     async def _act(self, what: str, action: Any) -> ToolResult:
-        """Run `action(page)` -> ToolResult, turning every failure into an error observation."""
+        """Run `action(page)` -> ToolResult, turning every failure into an error observation
+        and noting the requests the egress policy refused meanwhile."""
+        seen = self.egress.refused if self.egress is not None else 0
         try:
             page, note = await self._page()
             result = await action(page)
@@ -265,7 +303,6 @@ class BrowserSession:
                 self.last_url = page.url if page.url != "about:blank" else self.last_url
             if note:
                 result.observation = note + result.observation
-            return result
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -275,7 +312,8 @@ class BrowserSession:
                 obs = f"{what} failed: {error}. A fresh browser will be used for the next action."
             else:
                 obs = f"{what} failed: {error}"
-            return ToolResult(obs, ok=False, error=error)
+            result = ToolResult(obs, ok=False, error=error)
+        return self.egress.noted(result, seen) if self.egress is not None else result
 
     async def _summary(self, page: Page, header: str = "") -> str:
         text = await page.evaluate("() => document.body ? document.body.innerText : ''")

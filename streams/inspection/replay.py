@@ -61,6 +61,7 @@ from pydantic import ValidationError
 
 from adp.connectors.sinks.base import BaseSink, SinkError
 from adp.core.errors import AdpError
+from adp.core.settings import Settings
 from adp.schemas import codec
 from adp.schemas.contracts import StepEvent, Trajectory
 from adp.streams.aggregator.assembly import (
@@ -69,8 +70,8 @@ from adp.streams.aggregator.assembly import (
     InvalidEvent,
     TrajectoryAssembler,
 )
-from adp.streams.kafka import clients
-from adp.streams.kafka.artifacts import ArtifactFetcher
+from adp.streams.kafka import clients, oversized
+from adp.streams.kafka.artifacts import ArtifactError, ArtifactFetcher
 from adp.streams.kafka.reader import (
     KafkaReadError,
     Range,
@@ -208,6 +209,123 @@ def _in_window(ts_ms: int, since: float | None, until: float | None) -> bool:
     return until is None or ts_ms < until * 1000
 
 
+class _Replay:
+    """One replay's state: the window, an assembler per adp.steps partition (scope), the
+    writer, and the summary its record handlers count into."""
+
+    def __init__(
+        self,
+        sink: BaseSink,
+        fetcher: ArtifactFetcher,
+        summary: ReplaySummary,
+        expire_after: float,
+        forget_done_after: float | None,
+    ) -> None:
+        self.summary, self.fetcher = summary, fetcher
+        self.writer = Writer(sink, artifacts=fetcher)
+        self.assemblers: dict[int, TrajectoryAssembler] = {}
+        self.expire_after, self.forget_done_after = expire_after, forget_done_after
+
+    def _outside(self, ts_ms: int) -> bool:
+        if _in_window(ts_ms, self.summary.since, self.summary.until):
+            return False
+        self.summary.outside_window += 1
+        return True
+
+    def _assembler(self, partition: int) -> TrajectoryAssembler:
+        if partition not in self.assemblers:
+            self.assemblers[partition] = TrajectoryAssembler(
+                expire_after=self.expire_after, forget_done_after=self.forget_done_after
+            )
+        return self.assemblers[partition]
+
+    async def on_steps(self, tp: TopicPartition, records: list) -> None:
+        assembler = self._assembler(tp.partition)
+        for r in records:
+            if self._outside(r.timestamp):
+                continue
+            try:
+                event, raw = codec.decode_record(r.value, expect=StepEvent)
+            except (codec.DecodeError, ValidationError):
+                self.summary.undecodable += 1
+                continue
+            try:
+                done = assembler.feed(event, scope=tp.partition, raw=raw)
+            except InvalidEvent:
+                self.summary.invalid += 1
+                continue
+            for trajectory in done:
+                # The aggregator's sink writes decode(encode(t)); that is t itself here: every
+                # value was decoded from adp.steps, so its JSON fields are already what a JSON
+                # round trip gives (string keys, lists, no tuples) and its numbers are Avro
+                # longs and doubles (test_replay holds replay's files to the aggregator's).
+                self.writer.put(trajectory)
+        await self.writer.send()
+
+    async def on_trajectories(self, tp: TopicPartition, records: list) -> None:
+        for r in records:
+            if self._outside(r.timestamp):
+                continue
+            if r.value is None:
+                self.summary.tombstones += 1
+                continue
+            try:  # a record over the record limit points at its chunks (oversized.py)
+                value = await oversized.value_of(r, self.fetcher.fetch)
+                trajectory = codec.decode(value, expect=Trajectory)
+            except (ValueError, ArtifactError):  # DecodeError, ValidationError among them
+                self.summary.undecodable += 1
+                continue
+            self.writer.put(trajectory)
+        await self.writer.send()
+
+    async def read(
+        self,
+        conf: Settings,
+        rng: Range | None,
+        source: str,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        topic = SOURCES[source]
+        consumer = await open_consumer(conf)
+        try:
+            if rng is None:
+                rng = await capture(conf, consumer, topic, self.summary.since)
+            self.summary.total_in_range = rng.total
+            if progress is not None:
+                progress(0, rng.total)
+            handler = self.on_steps if source == "steps" else self.on_trajectories
+            tick = (lambda done: progress(done, rng.total)) if progress is not None else None
+            try:
+                self.summary.records_read = await read_range(consumer, rng, handler, tick)
+                await self.writer.drain()
+            except (TimeoutError, KafkaError) as exc:
+                raise KafkaReadError(
+                    f"reading {topic} from {conf.describe()} failed: {exc}"
+                ) from exc
+        finally:
+            try:
+                await self.writer.drain()
+            except Exception:  # the first error is already being raised
+                pass
+            await consumer.stop()
+            await self.fetcher.close()
+
+    def count(self, source: str) -> None:
+        """What was written, and the assemblers' counters summed over the partitions."""
+        summary = self.summary
+        summary.trajectories_written = self.writer.written
+        summary.written_task_ids = self.writer.task_ids
+        summary.task_ids = len(self.writer.task_ids)
+        if source != "steps":
+            return
+        counters: dict[str, int] = dict.fromkeys(TrajectoryAssembler().counters, 0)
+        for assembler in self.assemblers.values():
+            for name, value in assembler.counters.items():
+                counters[name] = counters.get(name, 0) + value
+            summary.incomplete_attempts += assembler.open_attempts()
+        summary.assembler = counters
+
+
 async def replay(
     conf: clients.Conn,
     sink: BaseSink,
@@ -224,101 +342,18 @@ async def replay(
     the end (so a buffering S3 layout is flushed). `rng`: the offsets to read (a share of a range
     captured once, streams/inspection/replay_workers.py); default: the whole topic
     from the start (or `since`) to its end offsets now."""
-    topic = SOURCES[source]
     summary = ReplaySummary(
-        source=topic, destination=destination or repr(sink), since=since, until=until
+        source=SOURCES[source], destination=destination or repr(sink), since=since, until=until
     )
     started = time.monotonic()
-    fetcher = ArtifactFetcher(conf)
-    writer = Writer(sink, artifacts=fetcher)
-    assemblers: dict[int, TrajectoryAssembler] = {}
-
-    async def on_steps(tp: TopicPartition, records: list) -> None:
-        assembler = assemblers.get(tp.partition)
-        if assembler is None:
-            assembler = assemblers[tp.partition] = TrajectoryAssembler(
-                expire_after=expire_after, forget_done_after=forget_done_after
-            )
-        for r in records:
-            if not _in_window(r.timestamp, since, until):
-                summary.outside_window += 1
-                continue
-            try:
-                event, raw = codec.decode_record(r.value, expect=StepEvent)
-            except (codec.DecodeError, ValidationError):
-                summary.undecodable += 1
-                continue
-            try:
-                done = assembler.feed(event, scope=tp.partition, raw=raw)
-            except InvalidEvent:
-                summary.invalid += 1
-                continue
-            for trajectory in done:
-                # The aggregator's sink writes decode(encode(t)); that is t itself here: every
-                # value was decoded from adp.steps, so its JSON fields are already what a JSON
-                # round trip gives (string keys, lists, no tuples) and its numbers are Avro
-                # longs and doubles (test_replay holds replay's files to the aggregator's).
-                writer.put(trajectory)
-        await writer.send()
-
-    async def on_trajectories(tp: TopicPartition, records: list) -> None:
-        for r in records:
-            if not _in_window(r.timestamp, since, until):
-                summary.outside_window += 1
-                continue
-            if r.value is None:
-                summary.tombstones += 1
-                continue
-            try:
-                trajectory = codec.decode(r.value, expect=Trajectory)
-            except (codec.DecodeError, ValidationError):
-                summary.undecodable += 1
-                continue
-            writer.put(trajectory)
-        await writer.send()
-
     conf = clients.connection(conf)
-    bootstrap = conf.describe()
-    consumer = await open_consumer(conf)
-    try:
-        if rng is None:
-            rng = await capture(conf, consumer, topic, since)
-        summary.total_in_range = rng.total
-        if progress is not None:
-            progress(0, rng.total)
-        try:
-            summary.records_read = await read_range(
-                consumer,
-                rng,
-                on_steps if source == "steps" else on_trajectories,
-                (lambda done: progress(done, rng.total)) if progress is not None else None,
-            )
-            await writer.drain()
-        except (TimeoutError, KafkaError) as exc:
-            raise KafkaReadError(f"reading {topic} from {bootstrap} failed: {exc}") from exc
-    finally:
-        try:
-            await writer.drain()
-        except Exception:
-            pass
-        await consumer.stop()
-        await fetcher.close()
+    run = _Replay(sink, ArtifactFetcher(conf), summary, expire_after, forget_done_after)
+    await run.read(conf, rng, source, progress)
     try:
         await sink.close()
     except Exception as exc:
         raise SinkError(f"closing the sink {summary.destination} failed: {exc}") from exc
-    summary.trajectories_written = writer.written
-    summary.written_task_ids = writer.task_ids
-    summary.task_ids = len(writer.task_ids)
-    if source == "steps":
-        counters: dict[str, int] = {}
-        for assembler in assemblers.values():
-            for name, value in assembler.counters.items():
-                counters[name] = counters.get(name, 0) + value
-            summary.incomplete_attempts += assembler.open_attempts()
-        if not counters:
-            counters = dict(TrajectoryAssembler().counters)
-        summary.assembler = counters
+    run.count(source)
     summary.seconds = time.monotonic() - started
     return summary
 

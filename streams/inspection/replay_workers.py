@@ -175,48 +175,91 @@ async def replay_spread(
             rng=rng,
             **options,
         )
-    began = time.monotonic()
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    counters = [ctx.Value("q", 0, lock=False) for _ in shares]
-    verbose = 1 if logging.getLogger("adp").isEnabledFor(logging.DEBUG) else 0
     options = {**options, "source": source, "since": since}
-    procs = [
-        ctx.Process(
-            target=_worker,
-            name=f"adp-replay-{i}",
-            daemon=True,
-            args=(conf, out, share, options, verbose, counters[i], results, i, os.getpid()),
-        )
-        for i, share in enumerate(shares)
-    ]
-    log.info("replaying %d records of %s in %d processes", rng.total, SOURCES[source], len(procs))
-    summaries: dict[int, ReplaySummary] = {}
-    try:
-        for proc in procs:
-            proc.start()
-        while len(summaries) < len(procs):
-            if progress is not None:
-                progress(sum(c.value for c in counters), rng.total)
-            try:
-                index, result = await asyncio.to_thread(results.get, True, 0.2)
-            except queue.Empty:
-                for i, proc in enumerate(procs):
-                    if i not in summaries and not proc.is_alive() and results.empty():
-                        raise ComponentCrashed(
-                            f"replay worker {i} exited with code {proc.exitcode} "
-                            f"before it reported (killed?)"
-                        ) from None
-                continue
-            if isinstance(result, str):
-                raise ReplayError(f"worker {index}: {result}")
-            summaries[index] = result
-    finally:
-        for proc in procs:
+    log.info("replaying %d records of %s in %d processes", rng.total, SOURCES[source], len(shares))
+    return await _Spread(conf, out, rng, shares, options, progress).run()
+
+
+class _Spread:
+    """The worker processes of one spread replay, their progress counters and the summaries
+    they have reported so far."""
+
+    def __init__(
+        self,
+        conf: Settings,
+        out: str,
+        rng: Range,
+        shares: list[Range],
+        options: dict[str, Any],
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.rng = rng
+        self.progress = progress
+        ctx = multiprocessing.get_context("spawn")
+        self.results = ctx.Queue()
+        self.counters = [ctx.Value("q", 0, lock=False) for _ in shares]
+        verbose = 1 if logging.getLogger("adp").isEnabledFor(logging.DEBUG) else 0
+        parent = os.getpid()
+        self.procs = [
+            ctx.Process(
+                target=_worker,
+                name=f"adp-replay-{i}",
+                daemon=True,
+                args=(
+                    conf,
+                    out,
+                    share,
+                    options,
+                    verbose,
+                    self.counters[i],
+                    self.results,
+                    i,
+                    parent,
+                ),
+            )
+            for i, share in enumerate(shares)
+        ]
+        self.summaries: dict[int, ReplaySummary] = {}
+
+    async def run(self) -> ReplaySummary:
+        began = time.monotonic()
+        try:
+            for proc in self.procs:
+                proc.start()
+            while len(self.summaries) < len(self.procs):
+                if self.progress is not None:
+                    self.progress(sum(c.value for c in self.counters), self.rng.total)
+                await self._collect_one()
+        finally:
+            self._stop()
+        if self.progress is not None:
+            self.progress(sum(s.records_read for s in self.summaries.values()), self.rng.total)
+        parts = [self.summaries[i] for i in sorted(self.summaries)]
+        return merge(parts, self.rng.total, time.monotonic() - began)
+
+    async def _collect_one(self) -> None:
+        """Wait briefly for one worker's result; a worker that failed ends the replay with its
+        error, one that died without reporting ends it as a crash."""
+        try:
+            index, result = await asyncio.to_thread(self.results.get, True, 0.2)
+        except queue.Empty:
+            self._check_alive()
+            return
+        if isinstance(result, str):
+            raise ReplayError(f"worker {index}: {result}")
+        self.summaries[index] = result
+
+    def _check_alive(self) -> None:
+        for i, proc in enumerate(self.procs):
+            if i not in self.summaries and not proc.is_alive() and self.results.empty():
+                raise ComponentCrashed(
+                    f"replay worker {i} exited with code {proc.exitcode} "
+                    f"before it reported (killed?)"
+                ) from None
+
+    def _stop(self) -> None:
+        for proc in self.procs:
             if proc.is_alive():
                 proc.terminate()
-        for proc in procs:
+        for proc in self.procs:
             proc.join(10)
-    if progress is not None:
-        progress(sum(s.records_read for s in summaries.values()), rng.total)
-    return merge([summaries[i] for i in sorted(summaries)], rng.total, time.monotonic() - began)

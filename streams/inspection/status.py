@@ -31,7 +31,8 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from adp.schemas import codec
 from adp.schemas.contracts import TaskType, Trajectory
-from adp.streams.kafka import clients, topics
+from adp.streams.kafka import clients, oversized, topics
+from adp.streams.kafka.artifacts import ArtifactError, ArtifactFetcher
 from adp.streams.kafka.reader import behind
 
 
@@ -136,6 +137,7 @@ class StatusReader:
         self.conf = clients.connection(self.conf)
         self.admin = clients.admin(self.conf, client_id="adp-status")
         self.consumer = clients.consumer(conf=self.conf, client_id="adp-status")
+        self.chunks = ArtifactFetcher(self.conf)  # trajectories over the record limit
         try:
             await clients.start(self.admin, self.conf)
             await clients.start(self.consumer, self.conf)
@@ -148,6 +150,7 @@ class StatusReader:
     async def __aexit__(self, *exc: object) -> None:
         await clients.close(self.consumer)
         await clients.close(self.admin)
+        await self.chunks.close()
 
     async def read(self) -> list[TypeStatus]:
         await self._catch_up_trajectories()
@@ -296,8 +299,9 @@ class StatusReader:
             for records in (await self.consumer.getmany(timeout_ms=1000)).values():
                 for r in records:
                     try:
-                        t = codec.decode(r.value, expect=Trajectory)
-                    except codec.DecodeError:
+                        value = await oversized.value_of(r, self.chunks.fetch)
+                        t = codec.decode(value, expect=Trajectory)
+                    except (codec.DecodeError, ValueError, ArtifactError):
                         continue  # the aggregator never publishes these; skip foreign bytes
                     self.outcomes[t.key] = Outcome.of(t)
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -101,37 +102,48 @@ async def follow(
     try:
         consumer.assign(parts)
         ends = await consumer.end_offsets(parts)
-        if since is not None:
-            found = await consumer.offsets_for_times({tp: int(since * 1000) for tp in parts})
-            for tp in parts:
-                consumer.seek(tp, found[tp].offset if found.get(tp) else ends[tp])
-        elif from_beginning:
-            await consumer.seek_to_beginning(*parts)
-        else:
-            for tp in parts:
-                consumer.seek(tp, ends[tp])
+        await _seek_start(consumer, parts, ends, since, from_beginning)
         while not stop.is_set():
             if until_end and not await behind(consumer, ends):
                 break
             batch = await consumer.getmany(timeout_ms=300)
-            for records in batch.values():
-                for r in records:
-                    # The time index finds the first record at or after `since`, but create
-                    # times are not monotonic within a partition: older ones can follow it.
-                    if since is not None and r.timestamp < since * 1000:
-                        continue
-                    if until_end and r.offset >= ends[TopicPartition(r.topic, r.partition)]:
-                        continue
-                    try:
-                        event = codec.decode(r.value, expect=StepEvent)
-                    except codec.DecodeError as exc:
-                        emit(None, f"skipping {r.topic}[{r.partition}]@{r.offset}: {exc}")
-                        continue
-                    if keep(event):
-                        emit(event, None)
-                        emitted += 1
-                        if max_messages is not None and emitted >= max_messages:
-                            return emitted
+            for r in _in_window(batch, since, ends if until_end else None):
+                try:
+                    event = codec.decode(r.value, expect=StepEvent)
+                except codec.DecodeError as exc:
+                    emit(None, f"skipping {r.topic}[{r.partition}]@{r.offset}: {exc}")
+                    continue
+                if keep(event):
+                    emit(event, None)
+                    emitted += 1
+                    if max_messages is not None and emitted >= max_messages:
+                        return emitted
     finally:
         await clients.close(consumer)
     return emitted
+
+
+async def _seek_start(consumer, parts, ends, since: float | None, from_beginning: bool) -> None:
+    """Each partition at its first record at/after `since`, at its beginning, or at its end."""
+    if since is not None:
+        found = await consumer.offsets_for_times({tp: int(since * 1000) for tp in parts})
+        for tp in parts:
+            consumer.seek(tp, found[tp].offset if found.get(tp) else ends[tp])
+    elif from_beginning:
+        await consumer.seek_to_beginning(*parts)
+    else:
+        for tp in parts:
+            consumer.seek(tp, ends[tp])
+
+
+def _in_window(batch: dict, since: float | None, ends: dict | None) -> Iterator:
+    """The records of `batch` at/after `since` and, with `ends`, before those end offsets."""
+    for records in batch.values():
+        for r in records:
+            # The time index finds the first record at or after `since`, but create times are
+            # not monotonic within a partition: older ones can follow it.
+            if since is not None and r.timestamp < since * 1000:
+                continue
+            if ends is not None and r.offset >= ends[TopicPartition(r.topic, r.partition)]:
+                continue
+            yield r

@@ -173,50 +173,65 @@ def explain(exc: BaseException, conf: Settings, doing: str = "") -> KafkaClientE
     text = re.sub(r"^\[Error \d+\] ", "", str(exc)).removeprefix(f"{type(exc).__name__}: ")
     text = text or type(exc).__name__
     what = f" {doing}" if doing else ""
+    message = _refusal(exc, conf, where, what, text) or _transport_failure(
+        exc, conf, where, what, text
+    )
+    return KafkaClientError(
+        message or f"Kafka at {where} failed{what}: {type(exc).__name__}: {text}"
+    )
+
+
+def _refusal(exc: BaseException, conf: Settings, where: str, what: str, text: str) -> str | None:
+    """The broker answered and said no: an ACL, or the credentials."""
     if isinstance(exc, kerrors.TopicAuthorizationFailedError):
-        return KafkaClientError(
+        return (
             f"Kafka at {where} refused{what}: not authorized on topic "
             f"{_detail(text)} (check the principal's ACLs)"
         )
     if isinstance(exc, kerrors.GroupAuthorizationFailedError):
-        return KafkaClientError(
+        return (
             f"Kafka at {where} refused{what}: not authorized for consumer "
             f"group {_detail(text)} (check the principal's ACLs)"
         )
     if isinstance(
         exc, (kerrors.ClusterAuthorizationFailedError, kerrors.TransactionalIdAuthorizationFailed)
     ):
-        return KafkaClientError(
-            f"Kafka at {where} refused{what}: {text} (check the principal's ACLs)"
-        )
+        return f"Kafka at {where} refused{what}: {text} (check the principal's ACLs)"
     if _is_auth_failure(exc):
-        return KafkaClientError(
+        return (
             f"Kafka at {where} rejected the credentials of "
             f"{conf.sasl_username or 'this client'}: {text}"
         )
+    return None
+
+
+def _transport_failure(
+    exc: BaseException, conf: Settings, where: str, what: str, text: str
+) -> str | None:
+    """No usable answer: TLS, a refused or closed connection, a timeout, the network."""
     if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
-        return KafkaClientError(
+        return (
             f"TLS with Kafka at {where} failed: {text} (check ssl_cafile "
             f"and that the broker's listener speaks TLS)"
         )
     if isinstance(exc, ConnectionRefusedError):
-        return KafkaClientError(
+        return (
             f"cannot reach Kafka at {where}: nothing listens there (is it "
             f"running, and is this the right address?)"
         )
     if isinstance(exc, kerrors.KafkaConnectionError) and text.endswith("closed"):
-        return KafkaClientError(
+        return (
             f"Kafka at {where} closed the connection: does its listener expect another "
             f"security_protocol than {conf.security_protocol}?"
         )
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return KafkaClientError(
+        return (
             f"Kafka at {where} did not answer{what} in time (is it up, and "
             f"is security_protocol {conf.security_protocol} right?)"
         )
     if isinstance(exc, (kerrors.KafkaConnectionError, OSError)):
-        return KafkaClientError(f"cannot reach Kafka at {where}: {_reason(text)}")
-    return KafkaClientError(f"Kafka at {where} failed{what}: {type(exc).__name__}: {text}")
+        return f"cannot reach Kafka at {where}: {_reason(text)}"
+    return None
 
 
 def _is_auth_failure(exc: BaseException) -> bool:

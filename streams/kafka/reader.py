@@ -50,7 +50,7 @@ async def open_consumer(conf: clients.Conn) -> AIOKafkaConsumer:
             conf,
         )
     except clients.KafkaClientError as exc:
-        raise KafkaReadError(exc.message) from None
+        raise KafkaReadError(str(exc)) from None
 
 
 async def topic_partitions(conf: clients.Conn, topic: str) -> list[TopicPartition]:
@@ -63,7 +63,7 @@ async def topic_partitions(conf: clients.Conn, topic: str) -> list[TopicPartitio
         async with admin_client(conf, request_timeout_ms=30000) as admin:
             [described] = await admin.describe_topics([topic])
     except clients.KafkaClientError as exc:
-        raise KafkaReadError(exc.message) from None
+        raise KafkaReadError(str(exc)) from None
     except (TimeoutError, KafkaError, OSError) as exc:
         raise KafkaReadError(f"cannot describe {topic} at {conf.describe()}: {exc}") from exc
     if described.get("error_code") or not described.get("partitions"):

@@ -38,6 +38,7 @@ from adp.schemas.contracts import (
     Verdict,
 )
 from adp.streams.kafka import artifacts, topics
+from adp.streams.runtime.step_encoding import StepEncoding
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class Attempt:
         self.recorded: list[Step] = []  # what a verifier may look at (the agent's final code)
         self.verdict: Verdict | None = None
         self.pending: list[asyncio.Future] = []
+        self.encoding = StepEncoding()
 
     async def send(self, event_type: EventType, **fields) -> asyncio.Future:
         event = StepEvent(
@@ -86,6 +88,10 @@ class Attempt:
         metrics.STEP_DURATION.labels(self.task.task_type, step.action_type).observe(step.duration)
         if self.task.verify is not None:
             self.recorded.append(step)
+        # linear in the attempt's steps, under the record limit: step_encoding.py
+        step, blobs = self.encoding.for_wire(step)
+        if blobs:
+            step = await self._with_artifact_bytes_sent(step, blobs)
         await self.send(EventType.step, step=step)
 
     async def _with_artifact_bytes_sent(self, step: Step, blobs: dict[str, bytes]) -> Step:
@@ -96,6 +102,9 @@ class Attempt:
         located: dict[str, ArtifactLocation] = {}
         out = []
         for artifact in step.artifacts:
+            if artifact.location is not None:  # sent already
+                out.append(artifact)
+                continue
             data = blobs.get(artifact.sha256) if artifact.kept else None
             if data is None:
                 out.append(

@@ -6,7 +6,14 @@ calls/s against an ideal of 320). Here every request made while a commit is in f
 next one, which carries the newest state of every partition asked for, so the commit rate follows
 the broker's round trip, not the task rate. What is committed is still decided at the moment the
 commit is sent, by the partition progress (streams/runtime/progress.py: only the contiguous done
-prefix of partitions this member owns), so coalescing never commits past an unfinished task."""
+prefix of partitions this member owns), so coalescing never commits past an unfinished task.
+
+A commit the group refuses because it rebalanced without this member (CommitFailedError: cut off
+from Kafka for longer than the session timeout, or too slow to rejoin) is not an error of the
+runtime: the partitions may belong to another member now, which redoes from the committed offset
+whatever was not committed here, and aiokafka rejoins the group (revoking, then assigning).
+It is logged, once until a commit succeeds again, and the runtime carries on; `now` tells a
+caller that must know (the commit that begins a rebalance's hold, streams/runtime/rebalance.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError
 
 from adp.streams.runtime.progress import PartitionProgress
 
@@ -46,6 +54,7 @@ class RuntimeCommits:
         self._dirty: set[TopicPartition] = set()
         self._next: asyncio.Future | None = None
         self._flusher: asyncio.Task | None = None
+        self._refused = False  # the group refused the last commit (rebalanced without us)
 
     def request(self, partitions: Iterable[TopicPartition]) -> asyncio.Future:
         loop = asyncio.get_running_loop()
@@ -82,10 +91,11 @@ class RuntimeCommits:
 
     async def now(
         self, partitions: list[TopicPartition], clean: bool = False, holding: bool = False
-    ) -> None:
+    ) -> bool:
         """Commit each partition's contiguous done prefix, with the running offsets and strikes as
         metadata (streams/runtime/poison.py). `clean`: report nothing running (tasks were cancelled
-        on purpose). `holding`: the commit that begins a hold (streams/runtime/progress.py)."""
+        on purpose). `holding`: the commit that begins a hold (streams/runtime/progress.py).
+        False when the group refused the commit (it rebalanced without this member)."""
         async with self._lock:
             consumer = self._consumer()
             assigned = consumer.assignment()
@@ -93,7 +103,25 @@ class RuntimeCommits:
                 [tp for tp in partitions if tp in assigned], clean, holding
             )
             if owned:
-                await consumer.commit(owned)
+                try:
+                    await consumer.commit(owned)
+                except CommitFailedError:
+                    self._log_refusal(len(owned))
+                    return False
+                self._refused = False
+            return True
+
+    def _log_refusal(self, partitions: int) -> None:
+        if self._refused:
+            log.debug("offset commit refused again: the group rebalanced without this member")
+            return
+        self._refused = True
+        log.warning(
+            "offset commit of %d partition(s) refused: the group rebalanced without this member "
+            "(cut off from Kafka for longer than the session timeout?); rejoining, and whoever "
+            "owns those partitions now redoes their uncommitted tasks",
+            partitions,
+        )
 
     async def settle(self) -> None:
         """Wait until every requested commit has been sent and answered (errors were logged)."""

@@ -51,7 +51,6 @@ class LaneScheduler:
         self.lanes = lanes
         self.min_share = check_min_share(min_share, lanes)
         self.credit = [0.0] * lanes
-        self.picks = [0] * lanes  # starts per lane since this scheduler was made
 
     def pick(self, waiting: Sequence[bool], ready: Sequence[bool]) -> int | None:
         """The lane the next free slot takes from, or None when no lane has a record at hand.
@@ -78,5 +77,4 @@ class LaneScheduler:
         # the most owed first; on a tie the higher lane
         chosen = max(due, key=lambda i: (self.credit[i], -i)) if due else startable[0]
         self.credit[chosen] = max(0.0, self.credit[chosen] - 1.0)
-        self.picks[chosen] += 1
         return chosen

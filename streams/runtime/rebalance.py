@@ -132,17 +132,18 @@ class Rebalance(ConsumerRebalanceListener):
         held = self.progress.hold(partitions)
         self.intake.drop(partitions)
         try:
-            await self.committer.now(held, clean=True, holding=True)
-        except Exception as exc:  # the member was out of the group, or the broker is gone
+            committed = await self.committer.now(held, clean=True, holding=True)
+        except Exception as exc:  # the broker is gone, or would not say
+            log.warning("the commit before the rebalance failed: %s: %s", type(exc).__name__, exc)
+            committed = False
+        if committed:
+            self.progress.confirm_hold()
+        elif held:  # the member may have been out of the group: nothing held can be trusted
             log.warning(
-                "the commit before the rebalance failed (%s: %s): the tasks of the %d held "
-                "partition(s) will be cancelled and redone",
-                type(exc).__name__,
-                exc,
+                "the tasks of the %d held partition(s) will be cancelled and redone: the commit "
+                "before the rebalance did not go through",
                 len(held),
             )
-        else:
-            self.progress.confirm_hold()
         if held:
             log.info(
                 "rebalance: %d running task(s) of %d partition(s) go on until the new "

@@ -1,6 +1,7 @@
 """The bubblewrap backend of the python sandbox (Debian package `bubblewrap`), the default.
 
-Each run gets
+This module prepares a run's folder, starts it, drains its output, enforces the wall-clock
+timeout and cleans up; bwrap_argv.py builds the command line. Each run gets
 - its own user, pid, net, ipc, uts and cgroup namespaces; no network at all (only a loopback
   of its own), no nested user namespaces (--disable-userns);
 - a read-only view of /usr (plus the /bin, /lib, /lib64, /sbin symlinks of a merged-/usr
@@ -29,7 +30,6 @@ nothing else, a killed run is also swept by uid until none of its processes is l
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import random
 import shutil
@@ -42,161 +42,25 @@ from contextlib import asynccontextmanager
 
 from adp.runtimes.tools.sandbox.artifacts import collect, snapshot
 from adp.runtimes.tools.sandbox.base import (
-    ENV,
     MAX_DRAIN_BYTES,
     Capture,
     ExecResult,
     SandboxLimits,
     Workspace,
 )
-from adp.runtimes.tools.sandbox.env import MOUNT, MPLCONFIG, SandboxEnv, ensure_env
+from adp.runtimes.tools.sandbox.bwrap_argv import (
+    BWRAP,
+    ETC_FILES,
+    MPL_DIR,
+    PYTHON,
+    bwrap_argv,
+    have_prlimit,
+)
+from adp.runtimes.tools.sandbox.env import SandboxEnv, ensure_env
 
-BWRAP = "/usr/bin/bwrap"  # also in __init__.make_sandbox ("auto")
-PYTHON = "/usr/bin/python3"  # Debian's interpreter, never the runtime's venv
-PRLIMIT = "/usr/bin/prlimit"  # util-linux (Debian: required); sets rlimits, then execs
 SETPRIV = "/usr/bin/setpriv"  # util-linux too; becomes the run's uid, then execs bwrap
-MPL_DIR = "mpl"  # per-workspace matplotlib config dir (seeded with the env's font cache)
-INNER_UID = 1000  # what the program sees as its uid/gid
 _UID_BASE, _UID_SPAN = 1_500_000_000, 1 << 24  # host uids for runs when we are root
 _CHUNK = 1 << 16
-
-# Runs inside the sandbox: seed matplotlib's private config dir with the environment's font
-# cache (argv[5], "-" for none), set the rlimits, then become the program.
-_LAUNCHER = """\
-import os, resource as r, sys
-cpu, mem, nproc, fsize = (int(a) for a in sys.argv[1:5])
-if sys.argv[5] != "-":
-    dst = os.environ["MPLCONFIGDIR"]
-    os.mkdir(dst)
-    for name in os.listdir(sys.argv[5]):
-        src, out = os.path.join(sys.argv[5], name), os.path.join(dst, name)
-        with open(src, "rb") as f, open(out, "wb") as g:
-            g.write(f.read())
-r.setrlimit(r.RLIMIT_CPU, (cpu, cpu + 1))
-limits = ((r.RLIMIT_AS, mem), (r.RLIMIT_NPROC, nproc), (r.RLIMIT_FSIZE, fsize), (r.RLIMIT_CORE, 0))
-for k, v in limits:
-    r.setrlimit(k, (v, v))
-os.execv(sys.argv[6], sys.argv[6:])
-"""
-
-_ETC = {
-    "passwd": f"root:x:0:0::/:/bin/sh\nsandbox:x:{INNER_UID}:{INNER_UID}::/work:/bin/sh\n"
-    "nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n",
-    "group": f"root:x:0:\nsandbox:x:{INNER_UID}:\nnogroup:x:65534:\n",
-    "hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
-    "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
-}
-
-
-@functools.cache
-def _disable_userns() -> tuple[str, ...]:
-    """--disable-userns (bwrap >= 0.8) where this bwrap knows it. Without it a program may make
-    nested user namespaces; RLIMIT_NPROC still holds, as the kernel counts them hierarchically."""
-    try:
-        help_text = subprocess.run([BWRAP, "--help"], capture_output=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    return ("--disable-userns",) if b"--disable-userns" in help_text else ()
-
-
-def _bwrap_argv(root: str, limits: SandboxLimits, env: SandboxEnv | None = None) -> list[str]:
-    tmp_bytes = str(max(64, 4 * limits.file_size_mb) << 20)
-    argv = [
-        BWRAP,
-        "--unshare-user",
-        "--unshare-ipc",
-        "--unshare-pid",
-        "--unshare-net",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-        *_disable_userns(),
-        "--uid",
-        str(INNER_UID),
-        "--gid",
-        str(INNER_UID),
-        "--hostname",
-        "sandbox",
-        "--die-with-parent",
-        "--new-session",
-        "--clearenv",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-    ]
-    for d in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        p = "/" + d
-        if os.path.islink(p):
-            argv += ["--symlink", os.readlink(p), p]
-        elif os.path.isdir(p):
-            argv += ["--ro-bind", p, p]
-    argv += [
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--size",
-        tmp_bytes,
-        "--tmpfs",
-        "/tmp",
-        "--size",
-        tmp_bytes,
-        "--tmpfs",
-        "/dev/shm",
-        "--dir",
-        "/etc",
-    ]
-    for name in _ETC:
-        argv += ["--ro-bind", f"{root}/etc/{name}", f"/etc/{name}"]
-    for name in ("localtime", "ld.so.cache", "ld.so.conf", "mime.types"):
-        argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    argv += ["--ro-bind", f"{root}/code", "/code", "--bind", f"{root}/work", "/work"]
-    if env is not None:
-        argv += ["--ro-bind", str(env.root), MOUNT]
-    seeded = env is not None and env.mplconfig is not None and os.path.isdir(f"{root}/{MPL_DIR}")
-    if seeded:  # the font cache, copied when the workspace was made (_prepare)
-        argv += ["--bind", f"{root}/{MPL_DIR}", ENV["MPLCONFIGDIR"]]
-    argv += ["--remount-ro", "/", "--chdir", "/work"]
-    for k, v in ENV.items():
-        argv += ["--setenv", k, v]
-    python = f"{MOUNT}/bin/python" if env is not None else PYTHON
-    cpu, mem = limits.cpu_seconds, limits.memory_mb << 20
-    nproc, fsize = limits.max_processes, limits.file_size_mb << 20
-    if _have_prlimit() and (seeded or env is None or env.mplconfig is None):
-        return [
-            *argv,
-            "--",
-            PRLIMIT,
-            f"--cpu={cpu}:{cpu + 1}",
-            f"--as={mem}",
-            f"--nproc={nproc}",
-            f"--fsize={fsize}",
-            "--core=0",
-            "--",
-            python,
-            "/code/main.py",
-        ]
-    mpl = f"{MOUNT}/{MPLCONFIG}" if env is not None and env.mplconfig else "-"
-    return [
-        *argv,
-        "--",
-        PYTHON,
-        "-I",
-        "-S",
-        "-c",
-        _LAUNCHER,
-        str(cpu),
-        str(mem),
-        str(nproc),
-        str(fsize),
-        mpl,
-        python,
-        "/code/main.py",
-    ]
-
-
-@functools.cache
-def _have_prlimit() -> bool:
-    return os.access(PRLIMIT, os.X_OK)
 
 
 def _as_uid(argv: list[str], uid: int | None) -> tuple[list[str], dict]:
@@ -265,14 +129,14 @@ class BubblewrapSandbox:
         root = tempfile.mkdtemp(prefix="adp-sbx-", dir=self.tmp_root)
         for d in ("etc", "code", "work"):
             os.mkdir(os.path.join(root, d), 0o755 if d != "work" else 0o700)
-        for name, text in _ETC.items():
+        for name, text in ETC_FILES.items():
             with open(os.path.join(root, "etc", name), "w") as f:
                 f.write(text)
             os.chmod(os.path.join(root, "etc", name), 0o644)
         mplconfig = self.env.mplconfig if self.env is not None else None
-        if mplconfig is not None and _have_prlimit():
-            # the run's matplotlib config dir, seeded here once per workspace (the Python
-            # launcher seeded it inside every run)
+        if mplconfig is not None and have_prlimit():
+            # the run's matplotlib config dir, seeded here once per workspace rather than by
+            # the Python launcher inside every run
             mpl = os.path.join(root, MPL_DIR)
             os.mkdir(mpl, 0o700)
             for f in mplconfig.iterdir():
@@ -299,8 +163,8 @@ class BubblewrapSandbox:
         earlier ones left in /work. Runs of one workspace must not overlap.
 
         The directory is made at the first run (an attempt that runs no code touches no disk),
-        and made and removed in a worker thread: at concurrency 64 this file work on the event
-        loop thread was a fifth of a runtime's time (issue 13)."""
+        and made and removed in a worker thread: at concurrency 64 this file work, done on the
+        event loop thread, took a fifth of a runtime's time and held up every other attempt."""
         uid = self._alloc_uid()
         ws = Workspace("", "", uid)
         try:
@@ -320,7 +184,7 @@ class BubblewrapSandbox:
     def _remove(ws: Workspace) -> None:
         # No sweep of the uid here: a run that ended by itself took its pid namespace with it
         # (the kernel kills everything in it when its init exits), and a run we killed or that
-        # was cancelled was swept in _run. Scanning /proc per workspace cost ~5 ms of CPU.
+        # was cancelled was swept by its _Run. Scanning /proc per workspace cost ~5 ms of CPU.
         _rmtree(ws.root, fix_modes=ws.uid is None)
 
     async def run_python(
@@ -333,91 +197,113 @@ class BubblewrapSandbox:
         return await self._run(code, limits, workspace)
 
     async def _run(self, code: str, limits: SandboxLimits, ws: Workspace) -> ExecResult:
-        uid = ws.uid
-        out, err = Capture(limits.output_limit), Capture(limits.output_limit)
-        notes: list[str] = []
-        proc: asyncio.subprocess.Process | None = None
-        main: asyncio.Future | None = None
+        run = _Run(limits, ws.uid)
         try:
             await self._ensure(ws)
             self._write_code(ws.root, code)  # one small file: not worth a thread
             before = snapshot(ws.work)
-            t0 = time.monotonic()
-            argv, kw = _as_uid(_bwrap_argv(ws.root, limits, self.env), uid)
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env={},
-                start_new_session=True,
-                close_fds=True,
-                **kw,
-            )
-
-            async def pump(stream: asyncio.StreamReader, cap: Capture) -> None:
-                while data := await stream.read(_CHUNK):
-                    cap.feed(data)
-                    if cap.nbytes > MAX_DRAIN_BYTES and not notes:
-                        notes.append(f"[killed: output exceeded {MAX_DRAIN_BYTES >> 20} MiB]")
-                        _killpg(proc.pid)
-
-            async def communicate() -> None:
-                await asyncio.gather(pump(proc.stdout, out), pump(proc.stderr, err))
-                await proc.wait()
-
-            main = asyncio.ensure_future(communicate())
-            done, _ = await asyncio.wait({main}, timeout=limits.wall_timeout)
-            duration = time.monotonic() - t0
-            timed_out = not done
-            if timed_out:
-                notes.append(f"[killed: wall-clock timeout after {limits.wall_timeout:g}s]")
-                _killpg(proc.pid)
-            if notes:  # we killed it: make sure nothing of the run is left before returning
-                await self._sweep(uid)
-            await asyncio.wait_for(main, 30)  # EOF comes as soon as the tree is dead
-            rc = proc.returncode
-            if timed_out:
-                exit_code = None
-            elif rc is not None and 128 < rc < 128 + 65:  # bwrap reports a signal death so
-                exit_code = -(rc - 128)
-            else:
-                exit_code = rc  # negative if bwrap itself was killed (output cap)
+            await run.start(*_as_uid(bwrap_argv(ws.root, limits, self.env), ws.uid))
+            await run.finish()
             files = await asyncio.to_thread(collect, ws.work, before, limits)
-            return ExecResult(
-                stdout=out.text(),
-                stderr=err.text(),
-                exit_code=exit_code,
-                timed_out=timed_out,
-                truncated=bool(out.dropped or err.dropped),
-                duration=duration,
-                notes=tuple(notes),
-                files=tuple(files),
-            )
+            return run.result(files)
         finally:
-            if main is not None and not main.done():
-                main.cancel()
-            if proc is not None and proc.returncode is None:  # cancelled or failed mid-run
-                _killpg(proc.pid)
-                self._sweep_sync(uid)
+            run.abandon()
 
-    async def _sweep(self, uid: int | None) -> None:
-        if uid is not None:
-            await asyncio.to_thread(self._sweep_sync, uid)
 
-    @staticmethod
-    def _sweep_sync(uid: int | None, deadline_s: float = 5.0) -> None:
-        """SIGKILL every process of the run's private uid until none is left."""
-        if uid is None:
-            return
-        end = time.monotonic() + deadline_s
-        while (pids := _uids_alive(uid)) and time.monotonic() < end:
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.005)
+class _Run:
+    """One program running in bubblewrap: its process, the output captured so far, and why we
+    killed it, if we did."""
+
+    def __init__(self, limits: SandboxLimits, uid: int | None) -> None:
+        self.limits = limits
+        self.uid = uid
+        self.out, self.err = Capture(limits.output_limit), Capture(limits.output_limit)
+        self.notes: list[str] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self.main: asyncio.Future | None = None
+        self.timed_out = False
+        self.duration = 0.0
+        self.t0 = 0.0
+
+    async def start(self, argv: list[str], kw: dict) -> None:
+        self.t0 = time.monotonic()
+        self.proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={},
+            start_new_session=True,
+            close_fds=True,
+            **kw,
+        )
+        self.main = asyncio.ensure_future(self._communicate())
+
+    async def _communicate(self) -> None:
+        proc = self.proc
+        await asyncio.gather(self._pump(proc.stdout, self.out), self._pump(proc.stderr, self.err))
+        await proc.wait()
+
+    async def _pump(self, stream: asyncio.StreamReader, cap: Capture) -> None:
+        while data := await stream.read(_CHUNK):
+            cap.feed(data)
+            if cap.nbytes > MAX_DRAIN_BYTES and not self.notes:
+                self.notes.append(f"[killed: output exceeded {MAX_DRAIN_BYTES >> 20} MiB]")
+                _killpg(self.proc.pid)
+
+    async def finish(self) -> None:
+        """Wait for the program until the wall-clock timeout, then kill it; returns once its
+        output is drained and, if we killed it, nothing of the run is left."""
+        done, _ = await asyncio.wait({self.main}, timeout=self.limits.wall_timeout)
+        self.duration = time.monotonic() - self.t0
+        self.timed_out = not done
+        if self.timed_out:
+            self.notes.append(f"[killed: wall-clock timeout after {self.limits.wall_timeout:g}s]")
+            _killpg(self.proc.pid)
+        if self.notes and self.uid is not None:
+            await asyncio.to_thread(_sweep_uid, self.uid)
+        await asyncio.wait_for(self.main, 30)  # EOF comes as soon as the tree is dead
+
+    def exit_code(self) -> int | None:
+        rc = self.proc.returncode
+        if self.timed_out:
+            return None
+        if rc is not None and 128 < rc < 128 + 65:  # bwrap reports a signal death so
+            return -(rc - 128)
+        return rc  # negative if bwrap itself was killed (output cap)
+
+    def result(self, files: list) -> ExecResult:
+        return ExecResult(
+            stdout=self.out.text(),
+            stderr=self.err.text(),
+            exit_code=self.exit_code(),
+            timed_out=self.timed_out,
+            truncated=bool(self.out.dropped or self.err.dropped),
+            duration=self.duration,
+            notes=tuple(self.notes),
+            files=tuple(files),
+        )
+
+    def abandon(self) -> None:
+        """After the run, or when it was cancelled or failed midway: nothing of it stays."""
+        if self.main is not None and not self.main.done():
+            self.main.cancel()
+        if self.proc is not None and self.proc.returncode is None:
+            _killpg(self.proc.pid)
+            if self.uid is not None:
+                _sweep_uid(self.uid)
+
+
+def _sweep_uid(uid: int, deadline_s: float = 5.0) -> None:
+    """SIGKILL every process of the run's private uid until none is left."""
+    end = time.monotonic() + deadline_s
+    while (pids := _uids_alive(uid)) and time.monotonic() < end:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.005)
 
 
 def _rmtree(root: str, fix_modes: bool) -> None:
@@ -465,7 +351,7 @@ def _probe_bwrap() -> str | None:
     uid = sb._alloc_uid()
     root = sb._prepare(uid)
     sb._write_code(root, "print('ok')")
-    argv, kw = _as_uid(_bwrap_argv(root, SandboxLimits()), uid)
+    argv, kw = _as_uid(bwrap_argv(root, SandboxLimits()), uid)
     try:
         r = subprocess.run(
             argv,

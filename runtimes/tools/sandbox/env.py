@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adp.core.errors import DependencyUnavailable
+from adp.core.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def announced(requirements: str) -> list[str]:
 
 
 def requirements_path() -> Path:
-    return Path(os.environ.get("ADP_SANDBOX_REQUIREMENTS") or DEFAULT_REQUIREMENTS).resolve()
+    return settings().sandbox.requirements or DEFAULT_REQUIREMENTS.resolve()
 
 
 @functools.cache
@@ -126,8 +127,6 @@ def requirement_lines(text: str) -> list[str]:
 
 def env_dir(requirements: Path | None = None) -> Path:
     """Where the environment for `requirements` lives (built or not)."""
-    from adp.core.settings import settings
-
     req = requirements or requirements_path()
     try:
         text = req.read_text()
@@ -164,8 +163,9 @@ def _reachable_by_others(path: Path) -> bool:
 
 def find_env() -> SandboxEnv | None:
     """The environment the sandbox should use now, if it is built (see ADP_SANDBOX_ENV)."""
-    chosen = os.environ.get("ADP_SANDBOX_ENV", "").strip()
-    if chosen.lower() == "none":
+    sandbox = settings().sandbox
+    chosen = (sandbox.env or "").strip()
+    if sandbox.bare:
         return None
     root = Path(chosen).resolve() if chosen else env_dir()
     if (root / READY).is_file():
@@ -180,7 +180,7 @@ def find_env() -> SandboxEnv | None:
 
 def ensure_env(progress=None) -> SandboxEnv | None:
     """The environment to use, building it first when it is missing (None: ADP_SANDBOX_ENV=none)."""
-    if os.environ.get("ADP_SANDBOX_ENV", "").strip().lower() == "none":
+    if settings().sandbox.bare:
         return None
     return find_env() or build_env(progress=progress)
 
@@ -210,53 +210,32 @@ def build_env(
             "with warm wheels, longer when they download)"
         )
         try:
-            _run([INTERPRETER, "-m", "venv", "--without-pip", str(root)], "create the venv")
-            pip = [sys.executable, "-m", "pip", "--python", str(root / "bin" / "python")]
-            quiet = ["--quiet", "--disable-pip-version-check", "--no-input", "--only-binary=:all:"]
-            wheels = (
-                root.parent / "wheels"
-            )  # kept across builds: a changed file fetches only what is new
-            _run(
-                [
-                    *pip,
-                    "download",
-                    *quiet,
-                    "--dest",
-                    str(wheels),
-                    "--find-links",
-                    str(wheels),
-                    "--requirement",
-                    str(req),
-                ],
-                f"download the wheels of {req}",
-            )
-            _run(
-                [
-                    *pip,
-                    "install",
-                    *quiet,
-                    "--no-index",
-                    "--find-links",
-                    str(wheels),
-                    "--requirement",
-                    str(req),
-                ],
-                f"install {req}",
-            )
-            _font_cache(root)
-            frozen = subprocess.run(
-                [sys.executable, "-m", "pip", "--python", str(root / "bin" / "python"), "freeze"],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            ).stdout
-            _readable(root)
-            (root / READY).write_text(f"# built from {req}\n{_announce_line(req)}{frozen}")
+            _install(root, req)
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
         say(f"sandbox environment ready in {time.monotonic() - began:.0f}s: {root}")
         return SandboxEnv(root)
+
+
+def _install(root: Path, req: Path) -> None:
+    """Create the venv at `root`, install `req` into it and write the READY marker last."""
+    _run([INTERPRETER, "-m", "venv", "--without-pip", str(root)], "create the venv")
+    pip = [sys.executable, "-m", "pip", "--python", str(root / "bin" / "python")]
+    _pip_wheels(pip, root.parent / "wheels", req)
+    _font_cache(root)
+    frozen = subprocess.run([*pip, "freeze"], capture_output=True, text=True, timeout=120).stdout
+    _readable(root)
+    (root / READY).write_text(f"# built from {req}\n{_announce_line(req)}{frozen}")
+
+
+def _pip_wheels(pip: list[str], wheels: Path, req: Path) -> None:
+    """Download the wheels of `req` into `wheels`, then install from there alone. `wheels` is
+    kept across builds, so a changed requirements file fetches only what is new."""
+    quiet = ["--quiet", "--disable-pip-version-check", "--no-input", "--only-binary=:all:"]
+    links = ["--find-links", str(wheels), "--requirement", str(req)]
+    _run([*pip, "download", *quiet, "--dest", str(wheels), *links], f"download the wheels of {req}")
+    _run([*pip, "install", *quiet, "--no-index", *links], f"install {req}")
 
 
 def _announce_line(req: Path) -> str:

@@ -159,6 +159,18 @@ def _make_ca_and_broker_cert(tls: Path, host: str) -> None:
     names = {"DNS:localhost", "IP:127.0.0.1"}
     names.add(f"IP:{host}" if host.replace(".", "").isdigit() or ":" in host else f"DNS:{host}")
     (tls / "san.cnf").write_text(f"subjectAltName={','.join(sorted(names))}\n")
+    _make_ca(tls)
+    _make_broker_cert(tls, host)
+    key = (tls / "broker.key").read_text()
+    _write_private(tls / "broker.pem", key + (tls / "broker.crt").read_text())
+    for name in ("ca.key", "broker.key"):
+        os.chmod(tls / name, 0o600)
+    for name in ("broker.csr", "san.cnf"):
+        (tls / name).unlink()
+
+
+def _make_ca(tls: Path) -> None:
+    """ca.key and the self-signed ca.pem, valid ten years."""
     _openssl(
         "req",
         "-x509",
@@ -175,6 +187,10 @@ def _make_ca_and_broker_cert(tls: Path, host: str) -> None:
         "/CN=adp local CA",
         cwd=tls,
     )
+
+
+def _make_broker_cert(tls: Path, host: str) -> None:
+    """broker.key and broker.crt, signed by the CA for the names in san.cnf."""
     # PKCS#8 key (what Kafka's PEM keystore reads), unencrypted: the file is the secret (0600)
     _openssl(
         "req",
@@ -207,9 +223,3 @@ def _make_ca_and_broker_cert(tls: Path, host: str) -> None:
         "san.cnf",
         cwd=tls,
     )
-    key = (tls / "broker.key").read_text()
-    _write_private(tls / "broker.pem", key + (tls / "broker.crt").read_text())
-    for name in ("ca.key", "broker.key"):
-        os.chmod(tls / name, 0o600)
-    for name in ("broker.csr", "san.cnf"):
-        (tls / name).unlink()

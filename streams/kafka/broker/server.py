@@ -3,8 +3,9 @@
 `adp kafka up` resolves the jars with `mvn` (streams/kafka/broker/pom.xml pins the version) into
 $ADP_CACHE_DIR/kafka-<version>/libs, formats storage on first start and launches each node as a
 detached JVM with its own log file and pid file. One node is broker+controller; N nodes
-(fault tests) form one combined-mode quorum. Nothing here is a mock: tests and the demo talk to
-this broker over TCP like any user would.
+(fault tests) form one combined-mode quorum. This module is the cluster (jars, configuration,
+readiness, topics, ACLs); node.py is one node's folder and JVM. Nothing here is a mock: tests
+and the demo talk to this broker over TCP like any user would.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
-from adp.core.errors import AdpError
-from adp.core.process import ManagedProcess, tail
+from adp.core.process import tail
 from adp.core.settings import Settings, settings
+from adp.streams.kafka.broker.node import BrokerError, Node, port_open
 from adp.streams.kafka.broker.security import ADMIN, ClusterSecurity, SecurityError
 
 log = logging.getLogger(__name__)
@@ -33,13 +33,15 @@ HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"
 KAFKA_VERSION = re.search(r"<kafka.version>(.+?)</kafka.version>", POM.read_text()).group(1)
 CONTROLLER_PORT_OFFSET = 100  # node i listens for clients on port+i, for the quorum on port+100+i
+PROXIED_PORT_OFFSET = 200  # ... and, behind a proxy (KafkaCluster proxies=), on port+200+i
 
 
 def free_port_block(size: int = 1, lowest: int = 24000) -> int:
-    """A base port such that base..base+size-1 and their controller ports
-    (+CONTROLLER_PORT_OFFSET) look free: where a throwaway local cluster (tests, bench) can
-    listen. Drawn below Linux's ephemeral range (32768+): a listener there can collide with a
-    client's source port, and a broker polled before it listens can even connect to itself."""
+    """A base port such that base..base+size-1 and their controller and proxied ports
+    (+CONTROLLER_PORT_OFFSET, +PROXIED_PORT_OFFSET) look free: where a throwaway local cluster
+    (tests, bench) can listen. Drawn below Linux's ephemeral range (32768+): a listener there
+    can collide with a client's source port, and a broker polled before it listens can even
+    connect to itself."""
     import random
 
     def free(port: int) -> bool:
@@ -51,18 +53,15 @@ def free_port_block(size: int = 1, lowest: int = 24000) -> int:
                 return False
 
     for _ in range(200):
-        base = random.randrange(lowest, 32000 - CONTROLLER_PORT_OFFSET - size)
+        base = random.randrange(lowest, 32000 - PROXIED_PORT_OFFSET - size)
         ports = [
-            *range(base, base + size),
-            *range(base + CONTROLLER_PORT_OFFSET, base + CONTROLLER_PORT_OFFSET + size),
+            port + offset
+            for offset in (0, CONTROLLER_PORT_OFFSET, PROXIED_PORT_OFFSET)
+            for port in range(base, base + size)
         ]
         if all(free(p) for p in ports):
             return base
     raise BrokerError("no free port block found")
-
-
-class BrokerError(AdpError):
-    pass
 
 
 def ensure_jars(cache_dir: Path | None = None) -> Path:
@@ -118,58 +117,6 @@ def new_cluster_id() -> str:
             return cid
 
 
-def _advertised(properties: Path) -> str | None:
-    try:
-        for line in properties.read_text().splitlines():
-            if line.startswith("advertised.listeners="):
-                return line.split("=", 1)[1]
-    except OSError:
-        pass
-    return None
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
-@dataclass
-class Node:
-    """One broker+controller JVM: a ManagedProcess (pid file, log, own session, SIGTERM then
-    SIGKILL) whose command line is set when it starts."""
-
-    index: int
-    host: str
-    port: int
-    controller_port: int
-    dir: Path
-
-    def __post_init__(self) -> None:
-        # the marker guards against a recycled pid in a stale pid file
-        self.process = ManagedProcess(
-            name=f"Kafka node {self.index}",
-            argv=[],
-            pid_file=self.dir / "kafka.pid",
-            log_file=self.dir / "server.log",
-            marker="kafka.Kafka",
-        )
-
-    @property
-    def pid_file(self) -> Path:
-        return self.process.pid_file
-
-    @property
-    def log_file(self) -> Path:
-        return self.process.log_file
-
-    def pid(self) -> int | None:
-        return self.process.pid()
-
-    def running(self) -> bool:
-        return self.process.running()
-
-
 class KafkaCluster:
     """One local Kafka cluster: `nodes` combined broker+controller JVMs on consecutive ports."""
 
@@ -183,11 +130,15 @@ class KafkaCluster:
         conf: Settings | None = None,
         partitions: dict[str, int] | None = None,
         secure: bool | None = None,
+        proxies: list[str] | None = None,
     ):
         """`conf`: the settings to take defaults from (home, bootstrap = the first node's
         address, cache, message size limit); `partitions`: per topic family at creation;
         `secure`: SASL_SSL + SCRAM + ACLs (streams/kafka/broker/security.py), chosen when the
-        cluster is first formatted (None: as it was formatted)."""
+        cluster is first formatted (None: as it was formatted); `proxies`: per node, the
+        host:port of a TCP proxy that forwards to the node's proxied_port (a fault injector
+        such as Toxiproxy): clients bootstrapped there keep talking through it
+        (`proxied_bootstrap`), the others reach the node directly."""
         self.conf = s = conf or settings()
         self.home = (home or s.home).resolve()
         host, port = (bootstrap or s.bootstrap).split(",")[0].rsplit(":", 1)
@@ -203,6 +154,8 @@ class KafkaCluster:
                 f"that folder to change it, or use another ADP_HOME"
             )
         self.secure = self.security.enabled if secure is None else secure
+        if proxies is not None and (self.secure or len(proxies) != nodes):
+            raise BrokerError("proxies: one host:port per node, on a plaintext cluster")
         self.nodes = [
             Node(
                 i,
@@ -210,6 +163,8 @@ class KafkaCluster:
                 self.base_port + i,
                 self.base_port + CONTROLLER_PORT_OFFSET + i,
                 self.dir / f"node-{i}",
+                proxies[i] if proxies else None,
+                self.base_port + PROXIED_PORT_OFFSET + i if proxies else None,
             )
             for i in range(nodes)
         ]
@@ -217,6 +172,11 @@ class KafkaCluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(f"{n.host}:{n.port}" for n in self.nodes)
+
+    @property
+    def proxied_bootstrap(self) -> str:
+        """The bootstrap of clients that reach the cluster through the proxies only."""
+        return ",".join(n.proxy for n in self.nodes if n.proxy)
 
     def client_settings(self, user: str = ADMIN) -> Settings:
         """Settings for a client of this cluster (secure: as `user`, by default the admin)."""
@@ -227,6 +187,21 @@ class KafkaCluster:
             update={"bootstrap": self.bootstrap, "security_protocol": "PLAINTEXT"}
         )
 
+    @staticmethod
+    def _plaintext_listeners(node: Node) -> list[str]:
+        # a proxied node: a second listener whose clients are sent back to the proxy
+        listen, advertise, protocols = "", "", ""
+        if node.proxy:
+            listen = f",PROXIED://{node.host}:{node.proxied_port}"
+            advertise, protocols = f",PROXIED://{node.proxy}", ",PROXIED:PLAINTEXT"
+        return [
+            f"listeners=PLAINTEXT://{node.host}:{node.port},"
+            f"CONTROLLER://{node.host}:{node.controller_port}{listen}",
+            f"advertised.listeners=PLAINTEXT://{node.host}:{node.port}{advertise}",
+            f"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{protocols}",
+            "inter.broker.listener.name=PLAINTEXT",
+        ]
+
     def _properties(self, node: Node) -> str:
         n = len(self.nodes)
         voters = ",".join(f"{m.index + 1}@{m.host}:{m.controller_port}" for m in self.nodes)
@@ -234,13 +209,7 @@ class KafkaCluster:
         if self.secure:
             listeners = self.security.broker_properties(node.host, node.port, node.controller_port)
         else:
-            listeners = [
-                f"listeners=PLAINTEXT://{node.host}:{node.port},"
-                f"CONTROLLER://{node.host}:{node.controller_port}",
-                f"advertised.listeners=PLAINTEXT://{node.host}:{node.port}",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "inter.broker.listener.name=PLAINTEXT",
-            ]
+            listeners = self._plaintext_listeners(node)
         return "\n".join(
             [
                 "process.roles=broker,controller",
@@ -270,70 +239,17 @@ class KafkaCluster:
         cluster_id_file = self.dir / "cluster.id"
         if not cluster_id_file.exists():
             cluster_id_file.write_text(new_cluster_id())
-        if (node.dir / "data" / "meta.properties").exists():
-            return
-        proc = subprocess.run(
-            [
-                "java",
-                "-cp",
-                f"{libs}/*",
-                f"-Dlog4j2.configurationFile={HERE / 'log4j2.yaml'}",
-                "kafka.tools.StorageTool",
-                "format",
-                f"--cluster-id={cluster_id_file.read_text().strip()}",
-                "-c",
-                str(node.dir / "server.properties"),
-                *(self.security.scram_arguments() if self.secure else []),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            raise BrokerError(f"formatting {node.dir} failed:\n{proc.stdout}{proc.stderr}")
+        extra = self.security.scram_arguments() if self.secure else []
+        node.format_storage(libs, cluster_id_file.read_text().strip(), extra)
 
     def start_node(self, node: Node) -> None:
         """Start one node if it is not running (idempotent). Does not wait for readiness."""
-        if node.running():
-            listening = _advertised(node.dir / "server.properties")
-            if listening and f"//{node.host}:{node.port}" not in listening:
-                raise BrokerError(
-                    f"Kafka node {node.index} already runs from {node.dir} with "
-                    f"{listening}: `adp kafka down` first, or use another ADP_HOME"
-                )
+        if node.runs_already():
             return
-        for port in (node.port, node.controller_port):
-            if _port_open(node.host, port):
-                raise BrokerError(
-                    f"port {port} is taken by another process: stop it or set ADP_BOOTSTRAP"
-                )
         libs = ensure_jars(self.conf.cache_dir)
-        node.dir.mkdir(parents=True, exist_ok=True)
-        properties = node.dir / "server.properties"
-        properties.touch()
-        properties.chmod(0o600)  # secure: it holds the inter-broker password
-        properties.write_text(self._properties(node))
+        node.write_properties(self._properties(node))
         self._format(libs, node)
-        node.process.argv = [
-            "java",
-            f"-Xmx{self.heap_mb}m",
-            f"-Xms{min(self.heap_mb, 256)}m",
-            "-XX:+UseG1GC",
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={HERE / 'log4j2.yaml'}",
-            "-cp",
-            f"{libs}/*",
-            "kafka.Kafka",
-            str(node.dir / "server.properties"),
-        ]
-        pid, _ = node.process.start()  # detached: outlives `adp kafka up`; `down` stops it
-        log.info(
-            "started Kafka node %d (pid %d) on %s:%d, log %s",
-            node.index,
-            pid,
-            node.host,
-            node.port,
-            node.log_file,
-        )
+        node.launch(libs, self.heap_mb)
 
     def stop_node(self, node: Node, sig: int = signal.SIGTERM, grace: float = 30.0) -> None:
         """Stop one node; SIGKILL after `grace` seconds. sig=SIGKILL is the fault tests' kill -9."""
@@ -392,7 +308,7 @@ class KafkaCluster:
                         f"Kafka node {n.index} exited{f' ({how})' if how else ''}"
                         f"; see {n.log_file}:\n" + tail(n.log_file)
                     )
-            if not all(_port_open(n.host, n.port) for n in nodes or self.nodes):
+            if not all(port_open(n.host, n.port) for n in nodes or self.nodes):
                 await asyncio.sleep(0.3)  # JVM still starting; asking now only logs errors
                 continue
             try:
