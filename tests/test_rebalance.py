@@ -8,6 +8,7 @@ task it redid was redone by another member."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections import defaultdict
@@ -162,7 +163,32 @@ async def test_a_static_member_restarted_in_time_gets_its_partitions_back(kafka)
         await until(lambda: not b.inflight, "B's tasks to finish", workers=(bt,))
     assert runtime.cancelled == [] and b.revocations == []
     assert len(runtime.started) == len(tasks) and on_b
-    print(f"STATIC rebalances seen by B: {len(b.assignments)}")
+    # B's first assignment, A's first join, and nothing for A's restart
+    assert len(b.assignments) == 2, b.assignments
+
+
+async def test_a_drain_that_runs_out_hands_back_uncommitted_and_marks_nothing_running(kafka):
+    """On stop, tasks still running when --drain-timeout runs out are cancelled, their offsets
+    stay uncommitted (the next owner redoes them) and the last commit says nothing was running
+    (stopping is not a crash: no poison strike); a task that finished in time is committed."""
+    bootstrap = kafka.bootstrap
+    group = await fresh_group(bootstrap, "drain")
+    runtime = GateRuntime()
+    done, *stuck = gated_tasks("drain", 3)
+    runtime.gates[done.task_id].set()
+    where = await produce(bootstrap, [(t, 2) for t in (done, *stuck)])
+    worker = ObservedWorker(runtime, "code", bootstrap, concurrency=4, group_id=group)
+    stop = asyncio.Event()
+    async with Committed(bootstrap, group) as committed:
+        run = asyncio.create_task(worker.run(stop, drain_timeout=1, metrics_port=0))
+        await until(lambda: len(runtime.started) == 3 and len(worker.inflight) == 2, "3 started")
+        stop.set()
+        stats = await asyncio.wait_for(run, 60)
+        meta = (await committed.raw())[2]
+    assert sorted(runtime.cancelled) == sorted(t.task_id for t in stuck)
+    assert (stats.handed_back, stats.finished) == (2, 1)
+    assert meta.offset == where[stuck[0].task_id][1]  # the first stuck one bounds the commit
+    assert json.loads(meta.metadata)["run"] == []
 
 
 # --------------------------------------------------------------------------- real processes
