@@ -40,6 +40,17 @@ CONCURRENCY_LIMIT = Gauge(
     "Tasks a runtime process takes at once now (lowered on LLM 429s)",
     ["task_type"],
 )
+RUNTIME_PAUSED = Gauge(
+    "adp_runtime_paused",
+    "1 while a runtime process starts no task because a dependency it needs is unavailable "
+    "(LLM endpoint, sandbox backend, browser)",
+    ["task_type"],
+)
+RUNTIME_OUTAGE_SECONDS = Counter(
+    "adp_runtime_outage_seconds_total",
+    "Seconds runtime processes spent paused by an unavailable dependency",
+    ["task_type", "dependency"],
+)
 CONSUMER_LAG = Gauge(
     "adp_consumer_lag", "Messages behind the end of the assigned partitions", ["task_type", "lane"]
 )

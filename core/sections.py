@@ -180,6 +180,19 @@ class RuntimeSettings(Section):
         description="Least share of task starts each lower priority lane with work "
         "gets (`adp runtime --min-share`).",
     )
+    max_outage: float = Field(
+        3600.0,
+        ge=0,
+        description="Seconds a task may wait, paused, for an unavailable LLM endpoint, "
+        "sandbox or browser before it ends as an `infrastructure` failure "
+        "(`adp runtime --max-outage`; 0: at the first outage).",
+    )
+    outage_backoff_min: float = Field(
+        5.0, gt=0, description="First wait of a paused runtime before it probes again."
+    )
+    outage_backoff_max: float = Field(
+        300.0, gt=0, description="Longest wait of a paused runtime between two probes."
+    )
 
 
 class BrowserSettings(Section):
@@ -230,6 +243,7 @@ class SandboxSettings(Section):
         description="The requirements file of the environment (default: the shipped "
         "numpy, pandas, matplotlib, scipy, scikit-learn, sympy).",
     )
+    bwrap: str = Field("/usr/bin/bwrap", description="The bubblewrap executable.")
 
     @field_validator("requirements")
     @classmethod

@@ -78,7 +78,18 @@ async def run_export(
     default=None,
     help="Only this task type.",
 )
-@click.option("--model", default=None, help="Only trajectories that called this model (glob).")
+@click.option(
+    "--model",
+    default=None,
+    help="Only trajectories whose every LLM call used this model (a glob over the model or "
+    "provider/model); one that mixed models is left out.",
+)
+@click.option(
+    "--include-infrastructure",
+    is_flag=True,
+    help="Also trajectories given up to an outage of the LLM endpoint, sandbox or browser "
+    "(error_type infrastructure); left out by default, they say nothing about the agent.",
+)
 @click.option("--min-steps", type=click.IntRange(0), default=None)
 @click.option("--max-steps", type=click.IntRange(0), default=None)
 @click.option(
@@ -116,6 +127,7 @@ def export_command(
     validation: float,
     no_dedup: bool,
     tool_arguments: str,
+    include_infrastructure: bool,
     as_json: bool,
     conf: Settings,
 ) -> None:
@@ -134,6 +146,7 @@ def export_command(
         min_steps,
         max_steps,
         parse_since(since) if since else None,
+        include_infrastructure,
     )
     try:
         exporter = Exporter(fmt, out, validation, not no_dedup, tool_arguments, __version__)

@@ -16,6 +16,7 @@ from adp.runtimes.base import RuntimeContext
 from adp.runtimes.registry import UnknownRuntime, available, load_runtime
 from adp.runtimes.verify import VerifyContext
 from adp.streams.kafka.topics import LANES
+from adp.streams.runtime.breaker import OutageBreaker
 from adp.streams.runtime.lanes import DEFAULT_MIN_SHARE, check_min_share
 from adp.streams.runtime.worker import RuntimeWorker, default_runtime_id
 
@@ -70,6 +71,15 @@ from adp.streams.runtime.worker import RuntimeWorker, default_runtime_id
     "timeout, it gets its partitions back; stopped for good, its partitions wait out the "
     "session timeout before another member takes them.",
 )
+@click.option(
+    "--max-outage",
+    type=click.FloatRange(0),
+    default=None,
+    help="Seconds a task may wait, paused, for an unavailable LLM endpoint, sandbox or "
+    "browser before it ends as an `infrastructure` failure [ADP_MAX_OUTAGE or 3600; 0: at "
+    "the first outage]. While a dependency is down the runtime starts no task and probes "
+    "it with backoff.",
+)
 @kafka_options
 def runtime_command(
     name: str,
@@ -81,6 +91,7 @@ def runtime_command(
     drain_timeout: float,
     rebalance: str,
     instance_id: str | None,
+    max_outage: float | None,
     conf: Settings,
 ) -> None:
     """Run the runtime NAME (code, web, reasoning, or an installed plugin).
@@ -93,7 +104,11 @@ def runtime_command(
     A rebalance keeps the tasks whose partitions stay (--rebalance). Stops cleanly on Ctrl-C /
     SIGTERM: it takes no new task, running ones get --drain-timeout seconds to finish, the rest
     are handed back to the group, and it says what it did; the process ends soon after even
-    when the broker is gone."""
+    when the broker is gone.
+    An outage of the LLM endpoint (every configured provider unreachable, refusing or
+    overloaded past its retries), of the sandbox or of the browser pauses the runtime instead
+    of failing tasks: /health says degraded, `adp status` shows it, and the tasks that met it
+    run again from the start once it answers (docs/outages.md)."""
     try:
         check_min_share(min_share, len(LANES))
     except ValueError as exc:
@@ -112,6 +127,7 @@ def runtime_command(
         min_share=min_share,
         keep_running_on_rebalance=rebalance == "sticky",
         instance_id=instance_id,
+        outages=OutageBreaker.from_settings(runtime_cls.task_type, rid, max_outage),
     )
     port = conf.metrics_port if metrics_port is None else metrics_port
     asyncio.run(_serve(worker, model, drain_timeout, port))

@@ -13,6 +13,9 @@
   observation, and its next action opens a fresh context at the last URL it knew.
 - Every action returns a ToolResult (observation text, ok, error) and never raises for
   page-level problems (element not found, navigation failure, timeouts, dead browser).
+- Chromium that cannot be launched is no page-level problem: the pool raises
+  DependencyUnavailable when its executable is missing, and DependencyOutage (with a probe that
+  launches one) when a launch fails, so a runtime pauses instead of failing its tasks.
 
 - Egress: every request a session's pages make goes through its own egress proxy
   (egress_proxy.py), which refuses private, loopback, link-local and cloud metadata addresses
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +45,7 @@ from playwright.async_api import (
     async_playwright,
 )
 
+from adp.core.errors import DependencyOutage, DependencyUnavailable
 from adp.core.settings import settings
 from adp.runtimes.tools.base import ToolResult
 from adp.runtimes.tools.egress import EgressPolicy
@@ -97,6 +102,11 @@ class BrowserPool:
         """`egress`: what the browsers may reach (default: the browser settings')."""
         self.size = max(1, int(size))
         self.executable = executable or chromium_path()
+        if not os.access(self.executable, os.X_OK):
+            raise DependencyUnavailable(
+                f"Chromium not found at {self.executable} (browser.chromium, ADP_CHROMIUM): "
+                "install it (apt-get install chromium) or point ADP_CHROMIUM at one"
+            )
         self.headless = headless
         self.args = list(CHROMIUM_ARGS if args is None else args)
         if egress is None:
@@ -119,23 +129,30 @@ class BrowserPool:
                 if self._proxy is not None:
                     await self._proxy.start()
                 self._pw = await async_playwright().start()
-                await asyncio.gather(*(self._browser(i) for i in range(self.size)))
+                try:
+                    await asyncio.gather(*(self._browser(i) for i in range(self.size)))
+                except BaseException:
+                    await self._stop()
+                    raise
         return self
 
     async def close(self) -> None:
         async with self._start_lock:
-            browsers, self._browsers = self._browsers, [None] * self.size
-            for browser in browsers:
-                if browser is not None:
-                    try:
-                        await browser.close()
-                    except Exception:  # already gone
-                        pass
-            if self._pw is not None:
-                await self._pw.stop()
-                self._pw = None
-            if self._proxy is not None:
-                await self._proxy.close()
+            await self._stop()
+
+    async def _stop(self) -> None:
+        browsers, self._browsers = self._browsers, [None] * self.size
+        for browser in browsers:
+            if browser is not None:
+                try:
+                    await browser.close()
+                except Exception:  # already gone
+                    pass
+        if self._pw is not None:
+            await self._pw.stop()
+            self._pw = None
+        if self._proxy is not None:
+            await self._proxy.close()
 
     async def __aenter__(self) -> BrowserPool:
         return await self.start()
@@ -151,21 +168,39 @@ class BrowserPool:
                 return browser
             if browser is not None:
                 log.warning("browser %d disconnected; launching a replacement", slot)
-            assert self._pw is not None, "BrowserPool.start() first"
-            egress = {}
-            if self._proxy is not None:
-                egress = {"proxy": {"server": self._proxy.url, "bypass": PROXY_LOOPBACK}}
-            browser = await self._pw.chromium.launch(
+            browser = await self._launch()
+            self.launches += 1
+            self._browsers[slot] = browser
+            browser.on("disconnected", lambda b, s=slot: self._forget(s, b))
+            return browser
+
+    async def _launch(self) -> Browser:
+        assert self._pw is not None, "BrowserPool.start() first"
+        egress = {}
+        if self._proxy is not None:
+            egress = {"proxy": {"server": self._proxy.url, "bypass": PROXY_LOOPBACK}}
+        try:
+            return await self._pw.chromium.launch(
                 executable_path=self.executable,
                 headless=self.headless,
                 args=[*self.args, NO_UNPROXIED_UDP] if egress else self.args,
                 timeout=self.launch_timeout * 1000,
                 **egress,
             )
-            self.launches += 1
-            self._browsers[slot] = browser
-            browser.on("disconnected", lambda b, s=slot: self._forget(s, b))
-            return browser
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # playwright's Error or TimeoutError: Chromium did not come up
+            raise DependencyOutage(
+                f"the browser cannot start: {self.executable}: {_short(exc)}",
+                "browser",
+                self._probe,
+            ) from exc
+
+    async def _probe(self) -> None:
+        """Return once a browser launches again (it is closed at once); raise while not."""
+        await self.start()
+        browser = await self._launch()
+        await browser.close()
 
     def _forget(self, slot: int, browser: Browser) -> None:
         if self._browsers[slot] is browser:
@@ -303,7 +338,7 @@ class BrowserSession:
                 self.last_url = page.url if page.url != "about:blank" else self.last_url
             if note:
                 result.observation = note + result.observation
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, DependencyOutage):
             raise
         except Exception as exc:
             error = _short(exc)

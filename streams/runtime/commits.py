@@ -48,8 +48,10 @@ class RuntimeCommits:
         self,
         consumer: Callable[[], AIOKafkaConsumer | None],
         progress: PartitionProgress,
+        paused: Callable[[], dict | None] = lambda: None,
     ):
         self._consumer, self._progress = consumer, progress
+        self.paused = paused  # the outage note every commit carries while paused
         self._lock = asyncio.Lock()
         self._dirty: set[TopicPartition] = set()
         self._next: asyncio.Future | None = None
@@ -100,7 +102,7 @@ class RuntimeCommits:
             consumer = self._consumer()
             assigned = consumer.assignment()
             owned = self._progress.commit_points(
-                [tp for tp in partitions if tp in assigned], clean, holding
+                [tp for tp in partitions if tp in assigned], clean, holding, self.paused()
             )
             if owned:
                 try:

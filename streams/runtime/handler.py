@@ -4,7 +4,9 @@ records start, and when their offsets count as done).
 - a record that is no task of this runtime's type goes to adp.dlq with the reason;
 - a task that was running `poison_limit` times when its process died goes to adp.dlq
   (streams/runtime/poison.py); one with fewer strikes runs alone (the quarantine);
-- any other task runs as one Attempt (streams/runtime/attempt.py), and its outcome is counted.
+- any other task runs as one Attempt (streams/runtime/attempt.py), and its outcome is counted;
+  an attempt that meets a dependency's outage is abandoned and the task runs again under a new
+  one once the dependency is back (streams/runtime/breaker.py).
 
 `handle` returns once the task's events (or its dead letter) are acknowledged by the broker;
 cancelling it abandons the attempt without a finished event."""
@@ -26,6 +28,7 @@ from adp.streams.kafka import topics
 from adp.streams.kafka.dlq import dlq_headers
 from adp.streams.producer import task_from_record
 from adp.streams.runtime.attempt import Attempt
+from adp.streams.runtime.breaker import OutageBreaker
 from adp.streams.runtime.poison import Quarantine
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ class TaskHandler:
     poison_limit: int
     stats: WorkerStats
     health: metrics.Health
+    outages: OutageBreaker  # a dependency's outage pauses the runtime, it fails no task
     producer: AIOKafkaProducer | None = None  # set once the worker's producer is started
     quarantine: Quarantine = field(default_factory=Quarantine)  # a suspect task runs alone
 
@@ -86,11 +90,12 @@ class TaskHandler:
                 strikes,
             )
         async with self.quarantine.slot(suspect=strikes > 0):
-            attempt = Attempt(self.producer, self.runtime_id, task, self.verify_context)
-            # debug: at hundreds of tasks a second two info lines per task were 4% of the CPU;
-            # the finished line below names the task and says how it ended
-            log.debug("task %s: attempt %s started", task.task_id, attempt.attempt_id)
-            outcome = await attempt.run(self.runtime, on_sent=on_agent_done)
+            # an outage abandons the attempt and runs the task again under a new one
+            attempt, outcome = await self.outages.run(
+                lambda: Attempt(self.producer, self.runtime_id, task, self.verify_context),
+                self.runtime,
+                on_agent_done,
+            )
             self._count(outcome)
             log.info(
                 "task %s: finished success=%s steps=%d%s%s",

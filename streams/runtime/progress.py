@@ -127,12 +127,17 @@ class PartitionProgress:
         return sorted(partitions, key=lambda tp: (-running.get(tp, 0), tp))
 
     def commit_points(
-        self, partitions: Iterable[TopicPartition], clean: bool = False, holding: bool = False
+        self,
+        partitions: Iterable[TopicPartition],
+        clean: bool = False,
+        holding: bool = False,
+        paused: dict | None = None,
     ) -> dict[TopicPartition, OffsetAndMetadata]:
         """What to commit for these partitions now: each one's contiguous done prefix, with the
         running offsets and strikes as metadata. `clean`: report nothing running (tasks were
         cancelled on purpose, or may be, which is no strike). Held partitions are left out but
-        for the commit that begins the hold (`holding`)."""
+        for the commit that begins the hold (`holding`). `paused`: the outage note
+        (streams/runtime/breaker.py) the metadata carries while the runtime is paused."""
         points = {}
         for tp in partitions:
             tracker = self._offsets.get(tp)
@@ -143,7 +148,7 @@ class PartitionProgress:
             ledger = self._ledgers.setdefault(tp, PoisonLedger())
             running = set() if clean else tracker.running_offsets
             points[tp] = OffsetAndMetadata(
-                tracker.committable, ledger.metadata(running, tracker.committable)
+                tracker.committable, ledger.metadata(running, tracker.committable, paused)
             )
         return points
 

@@ -37,7 +37,7 @@ back uncommitted, with a last commit that marks nothing running (no poison strik
 the group hands its partitions to the others.
 
 `keep_running=False` is the plain eager behaviour (every revocation cancels every task), kept to
-measure the difference (bench/parts/k_rebalance.py)."""
+measure the difference (bench/parts/n_rebalance.py)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,10 @@ Delivery discipline (README, "Delivery guarantees"):
   committed past them;
 - on stop, no task starts; running ones get the drain timeout to finish, the rest are handed
   back uncommitted;
-- a task that keeps killing its process is quarantined, then dead-lettered."""
+- a task that keeps killing its process is quarantined, then dead-lettered;
+- a dependency's outage (LLM endpoint, sandbox, browser) pauses the process instead of failing
+  its tasks: no task starts while it lasts, and the tasks that met it run again once it is over
+  (breaker.py)."""
 
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ from adp.runtimes.base import Runtime
 from adp.runtimes.verify import VerifyContext
 from adp.streams.kafka import authz, clients, topics
 from adp.streams.runtime.assignor import LaneStickyAssignor
+from adp.streams.runtime.breaker import OutageBreaker
 from adp.streams.runtime.commits import RuntimeCommits
 from adp.streams.runtime.handler import TaskHandler, WorkerStats
 from adp.streams.runtime.intake import LaneIntake
@@ -82,6 +86,7 @@ class RuntimeWorker:
         verify_context: VerifyContext | None = None,
         keep_running_on_rebalance: bool = True,
         instance_id: str | None = None,
+        outages: OutageBreaker | None = None,
     ):
         """`keep_running_on_rebalance` False: every rebalance cancels every running task (the
         plain eager consumer). `instance_id`: static membership (group.instance.id)."""
@@ -92,17 +97,17 @@ class RuntimeWorker:
         self.poll_interval_ms = poll_interval_ms
         # each lower priority lane with work gets at least this share of task starts
         self.min_share = check_min_share(min_share, len(topics.LANES))
-        # The LLM client lowers this limit on 429s and raises it on successes (AIMD); the
-        # worker takes new tasks only below it, so a throttled endpoint slows intake.
-        self.limit = limit
+        self.limit = limit  # lowered by the LLM client on 429s (AIMD): a throttled endpoint
+        # slows intake, since the worker takes new tasks only below it
         self._capacity = self.concurrency
         # extra AIOKafkaConsumer settings (e.g. max_poll_interval_ms, session_timeout_ms,
         # heartbeat_interval_ms); they override the defaults of clients.consumer
-        self.consumer_options = dict(consumer_options or {})
-        if instance_id:
-            self.consumer_options.setdefault("group_instance_id", instance_id)
+        static = {"group_instance_id": instance_id} if instance_id else {}
+        self.consumer_options = {**static, **(consumer_options or {})}
         self.stats = WorkerStats()
         self.health = metrics.Health(f"runtime {self.runtime_id}", busy=lambda: bool(self.tasks))
+        # a dependency's outage pauses the runtime (streams/runtime/breaker.py)
+        self.outages = outages or OutageBreaker.from_settings(task_type, self.runtime_id)
         # what becomes of one started record; verifiers of tasks that name one use the
         # context's LLM chain and sandbox (made when first used)
         self.handler = TaskHandler(
@@ -113,6 +118,7 @@ class RuntimeWorker:
             poison_limit,
             self.stats,
             self.health,
+            self.outages,
         )
         self._init_state(keep_running_on_rebalance)
 
@@ -122,7 +128,7 @@ class RuntimeWorker:
         self.tasks = RunningTasks(self.task_type)
         self.inflight, self._acking = self.tasks.inflight, self.tasks.acking
         # one commit in flight at a time; what is asked meanwhile rides on the next one
-        self.committer = RuntimeCommits(lambda: self.consumer, self.progress)
+        self.committer = RuntimeCommits(lambda: self.consumer, self.progress, self.outages.note)
         # what a rebalance does to running work: holds it, keeps what stays, cancels what moved
         self.rebalance = Rebalance(
             self, self.progress, self.tasks, self.committer, self.stats, keep_running_on_rebalance
@@ -132,6 +138,7 @@ class RuntimeWorker:
         self.start_gates: list[Callable[[], bool]] = [
             lambda: self.handler.quarantine.is_open,  # a suspect task runs alone
             lambda: not self.rebalance.settling,  # no start before the assignment is settled
+            lambda: not self.outages.paused,  # a dependency is down: its tasks wait, uncommitted
         ]
         self.consumer: AIOKafkaConsumer | None = None
         self.intake: LaneIntake | None = None
@@ -139,6 +146,8 @@ class RuntimeWorker:
         # lag gauges, broker and assignment checks
         self.watch = RuntimeWatch(self.task_type, self.health, self._assignment, self._lag)
         self.health.checks += [self.watch.broker_check, self.watch.assignment_check]
+        self.health.degraded.append(self.outages.degraded)
+        self.outages.on_change.append(self._outage_changed)
         self._server = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -192,6 +201,7 @@ class RuntimeWorker:
         )
         stack.push_async_callback(self.consumer.stop)
         stack.callback(self.committer.cancel)
+        stack.callback(self.outages.close)
         self.intake = LaneIntake(
             self.consumer, self.task_type, prefetch=self.concurrency, min_share=self.min_share
         )
@@ -228,6 +238,11 @@ class RuntimeWorker:
     def wake(self) -> None:
         """Have the poll loop look for work now (e.g. a start gate opened)."""
         self.tasks.freed.set()
+
+    def _outage_changed(self) -> None:
+        # `adp status` reads the pause from the commit metadata; a resume frees the slots
+        self.committer.request(self.progress.tracked())
+        self.wake()
 
     async def _poll_loop(self, stop: asyncio.Event) -> None:
         assert self.consumer is not None and self.intake is not None
