@@ -12,12 +12,14 @@ CACHE  := $(or $(ADP_CACHE_DIR),$(HOME)/.cache/adp)
 LLAMA  := llama-cpp-python[server]==0.3.36
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench venv system-deps llm-deps bench-deps sandbox-env clean help
+.PHONY: demo test test-docker lint bench venv system-deps llm-deps bench-deps sandbox-env \
+	k8s-validators clean help
 
 help:
 	@echo "make demo   - set up everything and run tasks.jsonl end to end on the local model"
 	@echo "make test   - set up everything, lint (ruff) and run the test suite"
 	@echo "make lint   - ruff check and ruff format --check"
+	@echo "make test-docker - the image and the compose deployment on a real Docker engine"
 	@echo "make bench  - every speed figure as a ratio against a same-run baseline (bench/results/)"
 	@echo "make clean  - stop local services and delete .adp/ and output/"
 
@@ -31,7 +33,8 @@ $(BIN)/adp: pyproject.toml constraints.txt
 venv: $(BIN)/adp
 
 # Debian packages: bubblewrap (sandbox), chromium (browser runtime), Java 17 and Maven (Kafka),
-# Go (the network fault tests build Toxiproxy from its module, once, into $(CACHE)).
+# npm (the schema validators the Kubernetes manifests are checked with), Go (the network fault
+# tests build Toxiproxy from its module, once, into $(CACHE)).
 system-deps:
 	@missing=""; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
@@ -39,6 +42,7 @@ system-deps:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
@@ -70,8 +74,32 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: venv system-deps sandbox-env lint
+# The npm schema validators of Kubernetes, KEDA and Strimzi resources (tests/test_k8s.py), at
+# the versions of tests/k8s/package-lock.json; reinstalled only when that file changes.
+K8S_VALIDATORS := tests/k8s/node_modules/.package-lock.json
+$(K8S_VALIDATORS): tests/k8s/package.json tests/k8s/package-lock.json
+	npm ci --prefix tests/k8s --no-audit --no-fund --loglevel=error
+k8s-validators: system-deps $(K8S_VALIDATORS)
+
+test: venv system-deps sandbox-env lint k8s-validators
 	$(BIN)/pytest
+
+# The tests marked docker (CI runs this after `make test`): the image builds from the
+# Dockerfile and runs every command, the sandbox and Chromium work in it, compose's platform
+# services run for real (tests/test_docker_*.py). Where ../shared/tools/docker-engine exists
+# (the project's test machines), it starts a network-safe engine, the base images and Compose
+# v2 first, and stops the engine afterwards if it was not running before; elsewhere the engine
+# you have is used, and without one the tests skip and say why.
+DOCKER_ENGINE := $(wildcard ../shared/tools/docker-engine)
+test-docker: venv
+	@set -e; started=""; \
+	if [ -n "$(DOCKER_ENGINE)" ]; then \
+	  docker info >/dev/null 2>&1 || started=yes; \
+	  bash $(DOCKER_ENGINE) up; bash $(DOCKER_ENGINE) bases; bash $(DOCKER_ENGINE) compose; \
+	fi; \
+	rc=0; $(BIN)/pytest -m docker -p no:cacheprovider || rc=$$?; \
+	if [ -n "$$started" ]; then bash $(DOCKER_ENGINE) down; fi; \
+	exit $$rc
 
 # matplotlib (the report's plots) and py-spy (profiles) only for the benchmarks.
 bench-deps: venv

@@ -3,7 +3,8 @@
 All metric objects are defined here, once per process, so a name means one thing everywhere
 (README "Metrics" lists them). `serve()` starts a small aiohttp server with /metrics and
 /health on ADP_METRICS_PORT (default 8001); when that port is taken by another component on
-the same host it tries the next ones, so several processes per host just work.
+the same host it tries the next ones, so several processes per host just work (each records the
+port it got, core/served.py, so `adp health` asks the right one).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from adp.core import served
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -224,6 +227,7 @@ async def serve(
         except OSError:
             continue
         health.details["metrics_port"] = candidate
+        served.record(health.component, candidate)  # for `adp health` beside this process
         log.info("%s serves /metrics and /health on port %d", health.component, candidate)
         return runner
     log.warning("no free metrics port in %d..%d; metrics are not served", port, port + tries - 1)

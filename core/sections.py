@@ -245,6 +245,17 @@ class SandboxSettings(Section):
     )
     bwrap: str = Field("/usr/bin/bwrap", description="The bubblewrap executable.")
 
+    docker_base: str = Field(
+        "python:3.11-slim",
+        description="Base image of the docker backend's image (the requirements are "
+        "pip-installed on top).",
+    )
+    docker_network: str | None = Field(
+        None,
+        description="Network the docker backend builds its image on (`host` where the engine "
+        "has no default bridge); default: the engine's. Programs always run with none.",
+    )
+
     @field_validator("requirements")
     @classmethod
     def _resolve(cls, path: Path | None) -> Path | None:

@@ -187,7 +187,11 @@ class TaskPublisher:
     MAX_IN_FLIGHT_BYTES in flight, every one confirmed by the broker (acks=all) before `drain`
     returns; confirmations are counted in `report`. Opens the producer, and checks the write
     ACL of each topic, at the first record, so nothing to send needs no broker. Anything that
-    goes wrong raises ProduceError saying how many records were confirmed before it."""
+    goes wrong raises ProduceError saying how many records were confirmed before it.
+
+    Safe for concurrent senders (the synthesizer publishes for several parents at once): one
+    producer is opened however many publish at once, and a confirmation is counted once
+    whoever waits for it."""
 
     def __init__(self, conf: Settings, report: ProduceReport) -> None:
         self.conf, self.report = conf, report
@@ -196,6 +200,7 @@ class TaskPublisher:
         self.in_flight_bytes = 0
         self.handed = 0
         self.writable: set[str] = set()
+        self._opening = asyncio.Lock()
 
     async def __aenter__(self) -> TaskPublisher:
         return self
@@ -238,18 +243,24 @@ class TaskPublisher:
                 log.warning("producer did not stop cleanly", exc_info=True)
 
     async def _open(self, topic: str) -> None:
-        try:
-            if topic not in self.writable:  # refused now in one line, not per record later
-                await authz.require(self.conf, write=[topic])
-                self.writable.add(topic)
-            if self.producer is None:
-                self.producer = await clients.start(_make_producer(self.conf), self.conf)
-        except clients.KafkaClientError as exc:
-            raise self._fail("", exc) from None
+        if topic in self.writable and self.producer is not None:
+            return
+        async with self._opening:
+            try:
+                if topic not in self.writable:  # refused now in one line, not per record later
+                    await authz.require(self.conf, write=[topic])
+                    self.writable.add(topic)
+                if self.producer is None:
+                    self.producer = await clients.start(_make_producer(self.conf), self.conf)
+            except clients.KafkaClientError as exc:
+                raise self._fail("", exc) from None
 
     def _settle(self, done) -> None:
         for fut in done:
-            task_type, topic, nbytes = self.pending.pop(fut)
+            entry = self.pending.pop(fut, None)
+            if entry is None:  # settled by another sender waiting on it too
+                continue
+            task_type, topic, nbytes = entry
             self.in_flight_bytes -= nbytes
             exc = fut.exception()
             if exc is not None:

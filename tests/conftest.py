@@ -80,3 +80,13 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> str:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def adp_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The platform image built from the Dockerfile on a real engine (tests marked docker);
+    skips with the reason where no engine is reachable."""
+    from tests import dockerized
+
+    dockerized.require_engine()
+    return dockerized.build_platform_image(tmp_path_factory.mktemp("docker") / "build.log")

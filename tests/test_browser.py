@@ -7,7 +7,8 @@ import os
 import signal
 
 from adp.app.site_server import SiteServer
-from adp.runtimes.tools.browser import BrowserOptions, BrowserPool, truncate
+from adp.runtimes.tools.browser import BrowserOptions, BrowserPool
+from adp.runtimes.tools.browser_actions import truncate
 
 
 async def test_search_form_finds_an_item(site, pool):

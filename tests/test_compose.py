@@ -320,8 +320,9 @@ def test_components_have_health_checks_on_the_metrics_port(services: dict) -> No
         hc = svc.get("healthcheck")
         assert hc and not hc.get("disable"), f"{name}: no healthcheck"
         if _runs_adp(svc):
-            test = " ".join(_argv(hc["test"]))
-            assert f"127.0.0.1:{METRICS_PORT}/health" in test, f"{name}: {test}"
+            # `adp health` asks the component on the port it got (ADP_METRICS_PORT or the next
+            # free one); tests/test_docker_compose.py runs it against real containers
+            assert _argv(hc["test"])[:3] == ["CMD", "adp", "health"], f"{name}: {hc['test']}"
             assert _env(svc)["ADP_METRICS_PORT"] == str(METRICS_PORT)
             assert str(METRICS_PORT) in [str(p) for p in svc.get("expose", [])]
 
@@ -521,3 +522,23 @@ def test_dockerfile_builds_the_platform_image() -> None:
     for path in (".venv", ".adp", "output", ".git"):
         assert path in ignored, f".dockerignore should exclude {path}"
     assert "schemas" not in ignored and "*.avsc" not in ignored
+
+
+# ---- least privilege ----------------------------------------------------------------------------
+
+SANDBOX_OPTIONS = {"seccomp=unconfined", "systempaths=unconfined", "apparmor=unconfined"}
+
+
+def test_only_the_sandboxed_runtimes_relax_the_containers_profile(services: dict) -> None:
+    """The code and reasoning runtimes run the python sandbox (bubblewrap), which needs exactly
+    SANDBOX_OPTIONS (tests/test_docker_image.py shows each is needed); nothing else relaxes
+    anything, no service of the image keeps a capability or may gain privileges, none is
+    privileged or runs as root."""
+    for name, svc in _adp_services(services).items():
+        opts = set(svc.get("security_opt", []))
+        sandboxed = name in ("runtime-code", "runtime-reasoning")
+        assert (opts & SANDBOX_OPTIONS) == (SANDBOX_OPTIONS if sandboxed else set()), name
+        assert "no-new-privileges:true" in opts, name
+        assert svc.get("cap_drop") == ["ALL"] and not svc.get("cap_add"), name
+        assert not svc.get("privileged") and not svc.get("user"), name  # the image's adp user
+    assert services["runtime-web"]["shm_size"] == services["runtime-reasoning"]["shm_size"]

@@ -195,3 +195,31 @@ async def test_s3_index_reads_both_sink_layouts(moto, monkeypatch):
         assert parts.reads == 4  # unchanged parts (same ETag) are not read again
     finally:
         await asyncio.gather(per_task.close(), hourly.close())
+
+
+async def test_lineage_links_parents_and_children_without_opening_files(tmp_path):
+    seed = trajectory(1, description="a hand-written task")
+    child = trajectory(2, description="synthesized from it")
+    child.metadata.task = {
+        "metadata": {
+            "lineage": {"method": "depth", "generation": 1, "parents": [{"task_id": "t-00001"}]}
+        }
+    }
+    for t in (seed, child.model_copy()):
+        (tmp_path / f"{t.task_id}.json").write_bytes(render(t))
+    index = TrajectoryIndex(FileStore(str(tmp_path)))
+    await index.refresh()
+    reads = index.reads
+    assert index.lineage("t-00002") == {
+        "task_id": "t-00002",
+        "generation": 1,
+        "method": "depth",
+        "parents": [
+            {"task_id": "t-00001", "key": "t-00001", "generation": 0, "method": None, "passed": 1,
+             "samples": 1}
+        ],
+        "children": [],
+    }  # fmt: skip
+    assert [c["task_id"] for c in index.lineage("t-00001")["children"]] == ["t-00002"]
+    assert index.lineage("t-99999") is None
+    assert index.reads == reads  # answered from the index

@@ -514,3 +514,29 @@ async def test_page_survives_a_broker_restart(console, browser, kafka, tmp_path)
     )
     console.procs[0].assert_alive()
     assert not w.errors, w.errors
+
+
+async def test_a_synthesized_task_shows_its_parents_and_children(console, browser):
+    """Lineage (adp synthesize) both ways: a task's page links the task it was synthesized
+    from, and the parent's page lists the tasks synthesized from it."""
+    parent = trajectory("lineage-seed", text="Print the first 10 Fibonacci numbers.")
+    lineage = {
+        "method": "atomic",
+        "generation": 1,
+        "parents": [{"task_id": "lineage-seed", "key": "lineage-seed", "generation": 0}],
+    }
+    child = trajectory("lineage-child", text="Compute the 8th Fibonacci number.")
+    child.metadata.task = {"metadata": {"lineage": lineage}}
+    stored(console.out, parent)
+    stored(console.out, child.model_copy())
+    w = await open_page(browser, console.url + "#trajectory/lineage-child")
+    card = w.page.locator('[data-part="lineage"]')
+    await expect(card).to_contain_text("Lineage: atomic, generation 1", timeout=SLOW)
+    await expect(card.locator('[data-part="parents"] a')).to_have_text("lineage-seed")
+    await card.locator('[data-part="parents"] a').click()
+    await expect(w.page.locator("h2 .task")).to_have_text("lineage-seed", timeout=SLOW)
+    children = w.page.locator('[data-part="lineage"] [data-part="children"] li')
+    await expect(children).to_have_count(1, timeout=SLOW)
+    await expect(children).to_contain_text("lineage-child")
+    await expect(children).to_contain_text("atomic · generation 1")
+    assert not w.errors, w.errors

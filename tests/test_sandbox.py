@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from adp.core.errors import DependencyUnavailable
 from adp.runtimes.tools.sandbox import ExecResult, Sandbox, SandboxLimits, make_sandbox
 from adp.runtimes.tools.sandbox.bwrap import BubblewrapSandbox, sandbox_available
 from adp.runtimes.tools.sandbox.docker import DockerSandbox
@@ -451,12 +452,12 @@ async def test_eight_concurrent_runs_get_their_own_outputs(sb):
 
 
 async def test_docker_backend_where_an_engine_exists():
+    """Where an engine answers: the image builds (ADP_SANDBOX_DOCKER_NETWORK, _BASE) and runs
+    code, or the test says why it cannot here. tests/test_docker_engine.py runs the backend on a
+    real engine for certain."""
     try:
         sb = DockerSandbox()
-    except RuntimeError as e:
+    except DependencyUnavailable as e:  # no engine, or its image cannot be built here
         pytest.skip(f"docker backend not testable here: {e}")
-    try:
-        r = await sb.run_python("print('from docker')", SandboxLimits(wall_timeout=120))
-    except Exception as e:  # e.g. the image cannot be pulled on an offline host
-        pytest.skip(f"docker engine present but could not run the image: {e}")
+    r = await sb.run_python("print('from docker')", SandboxLimits(wall_timeout=120))
     assert r.ok and r.stdout == "from docker\n"

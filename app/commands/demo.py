@@ -2,6 +2,7 @@
 
 Kafka (a fresh `demo` cluster) -> the LLM endpoint -> the aggregator and one runtime per task
 type in the file -> `adp produce` -> wait until every task has a trajectory file -> summary ->
+the flywheel grows --generations of new tasks from the verified ones (demo_flywheel.py) ->
 stop everything this command started. Each child logs to $ADP_HOME/logs/demo-*.log.
 """
 
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -21,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from adp.app.commands import demo_flywheel
 from adp.core.process import ChildProcesses, ProcessError
 from adp.core.settings import settings
 from adp.schemas.contracts import verdict_status
@@ -75,14 +78,45 @@ def _task_ids(path: Path) -> dict[str, str]:
     "ADP_LLM_BASE_URL, ADP_VLLM_URL), else the embedded local model. "
     "stub: the scripted test server (fast, no model).",
 )
+@click.option(
+    "--stub-script",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="With --llm stub: the stub's script (examples/synthesis/stub-script.json plays the "
+    "agent and the synthesizer for examples/synthesis/seeds.jsonl).",
+)
+@click.option(
+    "--generations",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="Generations of new tasks the flywheel grows from the verified trajectories "
+    "(adp synthesize kafka --follow); 0: none.",
+)
+@click.option(
+    "--budget-usd",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Stop synthesizing once its LLM calls cost this much (ADP_PRICES prices them).",
+)
 @click.option("--concurrency", default=2, show_default=True, help="Tasks at once per runtime.")
 @click.option(
     "--timeout", default=1800.0, show_default=True, help="Seconds to wait for all trajectories."
 )
 def demo_command(
-    tasks_file: Path, out: Path | None, llm: str, concurrency: int, timeout: float
+    tasks_file: Path,
+    out: Path | None,
+    llm: str,
+    stub_script: Path | None,
+    generations: int,
+    budget_usd: float | None,
+    concurrency: int,
+    timeout: float,
 ) -> None:
-    """Run TASKS end to end on a fresh local Kafka and print one row per trajectory."""
+    """Run TASKS end to end on a fresh local Kafka and print one row per trajectory, then let
+    the flywheel grow new tasks from the verified ones and show them with their lineage."""
+    if stub_script is not None and llm != "stub":
+        raise click.UsageError("--stub-script goes with --llm stub")
     s = settings()
     out = (out or s.output_dir).resolve()
     if not tasks_file.exists():
@@ -101,8 +135,9 @@ def demo_command(
     env["ADP_SECURITY_PROTOCOL"] = "PLAINTEXT"
     env.pop("ADP_CONFIG", None)
     started_at = time.monotonic()
+    grow = Growth(generations, budget_usd, stub_script)
     try:
-        done = _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s)
+        done = _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s, grow)
     except (ProcessError, BrokerError) as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(f"demo took {time.monotonic() - started_at:.0f}s; logs in {s.log_dir}")
@@ -110,7 +145,14 @@ def demo_command(
         sys.exit(1)
 
 
-def _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s) -> set[str]:
+@dataclass(frozen=True)
+class Growth:
+    generations: int
+    budget_usd: float | None
+    stub_script: Path | None
+
+
+def _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s, grow) -> set[str]:
     """Start everything, produce, wait, summarise; stop what it started on the way out."""
     with ExitStack() as cleanup:
         if any(n.running() for n in cluster.nodes):
@@ -122,7 +164,7 @@ def _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s) ->
 
         children = ChildProcesses(s.log_dir, env, prefix="demo-")
         cleanup.callback(children.stop)
-        _start_llm(llm, children, env, cleanup)
+        _start_llm(llm, children, env, cleanup, grow.stub_script)
         if set(wanted.values()) & {"web", "reasoning"}:
             # the sample web and reasoning tasks browse the shipped site/, no internet needed
             from adp.app.site_server import SiteServer
@@ -148,18 +190,31 @@ def _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s) ->
         if produced.returncode not in (0, 1):
             raise click.ClickException(f"adp produce failed (exit {produced.returncode})")
 
+        started = time.monotonic()
         done = _wait_for_files(out, wanted, children, timeout)
-        _print_summary(out, wanted, done)
+        passed = _print_summary(out, wanted, done)
+        if grow.generations and passed:
+            left = max(60.0, timeout - (time.monotonic() - started))
+            demo_flywheel.grow(out, env, s.log_dir, grow.generations, grow.budget_usd, left)
+        elif grow.generations:
+            console.print("no trajectory passed its verifier: nothing for the flywheel to grow")
         console.print("stopping what the demo started")
         return done
 
 
-def _start_llm(llm: str, children: ChildProcesses, env: dict[str, str], cleanup: ExitStack) -> None:
+def _start_llm(
+    llm: str,
+    children: ChildProcesses,
+    env: dict[str, str],
+    cleanup: ExitStack,
+    script: Path | None = None,
+) -> None:
     from adp.runtimes.llm.providers import resolve_providers
 
     if llm == "stub":
         port = _free_port()
-        children.start("llm-stub", [*ADP, "llm-stub", "--port", str(port)])
+        scripted = ["--script", str(script.resolve())] if script else []
+        children.start("llm-stub", [*ADP, "llm-stub", "--port", str(port), *scripted])
         env["ADP_LLM_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
         env["ADP_LLM_MODEL"] = "stub"
         _wait_http(f"http://127.0.0.1:{port}/v1/models", children)
@@ -226,7 +281,8 @@ VERDICT_STYLE = {
 }
 
 
-def _print_summary(out: Path, wanted: dict[str, str], done: set[str]) -> None:
+def _print_summary(out: Path, wanted: dict[str, str], done: set[str]) -> int:
+    """The table of trajectories; returns how many a verifier passed."""
     table = Table(title=f"Trajectories in {out}")
     for col in ("task", "type", "claimed", "verified", "steps", "duration s", "final result"):
         table.add_column(col, overflow="fold")
@@ -259,3 +315,4 @@ def _print_summary(out: Path, wanted: dict[str, str], done: set[str]) -> None:
         f"with a verifier ({verdicts.get('failed', 0)} failed, "
         f"{verdicts.get('error', 0)} could not be verified)"
     )
+    return verdicts.get("passed", 0)

@@ -19,8 +19,9 @@ from adp.app.commands.options import kafka_options
 from adp.app.commands.progress import counting_bar
 from adp.connectors.export.card import card_facts, render_card
 from adp.connectors.export.dataset import FORMATS, Exporter, ExportError
-from adp.connectors.export.select import Filters
+from adp.connectors.export.select import Filters, parse_generations
 from adp.core.settings import Settings
+from adp.schemas.lineage import METHODS
 from adp.streams.inspection.tail import parse_since
 from adp.streams.inspection.trajectories import (
     ReadReport,
@@ -46,6 +47,28 @@ async def run_export(
         if progress:
             progress()
     return report
+
+
+def _generations(text: str | None) -> frozenset[int] | None:
+    if text is None:
+        return None
+    try:
+        return parse_generations(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--generation") from None
+
+
+def _methods(text: str | None) -> frozenset[str] | None:
+    if text is None:
+        return None
+    chosen = frozenset(m.strip() for m in text.split(",") if m.strip())
+    unknown = sorted(chosen - set(METHODS))
+    if unknown or not chosen:
+        raise click.BadParameter(
+            f"{', '.join(unknown) or 'none'}: choose from {', '.join(METHODS)}",
+            param_hint="--method",
+        )
+    return chosen
 
 
 @click.command("export")
@@ -96,6 +119,16 @@ async def run_export(
     "--since", default=None, help="Only trajectories finished since: 2h, 3d, or an ISO time."
 )
 @click.option(
+    "--generation",
+    default=None,
+    help="Only synthesized tasks of these generations: 2, 1,2 or 1-3 (0: hand-written).",
+)
+@click.option(
+    "--method",
+    default=None,
+    help="Only synthesized tasks made by these methods: atomic, depth, width (comma-separated).",
+)
+@click.option(
     "--validation",
     type=click.FloatRange(0, 1),
     default=0.1,
@@ -124,6 +157,8 @@ def export_command(
     min_steps: int | None,
     max_steps: int | None,
     since: str | None,
+    generation: str | None,
+    method: str | None,
     validation: float,
     no_dedup: bool,
     tool_arguments: str,
@@ -147,6 +182,8 @@ def export_command(
         max_steps,
         parse_since(since) if since else None,
         include_infrastructure,
+        _generations(generation),
+        _methods(method),
     )
     try:
         exporter = Exporter(fmt, out, validation, not no_dedup, tool_arguments, __version__)

@@ -1,4 +1,5 @@
-"""`adp topics describe|create|grow`: the platform's topics as the broker has them.
+"""`adp topics describe|create|grow|strimzi`: the platform's topics as the broker has them, and
+as Strimzi resources for Kubernetes.
 
 Partition counts are set per topic family when topics are created and can only grow. What
 growing means for data in flight is said by `grow --help` and README ("Scaling past six").
@@ -8,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from adp.app.commands.options import kafka_options
-from adp.core.settings import Settings
+from adp.core.settings import Settings, settings
 from adp.schemas.contracts import TaskType
-from adp.streams.kafka import topics
+from adp.streams.kafka import strimzi, topics
 from adp.streams.kafka.admin import (
     admin_client,
     cluster_broker_ids,
@@ -25,6 +27,9 @@ from adp.streams.kafka.admin import (
     grow_partitions,
 )
 
+# a string YAML reads back as that same string when written bare: starts with a letter, no
+# characters YAML gives a meaning, and not one of YAML 1.1's words for booleans or null
+_PLAIN = re.compile(r"(?!(?i:y|n|yes|no|true|false|on|off|null)$)[A-Za-z][A-Za-z0-9._/-]*")
 CHANGELOG_SUFFIX = "-assembly-changelog"  # the aggregator's table (streams/aggregator/faust_app.py)
 CONSEQUENCES = {
     "tasks": "new tasks are spread over more partitions, so more runtimes per type take work; "
@@ -211,3 +216,106 @@ async def running_tasks(conf: Settings) -> int:
                 continue
             total += sum(running_in(meta.metadata) for meta in committed.values())
     return total
+
+
+@topics_command.command("strimzi")
+@click.option(
+    "--cluster",
+    default="adp",
+    show_default=True,
+    help="Name of the Strimzi Kafka resource (label strimzi.io/cluster).",
+)
+@click.option("--namespace", default=None, help="metadata.namespace [none: kubectl's current].")
+@click.option(
+    "--partitions",
+    callback=_partitions,
+    metavar="N|FAMILY=N[,...]",
+    default=None,
+    help="As for `adp topics create`. Default 6 (dlq 1).",
+)
+@click.option(
+    "--replication", type=click.IntRange(min=1), default=3, show_default=True, help="Replicas."
+)
+@click.option(
+    "--only",
+    type=click.Choice(["topics", "users"]),
+    default=None,
+    help="Print only the KafkaTopics or only the KafkaUsers [both].",
+)
+@click.option(
+    "--authentication",
+    type=click.Choice(strimzi.AUTHENTICATIONS),
+    default="scram-sha-512",
+    show_default=True,
+    help="How each KafkaUser logs in (Strimzi writes its password or certificate to a Secret "
+    "of the user's name).",
+)
+@click.option(
+    "--app-id",
+    default=topics.AGGREGATOR_GROUP,
+    show_default=True,
+    help="The aggregator's --app-id (its group and changelog topics' prefix).",
+)
+def strimzi_command(
+    cluster: str,
+    namespace: str | None,
+    partitions: dict | None,
+    replication: int,
+    only: str | None,
+    authentication: str,
+    app_id: str,
+) -> None:
+    """Print the platform's topics and ACL roles as Strimzi resources (YAML for kubectl apply):
+    a KafkaTopic per topic, as `adp topics create` makes them, and a KafkaUser per ACL role
+    (adp-producer, adp-runtime, adp-aggregator, adp-observer) with that role's ACLs. Nothing
+    is sent to Kafka."""
+    conf = settings()
+    resources = []
+    if only in (None, "topics"):
+        resources += strimzi.kafka_topics(
+            cluster, partitions, replication, conf.max_message_bytes, namespace
+        )
+    if only in (None, "users"):
+        resources += strimzi.kafka_users(cluster, app_id, authentication, namespace)
+    click.echo(
+        "# adp topics strimzi: generated from the platform's topic and ACL tables\n"
+        + "---\n".join(yaml_document(r) for r in resources),
+        nl=False,
+    )
+
+
+def yaml_document(value: dict) -> str:
+    """Block-style YAML of plain data. Every string is written double-quoted in JSON's syntax,
+    which is YAML's too, so no value ("-1", "*", "true") is ever read back as another type."""
+    return "".join(line + "\n" for line in _yaml_lines(value, 0))
+
+
+def _yaml_lines(value, indent: int) -> list[str]:
+    pad = " " * indent
+    lines: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                lines += [f"{pad}{_scalar(key)}:", *_yaml_lines(item, indent + 2)]
+            else:
+                lines.append(f"{pad}{_scalar(key)}: {_scalar(item)}")
+    else:
+        for item in value:
+            nested = _yaml_lines(item, indent + 2) if isinstance(item, (dict, list)) else []
+            if nested and item:
+                lines += [f"{pad}- {nested[0].lstrip()}", *nested[1:]]
+            else:
+                lines.append(f"{pad}- {_scalar(item)}")
+    return lines
+
+
+def _scalar(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dict | list):  # empty
+        return "{}" if isinstance(value, dict) else "[]"
+    if isinstance(value, str) and _PLAIN.fullmatch(value):
+        return value  # a name such as apiVersion's or a key: plain, as people write them
+    return json.dumps(value)

@@ -25,6 +25,7 @@ from typing import Any
 
 from adp.connectors.sinks.file import write_atomic
 from adp.connectors.sinks.stored import StoredObject, TrajectoryStore, parse_documents
+from adp.schemas import lineage
 from adp.schemas.contracts import sample_key, verdict_status
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 TEXT_LIMIT = 2000  # characters of description / answer kept for the search
 BATCH = 64  # objects summarised between two looks at the stop flag
 REBUILD_EVERY = 1.0  # seconds: how often a long build republishes the list
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 VERDICTS = ("passed", "failed", "error", "unverified")
 
 
@@ -72,6 +73,10 @@ def summarise(doc: dict, name: str, line: int) -> dict:
         "final_result": _cut(doc.get("final_result")),
         "object": name,
         "line": line,
+        # synthesized tasks (adp synthesize): where they came from
+        "generation": lineage.generation_of(doc),
+        "method": lineage.method_of(doc),
+        "parents": lineage.parent_ids(doc),
     }
     return _with_text(summary)
 
@@ -107,6 +112,8 @@ class TrajectoryIndex:
         # object name -> (version, summaries of the trajectories in it)
         self.objects: dict[str, tuple[str, list[dict]]] = {}
         self.by_key: dict[str, dict] = {}  # trajectory key -> its summary
+        self.by_task: dict[str, list[dict]] = {}  # task_id -> its samples' summaries
+        self.children: dict[str, list[str]] = {}  # task_id -> tasks synthesized from it
         self.ordered: list[dict] = []  # newest finished first
         self.indexed = 0  # listed objects whose current version is summarised
         self.reads = 0  # objects opened (tests check pages open none)
@@ -195,6 +202,7 @@ class TrajectoryIndex:
                 ):
                     by_key[s["key"]] = s
         self.by_key = by_key
+        self._index_lineage()
         self.indexed = sum(
             1
             for name, (version, _) in self.objects.items()
@@ -206,6 +214,43 @@ class TrajectoryIndex:
         self.generation += 1
         if self.on_change is not None:
             self.on_change(self.state())
+
+    def _index_lineage(self) -> None:
+        by_task: dict[str, list[dict]] = {}
+        children: dict[str, set[str]] = {}
+        for s in self.by_key.values():
+            by_task.setdefault(s["task_id"], []).append(s)
+            for parent in s.get("parents") or ():
+                children.setdefault(parent, set()).add(s["task_id"])
+        self.by_task = by_task
+        self.children = {parent: sorted(ids) for parent, ids in children.items()}
+
+    def lineage(self, task_id: str) -> dict | None:
+        """A task's parents and children among the stored trajectories (opens no object);
+        None when no trajectory of it is stored."""
+        samples = self.by_task.get(task_id)
+        if not samples:
+            return None
+        first = min(samples, key=lambda s: s["sample_index"])
+        return {
+            "task_id": task_id,
+            "generation": first.get("generation", 0),
+            "method": first.get("method"),
+            "parents": [self._related(p) for p in first.get("parents") or ()],
+            "children": [self._related(c) for c in self.children.get(task_id, ())],
+        }
+
+    def _related(self, task_id: str) -> dict:
+        samples = self.by_task.get(task_id) or []
+        first = min(samples, key=lambda s: s["sample_index"]) if samples else None
+        return {
+            "task_id": task_id,
+            "key": first["key"] if first else None,  # None: no trajectory of it stored
+            "generation": first.get("generation") if first else None,
+            "method": first.get("method") if first else None,
+            "passed": sum(1 for s in samples if s["success"]),
+            "samples": len(samples),
+        }
 
     def _set_list_error(self, error: str | None) -> None:
         if error != self.list_error:

@@ -15,6 +15,8 @@ Server-Sent Event streams.
                                     added to an earlier step's (prefix_step)
     GET /api/trajectories/{key}?request={step_id}
                                     that step's LLM request whole (schemas/conversation.py)
+    GET /api/lineage/{task_id}      a synthesized task's parents and the tasks synthesized from
+                                    it, among the stored trajectories
     GET /api/artifacts/{task_id}/step-{n}/{name}
                                     a file a step wrote, stored beside the trajectory
     GET /api/dlq                    the newest dead letters with their reasons
@@ -147,6 +149,7 @@ class Console:
         app.router.add_get("/api/overview", self.overview)
         app.router.add_get("/api/trajectories", self.trajectories)
         app.router.add_get("/api/trajectories/{key:.+}", self.trajectory)
+        app.router.add_get("/api/lineage/{task_id}", self.lineage)
         app.router.add_get("/api/artifacts/{name:.+}", self.artifact)
         app.router.add_get("/api/dlq", self.dead_letters)
         app.router.add_static("/static/", STATIC, follow_symlinks=False)
@@ -219,6 +222,13 @@ class Console:
         if "request" in request.query:
             return web.json_response(_full_request(doc, request.query["request"]), dumps=_dumps)
         return web.json_response(doc, dumps=_dumps)
+
+    async def lineage(self, request: web.Request) -> web.Response:
+        task_id = request.match_info["task_id"]
+        found = self.index.lineage(task_id)
+        if found is None:
+            raise web.HTTPNotFound(text=f"no stored trajectory of task {task_id!r}")
+        return web.json_response(found, dumps=_dumps)
 
     async def artifact(self, request: web.Request) -> web.Response:
         """A step's file, as the sink stored it. Code in the sandbox wrote it, so nothing in

@@ -118,6 +118,7 @@ def render_card(
     ]
     for split, path in files.items():
         lines.append(f"| {split} | {stats.trajectories[split]} | {stats.rows[split]} | `{path}` |")
+    lines += _lineage_lines(stats)
     lines += ["", "## Models and providers", ""]
     lines += [f"- model `{m}`: {n} trajectories" for m, n in stats.models.most_common()] or [
         "- none (no LLM call)"
@@ -156,6 +157,33 @@ def render_card(
     return "\n".join(lines)
 
 
+def _lineage_lines(stats: Stats) -> list[str]:
+    """Synthesized tasks (`adp synthesize`): counts per generation and method, and the pass
+    rate per generation (how hard each generation is for the agents that ran it)."""
+    if not stats.synthesized:
+        return []
+    lines = [
+        "",
+        "## Synthesized tasks",
+        "",
+        "Tasks made by `adp synthesize` from earlier trajectories, by generation (hand-written "
+        "tasks are generation 0) and method; each one's lineage is in its task's "
+        "`metadata.lineage`.",
+        "",
+        "| generation | method | trajectories |",
+        "|---:|---|---:|",
+    ]
+    for (generation, method), n in sorted(stats.lineage.items()):
+        lines.append(f"| {generation} | {method} | {n} |")
+    lines += ["", "| generation | trajectories | pass rate |", "|---:|---:|---:|"]
+    for generation in sorted({g for g, _ in stats.lineage}):
+        total = sum(n for (g, _), n in stats.lineage.items() if g == generation)
+        lines.append(
+            f"| {generation} | {total} | {_pct(stats.generation_success[generation], total)} |"
+        )
+    return lines
+
+
 def card_facts(stats: Stats) -> dict[str, Any]:
     """The card's numbers as JSON (adp export --json)."""
     return {
@@ -169,4 +197,11 @@ def card_facts(stats: Stats) -> dict[str, Any]:
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.completion_tokens,
         "cost_usd": stats.cost_usd if stats.priced else None,
+        "generations": {
+            str(g): {
+                "methods": {m: n for (gg, m), n in stats.lineage.items() if gg == g},
+                "success": stats.generation_success[g],
+            }
+            for g in sorted({g for g, _ in stats.lineage})
+        },
     }

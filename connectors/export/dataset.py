@@ -33,6 +33,7 @@ from adp.connectors.export.chat import (
 from adp.connectors.export.select import Dedup, models_of, providers_of, split_of
 from adp.connectors.sinks.file import write_atomic
 from adp.core.errors import BadInput
+from adp.schemas import lineage
 from adp.schemas.contracts import Trajectory
 from adp.schemas.conversation import ConversationError, with_full_requests
 
@@ -111,6 +112,14 @@ class Stats:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     priced: int = 0  # trajectories with a cost
+    # synthesized tasks (schemas/lineage.py): (generation, method) -> trajectories, and per
+    # generation the successful ones; generation 0, method "hand-written": the others
+    lineage: Counter = field(default_factory=Counter)
+    generation_success: Counter = field(default_factory=Counter)
+
+    @property
+    def synthesized(self) -> bool:
+        return any(generation for generation, _ in self.lineage)
 
     @property
     def written(self) -> int:
@@ -280,6 +289,9 @@ class Exporter:
         per.verdicts[t.verdict_status] += 1
         s.models.update(models_of(t))
         s.providers.update(providers_of(t))
+        generation = lineage.generation_of(t)
+        s.lineage[(generation, lineage.method_of(t) or "hand-written")] += 1
+        s.generation_success[generation] += int(t.success)
         s.prompt_tokens += t.metadata.prompt_tokens
         s.completion_tokens += t.metadata.completion_tokens
         if t.metadata.cost_usd is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
+from adp.schemas import lineage
 from adp.schemas.contracts import ErrorType, Trajectory
 
 
@@ -26,6 +27,8 @@ class Filters:
     # keep trajectories given up to an outage of the LLM, sandbox or browser: they say
     # nothing about the agent, so they are left out unless asked for
     infrastructure: bool = False
+    generations: frozenset[int] | None = None  # of synthesized tasks (0: hand-written)
+    methods: frozenset[str] | None = None  # synthesis methods (atomic, depth, width)
 
     def why_not(self, t: Trajectory) -> str | None:
         """None if `t` is kept, else the filter that drops it."""
@@ -45,6 +48,10 @@ class Filters:
             return "too many steps"
         if self.since is not None and t.metadata.finished_at < self.since:
             return "finished before --since"
+        if self.generations is not None and lineage.generation_of(t) not in self.generations:
+            return "another generation"
+        if self.methods is not None and lineage.method_of(t) not in self.methods:
+            return "another synthesis method"
         return None
 
     def describe(self) -> list[str]:
@@ -62,7 +69,28 @@ class Filters:
             from datetime import datetime
 
             out.append("finished since " + datetime.fromtimestamp(self.since, UTC).isoformat())
+        if self.generations is not None:
+            out.append("generation " + ", ".join(map(str, sorted(self.generations))))
+        if self.methods is not None:
+            out.append("synthesis method " + ", ".join(sorted(self.methods)))
         return out or ["none"]
+
+
+def parse_generations(text: str) -> frozenset[int]:
+    """ "2", "0,2" or "1-3" -> the generations; ValueError names what is wrong."""
+    found: set[int] = set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        low, sep, high = part.partition("-")
+        try:
+            first, last = int(low), int(high) if sep else int(low)
+        except ValueError:
+            raise ValueError(f"{part!r}: a generation (0, 1, ...) or a range such as 1-3") from None
+        if first < 0 or last < first:
+            raise ValueError(f"{part!r}: generations count up from 0 (hand-written tasks)")
+        found.update(range(first, last + 1))
+    if not found:
+        raise ValueError("name at least one generation")
+    return frozenset(found)
 
 
 def models_of(t: Trajectory) -> list[str]:

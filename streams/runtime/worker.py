@@ -58,7 +58,10 @@ log = logging.getLogger(__name__)
 
 
 def default_runtime_id(task_type: str) -> str:
-    return f"{task_type}-{socket.gethostname()}-{os.getpid()}"
+    """<type>-<host>-<pid>-<random>: host and pid say where to look for a runtime's logs, the
+    random part keeps ids unique where neither is, as in replicas of one container image on
+    one host network (same hostname, same pid in every container)."""
+    return f"{task_type}-{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 def by_partition(records: list[ConsumerRecord]) -> dict[TopicPartition, list[ConsumerRecord]]:

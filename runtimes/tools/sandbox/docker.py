@@ -7,8 +7,12 @@ file-size limits, wall-clock timeout (the container is killed), output cut at ou
 characters.
 
 The image holds the same environment as the bubblewrap sandbox: built once from the same
-requirements file (env.py) on top of python:3.11-slim and tagged adp-sandbox:<requirements key>,
-so changing the file builds a new image. `image=` names a ready image instead.
+requirements file (env.py) on top of a base image (ADP_SANDBOX_DOCKER_BASE, default
+python:3.11-slim) and tagged adp-sandbox:<key of base and requirements>, so changing either
+builds a new image. The build installs the requirements with pip, so it needs the package index:
+ADP_SANDBOX_DOCKER_NETWORK names the network the build runs on (e.g. "host" on engines without a
+default bridge). `image=` names a ready image instead. The code itself always runs with no
+network.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import hashlib
 import io
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -25,6 +30,8 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from adp.core.errors import DependencyUnavailable
+from adp.core.settings import settings
 from adp.runtimes.tools.sandbox.artifacts import collect, snapshot
 from adp.runtimes.tools.sandbox.base import (
     ENV,
@@ -36,18 +43,25 @@ from adp.runtimes.tools.sandbox.base import (
 )
 from adp.runtimes.tools.sandbox.env import announced, requirement_lines, requirements_path
 
-BASE_IMAGE = "python:3.11-slim"
-
 
 class DockerSandbox:
-    def __init__(self, image: str | None = None, client=None):
+    def __init__(
+        self,
+        image: str | None = None,
+        client=None,
+        base: str | None = None,
+        build_network: str | None = None,
+    ):
         try:
             import docker
 
             self.client = client or docker.from_env(timeout=30)
             self.client.ping()
         except Exception as e:  # DockerException, connection errors, missing socket
-            raise RuntimeError(f"no Docker engine reachable: {e}") from None
+            raise DependencyUnavailable(f"no Docker engine reachable: {e}") from None
+        conf = settings().sandbox
+        self.base = base or conf.docker_base
+        self.build_network = build_network or conf.docker_network
         self.requirements = requirements_path().read_text()
         self.image = image or self._sandbox_image()
         self.env = _ImageEnv(announced(self.requirements))
@@ -57,30 +71,48 @@ class DockerSandbox:
         import docker.errors
 
         key = hashlib.sha256(
-            "\n".join([BASE_IMAGE, *requirement_lines(self.requirements)]).encode()
+            "\n".join([self.base, *requirement_lines(self.requirements)]).encode()
         ).hexdigest()[:16]
         tag = f"adp-sandbox:{key}"
         try:
             self.client.images.get(tag)
         except docker.errors.ImageNotFound:
-            dockerfile = (
-                f"FROM {BASE_IMAGE}\nCOPY requirements.txt /tmp/requirements.txt\n"
-                "RUN pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt"
-                " && rm /tmp/requirements.txt\n"
-            )
-            context = io.BytesIO()
-            with tarfile.open(fileobj=context, mode="w") as tar:
-                for name, text in (
-                    ("Dockerfile", dockerfile),
-                    ("requirements.txt", self.requirements),
-                ):
-                    data = text.encode()
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-            context.seek(0)
-            self.client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+            self._build(tag)
         return tag
+
+    def _build(self, tag: str) -> None:
+        import docker.errors
+
+        dockerfile = (
+            f"FROM {self.base}\nCOPY requirements.txt /tmp/requirements.txt\n"
+            "RUN pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt"
+            " && rm /tmp/requirements.txt\n"
+        )
+        context = io.BytesIO()
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            for name, text in (("Dockerfile", dockerfile), ("requirements.txt", self.requirements)):
+                data = text.encode()
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        context.seek(0)
+        try:
+            self.client.images.build(
+                fileobj=context,
+                custom_context=True,
+                tag=tag,
+                rm=True,
+                forcerm=True,  # no half-built containers left behind by a failed step
+                network_mode=self.build_network,
+            )
+        except (docker.errors.BuildError, docker.errors.APIError) as e:
+            raise DependencyUnavailable(
+                f"cannot build the docker sandbox image {tag} from {self.base} "
+                f"(network {self.build_network or 'the engine default'}): "
+                f"{_last_line(e)}; set ADP_SANDBOX_DOCKER_NETWORK (e.g. host) where builds "
+                "need another network to reach the package index, ADP_SANDBOX_DOCKER_BASE "
+                "to a base image the engine has, or use the bwrap backend"
+            ) from None
 
     @asynccontextmanager
     async def workspace(self) -> AsyncIterator[Workspace]:
@@ -199,6 +231,22 @@ with open("/code/main.py", "w", encoding="utf-8") as f:
 os.chmod("/code/main.py", 0o444)
 os.execvp("python3", ["python3", "/code/main.py"])
 """
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_BUILDER_NOISE = ("Removing intermediate container", "--->", "Step ")
+
+
+def _last_line(error: Exception) -> str:
+    """The build's own last words (pip's error, the missing base), not the SDK's wrapper."""
+    lines = [
+        _ANSI.sub("", chunk["stream"]).strip()
+        for chunk in getattr(error, "build_log", None) or ()
+        if isinstance(chunk, dict) and chunk.get("stream", "").strip()
+    ]
+    lines = [line for line in lines if line and not line.startswith(_BUILDER_NOISE)]
+    message = _ANSI.sub("", str(getattr(error, "msg", None) or error)).strip()
+    return " ".join(" | ".join([*lines[-2:], message]).split())  # one line
 
 
 class _ImageEnv:

@@ -25,6 +25,31 @@ export async function showTrajectory(key) {
   }
   box.replaceChildren();
   append(box, render(doc, key));
+  showLineage(doc.task_id, box.querySelector('[data-part="lineage"]'));
+}
+
+// A synthesized task's parents and the tasks synthesized from it (adp synthesize), each a
+// link to its trajectory where one is stored. Hidden for a task with neither.
+async function showLineage(taskId, card) {
+  let lineage;
+  try {
+    lineage = await getJSON(`/api/lineage/${encodeURIComponent(taskId)}`);
+  } catch (err) {
+    return; // not indexed yet: the card stays hidden
+  }
+  if (!lineage.parents.length && !lineage.children.length) return;
+  const link = (t) => (t.key
+    ? el('a', { href: `#trajectory/${encodeURIComponent(t.key)}`, class: 'task' }, t.task_id)
+    : el('span', { class: 'task dim', title: 'no trajectory stored' }, t.task_id));
+  const row = (t) => el('li', { dataset: { task: t.task_id } }, link(t),
+    t.method ? el('span', { class: 'tag' }, `${t.method} · generation ${t.generation}`) : el('span', { class: 'tag dim' }, 'hand-written'),
+    t.samples ? el('span', { class: 'dim' }, ` ${t.passed}/${t.samples} passed`) : null);
+  append(card, [
+    el('h3', {}, lineage.method ? `Lineage: ${lineage.method}, generation ${lineage.generation}` : 'Lineage: hand-written'),
+    lineage.parents.length ? [el('div', { class: 'part-title' }, 'Synthesized from'), el('ul', { dataset: { part: 'parents' } }, lineage.parents.map(row))] : null,
+    lineage.children.length ? [el('div', { class: 'part-title' }, `Tasks synthesized from it (${lineage.children.length})`), el('ul', { dataset: { part: 'children' } }, lineage.children.map(row))] : null,
+  ]);
+  card.hidden = false;
 }
 
 // The index moved: a trajectory this page waits for may have landed.
@@ -47,6 +72,7 @@ function render(doc, key) {
       status !== 'unverified' ? el('span', { class: `tag ${status === 'passed' ? 'ok' : status === 'failed' ? 'bad' : 'warn'}`, dataset: { part: 'verdict' } },
         `verified: ${status === 'error' ? 'could not verify' : status}`) : el('span', { class: 'tag dim' }, 'no verifier')),
     el('section', { class: 'card' }, el('h3', {}, 'Task'), el('div', { class: 'text', dataset: { part: 'description' } }, doc.description || '')),
+    el('section', { class: 'card', dataset: { part: 'lineage' }, hidden: true }),
     el('dl', { class: 'meta' },
       term('runtime', meta.runtime_id), term('attempt', meta.attempt_id),
       term('started', clock(meta.started_at)), term('finished', clock(meta.finished_at)),
