@@ -32,6 +32,11 @@ TASKS_FINISHED = Counter(
     "Tasks finished (finished event acked)",
     ["task_type", "outcome", "error_type"],
 )
+TASKS_CANCELLED = Counter(
+    "adp_tasks_cancelled_total",
+    "Running tasks cancelled and left to another member to redo (reason: moved, drain)",
+    ["task_type", "reason"],
+)
 TASKS_IN_FLIGHT = Gauge("adp_tasks_in_flight", "Tasks running now", ["task_type"])
 CONCURRENCY_LIMIT = Gauge(
     "adp_runtime_concurrency_limit",

@@ -737,12 +737,13 @@ async def test_task_fetched_just_before_a_revocation_is_not_started_by_the_old_o
 
     async def hold_until_revoked(commit: dict[int, int]) -> None:
         # Hold the commit _start_batch makes before starting the task, until the rebalance
-        # has revoked A's partitions (fault injection: it only widens a real window).
+        # has begun at A (fault injection: it only widens a real window). A rebalance first
+        # holds every partition (streams/runtime/rebalance.py), then revokes those that moved.
         nonlocal armed
         if armed and 0 in commit:
             armed = False
             reached.set()
-            await until(lambda: a.revocations, "A's partitions to be revoked")
+            await until(lambda: a.rebalance.settling or a.revocations, "A's rebalance to begin")
 
     a = ObservedWorker(
         runtime,

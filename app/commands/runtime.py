@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import logging
 import signal
+from typing import Any
 
 import click
 
@@ -50,8 +51,26 @@ from adp.streams.runtime.worker import RuntimeWorker, default_runtime_id
     type=float,
     default=30.0,
     show_default=True,
-    help="On SIGTERM/Ctrl-C: seconds running tasks get to finish; the rest are redone "
-    "by another member.",
+    help="On SIGTERM/Ctrl-C: seconds running tasks get to finish (no new task starts "
+    "meanwhile); the rest are handed back uncommitted and redone by another member.",
+)
+@click.option(
+    "--rebalance",
+    type=click.Choice(["sticky", "eager"]),
+    default="sticky",
+    show_default=True,
+    help="sticky: a rebalance (a member joins or leaves) cancels only the tasks whose "
+    "partitions moved to another member, and moves as few as an even spread of every "
+    "lane allows. eager: every rebalance cancels every running task of the group (the "
+    "plain Kafka consumer; for comparison).",
+)
+@click.option(
+    "--instance-id",
+    default=None,
+    help="Static group membership: a stable name for this member, unique in its group "
+    "(e.g. the pod or host name). Restarted under the same name within the session "
+    "timeout, it gets its partitions back; stopped for good, its partitions wait out the "
+    "session timeout before another member takes them.",
 )
 @click.option(
     "--max-outage",
@@ -71,6 +90,8 @@ def runtime_command(
     metrics_port: int | None,
     min_share: float,
     drain_timeout: float,
+    rebalance: str,
+    instance_id: str | None,
     max_outage: float | None,
     conf: Settings,
 ) -> None:
@@ -81,9 +102,10 @@ def runtime_command(
     the next task from the highest lane with work, except that each lower lane gets at least
     --min-share of the starts. Start more processes, here or on other hosts, to share the
     partitions. Every step goes to adp.steps as it happens.
-    Stops cleanly on Ctrl-C / SIGTERM: running tasks get --drain-timeout seconds to finish, the
-    rest are redone by another member; the process ends soon after even when the broker is
-    gone.
+    A rebalance keeps the tasks whose partitions stay (--rebalance). Stops cleanly on Ctrl-C /
+    SIGTERM: it takes no new task, running ones get --drain-timeout seconds to finish, the rest
+    are handed back to the group, and it says what it did; the process ends soon after even
+    when the broker is gone.
     An outage of the LLM endpoint (every configured provider unreachable, refusing or
     overloaded past its retries), of the sandbox or of the browser pauses the runtime instead
     of failing tasks: /health says degraded, `adp status` shows it, and the tasks that met it
@@ -96,11 +118,28 @@ def runtime_command(
         runtime_cls = load_runtime(name)
     except UnknownRuntime as exc:
         raise click.ClickException(str(exc)) from exc
+    rid = runtime_id or default_runtime_id(name)
+    worker, model = _worker(
+        runtime_cls,
+        rid,
+        conf,
+        concurrency=concurrency,
+        group_id=group,
+        min_share=min_share,
+        keep_running_on_rebalance=rebalance == "sticky",
+        instance_id=instance_id,
+        outages=OutageBreaker.from_settings(runtime_cls.task_type, rid, max_outage),
+    )
+    port = conf.metrics_port if metrics_port is None else metrics_port
+    asyncio.run(_serve(worker, model, drain_timeout, port))
+
+
+def _worker(runtime_cls: type, rid: str, conf: Settings, **options) -> tuple[RuntimeWorker, Any]:
+    """The worker, and the LLM client its runtime and verifiers share."""
     from adp.core.limit import AdaptiveLimit
     from adp.runtimes.llm.client import build_model
 
-    task_type = runtime_cls.task_type
-    rid = runtime_id or default_runtime_id(name)
+    concurrency = options["concurrency"]
     limit = AdaptiveLimit(initial=concurrency, maximum=concurrency)
     model = build_model({"limit": limit, "connections": concurrency})
     logging.getLogger(__name__).info("runtime %s asks %s", rid, model.describe())
@@ -108,39 +147,34 @@ def runtime_command(
     # a task's verifier judges with the same provider chain the agent used
     worker = RuntimeWorker(
         runtime,
-        task_type,
+        runtime_cls.task_type,
         conf,
-        concurrency=concurrency,
         runtime_id=rid,
-        group_id=group,
         limit=limit,
-        min_share=min_share,
         verify_context=VerifyContext(model_factory=lambda: model),
-        outages=OutageBreaker.from_settings(task_type, rid, max_outage),
+        **options,
     )
+    return worker, model
 
-    async def main() -> None:
-        stop = asyncio.Event()
 
-        def on_signal() -> None:
-            if not stop.is_set():  # the worker drains; this ends a shutdown stuck on a broker
-                exit_if_stuck(drain_timeout + 15, f"runtime {rid}")
-            stop.set()
+async def _serve(
+    worker: RuntimeWorker, model: Any, drain_timeout: float, metrics_port: int | None
+) -> None:
+    stop = asyncio.Event()
 
-        watch_children_with_pidfd()  # no waitpid thread per sandbox run (Python 3.11)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
-        try:
-            await worker.run(
-                stop,
-                drain_timeout=drain_timeout,
-                metrics_port=conf.metrics_port if metrics_port is None else metrics_port,
-            )
-        finally:
-            await model.aclose()  # its HTTP sessions belong to this loop
+    def on_signal() -> None:
+        if not stop.is_set():  # the worker drains; this ends a shutdown stuck on a broker
+            exit_if_stuck(drain_timeout + 15, f"runtime {worker.runtime_id}")
+        stop.set()
 
-    asyncio.run(main())
+    watch_children_with_pidfd()  # no waitpid thread per sandbox run (Python 3.11)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await worker.run(stop, drain_timeout=drain_timeout, metrics_port=metrics_port)
+    finally:
+        await model.aclose()  # its HTTP connections, closed before the loop ends
 
 
 runtime_command.help = (

@@ -1,18 +1,19 @@
 """Offset commits of a runtime, coalesced: at most one commit in flight per consumer.
 
 A runtime at concurrency 64 finishes and starts tasks many times a second; a commit per task, each
-waiting its turn for a broker round trip, made the commit path the runtime's ceiling (issue 13: ~20
-LLM calls/s against an ideal of 320). Here every request made while a commit is in flight joins the
+waiting its turn for a broker round trip, made the commit path the runtime's ceiling (~20 LLM
+calls/s against an ideal of 320). Here every request made while a commit is in flight joins the
 next one, which carries the newest state of every partition asked for, so the commit rate follows
-the broker's round trip, not the task rate. What is committed is still decided by the worker at the
-moment the commit is sent (streams/runtime/offsets.py: only the contiguous done prefix), so
-coalescing never commits past an unfinished task.
+the broker's round trip, not the task rate. What is committed is still decided at the moment the
+commit is sent, by the partition progress (streams/runtime/progress.py: only the contiguous done
+prefix of partitions this member owns), so coalescing never commits past an unfinished task.
 
 A commit the group refuses because it rebalanced without this member (CommitFailedError: cut off
 from Kafka for longer than the session timeout, or too slow to rejoin) is not an error of the
 runtime: the partitions may belong to another member now, which redoes from the committed offset
 whatever was not committed here, and aiokafka rejoins the group (revoking, then assigning).
-It is logged, once until a commit succeeds again, and the runtime carries on."""
+It is logged, once until a commit succeeds again, and the runtime carries on; `now` tells a
+caller that must know (the commit that begins a rebalance's hold, streams/runtime/rebalance.py)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,8 @@ from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError
-from aiokafka.structs import OffsetAndMetadata
 
-from adp.streams.runtime.offsets import PartitionOffsets
-from adp.streams.runtime.poison import PoisonLedger
+from adp.streams.runtime.progress import PartitionProgress
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +37,8 @@ def _retrieve(fut: asyncio.Future) -> None:
 
 
 class RuntimeCommits:
-    """The commits of one runtime consumer over the worker's per-partition trackers and poison
-    ledgers (shared dicts: the worker starts, finishes and forgets offsets in them).
+    """The commits of one runtime consumer: what to commit comes from `progress.commit_points`,
+    sent for the partitions the consumer still has assigned.
 
     `request(partitions)` returns a future that resolves once a commit sent after the request
     (so covering the state at request time, or newer) has completed, or fails with its error;
@@ -48,11 +47,10 @@ class RuntimeCommits:
     def __init__(
         self,
         consumer: Callable[[], AIOKafkaConsumer | None],
-        offsets: dict[TopicPartition, PartitionOffsets],
-        ledgers: dict[TopicPartition, PoisonLedger],
+        progress: PartitionProgress,
         paused: Callable[[], dict | None] = lambda: None,
     ):
-        self._consumer, self.offsets, self.ledgers = consumer, offsets, ledgers
+        self._consumer, self._progress = consumer, progress
         self.paused = paused  # the outage note every commit carries while paused
         self._lock = asyncio.Lock()
         self._dirty: set[TopicPartition] = set()
@@ -93,34 +91,27 @@ class RuntimeCommits:
             else:
                 round_.set_result(None)
 
-    async def now(self, partitions: list[TopicPartition], clean: bool = False) -> None:
+    async def now(
+        self, partitions: list[TopicPartition], clean: bool = False, holding: bool = False
+    ) -> bool:
         """Commit each partition's contiguous done prefix, with the running offsets and strikes as
         metadata (streams/runtime/poison.py). `clean`: report nothing running (tasks were cancelled
-        on purpose)."""
+        on purpose). `holding`: the commit that begins a hold (streams/runtime/progress.py).
+        False when the group refused the commit (it rebalanced without this member)."""
         async with self._lock:
             consumer = self._consumer()
-            owned = {}
-            for tp in partitions:
-                tracker = self.offsets.get(tp)
-                if (
-                    tp not in consumer.assignment()
-                    or tracker is None
-                    or tracker.committable is None
-                ):
-                    continue
-                ledger = self.ledgers.setdefault(tp, PoisonLedger())
-                running = set() if clean else tracker.running_offsets
-                owned[tp] = OffsetAndMetadata(
-                    tracker.committable,
-                    ledger.metadata(running, tracker.committable, self.paused()),
-                )
+            assigned = consumer.assignment()
+            owned = self._progress.commit_points(
+                [tp for tp in partitions if tp in assigned], clean, holding, self.paused()
+            )
             if owned:
                 try:
                     await consumer.commit(owned)
                 except CommitFailedError:
                     self._log_refusal(len(owned))
-                    return
+                    return False
                 self._refused = False
+            return True
 
     def _log_refusal(self, partitions: int) -> None:
         if self._refused:

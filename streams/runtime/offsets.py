@@ -4,6 +4,11 @@ Tasks of one partition finish out of order. Committing offset N tells Kafka "eve
 is done", so the commit may only advance over a contiguous prefix of finished offsets: the
 lowest offset still running (or not yet started) bounds it. A crash then redoes at most the
 tasks at or after that bound, never skips one.
+
+Where fetching resumes when a member keeps a partition through a rebalance (`resume_at`): just
+past the highest offset started here and not abandoned, so nothing started is fetched twice and
+nothing above it is skipped (offsets are started in partition order, and an abandoned batch --
+taken but never run, because a revocation came first -- is always the latest one).
 """
 
 from __future__ import annotations
@@ -35,6 +40,22 @@ class PartitionOffsets:
         while self._finished and (floor is None or self._finished[0] < floor):
             self.committable = heapq.heappop(self._finished) + 1
         return self.committable if self.committable != before else None
+
+    def abandon(self, offsets: list[int] | set[int]) -> None:
+        """Offsets taken but never run (a revocation came first): as if never started. They
+        are the latest ones started, so the commit point, which never passed them, stands."""
+        self._running.difference_update(offsets)
+
+    @property
+    def resume_at(self) -> int | None:
+        """The next offset to fetch: past everything started here and not abandoned."""
+        pending = max(self._running, default=None)
+        if self._finished:
+            top = max(self._finished)
+            pending = top if pending is None else max(pending, top)
+        if pending is None:
+            return self.committable
+        return max(pending + 1, self.committable or 0)
 
     @property
     def running(self) -> int:

@@ -21,6 +21,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
 log = logging.getLogger(__name__)
 
 MAX_METADATA = 3000  # Kafka's offset.metadata.max.bytes defaults to 4096
@@ -73,6 +76,30 @@ class PoisonLedger:
 
     def clear(self, offset: int) -> None:
         self.strikes.pop(offset, None)
+
+
+async def read_ledgers(
+    admin: AIOKafkaAdminClient, group_id: str, partitions: set[TopicPartition]
+) -> dict[TopicPartition, PoisonLedger]:
+    """The ledger of each partition from its committed offset's metadata, as a new owner finds
+    it (offsets that were running when the last owner stopped without a clean commit get a
+    strike)."""
+    committed = await admin.list_consumer_group_offsets(group_id, partitions=list(partitions))
+    ledgers = {}
+    for tp in partitions:
+        meta = committed.get(tp)
+        ledger = PoisonLedger.from_metadata(
+            meta.metadata if meta else None, meta.offset if meta and meta.offset >= 0 else None
+        )
+        ledgers[tp] = ledger
+        if ledger.strikes:
+            log.warning(
+                "partition %s[%d]: tasks running when the previous owner died: %s",
+                tp.topic,
+                tp.partition,
+                ledger.strikes,
+            )
+    return ledgers
 
 
 class Quarantine:
