@@ -142,7 +142,6 @@ def _worker(runtime_cls: type, rid: str, conf: Settings, **options) -> tuple[Run
     concurrency = options["concurrency"]
     limit = AdaptiveLimit(initial=concurrency, maximum=concurrency)
     model = build_model({"limit": limit, "connections": concurrency})
-    logging.getLogger(__name__).info("runtime %s asks %s", rid, model.describe())
     runtime = runtime_cls(RuntimeContext(runtime_id=rid, model=model))
     # a task's verifier judges with the same provider chain the agent used
     worker = RuntimeWorker(
@@ -153,6 +152,9 @@ def _worker(runtime_cls: type, rid: str, conf: Settings, **options) -> tuple[Run
         limit=limit,
         verify_context=VerifyContext(model_factory=lambda: model),
         **options,
+    )
+    worker.on_started.append(
+        lambda: logging.getLogger(__name__).info("runtime %s asks %s", rid, model.describe())
     )
     return worker, model
 

@@ -151,6 +151,9 @@ class RuntimeWorker:
         self.health.checks += [self.watch.broker_check, self.watch.assignment_check]
         self.health.degraded.append(self.outages.degraded)
         self.outages.on_change.append(self._outage_changed)
+        # called once connected and the runtime is up: what a start-up line reports comes after
+        # the start-up errors, which stay one line each
+        self.on_started: list[Callable[[], None]] = []
         self._server = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -171,6 +174,8 @@ class RuntimeWorker:
                 self.concurrency,
                 self.min_share,
             )
+            for started in self.on_started:
+                started()
             watcher = asyncio.create_task(self.watch.run(stop))
             stack.callback(watcher.cancel)
             await self._poll_loop(stop)
@@ -209,8 +214,11 @@ class RuntimeWorker:
             self.consumer, self.task_type, prefetch=self.concurrency, min_share=self.min_share
         )
         self.rebalance.attach(self.consumer, self.intake)
-        self.consumer.subscribe(self.intake.topics, listener=self.rebalance)
         await clients.start(self.consumer, self.conf)
+        # subscribed once started: start() would otherwise wait for the first assignment, and
+        # joining a busy group (its members finish or hand back running tasks first) may take
+        # longer than the broker takes to answer; the poll loop waits for it instead
+        self.consumer.subscribe(self.intake.topics, listener=self.rebalance)
         # /metrics and /health once the broker answered: an unreachable broker is one
         # error line, not a server started and stopped
         self._server = await metrics.serve(self.health, metrics_port)
