@@ -42,6 +42,7 @@ from adp.core.settings import flag, settings
 from adp.runtimes.base import CURRENT_SAMPLING, ModelReply, ToolCall
 from adp.runtimes.llm.cache import LLMCache, fingerprint
 from adp.runtimes.llm.providers import Provider, resolve_providers
+from adp.runtimes.llm.tokens import TokenCapture
 from adp.schemas.contracts import LlmExchange
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class LLMClient:
         self._clients: dict[tuple[str, int], openai.AsyncOpenAI] = {}
         self._price = Pricer()  # ADP_PRICES, read at the first call
         self._down_until: dict[str, float] = {}
+        self.tokens = TokenCapture.from_settings()  # token ids and logprobs (tokens.py)
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.providers)
@@ -240,6 +242,7 @@ class LLMClient:
         params: dict[str, Any],
     ) -> tuple[dict[str, Any], float]:
         body: dict[str, Any] = {"model": provider.model, "messages": messages, **params}
+        body.update(self.tokens.params(provider.name))
         if tools:
             body["tools"] = tools
         started = time.perf_counter()
@@ -324,6 +327,7 @@ class LLMClient:
             latency=latency,
             cached=cached,
         )
+        self.tokens.record(exchange, raw)
         exchange.cost_usd = self._price(
             provider.name,
             provider.model,
