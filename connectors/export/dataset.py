@@ -7,6 +7,9 @@
     parquet   train.parquet, validation.parquet: one row per conversation, nested messages and
               flat metadata columns (schema: PARQUET_SCHEMA)
     atif      train/<key>.json, validation/<key>.json: one ATIF v1.4 document per trajectory
+    tokens    train.parquet, validation.parquet: one row per trajectory (per segment where a
+              chat template rewrote history) of token ids, loss mask and logprobs, as the
+              endpoint reported them (connectors/export/tokens.py; schema: tokens_schema)
 and README.md, the dataset card, in every case. Files appear complete or not at all (written
 under a temporary name, renamed at the end).
 """
@@ -30,12 +33,14 @@ from adp.connectors.export.chat import (
     sharegpt_problems,
     sharegpt_row,
 )
+from adp.connectors.export.passk import PassTable, reward
 from adp.connectors.export.select import Dedup, models_of, providers_of, split_of
+from adp.connectors.export.tokens import has_ids, row_record, token_sequences, tokens_schema
 from adp.connectors.sinks.file import write_atomic
 from adp.core.errors import BadInput
 from adp.schemas.contracts import Trajectory
 
-FORMATS = ("chat", "sharegpt", "atif", "parquet")
+FORMATS = ("chat", "sharegpt", "atif", "parquet", "tokens")
 SPLITS = ("train", "validation")
 PARQUET_BATCH = 1000
 
@@ -110,6 +115,10 @@ class Stats:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     priced: int = 0  # trajectories with a cost
+    llm_calls: int = 0  # the agents' LLM calls
+    token_calls: int = 0  # of them, with prompt and completion token ids
+    drifts: int = 0  # tokens: calls whose prompt did not extend the previous call's
+    passk: PassTable = field(default_factory=PassTable)
 
     @property
     def written(self) -> int:
@@ -132,7 +141,7 @@ class _Jsonl:
 
 
 class _Parquet:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, schema: Any = None):
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -142,7 +151,7 @@ class _Parquet:
             ) from exc
         self.pa, self.path = pa, path
         self.tmp = path.with_name(f".{path.name}.partial")
-        self.schema = parquet_schema()
+        self.schema = schema or parquet_schema()
         self.writer = pq.ParquetWriter(self.tmp, self.schema)
         self.batch: list[dict[str, Any]] = []
 
@@ -173,11 +182,12 @@ class Exporter:
         dedup: bool = True,
         arguments: str = "string",
         version: str = "0",
+        on_drift: str = "split",
     ) -> None:
         if fmt not in FORMATS:
             raise ExportError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
         self.fmt, self.out, self.validation = fmt, Path(out), validation
-        self.arguments, self.version = arguments, version
+        self.arguments, self.version, self.on_drift = arguments, version, on_drift
         self.dedup = Dedup() if dedup else None
         self.stats = Stats()
         try:
@@ -189,13 +199,17 @@ class Exporter:
 
     def _writer(self, split: str) -> Any:
         if split not in self.writers:
-            if self.fmt == "parquet":
-                self.writers[split] = _Parquet(self.out / f"{split}.parquet")
+            if self.fmt in ("parquet", "tokens"):
+                schema = tokens_schema() if self.fmt == "tokens" else None
+                self.writers[split] = _Parquet(self.out / f"{split}.parquet", schema)
             elif self.fmt in ("chat", "sharegpt"):
                 self.writers[split] = _Jsonl(self.out / f"{split}.jsonl")
         return self.writers.get(split)
 
     def add(self, t: Trajectory) -> None:
+        if self.fmt == "tokens":
+            self._add_tokens(t)
+            return
         convs = conversations(t)
         if self.fmt == "atif":  # one document per trajectory, whatever its conversations
             if self.dedup is None or self.dedup.first(
@@ -234,6 +248,24 @@ class Exporter:
             if self.index is not None:
                 self.index.write({"split": split, "line": writer.count, **_meta(t, conv)})
             writer.write(row)
+
+    def _add_tokens(self, t: Trajectory) -> None:
+        """Rows of token ids, never deduplicated: identical samples of a task are what a
+        group's advantage is computed over."""
+        seqs = token_sequences(t, self.on_drift)
+        self.stats.drifts += seqs.drifts
+        if not seqs.complete:
+            why = "no LLM call" if not seqs.calls else "LLM calls without token ids"
+            self.stats.left_out[why] += 1
+            return
+        if not seqs.rows:
+            self.stats.left_out["a chat template rewrote history (--on-drift drop)"] += 1
+            return
+        split = split_of(t.task_id, self.validation)
+        self._count(t, split, len(seqs.rows))
+        writer, score = self._writer(split), reward(t)
+        for row in seqs.rows:
+            writer.write(row_record(t, row, score))
 
     def _row(self, t: Trajectory, conv: Any, split: str) -> dict[str, Any]:
         if self.fmt == "chat":
@@ -274,6 +306,10 @@ class Exporter:
         per.verdicts[t.verdict_status] += 1
         s.models.update(models_of(t))
         s.providers.update(providers_of(t))
+        calls = [st.llm for st in t.steps if st.llm is not None]
+        s.llm_calls += len(calls)
+        s.token_calls += sum(has_ids(ex) for ex in calls)
+        s.passk.add_trajectory(t)
         s.prompt_tokens += t.metadata.prompt_tokens
         s.completion_tokens += t.metadata.completion_tokens
         if t.metadata.cost_usd is not None:
@@ -291,7 +327,9 @@ class Exporter:
 
     def files(self) -> dict[str, str]:
         """split -> file (or folder) of that split, relative to the export folder."""
-        ext = {"chat": "jsonl", "sharegpt": "jsonl", "parquet": "parquet"}.get(self.fmt)
+        ext = {"chat": "jsonl", "sharegpt": "jsonl", "parquet": "parquet", "tokens": "parquet"}.get(
+            self.fmt
+        )
         return {
             split: (f"{split}.{ext}" if ext else f"{split}/")
             for split in SPLITS
