@@ -32,6 +32,7 @@ COMMANDS = Registry(
             ("replay", "replay", "replay_command"),
             ("verify", "verify", "verify_command"),
             ("export", "export", "export_command"),
+            ("groups", "groups", "groups_command"),
             ("status", "status", "status_command"),
             ("dlq", "dlq", "dlq_command"),
             ("console", "console", "console_command"),
