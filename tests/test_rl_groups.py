@@ -125,7 +125,7 @@ def test_adp_groups_releases_late_groups_flagged_and_filters(kafka, tmp_path):
     assert "incomplete" in late.stderr
 
 
-# ---- the whole pipeline ---------------------------------------------------------------------------
+# ---- the whole pipeline ----------------------------------------------------------------------
 
 SCRIPT = [
     {"match": "exact", "replies": ["```python\nprint(6 * 7)\n```", "FINAL ANSWER: 42"]},
