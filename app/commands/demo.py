@@ -2,7 +2,9 @@
 
 Kafka (a fresh `demo` cluster) -> the LLM endpoint -> the aggregator and one runtime per task
 type in the file -> `adp produce` -> wait until every task has a trajectory file -> summary ->
-stop everything this command started. Each child logs to $ADP_HOME/logs/demo-*.log.
+stop everything this command started (with --keep-running: after Ctrl-C, so a trainer can
+submit rollouts and consume groups meanwhile, docs/training.md). Each child logs to
+$ADP_HOME/logs/demo-*.log.
 """
 
 from __future__ import annotations
@@ -79,8 +81,19 @@ def _task_ids(path: Path) -> dict[str, str]:
 @click.option(
     "--timeout", default=1800.0, show_default=True, help="Seconds to wait for all trajectories."
 )
+@click.option(
+    "--keep-running",
+    is_flag=True,
+    help="After the summary keep Kafka, the LLM, the runtimes and the aggregator up until "
+    "Ctrl-C: new tasks (adp produce, adp.client.submit) run too.",
+)
 def demo_command(
-    tasks_file: Path, out: Path | None, llm: str, concurrency: int, timeout: float
+    tasks_file: Path,
+    out: Path | None,
+    llm: str,
+    concurrency: int,
+    timeout: float,
+    keep_running: bool,
 ) -> None:
     """Run TASKS end to end on a fresh local Kafka and print one row per trajectory."""
     s = settings()
@@ -102,7 +115,9 @@ def demo_command(
     env.pop("ADP_CONFIG", None)
     started_at = time.monotonic()
     try:
-        done = _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s)
+        done = _run(
+            tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s, keep_running
+        )
     except (ProcessError, BrokerError) as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(f"demo took {time.monotonic() - started_at:.0f}s; logs in {s.log_dir}")
@@ -110,7 +125,9 @@ def demo_command(
         sys.exit(1)
 
 
-def _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s) -> set[str]:
+def _run(
+    tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s, keep_running=False
+) -> set[str]:
     """Start everything, produce, wait, summarise; stop what it started on the way out."""
     with ExitStack() as cleanup:
         if any(n.running() for n in cluster.nodes):
@@ -145,8 +162,23 @@ def _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s) ->
 
         done = _wait_for_files(out, wanted, children, timeout)
         _print_summary(out, wanted, done)
+        if keep_running:
+            _keep_running(env, children)
         console.print("stopping what the demo started")
         return done
+
+
+def _keep_running(env: dict[str, str], children: ChildProcesses) -> None:
+    console.print(
+        f"[bold]Running[/] Kafka at {env['ADP_BOOTSTRAP']}: the runtimes and the aggregator "
+        "take new tasks (adp produce, adp.client.submit) until Ctrl-C"
+    )
+    try:
+        while True:
+            children.check()
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
 
 
 def _start_llm(llm: str, children: ChildProcesses, env: dict[str, str], cleanup: ExitStack) -> None:
@@ -157,6 +189,7 @@ def _start_llm(llm: str, children: ChildProcesses, env: dict[str, str], cleanup:
         children.start("llm-stub", [*ADP, "llm-stub", "--port", str(port)])
         env["ADP_LLM_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
         env["ADP_LLM_MODEL"] = "stub"
+        env.setdefault("ADP_LLM_TOKENS", "on")  # the stub returns token ids like vLLM does
         _wait_http(f"http://127.0.0.1:{port}/v1/models", children)
         console.print(f"[bold]LLM[/] scripted stub at {env['ADP_LLM_BASE_URL']}")
         return
