@@ -139,13 +139,13 @@ class GroupStream:
 
     async def __anext__(self) -> Group:
         while True:
+            await self._commit_if_due()  # what the trainer acknowledged, before anything new
             if self._ready:
                 group = self._ready.popleft()
                 if self.assembler is not None and group.generation == self._generation:
                     self._all_acked.clear()
                     return group
                 continue  # from an assignment revoked since: it comes again
-            await self._commit_if_due()
             if await self._finished():
                 await self.commit()
                 raise StopAsyncIteration

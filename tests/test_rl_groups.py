@@ -62,7 +62,7 @@ def test_a_trainer_killed_mid_stream_gets_every_group_exactly_once(kafka, tmp_pa
     names = [f"kill-{g}" for g in range(40)]
     records = [sample(name, i, 4, passed=i % 2 == 0) for name in names for i in range(4)]
     rng.shuffle(records)
-    asyncio.run(publish(kafka.bootstrap, records[:100]))
+    asyncio.run(publish(kafka.bootstrap, records[:130]))  # about 17 groups complete
     log = tmp_path / "groups.jsonl"
     trainer = AdpProcess(
         [kafka.bootstrap, "killed", str(log), "0.1"],
@@ -70,10 +70,10 @@ def test_a_trainer_killed_mid_stream_gets_every_group_exactly_once(kafka, tmp_pa
         command=[sys.executable, str(ROOT / "tests" / "rl_trainer.py")],
     ).start()
     try:
-        wait_for(lambda: len(deliveries(log)) >= 8, 120, "8 groups", trainer.assert_alive)
+        wait_for(lambda: len(deliveries(log)) >= 5, 240, "5 groups", trainer.assert_alive)
         trainer.kill9()  # mid-stream: holding a group, or between two
         first = deliveries(log)
-        asyncio.run(publish(kafka.bootstrap, records[100:]))
+        asyncio.run(publish(kafka.bootstrap, records[130:]))
         trainer.start()
         wait_for(
             lambda: {d["group"] for d in deliveries(log)} >= set(names),
@@ -85,7 +85,7 @@ def test_a_trainer_killed_mid_stream_gets_every_group_exactly_once(kafka, tmp_pa
         trainer.stop()
     every = deliveries(log)
     second = every[len(first) :]
-    assert 8 <= len(first) < len(names)
+    assert 5 <= len(first) < len(names)
     assert all(d["samples"] == [0, 1, 2, 3] for d in every)  # whole groups only
     assert len({d["group"] for d in first}) == len(first)
     assert len({d["group"] for d in second}) == len(second)
