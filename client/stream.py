@@ -236,10 +236,12 @@ class GroupStream:
         delivered what completed (incomplete groups wait for a later run or their deadline)."""
         if self.follow:
             return False
-        if not self._assigned.is_set():
-            await self._wait_for_assignment()
-        if self._stop_at is None:
-            self._stop_at = await self.consumer.end_offsets(list(self.consumer.assignment()))
+        if self.assembler is None or not self._assigned.is_set():
+            await self._wait_for_assignment()  # (again, after a rebalance)
+            return False
+        parts = self.consumer.assignment()
+        if self._stop_at is None or set(self._stop_at) != parts:
+            self._stop_at = await self.consumer.end_offsets(list(parts))
         for tp, end in self._stop_at.items():
             if await self.consumer.position(tp) < end:
                 return False
@@ -249,7 +251,7 @@ class GroupStream:
                 self._ready.append(group)
         return not self._ready
 
-    async def _wait_for_assignment(self, timeout: float = 60.0) -> None:
+    async def _wait_for_assignment(self, timeout: float = 300.0) -> None:
         deadline = time.monotonic() + timeout
         while not self._assigned.is_set():
             if time.monotonic() > deadline:
@@ -257,7 +259,7 @@ class GroupStream:
                     f"no partition of {TRAJECTORIES} assigned to group {self.group} in "
                     f"{timeout:.0f}s (does the topic exist at {self.conf.describe()}?)"
                 )
-            await self.consumer.getmany(timeout_ms=200)
+            await self._fetch()  # joins the group; what it returns once assigned is kept
         if not self.consumer.assignment():
             raise GroupStreamError(
                 f"another trainer holds group {self.group}; this one would only wait as a "
@@ -279,6 +281,7 @@ class GroupStream:
     async def _revoked(self) -> None:
         """Before the partitions go: wait (up to revoke_wait) for the groups in the trainer's
         hands, commit, forget everything (the next owner starts from the commit)."""
+        self._assigned.clear()
         if self.assembler is None:
             return
         if self.assembler.delivered:
@@ -294,7 +297,6 @@ class GroupStream:
         await self.commit()
         self.assembler = None
         self._ready.clear()
-        self._assigned.clear()
 
     async def _assigned_now(self, assigned: set[TopicPartition]) -> None:
         self._generation += 1
