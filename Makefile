@@ -30,10 +30,12 @@ $(BIN)/adp: pyproject.toml constraints.txt
 
 venv: $(BIN)/adp
 
-# Debian packages: bubblewrap (sandbox), chromium (browser runtime), Java 17 and Maven (Kafka).
+# Debian packages: bubblewrap (sandbox), chromium (browser runtime), Java 17 and Maven (Kafka),
+# Go (the network fault tests build Toxiproxy from its module, once, into $(CACHE)).
 system-deps:
 	@missing=""; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	command -v go >/dev/null || missing="$$missing golang-go"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \

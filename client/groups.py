@@ -21,6 +21,7 @@ from adp.client.ledger import Checkpoint, PartitionLedger
 from adp.connectors.export.passk import reward
 from adp.connectors.export.tokens import row_record, token_sequences
 from adp.schemas.contracts import Trajectory
+from adp.schemas.conversation import ConversationError, with_full_requests
 
 REMEMBERED = 100_000  # acknowledged groups remembered, to drop a late duplicate of a sample
 
@@ -43,6 +44,14 @@ class Sample:
     @property
     def verdict(self) -> str:
         return self.trajectory.verdict_status
+
+    def full_trajectory(self) -> Trajectory:
+        """The trajectory with every LLM request whole (adp.trajectories stores a request as
+        what it adds to an earlier one: schemas/conversation.py); as stored if that fails."""
+        try:
+            return with_full_requests(self.trajectory)
+        except ConversationError:
+            return self.trajectory
 
     def tokens(self, on_drift: str = "split") -> list[dict[str, Any]]:
         """The sample as token rows (connectors/export/tokens.py): one row, or one per segment
@@ -96,7 +105,7 @@ class Group:
                 "policy_version": t.policy_version,
             }
             if form == "trajectories":
-                entry["trajectory"] = t.as_json()
+                entry["trajectory"] = s.full_trajectory().as_json()
             elif form == "tokens":
                 entry["tokens"] = s.tokens(on_drift)
             samples.append(entry)

@@ -41,7 +41,8 @@ from adp.client.ledger import Checkpoint
 from adp.core.errors import AdpError
 from adp.schemas import codec
 from adp.schemas.contracts import Trajectory
-from adp.streams.kafka import clients
+from adp.streams.kafka import clients, oversized
+from adp.streams.kafka.artifacts import ArtifactError, ArtifactFetcher
 from adp.streams.kafka.topics import TRAJECTORIES
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class GroupStream:
         self._overflow_said = False
         self.consumer = None
         self.admin = None
+        self._chunks = ArtifactFetcher(self.conf)  # trajectories over the record limit
 
     # ---- lifecycle
     async def __aenter__(self) -> GroupStream:
@@ -131,6 +133,7 @@ class GroupStream:
                 await clients.close(self.consumer)
             if self.admin is not None:
                 await clients.close(self.admin)
+            await self._chunks.close()
             self.consumer = self.admin = None
 
     # ---- the trainer's side
@@ -203,7 +206,7 @@ class GroupStream:
             return
         for tp, records in batches.items():
             for r in records:
-                t, why = _decode(r.value)
+                t, why = await self._decode(r)
                 group = assembler.add(tp.partition, r.offset, r.timestamp, t, why)
                 if group is not None and assembler.decide(group, self.policy_version):
                     self._ready.append(group)
@@ -335,6 +338,20 @@ class GroupStream:
                 out[tp.partition] = Checkpoint.decode(meta.offset, meta.metadata or "")
         return out
 
+    async def _decode(self, record) -> tuple[Trajectory | None, str]:
+        """The record's trajectory (read from its chunks where it was over the record limit,
+        streams/kafka/oversized.py), or None and why not."""
+        if record.value is None:
+            return None, "a tombstone"
+        try:
+            value = await oversized.value_of(record, self._chunks.fetch)
+        except (ValueError, ArtifactError):
+            return None, "a trajectory whose stored chunks cannot be read"
+        try:
+            return codec.decode(value, expect=Trajectory), ""
+        except codec.DecodeError:
+            return None, "not a trajectory record"
+
 
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, stream: GroupStream) -> None:
@@ -345,12 +362,3 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned) -> None:
         await self.stream._assigned_now(set(assigned))
-
-
-def _decode(value: bytes | None) -> tuple[Trajectory | None, str]:
-    if value is None:
-        return None, "a tombstone"
-    try:
-        return codec.decode(value, expect=Trajectory), ""
-    except codec.DecodeError:
-        return None, "not a trajectory record"

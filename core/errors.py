@@ -17,6 +17,8 @@ apart:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
@@ -57,3 +59,22 @@ class DependencyUnavailable(AdpError):
     get it."""
 
     exit_code = EXIT_DEPENDENCY
+
+
+class DependencyOutage(DependencyUnavailable):
+    """A dependency that a running component uses stopped answering: every configured LLM
+    provider unreachable, refusing or overloaded past its retries, the sandbox backend or the
+    browser failing to start. Not the agent's failure: a runtime pauses instead of finishing
+    the task (streams/runtime/breaker.py). `dependency` names the kind ("llm", "sandbox",
+    "browser"); `probe`, where given, returns once the dependency answers again and raises
+    while it does not, so the runtime can tell when to resume without spending a task on it."""
+
+    def __init__(
+        self,
+        message: str,
+        dependency: str,
+        probe: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.dependency = dependency
+        self.probe = probe

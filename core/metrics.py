@@ -35,6 +35,17 @@ CONCURRENCY_LIMIT = Gauge(
     "Tasks a runtime process takes at once now (lowered on LLM 429s)",
     ["task_type"],
 )
+RUNTIME_PAUSED = Gauge(
+    "adp_runtime_paused",
+    "1 while a runtime process starts no task because a dependency it needs is unavailable "
+    "(LLM endpoint, sandbox backend, browser)",
+    ["task_type"],
+)
+RUNTIME_OUTAGE_SECONDS = Counter(
+    "adp_runtime_outage_seconds_total",
+    "Seconds runtime processes spent paused by an unavailable dependency",
+    ["task_type", "dependency"],
+)
 CONSUMER_LAG = Gauge(
     "adp_consumer_lag", "Messages behind the end of the assigned partitions", ["task_type", "lane"]
 )
@@ -123,11 +134,26 @@ SINK_LATENCY = Histogram(
     ["sink"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+SINK_UNAVAILABLE = Gauge(
+    "adp_sink_unavailable",
+    "1 while the aggregator's sink cannot be written (an outage: it holds the batch and retries)",
+    ["sink"],
+)
+SINK_OUTAGE_SECONDS = Counter(
+    "adp_sink_outage_seconds_total",
+    "Seconds the aggregator waited for a sink that could not be written",
+    ["sink"],
+)
 
 
 @dataclass
 class Health:
-    """What /health reports. Components update it; `check` adds live checks (e.g. broker)."""
+    """What /health reports. Components update it; `checks` are live checks (e.g. broker): a
+    failing one makes the component unhealthy (503). `degraded` callables return why the
+    component is alive but held back by something outside it (a dependency's outage), or None:
+    /health then answers 200 with status "degraded" and the reasons, and the stale-progress
+    check stays quiet, since the reason no progress is made is known and a restart would not
+    help."""
 
     component: str
     stale_after: float = 300.0  # no progress for this long while work is pending -> unhealthy
@@ -136,6 +162,7 @@ class Health:
     details: dict = field(default_factory=dict)
     checks: list[Callable[[], tuple[bool, str]]] = field(default_factory=list)
     busy: Callable[[], bool] = lambda: False  # is there work that should be making progress?
+    degraded: list[Callable[[], str | None]] = field(default_factory=list)
 
     def progress(self) -> None:
         self.last_progress = time.time()
@@ -146,13 +173,16 @@ class Health:
             ok, why = check()
             if not ok:
                 problems.append(why)
+        held_back = [why for why in (d() for d in self.degraded) if why]
         idle_for = time.time() - self.last_progress
-        if self.busy() and idle_for > self.stale_after:
+        if self.busy() and idle_for > self.stale_after and not held_back:
             problems.append(f"no progress for {idle_for:.0f}s with work pending")
         body = {
             "component": self.component,
             "healthy": not problems,
+            "status": "unhealthy" if problems else "degraded" if held_back else "ok",
             "problems": problems,
+            "degraded": held_back,
             "uptime_s": round(time.time() - self.started, 1),
             "last_progress_s_ago": round(idle_for, 1),
             **self.details,

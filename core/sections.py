@@ -192,6 +192,19 @@ class RuntimeSettings(Section):
         description="Least share of task starts each lower priority lane with work "
         "gets (`adp runtime --min-share`).",
     )
+    max_outage: float = Field(
+        3600.0,
+        ge=0,
+        description="Seconds a task may wait, paused, for an unavailable LLM endpoint, "
+        "sandbox or browser before it ends as an `infrastructure` failure "
+        "(`adp runtime --max-outage`; 0: at the first outage).",
+    )
+    outage_backoff_min: float = Field(
+        5.0, gt=0, description="First wait of a paused runtime before it probes again."
+    )
+    outage_backoff_max: float = Field(
+        300.0, gt=0, description="Longest wait of a paused runtime between two probes."
+    )
 
 
 class BrowserSettings(Section):
@@ -212,6 +225,18 @@ class BrowserSettings(Section):
         description="Chromium processes in a web runtime's pool.",
     )
     text_limit: int = Field(4000, gt=0, description="Characters of page text an observation keeps.")
+    egress: Literal["public", "open"] = Field(
+        "public",
+        description="What the browser may reach: public (the public internet and egress_allow; "
+        "no private, loopback, link-local or cloud metadata address, on any request or "
+        "redirect) or open (anything; only where the browser must reach an internal network).",
+    )
+    egress_allow: str = Field(
+        "",
+        description="Exceptions to the egress policy, comma-separated: addresses or networks "
+        "(127.0.0.1:8090, 10.20.0.0/16), host names (docs.corp.example, *.corp.example), "
+        "each with an optional :port. `adp demo` allows its site.",
+    )
 
 
 class SandboxSettings(Section):
@@ -230,6 +255,7 @@ class SandboxSettings(Section):
         description="The requirements file of the environment (default: the shipped "
         "numpy, pandas, matplotlib, scipy, scikit-learn, sympy).",
     )
+    bwrap: str = Field("/usr/bin/bwrap", description="The bubblewrap executable.")
 
     @field_validator("requirements")
     @classmethod

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from adp.core.errors import DependencyOutage
 from adp.runtimes.base import EmitStep, Model, ModelReply, Outcome, StepReport, ToolCall
 from adp.runtimes.dialects import DIALECTS, FINISH_SPEC, Decision, rejects_tools, thinking_of
 from adp.runtimes.tools.base import Tool, ToolResult
@@ -36,7 +37,8 @@ NUDGE = "Reply with one tool call, or give the final answer."
 
 
 class LlmFailed(Exception):
-    """The model could not be queried (every provider failed)."""
+    """The model could not be queried: the request failed with every provider. (An outage of
+    the endpoint is no such failure: DependencyOutage goes through, to the runtime worker.)"""
 
 
 @dataclass
@@ -110,6 +112,8 @@ class Agent:
     async def query(self, chat: Conversation) -> ModelReply:
         try:
             return await self.model.chat(chat.messages, chat.dialect.request_tools(self.specs))
+        except DependencyOutage:
+            raise
         except Exception as exc:
             if not (
                 self.protocol == "auto" and chat.dialect_name == "tools" and rejects_tools(exc)
@@ -123,6 +127,8 @@ class Agent:
         }
         try:
             return await self.model.chat(chat.messages, None)
+        except DependencyOutage:
+            raise
         except Exception as exc:
             raise LlmFailed(str(exc)) from exc
 
@@ -144,6 +150,8 @@ class Agent:
             )
         try:
             return await tool.run(dict(call.arguments))
+        except DependencyOutage:  # the sandbox or browser is down: not the agent's doing
+            raise
         except Exception as exc:  # a tool bug or a bad argument must not end the task
             return ToolResult(
                 f"{call.name} failed: {type(exc).__name__}: {exc}",

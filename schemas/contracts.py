@@ -149,7 +149,7 @@ class LlmExchange(_Record):
     cost_usd: float | None = None
     # The request is stored as what it adds to the conversation: with prefix_step set,
     # request["messages"] holds only the messages after the first prefix_messages of that
-    # step's full request (streams/aggregator/requests.py rebuilds it), so an attempt's bytes
+    # step's full request (schemas/conversation.py rebuilds it), so an attempt's bytes
     # grow with its steps, not with their square.
     prefix_step: int | None = None
     prefix_messages: int = 0
@@ -298,7 +298,7 @@ class Trajectory(_Record):
 
     # The JSON-mode data this trajectory was validated from, kept where the code that validated
     # it knows that data is exactly what model_dump(mode="json") gives (codec.decode_record,
-    # assembly.build_trajectory): as_json() returns it instead of dumping again. Dumping a
+    # build.build_trajectory): as_json() returns it instead of dumping again. Dumping a
     # trajectory builds a new tree of every nested LLM exchange (about 1 ms each on bench/
     # workload.py's), and the aggregator did it twice per trajectory (encode, render). Setting
     # a field or copying the record drops it, so it never describes another state than this

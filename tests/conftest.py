@@ -12,6 +12,12 @@ from adp.app.site_server import SiteServer
 from adp.runtimes.tools.browser import BrowserPool
 from adp.streams.kafka.broker.server import KafkaCluster, free_port_block
 
+# The suite's pages are served on 127.0.0.1 (the demo site, each test's own servers): the
+# browser's egress policy, which keeps browsers off loopback addresses, allows that address in
+# this process and every `adp` process a test starts. The egress tests give their browsers a
+# policy of their own (tests/test_browser_egress.py).
+os.environ.setdefault("ADP_BROWSER_EGRESS_ALLOW", "127.0.0.1")
+
 
 @pytest.fixture(scope="session")
 def adp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -170,6 +171,14 @@ async def committed_past(bootstrap: str, group: str, ends: dict[TopicPartition, 
     )
 
 
+async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    admin = await clients.start(clients.admin(bootstrap))
+    try:
+        return {tp: m.offset for tp, m in (await admin.list_consumer_group_offsets(group)).items()}
+    finally:
+        await admin.close()
+
+
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
     partitions = (await partition_counts(bootstrap, [topic]))[topic]
     consumer = await clients.start(clients.consumer(conf=bootstrap))
@@ -325,28 +334,36 @@ async def test_jsonl_sink_flushes_before_offsets_are_committed(kafka, moto, tmp_
     assert set(tasks) <= stored, f"lost after the commit: {sorted(set(tasks) - stored)}"
 
 
+# `adp` with a bug in the file sink: an error that says nothing about the destination
+BUGGY_SINK = """
+from adp.connectors.sinks.file import FileSink
+
+async def write_batch(self, trajectories):
+    raise KeyError("a bug, not an outage")
+
+FileSink.write_batch = write_batch
+from adp.app.cli import main
+main()
+"""
+
+
 def test_a_crashed_agent_ends_the_process_with_an_error(kafka, tmp_path):
-    """The sink cannot write (its folder became a file): the agent's exception must stop
-    the whole process with a non-zero status and say why, not leave a process without it."""
+    """A bug in an agent (here the sink's code raises KeyError) must stop the whole process
+    with a non-zero status and say why, not leave a process without it, and without committing
+    the batch it crashed on: the restarted process must assemble and write it again. An outage
+    of the sink (tests/faults/test_sink_outages.py) is not a bug: it pauses the agent instead."""
     run = uuid.uuid4().hex[:8]
     out = tmp_path / "out"
-    proc = aggregator(kafka, tmp_path, out, f"test-agg-crash-{run}", "agg.log")
+    app_id = f"test-agg-crash-{run}"
+    proc = AdpProcess(
+        ["-v", "aggregate", "--out", str(out), "--app-id", app_id, "--session-timeout", "6"],
+        tmp_path / "agg.log",
+        {"ADP_BOOTSTRAP": kafka.bootstrap, "ADP_HOME": str(tmp_path / "home")},
+        command=[sys.executable, "-c", BUGGY_SINK],
+    ).start()
     try:
         from tests.helpers import wait_for
 
-        wait_for(
-            lambda: (
-                "aggregator test-agg-crash" in proc.log(lines=200)
-                and "started" in proc.log(lines=200)
-            ),
-            120,
-            "the aggregator to start",
-            check=proc.assert_alive,
-        )
-        # moved away in one step: the sink agent may be writing older tests' trajectories
-        # from adp.trajectories into it right now (a new app reads the topic from the start)
-        out.rename(tmp_path / "out-gone")
-        out.write_text("not a folder")
         asyncio.run(produce(kafka.bootstrap, attempt_events(f"crash-{run}", n_steps=1)))
         try:
             wait_for(lambda: not proc.alive, 180, "the aggregator to exit")
@@ -358,9 +375,16 @@ def test_a_crashed_agent_ends_the_process_with_an_error(kafka, tmp_path):
     assert proc.proc.returncode == EXIT_CRASHED, log  # not 3: that says Kafka is unreachable
     # the assemble agent writes what it publishes (streams/aggregator/writer.py), the sink agent
     # what older tests left on adp.trajectories: whichever writes first crashes
-    assert re.search(r"agent (assemble|sink) crashed", log) and "stopping the aggregator" in log, (
-        log
+    assert re.search(r"agent (assemble|sink) crashed: KeyError", log), log
+    assert "stopping the aggregator" in log and "unavailable" not in log, log
+    # not acknowledged: the task's events are read again by the next start
+    key = f"crash-{run}".encode()
+    steps = asyncio.run(
+        read_topic(kafka.bootstrap, STEPS, lambda rs: any(r.key == key for r in rs))
     )
+    first = min((r for r in steps if r.key == key), key=lambda r: r.offset)
+    committed = asyncio.run(committed_offsets(kafka.bootstrap, app_id))
+    assert committed.get(TopicPartition(STEPS, first.partition), 0) <= first.offset, committed
 
 
 def test_the_sink_agent_skips_only_what_an_aggregator_of_its_app_wrote():

@@ -336,6 +336,15 @@ async def test_trajectory_list_pages_filters_and_opens_a_trajectory(console, bro
     await request.locator("details summary").click()
     await expect(request.locator("pre.raw-json")).to_contain_text('"messages": [')
     await request.locator("details summary").click()  # closed again for the picture
+    # step 2's request is stored as what it added to step 1's: opened, it reads whole
+    second = page.locator('#traj-detail article[data-step="2"] details').first
+    summary = second.locator("summary").first
+    await expect(summary).to_contain_text("2 message(s) of step 1's, then 2 new")
+    await summary.click()
+    roles = second.locator(".raw-body > .message .role")
+    await expect(roles).to_have_text(["system", "user", "assistant", "user", "parameters"])
+    await expect(second.locator(".raw-body > .message pre").nth(1)).to_have_text("Print 1 plus 40.")
+    await summary.click()
     await page.evaluate("window.scrollTo(0, 0)")  # the sticky header at the top of it
     await page.screenshot(path=screenshots / "console-trajectory.png", full_page=True)
     assert not w.errors, w.errors

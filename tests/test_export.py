@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from adp.connectors.export.atif import SCHEMA_FILE, rfc_problems
+from adp.connectors.export.dataset import FORMATS, Exporter
 from adp.connectors.export.select import split_of
 from adp.connectors.sinks.base import render
 from adp.connectors.sinks.file import write_atomic
@@ -27,7 +28,8 @@ from adp.runtimes.tools.python import python_tool
 from adp.runtimes.tools.sandbox import SandboxLimits, make_sandbox
 from adp.runtimes.tools.sandbox.bwrap import sandbox_available
 from adp.schemas.contracts import Step, Task, Trajectory, Verdict
-from adp.streams.aggregator.assembly import build_trajectory
+from adp.streams.aggregator.build import build_trajectory
+from adp.streams.runtime.step_encoding import StepEncoding
 from tests.helpers import ADP, call, client, reply, scripted_stub
 
 pytestmark = pytest.mark.skipif(
@@ -339,3 +341,27 @@ def test_filters_and_the_card(folder, tmp_path):
         time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(2e9)),
     )
     assert future["trajectories"] == {} and future["filtered"] == {"finished before --since": 5}
+
+
+def test_requests_stored_as_what_they_add_export_exactly_as_whole_ones(folder, tmp_path):
+    """Trajectories as the aggregator now writes them (each request stored as what it adds to
+    the previous call's: streams/runtime/step_encoding.py) export to the same bytes, in every
+    format, as the same trajectories with every request whole."""
+    whole = [Trajectory.model_validate_json(p.read_bytes()) for p in sorted(folder.rglob("*.json"))]
+    compact = []
+    for t in whole:
+        encoding = StepEncoding()
+        compact.append(t.model_copy(update={"steps": [encoding.compact(s) for s in t.steps]}))
+    assert sum(1 for t in compact for s in t.steps if s.llm and s.llm.prefix_step) >= 4
+    for fmt in FORMATS:
+        if fmt == "tokens":  # rows of recorded token ids, no request read (test_rl_export.py)
+            continue
+        files = []
+        for name, trajectories in (("whole", whole), ("compact", compact)):
+            exporter = Exporter(fmt, tmp_path / f"{name}-{fmt}", validation=0.5, dedup=False)
+            for t in trajectories:
+                exporter.add(t)
+            exporter.close()
+            root = tmp_path / f"{name}-{fmt}"
+            files.append({p.relative_to(root): p.read_bytes() for p in root.rglob("*.*")})
+        assert files[0] and files[0] == files[1], fmt

@@ -8,9 +8,10 @@ import logging
 
 import pytest
 
+from adp.core.errors import DependencyOutage
 from adp.core.limit import AdaptiveLimit
 from adp.runtimes.llm.cache import LLMCache, fingerprint
-from adp.runtimes.llm.client import LLMClient, LLMError, RetryPolicy, build_model
+from adp.runtimes.llm.client import LLMClient, LLMError, LlmUnavailable, RetryPolicy, build_model
 from adp.runtimes.llm.providers import Provider, Secret, resolve_providers
 from adp.runtimes.llm.stub import StubServer
 
@@ -113,15 +114,36 @@ async def test_fallback_to_next_provider_when_first_keeps_failing(stub):
         await client.aclose()
 
 
-async def test_all_providers_failing_raises_llm_error():
+async def test_a_request_every_provider_rejects_raises_llm_error():
     async with (
         StubServer(script=[{"replies": [{"status": 500}]}]) as a,
+        StubServer(script=[{"replies": [{"status": 400}]}]) as b,
+    ):
+        client = client_for(a, b)
+        with pytest.raises(LLMError, match="all LLM providers failed") as info:
+            await client.chat([{"role": "user", "content": "x"}])
+        # one provider said the request itself is wrong: the agent's failure, not an outage
+        assert not isinstance(info.value, LlmUnavailable)
+        assert "p0: HTTP 500: stub fault 500 (3 tries); p1: HTTP 400: stub fault 400" in str(
+            info.value
+        )
+        assert b.stats["chat_requests"] == 1  # a 400 is not retried
+        await client.aclose()
+
+
+async def test_every_provider_down_or_refusing_is_an_outage_with_a_probe():
+    async with (
+        StubServer(script=[{"replies": [{"status": 503}]}]) as a,
         StubServer(script=[{"replies": [{"status": 401}]}]) as b,
     ):
         client = client_for(a, b)
-        with pytest.raises(LLMError, match="all LLM providers failed"):
+        with pytest.raises(LlmUnavailable, match="LLM endpoint unavailable") as info:
             await client.chat([{"role": "user", "content": "x"}])
-        assert b.stats["chat_requests"] == 1  # a 401 is not retried
+        outage = info.value
+        assert isinstance(outage, DependencyOutage) and outage.dependency == "llm"
+        assert b.stats["chat_requests"] == 1  # a 401 is not retried, but it is an outage
+        # both stubs answer GET /models: the probe names the first that does
+        assert await outage.probe() == "p0"
         await client.aclose()
 
 
@@ -233,7 +255,7 @@ async def test_api_key_never_leaks(caplog, tmp_path):
             "OPENAI_API_BASE": good.base_url,
         }
         providers = resolve_providers(env)
-        assert [p.name for p in providers] == ["custom", "openai", "local"]
+        assert [p.name for p in providers] == ["custom", "openai"]
         client = LLMClient(providers, retry=FAST, cache=LLMCache(tmp_path / "c.sqlite3"))
         reply = await client.chat([{"role": "user", "content": "x"}])
         assert reply.exchange.provider == "openai"
@@ -276,12 +298,15 @@ def test_provider_chain_order_and_overrides():
         "DEEPSEEK_API_URL": "http://ds/v1",
     }
     chain = resolve_providers(env)
-    assert [p.name for p in chain] == ["gemini", "deepseek", "openai", "vllm", "local"]
+    # only what is configured: the embedded model is never a silent fallback
+    assert [p.name for p in chain] == ["gemini", "deepseek", "openai", "vllm"]
     assert chain[0].model == "gemini-x" and chain[0].base_url.startswith(
         "https://generativelanguage"
     )
     assert chain[1].base_url == "http://ds/v1" and chain[2].model == "gpt-4o-mini"
-    assert chain[3].model == "qwen" and chain[4].base_url == "http://127.0.0.1:9000/v1"
+    assert chain[3].model == "qwen"
+    local = resolve_providers({**env, "ADP_LLM_PROVIDER": "local"})
+    assert [(p.name, p.base_url) for p in local] == [("local", "http://127.0.0.1:9000/v1")]
     assert chain[0].key() == "g" and chain[3].api_key is None
     assert [p.name for p in resolve_providers({**env, "ADP_LLM_PROVIDER": "openai"})] == ["openai"]
     with pytest.raises(ValueError, match="DEEPSEEK_API_KEY"):

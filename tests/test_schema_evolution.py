@@ -77,15 +77,26 @@ V1_TASK_KEYS = ("max_steps", "timeout", "priority", "expected_tools", "constrain
 
 
 def v1_view(t: Trajectory) -> dict:
-    """A trajectory as schema v1 could hold it (the fields added in v2 left out)."""
+    """A trajectory as schema v1 could hold it (the fields added since v1 left out: v2's
+    verification, samples and costs, v4's policy version, models and token data)."""
     doc = t.model_dump(mode="json")
-    for key in ("sample_index", "claimed_success", "verification"):
+    for key in ("sample_index", "claimed_success", "verification", "policy_version"):
         doc.pop(key)
-    doc["metadata"].pop("cost_usd")
+    for key in ("cost_usd", "models"):
+        doc["metadata"].pop(key)
     doc["metadata"]["task"] = {k: doc["metadata"]["task"][k] for k in V1_TASK_KEYS}
     for step in doc["steps"]:
         if step["llm"]:
-            step["llm"].pop("cost_usd")
+            for key in (
+                "cost_usd",
+                "prefix_step",
+                "prefix_messages",
+                "prompt_token_ids",
+                "completion_token_ids",
+                "completion_logprobs",
+                "model_revision",
+            ):
+                step["llm"].pop(key)
     return doc
 
 

@@ -13,12 +13,8 @@ from adp.app.commands.options import kafka_options
 from adp.connectors.sinks.destinations import open_sink, sink_for
 from adp.core.settings import Settings
 from adp.streams.aggregator.assembly import DEFAULT_EXPIRE_AFTER, DEFAULT_FORGET_DONE_AFTER
-from adp.streams.aggregator.faust_app import (
-    DEFAULT_APP_ID,
-    Aggregator,
-    AggregatorConfig,
-    changelog_topic,
-)
+from adp.streams.aggregator.faust_app import Aggregator
+from adp.streams.aggregator.lifecycle import DEFAULT_APP_ID, AggregatorConfig, changelog_topic
 from adp.streams.kafka import clients
 from adp.streams.kafka.topics import DLQ, STEPS, TRAJECTORIES
 

@@ -147,6 +147,11 @@ def _run(
             site = SiteServer(port=SITE_PORT)
             console.print(f"[bold]Site[/] serving site/ at {site.start()}")
             cleanup.callback(site.stop)
+            # the browsers may reach it (the egress policy keeps them off loopback otherwise)
+            allowed = env.get("ADP_BROWSER_EGRESS_ALLOW", "")
+            env["ADP_BROWSER_EGRESS_ALLOW"] = ",".join(
+                filter(None, [allowed, f"127.0.0.1:{SITE_PORT}"])
+            )
 
         children.start("aggregator", [*ADP, "aggregate", "--out", str(out)])
         for task_type in sorted(set(wanted.values())):

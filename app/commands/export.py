@@ -104,7 +104,18 @@ def _rate_bounds(ctx, param, value: str | None) -> tuple[float, float] | None:
     default=None,
     help="Only this task type.",
 )
-@click.option("--model", default=None, help="Only trajectories that called this model (glob).")
+@click.option(
+    "--model",
+    default=None,
+    help="Only trajectories whose every LLM call used this model (a glob over the model or "
+    "provider/model); one that mixed models is left out.",
+)
+@click.option(
+    "--include-infrastructure",
+    is_flag=True,
+    help="Also trajectories given up to an outage of the LLM endpoint, sandbox or browser "
+    "(error_type infrastructure); left out by default, they say nothing about the agent.",
+)
 @click.option("--min-steps", type=click.IntRange(0), default=None)
 @click.option("--max-steps", type=click.IntRange(0), default=None)
 @click.option(
@@ -161,6 +172,7 @@ def export_command(
     on_drift: str,
     no_dedup: bool,
     tool_arguments: str,
+    include_infrastructure: bool,
     as_json: bool,
     conf: Settings,
 ) -> None:
@@ -179,6 +191,7 @@ def export_command(
         min_steps,
         max_steps,
         parse_since(since) if since else None,
+        infrastructure=include_infrastructure,
         pass_rate=pass_rate,
     )
     try:

@@ -15,6 +15,7 @@ from adp.runtimes.base import RuntimeContext
 from adp.runtimes.registry import UnknownRuntime, available, load_runtime
 from adp.runtimes.verify import VerifyContext
 from adp.streams.kafka.topics import LANES
+from adp.streams.runtime.breaker import OutageBreaker
 from adp.streams.runtime.lanes import DEFAULT_MIN_SHARE, check_min_share
 from adp.streams.runtime.worker import RuntimeWorker, default_runtime_id
 
@@ -51,6 +52,15 @@ from adp.streams.runtime.worker import RuntimeWorker, default_runtime_id
     help="On SIGTERM/Ctrl-C: seconds running tasks get to finish; the rest are redone "
     "by another member.",
 )
+@click.option(
+    "--max-outage",
+    type=click.FloatRange(0),
+    default=None,
+    help="Seconds a task may wait, paused, for an unavailable LLM endpoint, sandbox or "
+    "browser before it ends as an `infrastructure` failure [ADP_MAX_OUTAGE or 3600; 0: at "
+    "the first outage]. While a dependency is down the runtime starts no task and probes "
+    "it with backoff.",
+)
 @kafka_options
 def runtime_command(
     name: str,
@@ -60,6 +70,7 @@ def runtime_command(
     metrics_port: int | None,
     min_share: float,
     drain_timeout: float,
+    max_outage: float | None,
     conf: Settings,
 ) -> None:
     """Run the runtime NAME (code, web, reasoning, or an installed plugin).
@@ -71,7 +82,11 @@ def runtime_command(
     partitions. Every step goes to adp.steps as it happens.
     Stops cleanly on Ctrl-C / SIGTERM: running tasks get --drain-timeout seconds to finish, the
     rest are redone by another member; the process ends soon after even when the broker is
-    gone."""
+    gone.
+    An outage of the LLM endpoint (every configured provider unreachable, refusing or
+    overloaded past its retries), of the sandbox or of the browser pauses the runtime instead
+    of failing tasks: /health says degraded, `adp status` shows it, and the tasks that met it
+    run again from the start once it answers (docs/outages.md)."""
     try:
         check_min_share(min_share, len(LANES))
     except ValueError as exc:
@@ -99,6 +114,7 @@ def runtime_command(
         limit=limit,
         min_share=min_share,
         verify_context=VerifyContext(model_factory=lambda: model),
+        outages=OutageBreaker.from_settings(task_type, rid, max_outage),
     )
 
     async def main() -> None:
@@ -113,11 +129,14 @@ def runtime_command(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
-        await worker.run(
-            stop,
-            drain_timeout=drain_timeout,
-            metrics_port=conf.metrics_port if metrics_port is None else metrics_port,
-        )
+        try:
+            await worker.run(
+                stop,
+                drain_timeout=drain_timeout,
+                metrics_port=conf.metrics_port if metrics_port is None else metrics_port,
+            )
+        finally:
+            await model.aclose()  # its HTTP sessions belong to this loop
 
     asyncio.run(main())
 

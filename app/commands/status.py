@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from dataclasses import asdict
 
 import click
@@ -47,7 +48,7 @@ def render_table(rows: list[TypeStatus]) -> Table:
             str(r.finished),
             f"[red]{r.failed}[/]" if r.failed else "0",
             *((f"{r.verified or 0}/{r.checked or 0}",) if verified else ()),
-            str(r.members),
+            f"{r.members} [yellow]({len(r.paused)} paused)[/]" if r.paused else str(r.members),
         )
         # the priority lanes under their type, once any lane but the default one was used
         if any(lane.produced for name, lane in r.lanes.items() if name != "default"):
@@ -104,6 +105,26 @@ def render_tasks(per_task: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+def pauses(rows: list[TypeStatus], now: float | None = None) -> list[str]:
+    """One line per runtime paused by an unavailable dependency: who, since when, why."""
+    now = time.time() if now is None else now
+    return [
+        f"paused: {p.runtime} since {time.strftime('%H:%M:%S', time.localtime(p.since))} "
+        f"({_ago(now - p.since)}): {p.why}"
+        for r in rows
+        for p in r.paused
+    ]
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
 def render_progress(rows: list[TypeStatus]) -> Progress:
     progress = Progress(
         TextColumn("{task.description:>10}"),
@@ -140,8 +161,9 @@ def status_command(
     (passed of judged, once verdicts exist), runtimes; produced, pending and running also per
     priority lane (high, default, low) once tasks went to a lane other than the default one.
     Below the table the totals of verdicts, tokens and cost (priced models only: ADP_PRICES)
-    and of the LLM calls that carry token ids, then pass@k (the unbiased estimator over each
-    task's judged samples) per task type and per model; --json has them per type."""
+    and of the LLM calls that carry token ids, pass@k (the unbiased estimator over each task's
+    judged samples) per task type and per model, and each runtime paused by an unavailable
+    dependency (LLM endpoint, sandbox, browser), since when and why; --json has them per type."""
 
     async def main() -> None:
         async with StatusReader(conf) as reader:
@@ -155,7 +177,7 @@ def status_command(
                 else:
                     Console().print(render_table(rows))
                     click.echo(totals(rows))
-                    for line in pass_lines(rows, reader.pass_at_k("model")):
+                    for line in [*pass_lines(rows, reader.pass_at_k("model")), *pauses(rows)]:
                         click.echo(line)
                 return
             stop = asyncio.Event()
@@ -165,8 +187,9 @@ def status_command(
             with Live(refresh_per_second=4) as live:
                 while not stop.is_set():
                     rows = await reader.read()
-                    below = [totals(rows), *pass_lines(rows, reader.pass_at_k("model"))]
-                    live.update(Group(render_table(rows), *below, render_progress(rows)))
+                    table, bars = render_table(rows), render_progress(rows)
+                    passk = pass_lines(rows, reader.pass_at_k("model"))
+                    live.update(Group(table, totals(rows), *passk, *pauses(rows), bars))
                     try:
                         await asyncio.wait_for(stop.wait(), interval)
                     except TimeoutError:

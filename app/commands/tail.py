@@ -75,7 +75,14 @@ def _short(text: str, limit: int) -> str:
 )
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest event kept.")
 @click.option("--since", help="Start at a time: 10m, 2h, 1d ago, or an ISO time.")
-@click.option("--json", "json_out", is_flag=True, help="One JSON StepEvent per line.")
+@click.option(
+    "--json",
+    "json_out",
+    is_flag=True,
+    help="One JSON StepEvent per line, as adp.steps holds it: a step's LLM request may hold "
+    "only the messages it added after the first prefix_messages of step prefix_step's "
+    "(docs/step-encoding.md; exports and the console show requests whole).",
+)
 @click.option(
     "-n",
     "--max-messages",

@@ -10,7 +10,11 @@ Server-Sent Event streams.
                          &q=&offset=&limit=
                                     one page of the stored trajectories, newest first
     GET /api/trajectories/{key}     one whole trajectory document (key: the task_id, or
-                                    "<task_id>/<i>" for sample i of a task run k times)
+                                    "<task_id>/<i>" for sample i of a task run k times), as
+                                    stored: a step's LLM request may hold only the messages it
+                                    added to an earlier step's (prefix_step)
+    GET /api/trajectories/{key}?request={step_id}
+                                    that step's LLM request whole (schemas/conversation.py)
     GET /api/artifacts/{task_id}/step-{n}/{name}
                                     a file a step wrote, stored beside the trajectory
     GET /api/dlq                    the newest dead letters with their reasons
@@ -41,6 +45,7 @@ from adp.app.console.live_steps import LiveSteps
 from adp.app.console.monitor import Monitor
 from adp.connectors.sinks.base import is_artifact_name
 from adp.connectors.sinks.stored import open_store
+from adp.schemas.conversation import ConversationError, full_step_documents
 from adp.streams.inspection.tail import StepFilter
 from adp.streams.kafka import topics
 from adp.streams.kafka.clients import Conn, connection
@@ -211,6 +216,8 @@ class Console:
         doc = await self.index.document(key)
         if doc is None:
             raise web.HTTPNotFound(text=f"no stored trajectory {key!r}")
+        if "request" in request.query:
+            return web.json_response(_full_request(doc, request.query["request"]), dumps=_dumps)
         return web.json_response(doc, dumps=_dumps)
 
     async def artifact(self, request: web.Request) -> web.Response:
@@ -253,6 +260,22 @@ def _loopback(host: str) -> bool:
 
 def _dumps(data) -> str:
     return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def _full_request(doc: dict, step: str) -> object:
+    """The LLM request of one step of a trajectory document, whole."""
+    steps = doc.get("steps") if isinstance(doc.get("steps"), list) else []
+    try:
+        step_id = int(step)
+        upto = [s for s in steps if isinstance(s, dict) and s.get("step_id", 0) <= step_id]
+        found = [s for s in full_step_documents(upto) if s.get("step_id") == step_id]
+    except ConversationError as exc:  # (a ValueError too)
+        raise web.HTTPUnprocessableEntity(text=f"cannot rebuild the request: {exc}") from None
+    except ValueError:
+        raise web.HTTPBadRequest(text="request is a step_id") from None
+    if not found or not isinstance(found[0].get("llm"), dict):
+        raise web.HTTPNotFound(text=f"step {step_id} has no LLM request")
+    return found[0]["llm"].get("request")
 
 
 async def _sse(request: web.Request, sub: Subscription) -> web.StreamResponse:

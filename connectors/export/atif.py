@@ -31,6 +31,7 @@ from typing import Any
 
 from adp.connectors.export.chat import assistant_message
 from adp.schemas.contracts import Step, Trajectory
+from adp.schemas.conversation import with_full_requests
 
 VERSION = "ATIF-v1.4"
 SCHEMA_FILE = Path(__file__).with_name("atif-v1.4.schema.json")
@@ -147,6 +148,7 @@ def tool_definitions(t: Trajectory) -> list[dict[str, Any]]:
 
 
 def atif_document(t: Trajectory, agent_version: str) -> dict[str, Any]:
+    t = with_full_requests(t)  # each request as the model got it (schemas/conversation.py)
     steps: list[dict[str, Any]] = []
     first = next(
         (s.llm for s in t.steps if s.llm is not None and isinstance(s.llm.request, dict)), None

@@ -1,7 +1,8 @@
 """Conversations rebuilt from the raw LLM exchanges, and the chat rules they must keep.
 
 A trajectory's steps carry each LLM call as it happened: the request (messages, tools) and the
-raw response. The conversation of a task is the last call's request messages plus the
+raw response (a request stored as what it adds to an earlier call's is rebuilt whole first:
+schemas/conversation.py). The conversation of a task is the last call's request messages plus the
 assistant message of its response: the history the agent kept is in that request, written by
 the agent loop from the earlier responses and the tools' real outputs. Nothing is invented. When
 the history was rewritten mid-task (an endpoint that refused `tools` made the agent switch to
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adp.schemas.contracts import LlmExchange, Trajectory
+from adp.schemas.conversation import with_full_requests
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -83,7 +85,10 @@ def clean(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def conversations(trajectory: Trajectory) -> list[Conversation]:
-    """The conversations of a trajectory, from its exchanges (none if it made no LLM call)."""
+    """The conversations of a trajectory, from its exchanges (none if it made no LLM call).
+    Requests stored as what they add to an earlier call's are rebuilt whole first (raises
+    schemas.conversation.ConversationError where one cannot be)."""
+    trajectory = with_full_requests(trajectory)
     calls = [
         (s.step_id, s.llm)
         for s in trajectory.steps

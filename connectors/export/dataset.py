@@ -39,6 +39,7 @@ from adp.connectors.export.tokens import has_ids, row_record, token_sequences, t
 from adp.connectors.sinks.file import write_atomic
 from adp.core.errors import BadInput
 from adp.schemas.contracts import Trajectory
+from adp.schemas.conversation import ConversationError, with_full_requests
 
 FORMATS = ("chat", "sharegpt", "atif", "parquet", "tokens")
 SPLITS = ("train", "validation")
@@ -207,8 +208,13 @@ class Exporter:
         return self.writers.get(split)
 
     def add(self, t: Trajectory) -> None:
-        if self.fmt == "tokens":
+        if self.fmt == "tokens":  # from the recorded ids: no request needs rebuilding
             self._add_tokens(t)
+            return
+        try:  # every request whole, once (conversations and ATIF read them)
+            t = with_full_requests(t)
+        except ConversationError:
+            self.stats.left_out["an LLM request that cannot be rebuilt"] += 1
             return
         convs = conversations(t)
         if self.fmt == "atif":  # one document per trajectory, whatever its conversations

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
-from adp.schemas.contracts import Trajectory
+from adp.schemas.contracts import ErrorType, Trajectory
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class Filters:
     verified_only: bool = False  # a verifier passed it
     success_only: bool = False  # success: the verdict where there is one, else the claim
     task_type: str | None = None
-    model: str | None = None  # glob over the models of the trajectory's LLM calls
+    # glob that every LLM call of the trajectory must match (its model, or provider/model)
+    model: str | None = None
     min_steps: int | None = None
     max_steps: int | None = None
     since: float | None = None  # finished at or after (unix seconds)
@@ -27,17 +28,22 @@ class Filters:
     # `rates` (task_id -> rate over all its samples in the source) is read before the export
     pass_rate: tuple[float, float] | None = None
     rates: Mapping[str, float | None] | None = field(default=None, compare=False, repr=False)
+    # keep trajectories given up to an outage of the LLM, sandbox or browser: they say
+    # nothing about the agent, so they are left out unless asked for
+    infrastructure: bool = False
 
     def why_not(self, t: Trajectory) -> str | None:
         """None if `t` is kept, else the filter that drops it."""
+        if not self.infrastructure and t.metadata.error_type == ErrorType.infrastructure.value:
+            return "infrastructure failure"
         if self.verified_only and t.verdict_status != "passed":
             return "not verified"
         if self.success_only and not t.success:
             return "not successful"
         if self.task_type and t.task_type != self.task_type:
             return "another task type"
-        if self.model and not any(fnmatch.fnmatchcase(m, self.model) for m in models_of(t)):
-            return "another model"
+        if self.model and not only_model(t, self.model):
+            return "another model" if not mixed_models(t) else "mixed models"
         if self.min_steps is not None and len(t.steps) < self.min_steps:
             return "too few steps"
         if self.max_steps is not None and len(t.steps) > self.max_steps:
@@ -70,6 +76,8 @@ class Filters:
                     *self.pass_rate
                 )
             )
+        if self.infrastructure:
+            out.append("infrastructure failures included")
         if self.since is not None:
             from datetime import datetime
 
@@ -79,6 +87,20 @@ class Filters:
 
 def models_of(t: Trajectory) -> list[str]:
     return sorted({s.llm.model for s in t.steps if s.llm is not None})
+
+
+def only_model(t: Trajectory, pattern: str) -> bool:
+    """Did every LLM call of `t` (at least one) use a model matching `pattern` (a glob over
+    the model name or provider/model)?"""
+    calls = [(s.llm.provider, s.llm.model) for s in t.steps if s.llm is not None]
+    return bool(calls) and all(
+        fnmatch.fnmatchcase(model, pattern) or fnmatch.fnmatchcase(f"{provider}/{model}", pattern)
+        for provider, model in calls
+    )
+
+
+def mixed_models(t: Trajectory) -> bool:
+    return len({(s.llm.provider, s.llm.model) for s in t.steps if s.llm is not None}) > 1
 
 
 def providers_of(t: Trajectory) -> list[str]:

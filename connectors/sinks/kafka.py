@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 from adp.connectors.sinks.base import BaseSink
 from adp.schemas import codec
 from adp.schemas.contracts import Trajectory
-from adp.streams.kafka import clients
+from adp.streams.kafka import clients, oversized
 from adp.streams.kafka.topics import TRAJECTORIES
 
 
@@ -28,9 +28,14 @@ class KafkaTrajectorySink(BaseSink):
             self.producer = await clients.start(
                 clients.producer(self.conf, client_id="adp-verify"), self.conf
             )
-        meta = await self.producer.send_and_wait(
-            TRAJECTORIES, codec.encode(trajectory), key=trajectory.key.encode()
+        sent = await oversized.send(  # over the record limit: in chunks (oversized.py)
+            self.producer,
+            TRAJECTORIES,
+            codec.encode(trajectory),
+            trajectory.key.encode(),
+            limit=oversized.record_limit(self.conf.max_message_bytes),
         )
+        meta = await sent
         return f"{TRAJECTORIES}[{meta.partition}]@{meta.offset}"
 
     async def close(self) -> None:

@@ -215,7 +215,8 @@ class S3Sink(BaseSink):
                 delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)
                 SINK_WRITES.labels(self.kind, "retry").inc()
-                log.warning(
+                # per try at debug: the final failure is raised, and its caller reports it
+                log.debug(
                     "S3 %s of %s failed (%s); retry %d/%d in %.2fs",
                     what,
                     where,

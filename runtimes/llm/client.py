@@ -1,10 +1,16 @@
 """LLMClient: the runtimes' Model, through the openai SDK against any OpenAI-compatible endpoint.
 
-One `chat()` walks the provider chain (providers.py): per provider, up to `attempts` tries
-with exponential backoff and full jitter on connection errors, timeouts, 429, 5xx and
-unparseable replies; then the next provider. A provider that exhausted its tries is put last for
-`cooldown` seconds so later calls do not pay for it again. Each try has a per-call timeout.
-The SDK's own retries are off (max_retries=0): retries are ours, visible and counted.
+One `chat()` walks the provider chain (providers.py: only the providers configured for the
+run): per provider, up to `attempts` tries with exponential backoff and full jitter on
+connection errors, timeouts, 429, 5xx and unparseable replies; then the next provider. A
+provider that exhausted its tries is put last for `cooldown` seconds so later calls do not pay
+for it again. Each try has a per-call timeout. The SDK's own retries are off (max_retries=0):
+retries are ours, counted per outcome (failures.py says what each failure was: connection
+refused, DNS, TLS, a timeout with the time waited, an HTTP status with the provider's message).
+When every provider ended on an outage (failures.py) the call raises LlmUnavailable, which the
+runtime answers by pausing (streams/runtime/breaker.py), not by failing the task; `probe()`
+tells it when an endpoint answers again. Logs say when a provider goes down and comes back,
+not every try.
 
 Speed (issue 13): one AsyncOpenAI per provider per event loop, on the SDK's aiohttp transport
 (`openai[aiohttp]`) with a connection pool sized to the runtime's concurrency, and the request
@@ -27,7 +33,6 @@ import json
 import logging
 import random
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,21 +40,28 @@ from typing import Any
 import httpx2
 import openai
 
+from adp.core.errors import DependencyOutage
 from adp.core.limit import AdaptiveLimit
 from adp.core.metrics import LLM_COST, LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
 from adp.core.pricing import Pricer
 from adp.core.settings import flag, settings
-from adp.runtimes.base import CURRENT_SAMPLING, ModelReply, ToolCall
+from adp.runtimes.base import CURRENT_SAMPLING, ModelReply
 from adp.runtimes.llm.cache import LLMCache, fingerprint
+from adp.runtimes.llm.failures import CallFailure, classify, summarize
 from adp.runtimes.llm.providers import Provider, resolve_providers
+from adp.runtimes.llm.replies import parse_reply, snapshot
 from adp.runtimes.llm.tokens import TokenCapture
-from adp.schemas.contracts import LlmExchange
 
 log = logging.getLogger(__name__)
 
 
 class LLMError(RuntimeError):
     """Every provider in the chain failed (or the reply was unusable)."""
+
+
+class LlmUnavailable(DependencyOutage, LLMError):
+    """Every provider of the chain is unreachable, refuses us or stays overloaded past its
+    retries: an outage of the endpoint, not a failure of the request."""
 
 
 # --------------------------------------------------------------------------- client
@@ -64,12 +76,6 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Full jitter: uniform(0, min(cap, base * 2**attempt))."""
         return random.uniform(0.0, min(self.cap, self.base * (2**attempt)))
-
-
-class _Retryable(Exception):
-    def __init__(self, outcome: str, detail: str) -> None:
-        super().__init__(detail)
-        self.outcome = outcome
 
 
 class LLMClient:
@@ -165,8 +171,8 @@ class LLMClient:
     ) -> ModelReply:
         params, cache_params = self._params()
         request = {
-            "messages": _snapshot(messages),
-            "tools": _snapshot(tools) if tools else None,
+            "messages": snapshot(messages),
+            "tools": snapshot(tools) if tools else None,
             **params,
         }
         order = self._order()
@@ -182,57 +188,118 @@ class LLMClient:
                         return self._reply(
                             provider, request, raw, time.perf_counter() - started, True
                         )
-                    except _Retryable:
+                    except CallFailure:
                         log.warning("ignoring an unusable cached LLM response %s", key[:12])
-        errors: list[str] = []
+        failures: list[tuple[Provider, CallFailure]] = []
         for provider in order:
-            for attempt in range(self.retry.attempts):
-                try:
-                    raw, latency = await self._call(provider, messages, tools, params)
-                    reply = self._reply(provider, request, raw, latency, False)
-                except _Retryable as exc:
-                    errors.append(f"{provider.name}: {exc}")
-                    LLM_REQUESTS.labels(provider.name, exc.outcome).inc()
-                    if exc.outcome == "rate_limited" and self.limit is not None:
-                        self.limit.on_overload()
-                    if attempt + 1 < self.retry.attempts:
-                        delay = self.retry.delay(attempt)
-                        log.warning(
-                            "LLM %s try %d/%d failed (%s); retrying in %.2fs",
-                            provider.name,
-                            attempt + 1,
-                            self.retry.attempts,
-                            exc,
-                            delay,
-                        )
-                        await asyncio.sleep(delay)
-                    continue
-                except _Fatal as exc:
-                    errors.append(f"{provider.name}: {exc}")
-                    LLM_REQUESTS.labels(provider.name, "client_error").inc()
-                    log.warning("LLM %s refused the request (%s)", provider.name, exc)
-                    break
-                LLM_REQUESTS.labels(provider.name, "ok").inc()
-                LLM_LATENCY.labels(provider.name).observe(latency)
-                LLM_TOKENS.labels(provider.name, "prompt").inc(reply.exchange.prompt_tokens)
-                LLM_TOKENS.labels(provider.name, "completion").inc(reply.exchange.completion_tokens)
-                if reply.exchange.cost_usd:
-                    LLM_COST.labels(provider.name, provider.model).inc(reply.exchange.cost_usd)
-                if self.limit is not None:
-                    self.limit.on_success()
-                self._down_until.pop(provider.name, None)
+            reply = await self._ask(provider, messages, tools, params, request, failures)
+            if reply is not None:
                 if self.cache is not None:
                     key = fingerprint(
                         provider.name, provider.model, messages, tools or None, cache_params
                     )
-                    self.cache.put(key, provider.name, provider.model, raw)
+                    self.cache.put(key, provider.name, provider.model, reply.exchange.response)
                 return reply
-            self._down_until[provider.name] = time.monotonic() + self.cooldown
-            if provider is not order[-1]:
-                log.warning(
-                    "LLM provider %s failed; falling over to the next provider", provider.name
+            self._mark_down(provider, failures[-1][1])
+        raise self._failed(failures)
+
+    async def _ask(
+        self,
+        provider: Provider,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        params: dict[str, Any],
+        request: dict[str, Any],
+        failures: list[tuple[Provider, CallFailure]],
+    ) -> ModelReply | None:
+        """Up to `attempts` tries of one provider: the reply, or None with the failures noted."""
+        for attempt in range(self.retry.attempts):
+            try:
+                raw, latency = await self._call(provider, messages, tools, params)
+                reply = self._reply(provider, request, raw, latency, False)
+            except CallFailure as failure:
+                failures.append((provider, failure))
+                LLM_REQUESTS.labels(provider.name, failure.outcome).inc()
+                if failure.outcome == "rate_limited" and self.limit is not None:
+                    self.limit.on_overload()
+                if not failure.retry or attempt + 1 >= self.retry.attempts:
+                    return None
+                delay = self.retry.delay(attempt)
+                log.debug(
+                    "LLM %s try %d/%d failed (%s); retrying in %.2fs",
+                    provider.name,
+                    attempt + 1,
+                    self.retry.attempts,
+                    failure,
+                    delay,
                 )
-        raise LLMError(self._redact("all LLM providers failed: " + "; ".join(errors[-6:])))
+                await asyncio.sleep(delay)
+                continue
+            self._record(provider, reply, latency)
+            return reply
+        return None
+
+    def _record(self, provider: Provider, reply: ModelReply, latency: float) -> None:
+        LLM_REQUESTS.labels(provider.name, "ok").inc()
+        LLM_LATENCY.labels(provider.name).observe(latency)
+        LLM_TOKENS.labels(provider.name, "prompt").inc(reply.exchange.prompt_tokens)
+        LLM_TOKENS.labels(provider.name, "completion").inc(reply.exchange.completion_tokens)
+        if reply.exchange.cost_usd:
+            LLM_COST.labels(provider.name, provider.model).inc(reply.exchange.cost_usd)
+        if self.limit is not None:
+            self.limit.on_success()
+        if self._down_until.pop(provider.name, None) is not None and len(self.providers) > 1:
+            log.info("LLM provider %s answers again", provider.describe())
+
+    def _mark_down(self, provider: Provider, failure: CallFailure) -> None:
+        """Put an exhausted provider last for `cooldown` seconds. With other providers to
+        fall over to, say so once, when it goes down (a lone provider's outage is the
+        runtime's to report: it pauses)."""
+        if provider.name not in self._down_until and len(self.providers) > 1:
+            log.warning(
+                "LLM provider %s failed: %s; the other configured providers go first for %gs",
+                provider.describe(),
+                self._redact(str(failure)),
+                self.cooldown,
+            )
+        self._down_until[provider.name] = time.monotonic() + self.cooldown
+
+    def _failed(self, failures: list[tuple[Provider, CallFailure]]) -> LLMError:
+        said, outage = summarize([(p.name, f) for p, f in failures])
+        if outage:
+            return LlmUnavailable(
+                self._redact(f"LLM endpoint unavailable: {said}"), "llm", probe=self.probe
+            )
+        return LLMError(self._redact(f"all LLM providers failed: {said}"))
+
+    async def probe(self) -> str:
+        """Return once some provider of the chain answers (GET /models: an HTTP answer other
+        than 5xx, 429, 401 or 403), naming it; raise LlmUnavailable while none does."""
+        failures = []
+        for provider in self.providers:
+            started = time.perf_counter()
+            try:
+                await asyncio.wait_for(
+                    self._client(provider).get(
+                        "/models", cast_to=httpx2.Response, options={"timeout": self.timeout}
+                    ),
+                    self.timeout + 1.0,
+                )
+                return provider.name
+            except Exception as exc:  # classified below; nothing here may escape unnamed
+                failure = classify(
+                    exc,
+                    base_url=provider.base_url,
+                    waited=time.perf_counter() - started,
+                    timeout=self.timeout,
+                )
+                answered = isinstance(exc, openai.APIStatusError)
+                if answered and (not failure.outage or exc.status_code == 404):
+                    return provider.name  # it answers, it just has no /models route
+                failures.append(f"{provider.name}: {failure}")
+        raise LlmUnavailable(
+            self._redact("LLM endpoint unavailable: " + "; ".join(failures)), "llm", self.probe
+        )
 
     async def _call(
         self,
@@ -258,22 +325,26 @@ class LLMClient:
             )
             raw = json.loads(await response.aread())
             if not isinstance(raw, dict) or not raw.get("choices"):
-                raise _Retryable("bad_response", "reply has no choices")
-        except (TimeoutError, openai.APITimeoutError):
-            raise _Retryable("timeout", f"timed out after {self.timeout:g}s") from None
-        except openai.APIConnectionError as exc:
-            raise _Retryable("connection_error", self._redact(f"connection error: {exc}")) from None
-        except openai.RateLimitError as exc:
-            raise _Retryable("rate_limited", self._redact(f"429: {_short(exc)}")) from None
-        except openai.APIStatusError as exc:
-            detail = self._redact(f"{exc.status_code}: {_short(exc)}")
-            if exc.status_code >= 500 or exc.status_code in (408, 409):
-                raise _Retryable("server_error", detail) from None
-            raise _Fatal(detail) from None
-        except (ValueError, openai.APIResponseValidationError) as exc:
-            raise _Retryable(
-                "bad_response", self._redact(f"unparseable reply: {_short(exc)}")
-            ) from None
+                raise CallFailure("bad_response", "reply has no choices", retry=True, outage=False)
+        except CallFailure:
+            raise
+        except (
+            TimeoutError,
+            ConnectionError,
+            ValueError,
+            openai.APIConnectionError,
+            openai.APIStatusError,
+            openai.APIResponseValidationError,
+        ) as exc:
+            failure = classify(
+                exc,
+                base_url=provider.base_url,
+                waited=time.perf_counter() - started,
+                timeout=self.timeout,
+            )
+            failure.detail = self._redact(failure.detail)
+            failure.args = (failure.detail,)
+            raise failure from None
         return raw, time.perf_counter() - started
 
     def _reply(
@@ -284,80 +355,16 @@ class LLMClient:
         latency: float,
         cached: bool,
     ) -> ModelReply:
-        try:
-            message = raw["choices"][0].get("message") or {}
-        except (KeyError, IndexError, AttributeError, TypeError):
-            raise _Retryable("bad_response", "reply has no choices[0].message") from None
-        content = message.get("content")
-        calls: list[ToolCall] = []
-        out_calls: list[dict[str, Any]] = []
-        for call in message.get("tool_calls") or []:
-            fn = call.get("function") or {}
-            text = fn.get("arguments") or "{}"
-            try:
-                args = json.loads(text) if isinstance(text, str) else text
-            except json.JSONDecodeError:
-                args = {"_raw": text}
-            if not isinstance(args, dict):
-                args = {"_raw": args}
-            call_id = call.get("id") or f"call_{uuid.uuid4().hex[:12]}"
-            calls.append(ToolCall(name=fn.get("name") or "", arguments=args, id=call_id))
-            out_calls.append(
-                {
-                    "id": call_id,
-                    "type": "function",
-                    "function": {
-                        "name": fn.get("name") or "",
-                        "arguments": text if isinstance(text, str) else json.dumps(text),
-                    },
-                }
-            )
-        # content "" rather than null beside tool calls: llama.cpp's server rejects null there
-        assistant: dict[str, Any] = {"role": "assistant", "content": content or ""}
-        if out_calls:
-            assistant["tool_calls"] = out_calls
-        usage = raw.get("usage") or {}
-        exchange = LlmExchange(
-            provider=provider.name,
-            model=provider.model,
-            request=request,
-            response=raw,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            latency=latency,
-            cached=cached,
-        )
-        self.tokens.record(exchange, raw)
-        exchange.cost_usd = self._price(
+        reply = parse_reply(provider.name, provider.model, request, raw, latency, cached)
+        self.tokens.record(reply.exchange, raw)
+        reply.exchange.cost_usd = self._price(
             provider.name,
             provider.model,
-            exchange.prompt_tokens,
-            exchange.completion_tokens,
+            reply.exchange.prompt_tokens,
+            reply.exchange.completion_tokens,
             cached,
         )
-        return ModelReply(
-            content=content or "", tool_calls=calls, exchange=exchange, message=assistant
-        )
-
-
-def _snapshot(value: Any) -> Any:
-    """A copy of JSON-shaped data (dicts, lists, scalars), so the exchange keeps the request as
-    sent while the conversation grows; several times cheaper than copy.deepcopy, which was 2% of
-    a runtime's CPU. Anything else is immutable here or kept as is."""
-    if isinstance(value, dict):
-        return {k: _snapshot(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_snapshot(v) for v in value]
-    return value
-
-
-class _Fatal(Exception):
-    """A 4xx other than 408/409/429: retrying this provider will not help."""
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return text if len(text) <= limit else text[:limit] + "..."
+        return reply
 
 
 # --------------------------------------------------------------------------- factory

@@ -2,9 +2,12 @@
 
 Order (the seed's, extended): ADP_LLM_BASE_URL (+ADP_LLM_MODEL, ADP_LLM_API_KEY) as "custom";
 then each hosted provider whose key is set: GEMINI_API_KEY, DEEPSEEK_API_KEY, OPENAI_API_KEY;
-then ADP_VLLM_URL (+ADP_VLLM_MODEL) as "vllm"; then the embedded default ("local": SmolLM2 on
-http://127.0.0.1:8088/v1, `adp llm up`; ADP_LLM_PORT moves it). ADP_LLM_PROVIDER=<name> keeps
-only that one.
+then ADP_VLLM_URL (+ADP_VLLM_MODEL) as "vllm". The chain is only what the user configured: the
+client fails over among these and no other. The embedded model ("local": SmolLM2 on
+http://127.0.0.1:8088/v1, `adp llm up`; ADP_LLM_PORT moves it) is the chain only when nothing
+else is configured (or ADP_LLM_PROVIDER=local asks for it); it is never appended as a fallback,
+so a run's trajectories never mix the user's model with the tiny demo model.
+ADP_LLM_PROVIDER=<name> keeps only that one.
 
 API keys are held in `Secret`, whose str/repr is '***': a Provider's repr names only the
 environment variable a key came from, never its value.
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
+from adp.core.errors import BadInput
 from adp.core.sections import LlmSettings
 from adp.core.settings import settings
 
@@ -85,7 +89,7 @@ HOSTED = (
 
 def resolve_providers(env: LlmSettings | Mapping[str, str] | None = None) -> list[Provider]:
     """The chain, first choice first, from the LLM settings (a mapping: as a process with that
-    environment would read them). Raises ValueError if ADP_LLM_PROVIDER names none of it."""
+    environment would read them). Raises BadInput if ADP_LLM_PROVIDER names none of it."""
     llm = (
         env
         if isinstance(env, LlmSettings)
@@ -111,7 +115,9 @@ def resolve_providers(env: LlmSettings | Mapping[str, str] | None = None) -> lis
             )
     if llm.vllm_url:
         chain.append(Provider("vllm", llm.vllm_url, llm.vllm_model or llm.model or LOCAL_MODEL))
-    chain.append(Provider("local", local_url(llm), LOCAL_MODEL))
+    local = Provider("local", local_url(llm), LOCAL_MODEL)
+    if llm.provider == "local" or (not chain and not llm.provider):
+        return [local]
     if llm.provider:
         chosen = [p for p in chain if p.name == llm.provider]
         if not chosen:
@@ -120,7 +126,7 @@ def resolve_providers(env: LlmSettings | Mapping[str, str] | None = None) -> lis
             hint = hint or {"custom": " (set ADP_LLM_BASE_URL)", "vllm": " (set ADP_VLLM_URL)"}.get(
                 llm.provider, ""
             )
-            raise ValueError(
+            raise BadInput(
                 f"ADP_LLM_PROVIDER={llm.provider!r} is not configured{hint}; known providers: "
                 f"{known}"
             )

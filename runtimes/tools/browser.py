@@ -13,6 +13,14 @@
   observation, and its next action opens a fresh context at the last URL it knew.
 - Every action returns a ToolResult (observation text, ok, error) and never raises for
   page-level problems (element not found, navigation failure, timeouts, dead browser).
+- Chromium that cannot be launched is no page-level problem: the pool raises
+  DependencyUnavailable when its executable is missing, and DependencyOutage (with a probe that
+  launches one) when a launch fails, so a runtime pauses instead of failing its tasks.
+
+- Egress: every request a session's pages make goes through its own egress proxy
+  (egress_proxy.py), which refuses private, loopback, link-local and cloud metadata addresses
+  unless the allow-list names them (egress.py; settings browser.egress, browser.egress_allow).
+  A refused request is noted in the observation of the action that made it.
 
 Chromium: ADP_CHROMIUM (default /usr/bin/chromium), with --no-sandbox --disable-gpu
 --disable-background-networking --disable-component-update --disable-sync --no-first-run;
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +45,11 @@ from playwright.async_api import (
     async_playwright,
 )
 
+from adp.core.errors import DependencyOutage, DependencyUnavailable
 from adp.core.settings import settings
 from adp.runtimes.tools.base import ToolResult
+from adp.runtimes.tools.egress import EgressPolicy
+from adp.runtimes.tools.egress_proxy import EgressProxy
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +61,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# WebRTC's UDP would not go through the egress proxy: none at all under a policy
+NO_UNPROXIED_UDP = "--force-webrtc-ip-handling-policy=disable_non_proxied_udp"
+# Playwright's proxy setting, with loopback addresses proxied too (Chromium sends them direct
+# by default; Playwright adds this itself unless told otherwise by its environment)
+PROXY_LOOPBACK = "<-loopback>"
 
 
 def chromium_path() -> str:
@@ -80,11 +97,24 @@ class BrowserPool:
         headless: bool = True,
         args: list[str] | None = None,
         launch_timeout: float = 60.0,
+        egress: EgressPolicy | None = None,
     ) -> None:
+        """`egress`: what the browsers may reach (default: the browser settings')."""
         self.size = max(1, int(size))
         self.executable = executable or chromium_path()
+        if not os.access(self.executable, os.X_OK):
+            raise DependencyUnavailable(
+                f"Chromium not found at {self.executable} (browser.chromium, ADP_CHROMIUM): "
+                "install it (apt-get install chromium) or point ADP_CHROMIUM at one"
+            )
         self.headless = headless
         self.args = list(CHROMIUM_ARGS if args is None else args)
+        if egress is None:
+            conf = settings().browser
+            egress = EgressPolicy.of(conf.egress, conf.egress_allow)
+        self.egress = egress
+        # the browsers' own proxy, for what no session's context covers (each session has one)
+        self._proxy = EgressProxy(egress) if egress.mode != "open" else None
         self.launch_timeout = launch_timeout
         self.launches = 0  # browsers launched over the pool's life (replacements included)
         self._pw: Playwright | None = None
@@ -96,22 +126,33 @@ class BrowserPool:
     async def start(self) -> BrowserPool:
         async with self._start_lock:
             if self._pw is None:
+                if self._proxy is not None:
+                    await self._proxy.start()
                 self._pw = await async_playwright().start()
-                await asyncio.gather(*(self._browser(i) for i in range(self.size)))
+                try:
+                    await asyncio.gather(*(self._browser(i) for i in range(self.size)))
+                except BaseException:
+                    await self._stop()
+                    raise
         return self
 
     async def close(self) -> None:
         async with self._start_lock:
-            browsers, self._browsers = self._browsers, [None] * self.size
-            for browser in browsers:
-                if browser is not None:
-                    try:
-                        await browser.close()
-                    except Exception:  # already gone
-                        pass
-            if self._pw is not None:
-                await self._pw.stop()
-                self._pw = None
+            await self._stop()
+
+    async def _stop(self) -> None:
+        browsers, self._browsers = self._browsers, [None] * self.size
+        for browser in browsers:
+            if browser is not None:
+                try:
+                    await browser.close()
+                except Exception:  # already gone
+                    pass
+        if self._pw is not None:
+            await self._pw.stop()
+            self._pw = None
+        if self._proxy is not None:
+            await self._proxy.close()
 
     async def __aenter__(self) -> BrowserPool:
         return await self.start()
@@ -127,32 +168,58 @@ class BrowserPool:
                 return browser
             if browser is not None:
                 log.warning("browser %d disconnected; launching a replacement", slot)
-            assert self._pw is not None, "BrowserPool.start() first"
-            browser = await self._pw.chromium.launch(
-                executable_path=self.executable,
-                headless=self.headless,
-                args=self.args,
-                timeout=self.launch_timeout * 1000,
-            )
+            browser = await self._launch()
             self.launches += 1
             self._browsers[slot] = browser
             browser.on("disconnected", lambda b, s=slot: self._forget(s, b))
             return browser
 
+    async def _launch(self) -> Browser:
+        assert self._pw is not None, "BrowserPool.start() first"
+        egress = {}
+        if self._proxy is not None:
+            egress = {"proxy": {"server": self._proxy.url, "bypass": PROXY_LOOPBACK}}
+        try:
+            return await self._pw.chromium.launch(
+                executable_path=self.executable,
+                headless=self.headless,
+                args=[*self.args, NO_UNPROXIED_UDP] if egress else self.args,
+                timeout=self.launch_timeout * 1000,
+                **egress,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # playwright's Error or TimeoutError: Chromium did not come up
+            raise DependencyOutage(
+                f"the browser cannot start: {self.executable}: {_short(exc)}",
+                "browser",
+                self._probe,
+            ) from exc
+
+    async def _probe(self) -> None:
+        """Return once a browser launches again (it is closed at once); raise while not."""
+        await self.start()
+        browser = await self._launch()
+        await browser.close()
+
     def _forget(self, slot: int, browser: Browser) -> None:
         if self._browsers[slot] is browser:
             self._browsers[slot] = None
 
-    async def new_context(self, options: BrowserOptions | None = None) -> BrowserContext:
-        """A fresh, isolated context on the least loaded browser (replaced if it died)."""
+    async def new_context(
+        self, options: BrowserOptions | None = None, proxy: str | None = None
+    ) -> BrowserContext:
+        """A fresh, isolated context on the least loaded browser (replaced if it died);
+        `proxy`: the URL of the context's own egress proxy."""
         await self.start()
         opts = options or BrowserOptions()
         slot = min(range(self.size), key=lambda i: self._load[i])
+        egress = {"proxy": {"server": proxy, "bypass": PROXY_LOOPBACK}} if proxy else {}
         for attempt in range(2):
             browser = await self._browser(slot)
             try:
                 context = await browser.new_context(
-                    viewport={"width": opts.viewport[0], "height": opts.viewport[1]}
+                    viewport={"width": opts.viewport[0], "height": opts.viewport[1]}, **egress
                 )
                 break
             except Exception:
@@ -206,6 +273,7 @@ class BrowserSession:
         self.context: BrowserContext | None = None
         self.page: Page | None = None
         self.last_url: str | None = None
+        self.egress = EgressProxy(pool.egress) if pool.egress.mode != "open" else None
 
     async def __aenter__(self) -> BrowserSession:
         return self
@@ -220,6 +288,8 @@ class BrowserSession:
                 await context.close()
             except Exception:  # its browser is gone already
                 pass
+        if self.egress is not None:
+            await self.egress.close()
 
     def _alive(self) -> bool:
         return (
@@ -238,7 +308,8 @@ class BrowserSession:
             return self.page, ""
         recovering = self.context is not None
         await self.close()
-        self.context = await self.pool.new_context(self.options)
+        proxy = await self.egress.start() if self.egress is not None else None
+        self.context = await self.pool.new_context(self.options, proxy)
         self.page = await self.context.new_page()
         if not recovering:
             return self.page, ""
@@ -257,7 +328,9 @@ class BrowserSession:
             await old.close()
 
     async def _act(self, what: str, action: Any) -> ToolResult:
-        """Run `action(page)` -> ToolResult, turning every failure into an error observation."""
+        """Run `action(page)` -> ToolResult, turning every failure into an error observation
+        and noting the requests the egress policy refused meanwhile."""
+        seen = self.egress.refused if self.egress is not None else 0
         try:
             page, note = await self._page()
             result = await action(page)
@@ -265,8 +338,7 @@ class BrowserSession:
                 self.last_url = page.url if page.url != "about:blank" else self.last_url
             if note:
                 result.observation = note + result.observation
-            return result
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, DependencyOutage):
             raise
         except Exception as exc:
             error = _short(exc)
@@ -275,7 +347,8 @@ class BrowserSession:
                 obs = f"{what} failed: {error}. A fresh browser will be used for the next action."
             else:
                 obs = f"{what} failed: {error}"
-            return ToolResult(obs, ok=False, error=error)
+            result = ToolResult(obs, ok=False, error=error)
+        return self.egress.noted(result, seen) if self.egress is not None else result
 
     async def _summary(self, page: Page, header: str = "") -> str:
         text = await page.evaluate("() => document.body ? document.body.innerText : ''")

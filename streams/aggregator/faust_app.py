@@ -23,8 +23,12 @@
   before the batch can be acked, so nothing acknowledged is only in a buffer.
 - Bytes that do not decode, or events that break the contract, go to adp.dlq with the original
   bytes and the headers of streams/kafka/dlq.py.
+- A sink that cannot be written (full disk, read-only folder, S3 down) pauses the agent that
+  writes, its batch unacknowledged, until the same batch is written (sink_outage.py); only a
+  bug escapes an agent.
 - Faust's bugs are worked around in streams/aggregator/faust_guard.py: records it skips are
-  read back (SkipGuard), and an agent that crashes stops the process with a non-zero exit status.
+  read back (SkipGuard), and an agent that crashes ends the process at once with a non-zero exit
+  status, its batch unacknowledged.
 - Expiry runs in event time inside the assembler (see assembly.py): no timers write to
   the table, so every table write follows events of the same partition.
 """
@@ -33,53 +37,47 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from adp.connectors.sinks.base import BaseSink
 from adp.core import metrics
-from adp.core.process import exit_if_stuck, relax_gc
-from adp.core.settings import Settings
 from adp.schemas import codec
 from adp.schemas.contracts import StepEvent, Trajectory
 from adp.streams.aggregator.assembly import (
-    DEFAULT_EXPIRE_AFTER,
-    DEFAULT_FORGET_DONE_AFTER,
     InvalidEvent,
     TrajectoryAssembler,
 )
 from adp.streams.aggregator.faust_guard import (
-    AGENT_CRASH_EXIT,
     STALL_CHECK_EVERY,
     SkipGuard,
-    stop_worker_on_crash,
+    exit_on_crash,
+)
+from adp.streams.aggregator.lifecycle import (
+    TABLE_NAME,
+    AggregatorConfig,
+    build_app,
+    run_until_stopped,
 )
 from adp.streams.aggregator.staged_store import StagedStore
 from adp.streams.aggregator.writer import TrajectoryWriter
-from adp.streams.kafka import clients
-from adp.streams.kafka.artifacts import ArtifactFetcher
+from adp.streams.kafka import oversized
+from adp.streams.kafka.artifacts import ArtifactError, ArtifactFetcher
 from adp.streams.kafka.dlq import dlq_headers
-from adp.streams.kafka.topics import AGGREGATOR_GROUP, DLQ, STEPS, TRAJECTORIES
+from adp.streams.kafka.topics import DLQ, STEPS, TRAJECTORIES
 
 log = logging.getLogger(__name__)
 
-DEFAULT_APP_ID = AGGREGATOR_GROUP
-TABLE_NAME = "assembly"
 # A batch is what Faust delivered within BATCH_WITHIN seconds (at most BATCH_MAX events): the
 # longer it collects, the more of a task's writes coalesce into one table write (a task that
 # starts and finishes within a batch writes only its done record), at the price of that much
 # latency on a quiet stream. Under a backlog a batch fills while the previous one is acked
-# either way: bench b gave the same events/s at 0.25 s and 0.1 s. On a stream with room to
-# spare 0.1 s halved bench f's finished -> file latency (--quick: p50 1.14 -> 0.52 s); at full
-# scale, where the runtimes saturate both cores, it did not move (p50 ~0.6 s, p99 1.1-1.3 s).
+# either way: the aggregator's throughput was the same at 0.25 s and 0.1 s. On a stream with room
+# to spare 0.1 s halved the finished -> file latency (p50 1.14 -> 0.52 s); where the runtimes
+# saturate both cores it did not move (p50 ~0.6 s, p99 1.1-1.3 s).
 BATCH_MAX = 5000  # step events per assemble batch
 BATCH_WITHIN = 0.1  # seconds a batch waits to fill
-PRODUCER_BATCH_BYTES = 1024 * 1024  # records per partition sent in one go (uncompressed)
 SINK_BATCH_MAX = 1000  # trajectories per sink batch
 SINK_BATCH_WITHIN = 0.05
 # assembler counter -> adp_aggregator_dropped_total{reason}
@@ -92,29 +90,11 @@ DROP_REASONS = {
 }
 
 
-@dataclass
-class AggregatorConfig:
-    connection: Settings  # the cluster and how to reach it (streams/kafka/clients.py)
-    sink: BaseSink
-    step_partitions: int  # adp.steps' partitions on the broker (= the changelog's): _prepare
-    app_id: str = DEFAULT_APP_ID
-    expire_after: float = DEFAULT_EXPIRE_AFTER
-    forget_done_after: float | None = DEFAULT_FORGET_DONE_AFTER  # None: keep done records
-    replication: int = 1
-    metrics_port: int | None = None
-    log_every: float = 30.0
-    session_timeout: float = 30.0
-    datadir: Path | None = None
-    drain_timeout: float = 30.0  # after SIGTERM, the process ends within this even without a broker
-
-
 class Aggregator:
     """Builds the Faust app for one configuration; `run()` blocks until SIGTERM/SIGINT (or an
     agent crashes: then it exits with AGENT_CRASH_EXIT)."""
 
     def __init__(self, config: AggregatorConfig) -> None:
-        import faust  # heavy import: only when the aggregator really runs
-
         self.config = config
         self.stats = {
             "trajectories_published": 0,
@@ -123,34 +103,9 @@ class Aggregator:
             "table_writes": 0,
         }
         self.guard = SkipGuard(config.connection, config.app_id, STEPS)
-        self.crashed: BaseException | None = None
-        self._worker: Any = None
         self._dropped_seen = dict.fromkeys(DROP_REASONS, 0)
         self.artifacts = ArtifactFetcher(config.connection)  # bytes of files steps wrote
-        datadir = config.datadir or config.connection.home / "aggregator"
-        datadir.mkdir(parents=True, exist_ok=True)
-        self.app = app = faust.App(
-            config.app_id,
-            **clients.faust_settings(config.connection),
-            store="memory://",
-            datadir=str(datadir),
-            web_enabled=False,
-            topic_partitions=config.step_partitions,
-            topic_replication_factor=config.replication,
-            key_serializer="raw",
-            value_serializer="raw",
-            producer_acks=-1,
-            producer_compression_type="gzip",
-            producer_linger_ms=5,
-            # One produce request carries one batch per partition: with the 16 KiB default a
-            # 20 KB trajectory was a request of its own, and a batch's trajectories and
-            # changelog records waited for dozens of acks=all round trips in a row.
-            producer_max_batch_size=min(PRODUCER_BATCH_BYTES, config.connection.max_message_bytes),
-            consumer_auto_offset_reset="earliest",
-            # A kill -9'd member holds its partitions until its session times out.
-            broker_session_timeout=config.session_timeout,
-            broker_heartbeat_interval=min(3.0, config.session_timeout / 3),
-        )
+        self.app = app = build_app(config)
         self.steps = app.topic(STEPS, key_serializer="raw", value_serializer="raw")
         self.trajectories = app.topic(TRAJECTORIES, key_serializer="raw", value_serializer="raw")
         self.dlq = app.topic(DLQ, key_serializer="raw", value_serializer="raw")
@@ -173,9 +128,8 @@ class Aggregator:
         self.writer = TrajectoryWriter(
             config.sink, self.artifacts, self.stats, self.health, config.app_id
         )
-        crash_stops = stop_worker_on_crash(self._running_worker)
-        app.agent(self.steps, name="assemble", concurrency=1)(crash_stops(self._assemble_agent))
-        app.agent(self.trajectories, name="sink", concurrency=1)(crash_stops(self._sink_agent))
+        app.agent(self.steps, name="assemble", concurrency=1)(exit_on_crash(self._assemble_agent))
+        app.agent(self.trajectories, name="sink", concurrency=1)(exit_on_crash(self._sink_agent))
         app.timer(config.log_every, name="report")(self._report)
         app.timer(STALL_CHECK_EVERY, name="stall-watch")(self._refetch_stalled)
         app.task(self._on_startup)
@@ -302,10 +256,16 @@ class Aggregator:
         if not trajectories:
             return
         pending = []
+        limit = oversized.record_limit(self.config.connection.max_message_bytes)
         for t in trajectories:
-            pending.append(
-                await self._send(
-                    TRAJECTORIES, t.key.encode(), codec.encode(t), headers=self.writer.headers
+            pending.append(  # one over the record limit goes to adp.artifacts in chunks first
+                await oversized.send(
+                    _AiokafkaSend(self),
+                    TRAJECTORIES,
+                    codec.encode(t),
+                    t.key.encode(),
+                    headers=self.writer.headers,
+                    limit=limit,
                 )
             )
         await asyncio.gather(*pending)  # acknowledged before the tasks' state is dropped
@@ -332,8 +292,9 @@ class Aggregator:
             if self.writer.written_by_app(message.headers):
                 continue  # an assemble agent of this app wrote it
             try:
-                good.append(codec.decode(message.value, expect=Trajectory))
-            except (codec.DecodeError, ValidationError) as exc:
+                value = await oversized.value_of(message, self.artifacts.fetch)
+                good.append(codec.decode(value, expect=Trajectory))
+            except (ValueError, ArtifactError) as exc:  # DecodeError, ValidationError among them
                 dead.append((message, f"undecodable Trajectory: {exc}"))
         await self.to_dlq(dead)
         await self.writer.write(good)
@@ -356,10 +317,6 @@ class Aggregator:
             metrics.DLQ_MESSAGES.labels("aggregator").inc(len(dead))
 
     # -- lifecycle and reporting ---------------------------------------------------------------
-    def _running_worker(self) -> Any:
-        """For faust_guard.stop_worker_on_crash: the worker to stop."""
-        return self._worker
-
     async def _on_shutdown(self, *_: Any, **__: Any) -> None:
         await self.artifacts.close()
         await self.config.sink.close()
@@ -392,55 +349,16 @@ class Aggregator:
         self._metrics_server = await metrics.serve(self.health, self.config.metrics_port)
 
     def run(self) -> None:
-        """Run until SIGTERM/SIGINT; mode's Worker stops the app cleanly on either. A crashed
-        agent stops it too, and then the process exits with AGENT_CRASH_EXIT."""
-        from faust import Worker
-
-        if log.isEnabledFor(logging.DEBUG):  # -v: also Faust's own story (rebalances, recovery)
-            logging.getLogger("faust").setLevel(logging.INFO)
-        self._worker = worker = Worker(
-            self.app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False
-        )
-        worker.spinner = None  # it writes terminal escapes to stdout
-        # mode's Worker owns SIGTERM/SIGINT: arm the shutdown insurance when it acts on one
-        # (Faust can keep waiting for a broker that is gone; core/process.exit_if_stuck)
-        schedule, armed = worker._schedule_shutdown, []
-
-        def shutdown(signal: Any) -> None:
-            if not armed:  # (a crashed agent stops the worker this way too: keep its status)
-                armed.append(
-                    exit_if_stuck(
-                        self.config.drain_timeout,
-                        f"aggregator {self.config.app_id}",
-                        code=lambda: AGENT_CRASH_EXIT if getattr(worker, "crashed_by", None) else 1,
-                    )
-                )
-            schedule(signal)
-
-        worker._schedule_shutdown = shutdown
-        relax_gc()
-        code: Any = 0
-        try:
-            worker.execute_from_commandline()
-        except SystemExit as exc:
-            code = exc.code
-        crashed = getattr(worker, "crashed_by", None)
-        log.info(
-            "aggregator stopped (%s)", " ".join(f"{k}={v}" for k, v in self.counters().items())
-        )
-        if crashed is not None:
-            log.error(
-                "aggregator stopped because an agent crashed: %s: %s",
-                type(crashed).__name__,
-                crashed,
-            )
-            logging.shutdown()
-            # no lingering thread of Faust's may keep a crashed process alive
-            os._exit(AGENT_CRASH_EXIT)
-        if code not in (0, None):
-            raise SystemExit(code)
+        """Run until SIGTERM/SIGINT (lifecycle.run_until_stopped)."""
+        run_until_stopped(self)
 
 
-def changelog_topic(app_id: str) -> str:
-    """The Faust table's changelog topic (Faust names it <app_id>-<table>-changelog)."""
-    return f"{app_id}-{TABLE_NAME}-changelog"
+class _AiokafkaSend:
+    """aiokafka's `send(topic, value, key=, headers=)` over the aggregator's Faust producer, for
+    the helpers written against it (oversized.send, artifacts.publish)."""
+
+    def __init__(self, aggregator: Aggregator) -> None:
+        self.aggregator = aggregator
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None, headers=None) -> Any:
+        return await self.aggregator._send(topic, key, value, headers=headers)

@@ -22,9 +22,14 @@
    actor dead and wakes its supervisor, which does not restart a stream agent in a usable state;
    the worker keeps running with nothing consuming, forever (a test waited 10 minutes).
    https://github.com/robinhood/faust/issues/604 (same supervisor path, acks lost on restart)
-   `stop_worker_on_crash` wraps each agent function: it logs the error and stops the worker with
-   a non-zero exit status, so a supervisor (systemd, compose, Kubernetes) restarts the
-   process, which resumes from the changelog and the committed offsets.
+   Nor may the worker stop cleanly then: `Stream.take_events` acks the events of the batch it
+   handed out in a `finally`, however the batch ended, so a clean stop commits the batch the
+   agent crashed on although its trajectories were never written (seen: the crashed batch's
+   offsets committed, its trajectory in no sink). `exit_on_crash` wraps each agent function: it
+   logs the error and ends the process at once with AGENT_CRASH_EXIT, as a kill -9 would, which
+   the aggregator is built to survive: a supervisor (systemd, compose, Kubernetes) restarts it,
+   and it resumes from the changelog and the committed offsets, the crashed batch included.
+   An outage of the sink is not a crash: the writer waits it out (sink_outage.py).
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ import asyncio
 import functools
 import logging
 import os
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -175,34 +179,27 @@ class SkipGuard:
                 await consumer.seek(tp, expected)
 
 
-def stop_worker_on_crash(worker: Callable[[], Any]) -> Callable[[AgentFun], AgentFun]:
-    """Decorate an agent function (point 2): an exception escaping it is logged and stops the
-    worker, whose process then exits with AGENT_CRASH_EXIT. `worker()` returns the running
-    faust Worker (None before it runs: then the exception only propagates)."""
+def exit_on_crash(fun: AgentFun) -> AgentFun:
+    """Decorate an agent function (point 2): an exception escaping it is logged and ends the
+    process at once with AGENT_CRASH_EXIT, before anything acknowledges the batch."""
 
-    def wrap(fun: AgentFun) -> AgentFun:
-        @functools.wraps(fun)
-        async def agent(stream: Any) -> None:
-            try:
-                await fun(stream)
-            except Exception as exc:
-                name = getattr(fun, "__name__", "agent").strip("_").removesuffix("_agent")
-                log.error(
-                    "agent %s crashed: %s: %s; stopping the aggregator (exit status %d) "
-                    "so a supervisor restarts it from its changelog and committed offsets",
-                    name,
-                    type(exc).__name__,
-                    exc,
-                    AGENT_CRASH_EXIT,
-                    exc_info=exc,
-                )
-                running = worker()
-                if running is not None and getattr(running, "crashed_by", None) is None:
-                    running.crashed_by = exc
-                    # the worker's own SIGTERM path: the one clean shutdown Faust has
-                    os.kill(os.getpid(), signal.SIGTERM)
-                raise
+    @functools.wraps(fun)
+    async def agent(stream: Any) -> None:
+        try:
+            await fun(stream)
+        except Exception as exc:
+            name = getattr(fun, "__name__", "agent").strip("_").removesuffix("_agent")
+            log.error(
+                "agent %s crashed: %s: %s; stopping the aggregator now (exit status %d, its "
+                "batch unacknowledged) so a supervisor restarts it from its changelog and "
+                "committed offsets",
+                name,
+                type(exc).__name__,
+                exc,
+                AGENT_CRASH_EXIT,
+                exc_info=exc,
+            )
+            logging.shutdown()  # flush every handler: nothing runs after os._exit
+            os._exit(AGENT_CRASH_EXIT)
 
-        return agent
-
-    return wrap
+    return agent

@@ -12,7 +12,9 @@ use it.
   group, same sink) wrote them, whichever process of the app owns their partition.
 Nothing is lost when a process dies between publishing and writing: the batch's step events are
 then not acknowledged and its state is not in the table, so whichever process of the app takes
-the partition over assembles, publishes and writes the same bytes again.
+the partition over assembles, publishes and writes the same bytes again. For the same reason a
+sink that cannot be written (a full disk, S3 down) only pauses the agent: `write` tries the
+batch again until it is stored (streams/aggregator/sink_outage.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 from adp.connectors.sinks.base import BaseSink
 from adp.core import metrics
 from adp.schemas.contracts import Trajectory
+from adp.streams.aggregator.sink_outage import SinkOutage, is_outage
 from adp.streams.kafka.artifacts import ArtifactFetcher
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,9 @@ class TrajectoryWriter:
         self.app_id = app_id
         # the headers of every trajectory the assemble agent publishes (and then writes)
         self.headers = [(WRITTEN_BY, app_id.encode())]
+        self.outage = SinkOutage(sink)
+        if health is not None:
+            health.degraded.append(self.outage.reason)
 
     def written_by_app(self, headers: object) -> bool:
         """For the sink agent: whether an aggregator of this app wrote the record already."""
@@ -62,11 +68,20 @@ class TrajectoryWriter:
 
     async def write(self, trajectories: Sequence[Trajectory]) -> None:
         """Store every trajectory (the files its steps wrote first) and flush the sink: when
-        this returns, all of them are stored."""
+        this returns, all of them are stored. While the sink is unavailable it keeps trying
+        (the caller's batch stays unacknowledged meanwhile); any other error is raised."""
         if not trajectories:
             return
-        where = await self.sink.store(trajectories, self.artifacts.fetch)
-        await self.sink.flush()
+        while True:
+            try:
+                where = await self.sink.store(trajectories, self.artifacts.fetch)
+                await self.sink.flush()
+                break
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                await self.outage.wait_after(exc, len(trajectories))
+        self.outage.over()
         now = time.time()
         self.stats["trajectories_written"] += len(trajectories)
         self.health.progress()

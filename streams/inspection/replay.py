@@ -70,8 +70,8 @@ from adp.streams.aggregator.assembly import (
     InvalidEvent,
     TrajectoryAssembler,
 )
-from adp.streams.kafka import clients
-from adp.streams.kafka.artifacts import ArtifactFetcher
+from adp.streams.kafka import clients, oversized
+from adp.streams.kafka.artifacts import ArtifactError, ArtifactFetcher
 from adp.streams.kafka.reader import (
     KafkaReadError,
     Range,
@@ -269,9 +269,10 @@ class _Replay:
             if r.value is None:
                 self.summary.tombstones += 1
                 continue
-            try:
-                trajectory = codec.decode(r.value, expect=Trajectory)
-            except (codec.DecodeError, ValidationError):
+            try:  # a record over the record limit points at its chunks (oversized.py)
+                value = await oversized.value_of(r, self.fetcher.fetch)
+                trajectory = codec.decode(value, expect=Trajectory)
+            except (ValueError, ArtifactError):  # DecodeError, ValidationError among them
                 self.summary.undecodable += 1
                 continue
             self.writer.put(trajectory)

@@ -19,7 +19,7 @@ from adp.connectors.sinks.base import BaseSink
 from adp.connectors.sinks.destinations import open_sink
 from adp.runtimes.verify import Subject, VerifyContext, verify
 from adp.schemas.contracts import Trajectory
-from adp.streams.aggregator.assembly import verified_success
+from adp.streams.aggregator.build import verified_success
 from adp.streams.inspection.trajectories import (
     ReadReport,
     SourceError,

@@ -7,6 +7,10 @@ Everything comes from the broker, nothing from local files, so it works from any
 - running: the offsets the runtimes listed as running in their last commit metadata
   (streams/runtime/poison.py keeps that list current);
 - members: the group's members, and which partitions each one owns;
+- paused: the runtimes that start no task because a dependency they need is down (the LLM
+  endpoint, sandbox, browser), since when and why: a paused runtime writes that into the
+  metadata of its commits (streams/runtime/breaker.py), and it counts while that runtime still
+  owns the partition (a runtime that died paused is no member any more);
 - finished / failed: distinct trajectories (one per task, or per sample of a task with k
   samples) on adp.trajectories and their latest success flag;
 - verified / checked: of those, how many a verifier passed, of how many it judged (None where
@@ -35,8 +39,18 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 from adp.connectors.export.passk import PassTable, model_of
 from adp.schemas import codec
 from adp.schemas.contracts import TaskType, Trajectory
-from adp.streams.kafka import clients, topics
+from adp.streams.kafka import clients, oversized, topics
+from adp.streams.kafka.artifacts import ArtifactError, ArtifactFetcher
 from adp.streams.kafka.reader import behind
+
+
+@dataclass
+class Pause:
+    """A runtime paused by an unavailable dependency, as its commit metadata says."""
+
+    runtime: str
+    since: float  # unix time
+    why: str
 
 
 @dataclass
@@ -48,6 +62,7 @@ class PartitionLag:
     lag: int  # end - committed
     running: int  # offsets the owner listed as running in its last commit
     owner: str | None  # client id of the member it is assigned to
+    paused: Pause | None = None  # the pause its owner's last commit reported
 
 
 @dataclass
@@ -55,6 +70,7 @@ class Member:
     client_id: str
     host: str
     partitions: dict[str, list[int]]  # topic -> the partitions of it this member owns
+    paused: Pause | None = None
 
 
 @dataclass
@@ -70,6 +86,11 @@ class GroupStatus:
     @property
     def lag(self) -> int:
         return sum(p.lag for p in self.partitions)
+
+    @property
+    def paused(self) -> list[Pause]:
+        """The members paused now, each once."""
+        return [m.paused for m in self.members if m.paused is not None]
 
 
 @dataclass
@@ -102,6 +123,7 @@ class TypeStatus:
     # per priority lane (topics.LANES), highest first; produced/pending/running sum over these
     lanes: dict[str, LaneStatus] = field(default_factory=dict)
     group: GroupStatus | None = None
+    paused: list[Pause] = field(default_factory=list)  # its runtimes paused by an outage
 
 
 @dataclass(frozen=True)
@@ -153,6 +175,7 @@ class StatusReader:
         self.conf = clients.connection(self.conf)
         self.admin = clients.admin(self.conf, client_id="adp-status")
         self.consumer = clients.consumer(conf=self.conf, client_id="adp-status")
+        self.chunks = ArtifactFetcher(self.conf)  # trajectories over the record limit
         try:
             await clients.start(self.admin, self.conf)
             await clients.start(self.consumer, self.conf)
@@ -165,6 +188,7 @@ class StatusReader:
     async def __aexit__(self, *exc: object) -> None:
         await clients.close(self.consumer)
         await clients.close(self.admin)
+        await self.chunks.close()
 
     async def read(self) -> list[TypeStatus]:
         await self._catch_up_trajectories()
@@ -185,6 +209,7 @@ class StatusReader:
             row.pending = sum(lane.pending for lane in row.lanes.values())
             row.running = sum(lane.running for lane in row.lanes.values())
             row.members = len(group.members)
+            row.paused = group.paused
             for o in self.outcomes.values():
                 if o.task_type == task_type.value:
                     row.finished += 1
@@ -259,6 +284,8 @@ class StatusReader:
         for tp in parts:
             meta = committed.get(tp)
             done = meta.offset if meta and meta.offset >= 0 else 0
+            owner = owners.get((tp.topic, tp.partition))
+            pause = paused_in(meta.metadata if meta else "")
             status.partitions.append(
                 PartitionLag(
                     tp.topic,
@@ -267,9 +294,13 @@ class StatusReader:
                     done,
                     max(0, ends[tp] - done),
                     running_in(meta.metadata if meta else ""),
-                    owners.get((tp.topic, tp.partition)),
+                    owner,
+                    pause if pause is not None and pause.runtime == owner else None,
                 )
             )
+        pauses = {p.paused.runtime: p.paused for p in status.partitions if p.paused}
+        for member in status.members:
+            member.paused = pauses.get(member.client_id)
         return status
 
     async def _committed(self, group: str, parts: list[TopicPartition]) -> dict:
@@ -330,8 +361,9 @@ class StatusReader:
             for records in (await self.consumer.getmany(timeout_ms=1000)).values():
                 for r in records:
                     try:
-                        t = codec.decode(r.value, expect=Trajectory)
-                    except codec.DecodeError:
+                        value = await oversized.value_of(r, self.chunks.fetch)
+                        t = codec.decode(value, expect=Trajectory)
+                    except (codec.DecodeError, ValueError, ArtifactError):
                         continue  # the aggregator never publishes these; skip foreign bytes
                     self.outcomes[t.key] = Outcome.of(t)
 
@@ -341,3 +373,12 @@ def running_in(metadata: str) -> int:
         return len(json.loads(metadata).get("run", [])) if metadata else 0
     except (ValueError, AttributeError):
         return 0
+
+
+def paused_in(metadata: str) -> Pause | None:
+    """The pause a runtime's commit metadata reports (streams/runtime/poison.py), if any."""
+    try:
+        note = json.loads(metadata).get("paused") if metadata else None
+        return Pause(str(note["by"]), float(note["since"]), str(note["why"])) if note else None
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return None

@@ -27,7 +27,8 @@ from adp.connectors.sinks.destinations import KAFKA
 from adp.core.errors import BadInput
 from adp.schemas import codec
 from adp.schemas.contracts import Trajectory
-from adp.streams.kafka import clients
+from adp.streams.kafka import clients, oversized
+from adp.streams.kafka.artifacts import ArtifactError, ArtifactFetcher
 from adp.streams.kafka.reader import (
     KafkaReadError,
     batches_in_range,
@@ -140,6 +141,7 @@ async def _from_kafka(conf: clients.Conn, report: ReadReport) -> AsyncIterator[T
         consumer = await open_consumer(conf)
     except KafkaReadError as exc:
         raise SourceError(str(exc)) from exc
+    chunks = ArtifactFetcher(conf)  # opens its consumer only if a record needs it
     try:
         rng = await capture_range(consumer, parts, since=None)
         last: dict[bytes, tuple[int, int]] = {}
@@ -152,9 +154,9 @@ async def _from_kafka(conf: clients.Conn, report: ReadReport) -> AsyncIterator[T
             for r in records:
                 if (tp.partition, r.offset) not in wanted or r.value is None:
                     continue
-                try:
-                    t = codec.decode(r.value, expect=Trajectory)
-                except codec.DecodeError as exc:
+                try:  # a record over the record limit points at its chunks (oversized.py)
+                    t = codec.decode(await oversized.value_of(r, chunks.fetch), expect=Trajectory)
+                except (codec.DecodeError, ValueError, ArtifactError) as exc:
                     report.skip(f"{r.topic}[{r.partition}]@{r.offset}", str(exc))
                     continue
                 report.read += 1
@@ -163,6 +165,7 @@ async def _from_kafka(conf: clients.Conn, report: ReadReport) -> AsyncIterator[T
         raise SourceError(f"cannot read {TRAJECTORIES}: {type(exc).__name__}: {exc}") from exc
     finally:
         await consumer.stop()
+        await chunks.close()
 
 
 # ---- writing back -------------------------------------------------------------------------------

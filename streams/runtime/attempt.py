@@ -24,6 +24,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaProducer
 
 from adp.core import metrics
+from adp.core.errors import DependencyOutage
 from adp.runtimes.base import Outcome, Runtime, StepReport, sampling
 from adp.runtimes.verify import Subject, VerifyContext, verify
 from adp.schemas import codec
@@ -38,6 +39,7 @@ from adp.schemas.contracts import (
     Verdict,
 )
 from adp.streams.kafka import artifacts, topics
+from adp.streams.runtime.step_encoding import StepEncoding
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ class Attempt:
         self.recorded: list[Step] = []  # what a verifier may look at (the agent's final code)
         self.verdict: Verdict | None = None
         self.pending: list[asyncio.Future] = []
+        self.began = time.monotonic()  # reset when the attempt runs
+        self.encoding = StepEncoding()
 
     async def send(self, event_type: EventType, **fields) -> asyncio.Future:
         event = StepEvent(
@@ -86,6 +90,10 @@ class Attempt:
         metrics.STEP_DURATION.labels(self.task.task_type, step.action_type).observe(step.duration)
         if self.task.verify is not None:
             self.recorded.append(step)
+        # linear in the attempt's steps, under the record limit: step_encoding.py
+        step, blobs = self.encoding.for_wire(step)
+        if blobs:
+            step = await self._with_artifact_bytes_sent(step, blobs)
         await self.send(EventType.step, step=step)
 
     async def _with_artifact_bytes_sent(self, step: Step, blobs: dict[str, bytes]) -> Step:
@@ -96,6 +104,9 @@ class Attempt:
         located: dict[str, ArtifactLocation] = {}
         out = []
         for artifact in step.artifacts:
+            if artifact.location is not None:  # sent already
+                out.append(artifact)
+                continue
             data = blobs.get(artifact.sha256) if artifact.kept else None
             if data is None:
                 out.append(
@@ -117,9 +128,12 @@ class Attempt:
     async def run(self, runtime: Runtime, on_sent: Callable[[], None] | None = None) -> Outcome:
         """`on_sent` is called once the finished event is handed to the producer, before its
         acknowledgement is awaited: the agent's work is over, so its slot may start the next
-        task while this one only waits on the broker."""
+        task while this one only waits on the broker. A DependencyOutage (the LLM endpoint,
+        sandbox or browser down) goes through unfinished: the attempt is abandoned, and the
+        worker runs the task again under a new one once the dependency is back, or gives up
+        on it with `finish` (streams/runtime/breaker.py)."""
         await self.send(EventType.started, task=self.task)
-        began = time.monotonic()
+        self.began = time.monotonic()
         try:
             async with asyncio.timeout(self.task.timeout):
                 with sampling(
@@ -130,24 +144,36 @@ class Attempt:
             outcome = Outcome(
                 False, "", f"task timed out after {self.task.timeout:g}s", ErrorType.timeout
             )
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, DependencyOutage):
             raise
         except Exception as exc:  # a runtime bug must not take the worker down
             log.exception("runtime failed on task %s", self.task.task_id)
             outcome = Outcome(False, "", f"{type(exc).__name__}: {exc}", ErrorType.runtime_error)
-        total = round(time.monotonic() - began, 6)
         if self.task.verify is not None:  # outside the agent's timeout and sampling context
+            total = time.monotonic() - self.began
             self.verdict = await verify(
                 self.task.verify,
                 Subject(self.task, outcome.final_result, self.recorded, outcome.success),
                 self.verify_context,
             )
+            return await self.finish(outcome, on_sent, total)
+        return await self.finish(outcome, on_sent)
+
+    async def finish(
+        self,
+        outcome: Outcome,
+        on_sent: Callable[[], None] | None = None,
+        total: float | None = None,
+    ) -> Outcome:
+        """Send the finished event with `outcome` (`total`: the agent's time, default until
+        now) and return once every event of the attempt is acknowledged."""
+        total = time.monotonic() - self.began if total is None else total
         finish = Finish(
             success=outcome.success,
             final_result=outcome.final_result,
             error=outcome.error,
             error_type=outcome.error_type,
-            total_duration=total,
+            total_duration=round(total, 6),
             step_count=self.steps,
             verdict=self.verdict,
         )

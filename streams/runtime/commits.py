@@ -6,7 +6,13 @@ LLM calls/s against an ideal of 320). Here every request made while a commit is 
 next one, which carries the newest state of every partition asked for, so the commit rate follows
 the broker's round trip, not the task rate. What is committed is still decided by the worker at the
 moment the commit is sent (streams/runtime/offsets.py: only the contiguous done prefix), so
-coalescing never commits past an unfinished task."""
+coalescing never commits past an unfinished task.
+
+A commit the group refuses because it rebalanced without this member (CommitFailedError: cut off
+from Kafka for longer than the session timeout, or too slow to rejoin) is not an error of the
+runtime: the partitions may belong to another member now, which redoes from the committed offset
+whatever was not committed here, and aiokafka rejoins the group (revoking, then assigning).
+It is logged, once until a commit succeeds again, and the runtime carries on."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import OffsetAndMetadata
 
 from adp.streams.runtime.offsets import PartitionOffsets
@@ -43,12 +50,15 @@ class RuntimeCommits:
         consumer: Callable[[], AIOKafkaConsumer | None],
         offsets: dict[TopicPartition, PartitionOffsets],
         ledgers: dict[TopicPartition, PoisonLedger],
+        paused: Callable[[], dict | None] = lambda: None,
     ):
         self._consumer, self.offsets, self.ledgers = consumer, offsets, ledgers
+        self.paused = paused  # the outage note every commit carries while paused
         self._lock = asyncio.Lock()
         self._dirty: set[TopicPartition] = set()
         self._next: asyncio.Future | None = None
         self._flusher: asyncio.Task | None = None
+        self._refused = False  # the group refused the last commit (rebalanced without us)
 
     def request(self, partitions: Iterable[TopicPartition]) -> asyncio.Future:
         loop = asyncio.get_running_loop()
@@ -101,10 +111,28 @@ class RuntimeCommits:
                 ledger = self.ledgers.setdefault(tp, PoisonLedger())
                 running = set() if clean else tracker.running_offsets
                 owned[tp] = OffsetAndMetadata(
-                    tracker.committable, ledger.metadata(running, tracker.committable)
+                    tracker.committable,
+                    ledger.metadata(running, tracker.committable, self.paused()),
                 )
             if owned:
-                await consumer.commit(owned)
+                try:
+                    await consumer.commit(owned)
+                except CommitFailedError:
+                    self._log_refusal(len(owned))
+                    return
+                self._refused = False
+
+    def _log_refusal(self, partitions: int) -> None:
+        if self._refused:
+            log.debug("offset commit refused again: the group rebalanced without this member")
+            return
+        self._refused = True
+        log.warning(
+            "offset commit of %d partition(s) refused: the group rebalanced without this member "
+            "(cut off from Kafka for longer than the session timeout?); rejoining, and whoever "
+            "owns those partitions now redoes their uncommitted tasks",
+            partitions,
+        )
 
     async def settle(self) -> None:
         """Wait until every requested commit has been sent and answered (errors were logged)."""

@@ -42,15 +42,27 @@ class PoisonLedger:
         except (ValueError, TypeError, AttributeError):
             log.warning("ignoring unreadable commit metadata %r", (metadata or "")[:200])
             return cls()
+        if data.get("paused"):
+            # the owner was paused by an outage (streams/runtime/breaker.py): its tasks were
+            # waiting for the dependency, not running, and a process restarted while paused
+            # (an operator's, most likely) must not dead-letter them as poison
+            running = []
         for offset in running:
             if committed is None or offset >= committed:
                 strikes[offset] = strikes.get(offset, 0) + 1
         return cls(strikes)
 
-    def metadata(self, running: list[int] | set[int], committed: int | None) -> str:
+    def metadata(
+        self, running: list[int] | set[int], committed: int | None, paused: dict | None = None
+    ) -> str:
+        """`paused`: the runtime's outage note (streams/runtime/breaker.py), which `adp status`
+        shows; a process that dies paused leaves it behind, so it names the runtime."""
         live = {o: n for o, n in self.strikes.items() if committed is None or o >= committed}
         self.strikes = live
-        text = json.dumps({"run": sorted(running), "strikes": live}, separators=(",", ":"))
+        data: dict = {"run": sorted(running), "strikes": live}
+        if paused:
+            data["paused"] = paused
+        text = json.dumps(data, separators=(",", ":"))
         if len(text) > MAX_METADATA:  # never fail a commit over bookkeeping
             log.warning("commit metadata too large (%d bytes); poison tracking reset", len(text))
             text = json.dumps({"run": [], "strikes": {}})

@@ -19,7 +19,10 @@ Delivery discipline (README, "Delivery guarantees"):
   consumer redoes them under a new attempt_id; the aggregator drops the orphan attempt) and
   nothing is committed past them;
 - a task that keeps killing its process is quarantined, then dead-lettered
-(streams/runtime/poison.py)."""
+(streams/runtime/poison.py);
+- a dependency's outage (LLM endpoint, sandbox, browser) pauses the process instead of failing
+  its tasks: no task starts while it lasts, and the tasks that met it run again once it is over
+  (streams/runtime/breaker.py)."""
 
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ from adp.streams.kafka import authz, clients, topics
 from adp.streams.kafka.dlq import dlq_headers
 from adp.streams.producer import task_from_record
 from adp.streams.runtime.attempt import Attempt
+from adp.streams.runtime.breaker import OutageBreaker
 from adp.streams.runtime.commits import RuntimeCommits
 from adp.streams.runtime.intake import LaneIntake
 from adp.streams.runtime.lanes import DEFAULT_MIN_SHARE, check_min_share
@@ -81,6 +85,7 @@ class RuntimeWorker:
         consumer_options: dict | None = None,
         min_share: float = DEFAULT_MIN_SHARE,
         verify_context: VerifyContext | None = None,
+        outages: OutageBreaker | None = None,
     ):
         self.runtime, self.task_type = runtime, task_type
         # verifiers of tasks that name one use this LLM chain and sandbox (made when first used)
@@ -107,7 +112,10 @@ class RuntimeWorker:
         # tasks whose agent is done and that only wait for their events' acks: no slot
         self._acking: set[asyncio.Task] = set()
         # one commit in flight at a time; what is asked meanwhile rides on the next one
-        self.committer = RuntimeCommits(lambda: self.consumer, self.offsets, self.ledgers)
+        self.outages = outages or OutageBreaker.from_settings(task_type, self.runtime_id)
+        self.committer = RuntimeCommits(
+            lambda: self.consumer, self.offsets, self.ledgers, self.outages.note
+        )
         # bumped on every revocation: records fetched before one are not ours to start
         self._revocations = 0
         self._slot_freed = asyncio.Event()
@@ -117,6 +125,8 @@ class RuntimeWorker:
         self.health = metrics.Health(f"runtime {self.runtime_id}", busy=lambda: bool(self.inflight))
         self.watch = RuntimeWatch(self)  # lag gauges, broker and assignment checks
         self.health.checks += [self.watch.broker_check, self.watch.assignment_check]
+        self.health.degraded.append(self.outages.degraded)
+        self.outages.on_change.append(self._outage_changed)
         self._server = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -182,6 +192,7 @@ class RuntimeWorker:
                     finally:
                         watcher.cancel()
             finally:
+                self.outages.close()
                 self.committer.cancel()
                 await self.consumer.stop()
         finally:
@@ -192,7 +203,13 @@ class RuntimeWorker:
 
     def _free(self) -> int:
         busy = len(self.inflight) - len(self._acking)
-        return self.capacity() - busy if self.quarantine.is_open else 0
+        open_ = self.quarantine.is_open and not self.outages.paused
+        return self.capacity() - busy if open_ else 0
+
+    def _outage_changed(self) -> None:
+        # `adp status` reads the pause from the commit metadata; a resume frees the slots
+        self.committer.request(list(self.offsets))
+        self._slot_freed.set()
 
     async def _poll_loop(self, stop: asyncio.Event) -> None:
         assert self.consumer is not None and self.intake is not None
@@ -328,11 +345,12 @@ class RuntimeWorker:
                 strikes,
             )
         async with self.quarantine.slot(suspect=strikes > 0):
-            attempt = Attempt(self.producer, self.runtime_id, task, self.verify_context)
-            # debug: at hundreds of tasks a second two info lines per task were 4% of the CPU;
-            # the finished line below names the task and says how it ended
-            log.debug("task %s: attempt %s started", task.task_id, attempt.attempt_id)
-            outcome = await attempt.run(self.runtime, on_sent=self._agent_done)
+            # an outage abandons the attempt and runs the task again under a new one
+            attempt, outcome = await self.outages.run(
+                lambda: Attempt(self.producer, self.runtime_id, task, self.verify_context),
+                self.runtime,
+                self._agent_done,
+            )
             self._count(outcome)
             log.info(
                 "task %s: finished success=%s steps=%d%s%s",

@@ -49,7 +49,8 @@ class Pipeline:
 
     # ---- processes ---------------------------------------------------------------------------
 
-    def start_runtime(self, concurrency: int = 8) -> AdpProcess:
+    def start_runtime(self, concurrency: int = 8, bootstrap: str | None = None) -> AdpProcess:
+        """A code runtime; `bootstrap`: another way to the cluster (a proxy) than the test's."""
         self._n += 1
         rt = AdpProcess(
             [
@@ -61,15 +62,17 @@ class Pipeline:
                 f"code-fault-{self._n}",
             ],
             self.tmp / f"runtime-{self._n}.log",
-            self.env,
+            {**self.env, "ADP_BOOTSTRAP": bootstrap or self.bootstrap},
         ).start()
         self.runtimes.append(rt)
         return rt
 
-    def start_aggregator(self) -> AdpProcess:
+    def start_aggregator(self, bootstrap: str | None = None, *args: str) -> AdpProcess:
         self._n += 1
         self.aggregator = AdpProcess(
-            ["aggregate", "--out", str(self.out)], self.tmp / f"aggregator-{self._n}.log", self.env
+            ["aggregate", "--out", str(self.out), *args],
+            self.tmp / f"aggregator-{self._n}.log",
+            {**self.env, "ADP_BOOTSTRAP": bootstrap or self.bootstrap},
         ).start()
         return self.aggregator
 
@@ -104,7 +107,7 @@ class Pipeline:
             capture_output=True,
             text=True,
             timeout=300,
-            env={**self.aggregator.env},
+            env={**self.aggregator.env, **self.env},
         )
         assert done.returncode == 0, done.stdout + done.stderr
 

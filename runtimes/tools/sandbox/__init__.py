@@ -11,6 +11,7 @@ import os
 
 from adp.core.errors import BadInput, DependencyUnavailable
 from adp.core.registry import Registry
+from adp.core.settings import settings
 from adp.runtimes.tools.sandbox.base import (
     CollectedFile,
     ExecResult,
@@ -37,22 +38,25 @@ BACKENDS = Registry(
     },
     aliases={"bubblewrap": "bwrap"},
 )
-BWRAP = "/usr/bin/bwrap"
 
 
 def make_sandbox(backend: str = "auto") -> Sandbox:
-    """ "auto": bubblewrap if /usr/bin/bwrap exists, else docker if an engine answers."""
+    """ "auto": bubblewrap if its executable exists (settings().sandbox.bwrap, default
+    /usr/bin/bwrap), else docker if an engine answers. Raises DependencyUnavailable (one line)
+    when neither works."""
     if backend in BACKENDS:
         return BACKENDS.load(backend)()
     if backend != "auto":
         known = ", ".join(["auto", *BACKENDS.names(), *BACKENDS.aliases])
         raise BadInput(f"unknown sandbox backend {backend!r} ({known})")
-    if os.path.exists(BWRAP):
+    bwrap = settings().sandbox.bwrap
+    if os.path.exists(bwrap):
         return BACKENDS.load("bwrap")()
     try:
         return BACKENDS.load("docker")()
-    except RuntimeError as e:
+    except Exception as e:  # the SDK's own errors too (connection, image build): one line
+        why = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise DependencyUnavailable(
-            "no python sandbox available: install bubblewrap (apt-get install bubblewrap) "
-            f"or make a Docker engine reachable ({e})"
-        ) from None
+            f"no python sandbox available: {bwrap} not found (install bubblewrap: apt-get "
+            f"install bubblewrap), and the Docker backend failed: {why}"
+        ) from e

@@ -40,6 +40,8 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from adp.core.errors import DependencyOutage, DependencyUnavailable
+from adp.core.settings import settings
 from adp.runtimes.tools.sandbox.artifacts import collect, snapshot
 from adp.runtimes.tools.sandbox.base import (
     MAX_DRAIN_BYTES,
@@ -49,7 +51,6 @@ from adp.runtimes.tools.sandbox.base import (
     Workspace,
 )
 from adp.runtimes.tools.sandbox.bwrap_argv import (
-    BWRAP,
     ETC_FILES,
     MPL_DIR,
     PYTHON,
@@ -96,9 +97,20 @@ def _uids_alive(uid: int) -> list[int]:
 class BubblewrapSandbox:
     """The default sandbox. `tmp_root` is where per-run dirs are made (default: the temp dir).
     `env`: the Python environment of the programs ("auto": the one of env.py, built if missing;
-    None: Debian's bare python3)."""
+    None: Debian's bare python3). `bwrap`: the executable (default: settings().sandbox.bwrap)."""
 
-    def __init__(self, tmp_root: str | None = None, env: SandboxEnv | str | None = "auto"):
+    def __init__(
+        self,
+        tmp_root: str | None = None,
+        env: SandboxEnv | str | None = "auto",
+        bwrap: str | None = None,
+    ):
+        self.bwrap = bwrap or settings().sandbox.bwrap
+        if not os.access(self.bwrap, os.X_OK):
+            raise DependencyUnavailable(
+                f"bubblewrap not found at {self.bwrap} (sandbox.bwrap, ADP_SANDBOX_BWRAP): "
+                "install it (apt-get install bubblewrap)"
+            )
         self.tmp_root = tmp_root
         self.env = ensure_env() if env == "auto" else env
         self._as_root = os.geteuid() == 0
@@ -199,15 +211,30 @@ class BubblewrapSandbox:
     async def _run(self, code: str, limits: SandboxLimits, ws: Workspace) -> ExecResult:
         run = _Run(limits, ws.uid)
         try:
-            await self._ensure(ws)
-            self._write_code(ws.root, code)  # one small file: not worth a thread
-            before = snapshot(ws.work)
-            await run.start(*_as_uid(bwrap_argv(ws.root, limits, self.env), ws.uid))
+            try:
+                await self._ensure(ws)
+                self._write_code(ws.root, code)  # one small file: not worth a thread
+                before = snapshot(ws.work)
+                argv = bwrap_argv(ws.root, limits, self.env, self.bwrap)
+                await run.start(*_as_uid(argv, ws.uid))
+            except OSError as exc:  # no disk, no memory, no bwrap: the program never ran
+                raise self._outage(f"{type(exc).__name__}: {exc}") from exc
             await run.finish()
+            if _never_ran(run):
+                raise self._outage(run.err.text().strip().splitlines()[0])
             files = await asyncio.to_thread(collect, ws.work, before, limits)
             return run.result(files)
         finally:
             run.abandon()
+
+    def _outage(self, why: str) -> DependencyOutage:
+        return DependencyOutage(f"the python sandbox cannot start: {why}", "sandbox", self._probe)
+
+    async def _probe(self) -> None:
+        """Return once a sandbox starts again here; raise while it does not."""
+        reason = await asyncio.to_thread(_probe_bwrap, self.bwrap)
+        if reason is not None:
+            raise self._outage(reason)
 
 
 class _Run:
@@ -294,6 +321,18 @@ class _Run:
                 _sweep_uid(self.uid)
 
 
+def _never_ran(run: _Run) -> bool:
+    """Did bubblewrap (or setpriv, which becomes the run's uid before it) fail to set the
+    sandbox up, so that the program never ran? They say so on stderr, prefixed with their name,
+    and exit 1 (126/127: setpriv could not execute bubblewrap)."""
+    err = run.err.text()
+    return (
+        run.proc.returncode in (1, 126, 127)
+        and not run.out.nbytes
+        and err.startswith(("bwrap: ", "setpriv: "))
+    )
+
+
 def _sweep_uid(uid: int, deadline_s: float = 5.0) -> None:
     """SIGKILL every process of the run's private uid until none is left."""
     end = time.monotonic() + deadline_s
@@ -339,19 +378,20 @@ def sandbox_available() -> str | None:
     return _available["bwrap"]
 
 
-def _probe_bwrap() -> str | None:
-    if not os.path.exists(BWRAP):
-        return f"{BWRAP} not found: install bubblewrap (apt-get install bubblewrap)"
+def _probe_bwrap(bwrap: str | None = None) -> str | None:
+    bwrap = bwrap or settings().sandbox.bwrap
+    if not os.path.exists(bwrap):
+        return f"{bwrap} not found: install bubblewrap (apt-get install bubblewrap)"
     if not os.path.exists(PYTHON):
         return f"{PYTHON} not found: install python3 (apt-get install python3)"
     try:
-        sb = BubblewrapSandbox(env=None)
-    except ValueError as e:
+        sb = BubblewrapSandbox(env=None, bwrap=bwrap)
+    except (ValueError, DependencyUnavailable) as e:
         return str(e)
     uid = sb._alloc_uid()
     root = sb._prepare(uid)
     sb._write_code(root, "print('ok')")
-    argv, kw = _as_uid(bwrap_argv(root, SandboxLimits()), uid)
+    argv, kw = _as_uid(bwrap_argv(root, SandboxLimits(), bwrap=bwrap), uid)
     try:
         r = subprocess.run(
             argv,

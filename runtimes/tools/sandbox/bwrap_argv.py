@@ -16,7 +16,7 @@ import subprocess
 from adp.runtimes.tools.sandbox.base import ENV, SandboxLimits
 from adp.runtimes.tools.sandbox.env import MOUNT, MPLCONFIG, SandboxEnv
 
-BWRAP = "/usr/bin/bwrap"  # also in __init__.make_sandbox ("auto")
+BWRAP = "/usr/bin/bwrap"  # the default of settings().sandbox.bwrap (ADP_SANDBOX_BWRAP)
 PYTHON = "/usr/bin/python3"  # Debian's interpreter, never the runtime's venv
 PRLIMIT = "/usr/bin/prlimit"  # util-linux (Debian: required); sets rlimits, then execs
 MPL_DIR = "mpl"  # per-workspace matplotlib config dir (seeded with the env's font cache)
@@ -56,11 +56,11 @@ USR_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
 @functools.cache
-def _disable_userns() -> tuple[str, ...]:
+def _disable_userns(bwrap: str = BWRAP) -> tuple[str, ...]:
     """--disable-userns (bwrap >= 0.8) where this bwrap knows it. Without it a program may make
     nested user namespaces; RLIMIT_NPROC still holds, as the kernel counts them hierarchically."""
     try:
-        help_text = subprocess.run([BWRAP, "--help"], capture_output=True, timeout=10).stdout
+        help_text = subprocess.run([bwrap, "--help"], capture_output=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return ()
     return ("--disable-userns",) if b"--disable-userns" in help_text else ()
@@ -71,12 +71,15 @@ def have_prlimit() -> bool:
     return os.access(PRLIMIT, os.X_OK)
 
 
-def bwrap_argv(root: str, limits: SandboxLimits, env: SandboxEnv | None = None) -> list[str]:
-    """The command that runs root/code/main.py in a sandbox (root: the run's folder)."""
+def bwrap_argv(
+    root: str, limits: SandboxLimits, env: SandboxEnv | None = None, bwrap: str = BWRAP
+) -> list[str]:
+    """The command that runs root/code/main.py in a sandbox (root: the run's folder), with the
+    bubblewrap executable `bwrap`."""
     seeded = env is not None and env.mplconfig is not None and os.path.isdir(f"{root}/{MPL_DIR}")
     argv = [
-        BWRAP,
-        *_namespaces(),
+        bwrap,
+        *_namespaces(bwrap),
         *_system_mounts(limits),
         *_run_mounts(root, env, seeded),
         "--remount-ro",
@@ -89,7 +92,7 @@ def bwrap_argv(root: str, limits: SandboxLimits, env: SandboxEnv | None = None) 
     return [*argv, "--", *_program(limits, env, seeded)]
 
 
-def _namespaces() -> list[str]:
+def _namespaces(bwrap: str) -> list[str]:
     """Every namespace of its own, as an unprivileged user with a fixed uid, no environment."""
     return [
         "--unshare-user",
@@ -98,7 +101,7 @@ def _namespaces() -> list[str]:
         "--unshare-net",
         "--unshare-uts",
         "--unshare-cgroup-try",
-        *_disable_userns(),
+        *_disable_userns(bwrap),
         "--uid",
         str(INNER_UID),
         "--gid",

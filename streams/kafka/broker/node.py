@@ -39,6 +39,10 @@ class Node:
     port: int
     controller_port: int
     dir: Path
+    # behind a TCP proxy (a fault injector): the proxy's host:port, and the port the node also
+    # listens on for the clients that come that way (it sends them back to the proxy)
+    proxy: str | None = None
+    proxied_port: int | None = None
 
     def __post_init__(self) -> None:
         # the marker guards against a recycled pid in a stale pid file
@@ -79,8 +83,8 @@ class Node:
                     f"{listening}: `adp kafka down` first, or use another ADP_HOME"
                 )
             return True
-        for port in (self.port, self.controller_port):
-            if port_open(self.host, port):
+        for port in (self.port, self.controller_port, self.proxied_port):
+            if port is not None and port_open(self.host, port):
                 raise BrokerError(
                     f"port {port} is taken by another process: stop it or set ADP_BOOTSTRAP"
                 )

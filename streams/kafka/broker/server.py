@@ -33,13 +33,15 @@ HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"
 KAFKA_VERSION = re.search(r"<kafka.version>(.+?)</kafka.version>", POM.read_text()).group(1)
 CONTROLLER_PORT_OFFSET = 100  # node i listens for clients on port+i, for the quorum on port+100+i
+PROXIED_PORT_OFFSET = 200  # ... and, behind a proxy (KafkaCluster proxies=), on port+200+i
 
 
 def free_port_block(size: int = 1, lowest: int = 24000) -> int:
-    """A base port such that base..base+size-1 and their controller ports
-    (+CONTROLLER_PORT_OFFSET) look free: where a throwaway local cluster (tests, bench) can
-    listen. Drawn below Linux's ephemeral range (32768+): a listener there can collide with a
-    client's source port, and a broker polled before it listens can even connect to itself."""
+    """A base port such that base..base+size-1 and their controller and proxied ports
+    (+CONTROLLER_PORT_OFFSET, +PROXIED_PORT_OFFSET) look free: where a throwaway local cluster
+    (tests, bench) can listen. Drawn below Linux's ephemeral range (32768+): a listener there
+    can collide with a client's source port, and a broker polled before it listens can even
+    connect to itself."""
     import random
 
     def free(port: int) -> bool:
@@ -51,10 +53,11 @@ def free_port_block(size: int = 1, lowest: int = 24000) -> int:
                 return False
 
     for _ in range(200):
-        base = random.randrange(lowest, 32000 - CONTROLLER_PORT_OFFSET - size)
+        base = random.randrange(lowest, 32000 - PROXIED_PORT_OFFSET - size)
         ports = [
-            *range(base, base + size),
-            *range(base + CONTROLLER_PORT_OFFSET, base + CONTROLLER_PORT_OFFSET + size),
+            port + offset
+            for offset in (0, CONTROLLER_PORT_OFFSET, PROXIED_PORT_OFFSET)
+            for port in range(base, base + size)
         ]
         if all(free(p) for p in ports):
             return base
@@ -127,11 +130,15 @@ class KafkaCluster:
         conf: Settings | None = None,
         partitions: dict[str, int] | None = None,
         secure: bool | None = None,
+        proxies: list[str] | None = None,
     ):
         """`conf`: the settings to take defaults from (home, bootstrap = the first node's
         address, cache, message size limit); `partitions`: per topic family at creation;
         `secure`: SASL_SSL + SCRAM + ACLs (streams/kafka/broker/security.py), chosen when the
-        cluster is first formatted (None: as it was formatted)."""
+        cluster is first formatted (None: as it was formatted); `proxies`: per node, the
+        host:port of a TCP proxy that forwards to the node's proxied_port (a fault injector
+        such as Toxiproxy): clients bootstrapped there keep talking through it
+        (`proxied_bootstrap`), the others reach the node directly."""
         self.conf = s = conf or settings()
         self.home = (home or s.home).resolve()
         host, port = (bootstrap or s.bootstrap).split(",")[0].rsplit(":", 1)
@@ -147,6 +154,8 @@ class KafkaCluster:
                 f"that folder to change it, or use another ADP_HOME"
             )
         self.secure = self.security.enabled if secure is None else secure
+        if proxies is not None and (self.secure or len(proxies) != nodes):
+            raise BrokerError("proxies: one host:port per node, on a plaintext cluster")
         self.nodes = [
             Node(
                 i,
@@ -154,6 +163,8 @@ class KafkaCluster:
                 self.base_port + i,
                 self.base_port + CONTROLLER_PORT_OFFSET + i,
                 self.dir / f"node-{i}",
+                proxies[i] if proxies else None,
+                self.base_port + PROXIED_PORT_OFFSET + i if proxies else None,
             )
             for i in range(nodes)
         ]
@@ -161,6 +172,11 @@ class KafkaCluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(f"{n.host}:{n.port}" for n in self.nodes)
+
+    @property
+    def proxied_bootstrap(self) -> str:
+        """The bootstrap of clients that reach the cluster through the proxies only."""
+        return ",".join(n.proxy for n in self.nodes if n.proxy)
 
     def client_settings(self, user: str = ADMIN) -> Settings:
         """Settings for a client of this cluster (secure: as `user`, by default the admin)."""
@@ -171,6 +187,21 @@ class KafkaCluster:
             update={"bootstrap": self.bootstrap, "security_protocol": "PLAINTEXT"}
         )
 
+    @staticmethod
+    def _plaintext_listeners(node: Node) -> list[str]:
+        # a proxied node: a second listener whose clients are sent back to the proxy
+        listen, advertise, protocols = "", "", ""
+        if node.proxy:
+            listen = f",PROXIED://{node.host}:{node.proxied_port}"
+            advertise, protocols = f",PROXIED://{node.proxy}", ",PROXIED:PLAINTEXT"
+        return [
+            f"listeners=PLAINTEXT://{node.host}:{node.port},"
+            f"CONTROLLER://{node.host}:{node.controller_port}{listen}",
+            f"advertised.listeners=PLAINTEXT://{node.host}:{node.port}{advertise}",
+            f"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{protocols}",
+            "inter.broker.listener.name=PLAINTEXT",
+        ]
+
     def _properties(self, node: Node) -> str:
         n = len(self.nodes)
         voters = ",".join(f"{m.index + 1}@{m.host}:{m.controller_port}" for m in self.nodes)
@@ -178,13 +209,7 @@ class KafkaCluster:
         if self.secure:
             listeners = self.security.broker_properties(node.host, node.port, node.controller_port)
         else:
-            listeners = [
-                f"listeners=PLAINTEXT://{node.host}:{node.port},"
-                f"CONTROLLER://{node.host}:{node.controller_port}",
-                f"advertised.listeners=PLAINTEXT://{node.host}:{node.port}",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "inter.broker.listener.name=PLAINTEXT",
-            ]
+            listeners = self._plaintext_listeners(node)
         return "\n".join(
             [
                 "process.roles=broker,controller",

@@ -24,7 +24,7 @@ export async function showTrajectory(key) {
     return;
   }
   box.replaceChildren();
-  append(box, render(doc));
+  append(box, render(doc, key));
 }
 
 // The index moved: a trajectory this page waits for may have landed.
@@ -32,7 +32,7 @@ export function retryWaiting(visible) {
   if (visible && waiting !== null) showTrajectory(waiting);
 }
 
-function render(doc) {
+function render(doc, key) {
   const meta = doc.metadata || {};
   const steps = Array.isArray(doc.steps) ? doc.steps : [];
   const verification = doc.verification;
@@ -60,7 +60,7 @@ function render(doc) {
       el('div', { class: 'text', dataset: { part: 'final' } }, doc.final_result || '(none)')),
     status !== 'unverified' ? verificationCard(verification, status) : null,
     el('h3', {}, `Steps (${steps.length})`),
-    steps.map((step) => stepCard(step, doc)),
+    steps.map((step) => stepCard(step, doc, key)),
     collapsed('The task as produced', meta.task),
     collapsed('The whole document (JSON)', doc),
   ];
@@ -83,7 +83,7 @@ function term(name, value) {
   return [el('dt', {}, name), el('dd', {}, value === undefined || value === null ? '–' : value)];
 }
 
-function stepCard(step, doc) {
+function stepCard(step, doc, key) {
   const taskType = doc.task_type;
   const llm = step.llm;
   const params = step.action_params;
@@ -108,8 +108,19 @@ function stepCard(step, doc) {
     step.error ? part('Error', el('pre', { class: 'error' }, step.error)) : null,
     files(step, doc.task_id),
     llm ? el('div', { class: 'raw' },
-      collapsed(`LLM request (${llm.provider} · ${llm.model})`, llm.request, conversation),
+      requestPart(llm, step, key),
       collapsed('LLM response', llm.response, reply)) : null);
+}
+
+// A request stored as what it added to an earlier step's (prefix_step): the server rebuilds it
+// whole (schemas/conversation.py) when it is opened; the stored form is in the document's JSON.
+function requestPart(llm, step, key) {
+  const title = `LLM request (${llm.provider} · ${llm.model})`;
+  if (llm.prefix_step === null || llm.prefix_step === undefined) return collapsed(title, llm.request, conversation);
+  const added = llm.request && Array.isArray(llm.request.messages) ? llm.request.messages.length : 0;
+  const url = `/api/trajectories/${encodeURIComponent(key)}?request=${encodeURIComponent(step.step_id)}`;
+  return collapsed(`${title}: ${llm.prefix_messages} message(s) of step ${llm.prefix_step}'s, then ${added} new`,
+    () => getJSON(url), conversation);
 }
 
 // The request as the model saw it: each message with its role and its text as written.
@@ -189,14 +200,26 @@ function part(title, content) {
 
 // Closed until asked for, and only built then: a raw exchange can be megabytes of JSON.
 // `readable(value, body)` may lay the value out for reading; the exact JSON stays one click away.
+// `value` may be a function that loads it (called once, when first opened).
 function collapsed(title, value, readable) {
   if (value === undefined || value === null) return null;
   const body = el('div', { class: 'raw-body' });
   const box = el('details', {}, el('summary', {}, title), body);
-  box.addEventListener('toggle', () => {
+  box.addEventListener('toggle', async () => {
     if (!box.open || body.firstChild) return;
-    const json = el('pre', { class: 'raw-json' }, visible(pretty(value)));
-    if (readable && readable(value, body)) body.append(el('details', {}, el('summary', {}, 'as JSON'), json));
+    let shown = value;
+    if (typeof value === 'function') {
+      body.append(el('p', { class: 'dim' }, 'loading…'));
+      try {
+        shown = await value();
+      } catch (err) {
+        body.replaceChildren(el('p', { class: 'bad' }, `cannot load: ${err.message}`));
+        return;
+      }
+      body.replaceChildren();
+    }
+    const json = el('pre', { class: 'raw-json' }, visible(pretty(shown)));
+    if (readable && readable(shown, body)) body.append(el('details', {}, el('summary', {}, 'as JSON'), json));
     else body.append(json);
   });
   return box;

@@ -134,7 +134,9 @@ function renderGroups(groups) {
       empty.length ? el('div', { class: 'dim small-note' }, `nothing produced yet to ${empty.join(', ')}`) : null,
       g.members.length ? el('ul', { class: 'members' }, g.members.map((m) => el('li', {},
         el('code', {}, m.client_id), el('span', { class: 'dim' }, ` @ ${m.host} → `),
-        owned(m.partitions, g.topics.length > 1)))) : null);
+        owned(m.partitions, g.topics.length > 1),
+        m.paused ? el('span', { class: 'tag warn paused', title: m.paused.why },
+          `paused since ${clock(m.paused.since)}: ${m.paused.why}`) : null))) : null);
   });
   document.getElementById('groups').replaceChildren(...cards);
 }
