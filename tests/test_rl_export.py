@@ -30,6 +30,7 @@ from adp.runtimes.llm.stub import StubServer
 from adp.runtimes.llm.tokens import TokenCapture
 from adp.runtimes.tools.sandbox.bwrap import sandbox_available
 from adp.schemas.contracts import LlmExchange, Step, Task, Trajectory, Verdict
+from adp.schemas.conversation import with_full_requests
 from tests.helpers import ADP, client
 from tests.test_export import run, trajectory
 
@@ -195,7 +196,9 @@ def export(folder: Path, out: Path, *args: str) -> dict:
 
 
 def stub_row(t: Trajectory, template: str = "plain") -> tuple[list[int], list[int], list[float]]:
-    """What the stub sent for t's calls, recomputed from each request as it was sent."""
+    """What the stub sent for t's calls, recomputed from each request as it was sent (rebuilt
+    whole where it is stored as what it adds to an earlier one)."""
+    t = with_full_requests(t)
     ids: list[int] = []
     mask: list[int] = []
     lps: list[float] = []

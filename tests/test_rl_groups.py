@@ -93,10 +93,12 @@ def test_a_trainer_killed_mid_stream_gets_every_group_exactly_once(kafka, tmp_pa
     # the only group that may come again is the one it was handed last before the kill
     assert again <= {first[-1]["group"]}, again
     assert sorted({d["group"] for d in every}) == sorted(names)
-    # the group's commit is where the next run starts: nothing is left for it
+    # where the trainer committed is where the next run of its group starts: nothing is left
+    # for it but the group it may have held when it was stopped (stopped while "training")
     done = adp("groups", "--group", "killed", "--json", "-b", kafka.bootstrap)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "" and "0 groups" in done.stderr
+    left = [json.loads(line)["group"] for line in done.stdout.splitlines()]
+    assert set(left) <= {every[-1]["group"]} and len(left) <= 1, left
 
 
 def test_adp_groups_releases_late_groups_flagged_and_filters(kafka, tmp_path):
@@ -223,11 +225,15 @@ def test_the_tokens_export_and_status_of_the_pipeline(pipeline, kafka, tmp_path)
     )
     status = json.loads(adp("status", "--json").stdout)
     code = next(r for r in status if r["task_type"] == "code")
-    assert code["token_calls"] == code["llm_calls"] >= 16
+    assert code["token_calls"] >= 16 and code["llm_calls"] >= 16
+    assert code["pass_at_k"]["1"]["tasks"] >= 3  # with the other tests' judged samples
     # exact-a: 4 of 4, exact-b: 0 of 2, thinks: 2 of 2 ("think" is in what it printed)
-    assert code["pass_at_k"]["1"] == {"pass": pytest.approx(2 / 3), "tasks": 3}
-    assert code["pass_at_k"]["4"] == {"pass": 1.0, "tasks": 1}
     per_task = json.loads(adp("status", "--pass-at-k", "--json").stdout)
+    assert per_task["tasks"]["exact-a"] == {"1": 1.0, "2": 1.0, "4": 1.0}
     assert per_task["tasks"]["exact-b"] == {"1": 0.0, "2": 0.0}
-    assert per_task["models"]["custom/stub"]["1"]["tasks"] == 3
-    assert "pass@k code: pass@1 0.67 (3 tasks)" in adp("status").stdout
+    assert per_task["tasks"]["thinks"] == {"1": 1.0, "2": 1.0}
+    assert per_task["models"]["custom/stub"]["1"] == {"pass": pytest.approx(2 / 3), "tasks": 3}
+    assert per_task["models"]["custom/stub"]["4"] == {"pass": 1.0, "tasks": 1}
+    table = adp("status").stdout
+    assert "pass@k model custom/stub: pass@1 0.67 (3 tasks)" in table
+    assert "LLM calls with token ids:" in table
