@@ -178,12 +178,20 @@ def _keep_running(env: dict[str, str], children: ChildProcesses) -> None:
         f"[bold]Running[/] Kafka at {env['ADP_BOOTSTRAP']}: the runtimes and the aggregator "
         "take new tasks (adp produce, adp.client.submit) until Ctrl-C"
     )
+    import signal
+
+    def stop(signum: int, _frame: object) -> None:  # SIGTERM stops it as Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         while True:
             children.check()
             time.sleep(1.0)
     except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _start_llm(llm: str, children: ChildProcesses, env: dict[str, str], cleanup: ExitStack) -> None:
