@@ -1,4 +1,4 @@
-"""A trainer for bench part m: consumes groups with adp.client's GroupStream, acknowledging
+"""A trainer for bench part n: consumes groups with adp.client's GroupStream, acknowledging
 each at once (no training), and writes one line per group: "<unix time> <samples> <task_id>".
 
     python -m bench.group_trainer BOOTSTRAP GROUP earliest|latest follow|once OUT

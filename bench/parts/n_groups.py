@@ -24,7 +24,7 @@ from bench.core import Bench, console
 from bench.parts.e_end_to_end import start_at_end
 from bench.workload import Workload, cached_events, produce
 
-KEY = "m"
+KEY = "n"
 NAME = "groups"
 TITLE = "Groups to a trainer: samples/s in complete groups vs the aggregator's trajectories/s"
 K = 4
