@@ -199,8 +199,8 @@ class GroupStream:
         return True
 
     # ---- reading
-    async def _fetch(self) -> None:
-        batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
+    async def _fetch(self, most: int = 5000) -> None:
+        batches = await self.consumer.getmany(timeout_ms=200, max_records=most)
         assembler = self.assembler
         if assembler is None:
             return
@@ -254,6 +254,12 @@ class GroupStream:
                 self._ready.append(group)
         return not self._ready
 
+    async def wait_assigned(self, timeout: float = 300.0) -> None:
+        """Return once this stream owns the partitions (it joined its consumer group); raise
+        GroupStreamError if none were assigned in `timeout` seconds, or another trainer of the
+        same group holds them."""
+        await self._wait_for_assignment(timeout)
+
     async def _wait_for_assignment(self, timeout: float = 300.0) -> None:
         deadline = time.monotonic() + timeout
         while not self._assigned.is_set():
@@ -262,7 +268,7 @@ class GroupStream:
                     f"no partition of {TRAJECTORIES} assigned to group {self.group} in "
                     f"{timeout:.0f}s (does the topic exist at {self.conf.describe()}?)"
                 )
-            await self._fetch()  # joins the group; what it returns once assigned is kept
+            await self._fetch(100)  # joins the group; what it returns once assigned is kept
         if not self.consumer.assignment():
             raise GroupStreamError(
                 f"another trainer holds group {self.group}; this one would only wait as a "
