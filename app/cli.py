@@ -33,6 +33,7 @@ COMMANDS = Registry(
             ("verify", "verify", "verify_command"),
             ("export", "export", "export_command"),
             ("synthesize", "synthesize", "synthesize_command"),
+            ("groups", "groups", "groups_command"),
             ("status", "status", "status_command"),
             ("health", "health", "health_command"),
             ("dlq", "dlq", "dlq_command"),

@@ -34,6 +34,9 @@ def discover() -> list:
         module = importlib.import_module(f"bench.parts.{info.name}")
         if hasattr(module, "run") and hasattr(module, "KEY"):
             found.append(module)
+    for m in found:  # the file name says the key: parts merged from branches keep distinct ones
+        if not m.__name__.rsplit(".", 1)[-1].startswith(f"{m.KEY}_"):
+            raise SystemExit(f"{m.__name__}: KEY {m.KEY!r} is not its file name's prefix")
     return sorted(found, key=lambda m: (m.KEY, m.NAME))
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adp.schemas import codec
-from adp.schemas.contracts import StepEvent
+from adp.schemas.contracts import StepEvent, sample_key
 
 WORDS = [
     "the",
@@ -360,9 +360,13 @@ class Workload:
     seed: int = 7
     t0: float = 1_767_225_600.0  # 2026-01-01T00:00:00Z
     prefix: str = "bench"
+    samples: int = 1  # k > 1: task i is sample i % k of the task i // k (a group to a trainer)
 
     def task_id(self, i: int) -> str:
-        return f"{self.prefix}-{i:07d}"
+        return f"{self.prefix}-{i // self.samples:07d}"
+
+    def key(self, i: int) -> str:
+        return sample_key(self.task_id(i), i % self.samples)
 
     @property
     def events_per_task(self) -> int:
@@ -380,6 +384,7 @@ class Workload:
             "task": None,
             "step": None,
             "finish": None,
+            "sample_index": i % self.samples,
         }
         description = f"Task {i}: " + _text(rng, 30)
         out = [
@@ -397,6 +402,8 @@ class Workload:
                     "priority": 5,
                     "constraints": {},
                     "metadata": {"bench": True, "n": i},
+                    "samples": self.samples,
+                    "sample_index": i % self.samples,
                 },
             }
         ]
@@ -508,10 +515,10 @@ class Workload:
         t0 = self.t0 + i * 0.05
         events: list[dict] = []
         if self.abandoned_every and i % self.abandoned_every == 3:
-            events += self._attempt(
-                rng, i, f"{self.task_id(i)}-dead", t0, self.steps, finish=False
-            )[: self.steps // 2]
-        events += self._attempt(rng, i, f"{self.task_id(i)}-a", t0 + 1, self.steps, True)
+            events += self._attempt(rng, i, f"{self.key(i)}-dead", t0, self.steps, finish=False)[
+                : self.steps // 2
+            ]
+        events += self._attempt(rng, i, f"{self.key(i)}-a", t0 + 1, self.steps, True)
         if self.duplicate_every and i % self.duplicate_every == 5:
             events += events[2:5]  # a redelivered stretch: dropped as duplicates
         return events
@@ -524,7 +531,7 @@ class Workload:
         nxt = 0
         while running or nxt < self.tasks:
             while len(running) < self.in_flight and nxt < self.tasks:
-                running.append((self.task_id(nxt).encode(), self._task(rng, nxt)))
+                running.append((self.key(nxt).encode(), self._task(rng, nxt)))
                 nxt += 1
             k = rng.randrange(len(running))
             key, pending = running[k]

@@ -104,6 +104,18 @@ class LlmSettings(Section):
         description="Cache replies: 1/true (in $ADP_HOME/llm-cache.sqlite3) or a .sqlite3 "
         "path. Off by default.",
     )
+    tokens: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Ask for the prompt's and the completion's token ids and logprobs "
+        "(docs/training.md): auto asks the endpoints known to return them (`vllm`: ids and "
+        "logprobs; `local`: logprobs), on asks `custom` too (a vLLM, SGLang or stub server "
+        "of yours), off asks none and records none. Hosted providers are never asked.",
+    )
+    model_revision: str | None = Field(
+        None,
+        description="The served weights' revision (e.g. a trainer's checkpoint step), "
+        "recorded on every LLM call; default: the endpoint's system_fingerprint.",
+    )
     port: int = Field(8088, description="Port of the embedded model server (`adp llm up`).")
     stub_port: int = Field(8089, description="Port of `adp llm-stub` (0: a free one).")
     vllm_url: str | None = Field(

@@ -137,11 +137,12 @@ def llm_stub_process(workdir: Path, *args: str) -> Iterator[str]:
 
 
 @contextmanager
-def scripted_stub(script: list[dict[str, Any]], workdir: Path) -> Iterator[str]:
-    """The stub LLM process answering from `script` (format: runtimes/llm/stub.py)."""
+def scripted_stub(script: list[dict[str, Any]], workdir: Path, *args: str) -> Iterator[str]:
+    """The stub LLM process answering from `script` (format: runtimes/llm/stub.py); `args`:
+    more of its options."""
     path = workdir / "script.json"
     path.write_text(json.dumps(script))
-    with llm_stub_process(workdir, "--script", str(path)) as url:
+    with llm_stub_process(workdir, "--script", str(path), *args) as url:
         yield url
 
 

@@ -261,6 +261,12 @@ async def test_counters_move_and_steps_appear_while_tasks_flow(
     await expect(page.locator('[data-rate="steps"]')).to_contain_text(
         re.compile(r"peak (?!0\.0/)\d")
     )
+    # pass@k waits for judged samples (these tasks name no verifier); the token-exact calls
+    # are counted: the stub was not asked for token ids here
+    await expect(page.locator("#passk")).to_contain_text("no judged samples yet")
+    await expect(page.locator('#passk [data-field="token-calls"]')).to_have_text(
+        re.compile(r"LLM calls with token ids: 0 of [1-9]")
+    )
     await page.evaluate("window.scrollTo(0, 0)")
     await page.screenshot(path=screenshots / "console-overview.png", full_page=True)
     assert not w.errors, w.errors

@@ -14,7 +14,7 @@ import pytest
 from adp.app.reference import DOCS, PAGES
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ["adp", "app", "core", "connectors", "runtimes", "schemas", "streams"]
+PRODUCT = ["adp", "app", "client", "core", "connectors", "runtimes", "schemas", "streams"]
 ENV_NAME = re.compile(r"\b(?:ADP|GEMINI|DEEPSEEK|OPENAI|AWS)_[A-Z][A-Z0-9_]*[A-Z0-9]\b")
 
 

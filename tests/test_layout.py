@@ -11,6 +11,7 @@ A floor imports only floors below it (and itself). Floors, lowest first:
     adp.connectors  |  adp.runtimes      side by side: never import each other
     adp.streams        the stages: producer, runtime worker, aggregator
     adp.streams.inspection               read-only tools over the stages' output
+    adp.client         the trainer's API: submit rollouts, consume groups of samples
     adp.app            the command line, the demo, the console
 
 No two modules import each other, directly or around a loop, counting the imports made inside
@@ -26,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-TOP_FOLDERS = ["adp", "schemas", "core", "connectors", "runtimes", "streams", "app"]
+TOP_FOLDERS = ["adp", "schemas", "core", "connectors", "runtimes", "streams", "client", "app"]
 
 FLOORS = {
     "adp.schemas": 0,
@@ -36,7 +37,8 @@ FLOORS = {
     "adp.runtimes": 3,
     "adp.streams": 4,
     "adp.streams.inspection": 5,
-    "adp.app": 6,
+    "adp.client": 6,
+    "adp.app": 7,
 }
 # where Python code is not a module of the package: the demo site's data, the console's assets
 DATA_ONLY = {"app/site", "app/site/list", "app/console/static", "app/console/static/js"}
@@ -242,3 +244,12 @@ def test_the_rule_finds_what_python_imports():
         assert Path(importlib.import_module(name).__file__) == MODULES[name]
     assert "adp.schemas.contracts" in GRAPH["adp.schemas.codec"]
     assert "adp.streams.kafka.topics" in GRAPH["adp.streams.runtime.worker"]
+
+
+def test_bench_parts_have_one_key_each_their_file_names_prefix():
+    """`python -m bench n` must name one part: parts from parallel branches once shared a key."""
+    from bench.__main__ import discover
+
+    parts = discover()
+    keys = [m.KEY for m in parts]
+    assert len(parts) >= 10 and len(set(keys)) == len(keys), keys

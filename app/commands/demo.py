@@ -3,7 +3,9 @@
 Kafka (a fresh `demo` cluster) -> the LLM endpoint -> the aggregator and one runtime per task
 type in the file -> `adp produce` -> wait until every task has a trajectory file -> summary ->
 the flywheel grows --generations of new tasks from the verified ones (demo_flywheel.py) ->
-stop everything this command started. Each child logs to $ADP_HOME/logs/demo-*.log.
+stop everything this command started (with --keep-running: after Ctrl-C, so a trainer can
+submit rollouts and consume groups meanwhile, docs/training.md). Each child logs to
+$ADP_HOME/logs/demo-*.log.
 """
 
 from __future__ import annotations
@@ -103,6 +105,12 @@ def _task_ids(path: Path) -> dict[str, str]:
 @click.option(
     "--timeout", default=1800.0, show_default=True, help="Seconds to wait for all trajectories."
 )
+@click.option(
+    "--keep-running",
+    is_flag=True,
+    help="After the summary keep Kafka, the LLM, the runtimes and the aggregator up until "
+    "Ctrl-C: new tasks (adp produce, adp.client.submit) run too.",
+)
 def demo_command(
     tasks_file: Path,
     out: Path | None,
@@ -112,6 +120,7 @@ def demo_command(
     budget_usd: float | None,
     concurrency: int,
     timeout: float,
+    keep_running: bool,
 ) -> None:
     """Run TASKS end to end on a fresh local Kafka and print one row per trajectory, then let
     the flywheel grow new tasks from the verified ones and show them with their lineage."""
@@ -135,7 +144,7 @@ def demo_command(
     env["ADP_SECURITY_PROTOCOL"] = "PLAINTEXT"
     env.pop("ADP_CONFIG", None)
     started_at = time.monotonic()
-    grow = Growth(generations, budget_usd, stub_script)
+    grow = AfterTheRun(generations, budget_usd, stub_script, keep_running)
     try:
         done = _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s, grow)
     except (ProcessError, BrokerError) as exc:
@@ -146,10 +155,13 @@ def demo_command(
 
 
 @dataclass(frozen=True)
-class Growth:
-    generations: int
+class AfterTheRun:
+    """What the demo does once the tasks have their trajectories."""
+
+    generations: int  # the flywheel grows this many generations of synthesized tasks
     budget_usd: float | None
     stub_script: Path | None
+    keep_running: bool  # then stays up for a trainer until Ctrl-C / SIGTERM
 
 
 def _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s, grow) -> set[str]:
@@ -198,8 +210,31 @@ def _run(tasks_file, out, llm, concurrency, timeout, wanted, env, cluster, s, gr
             demo_flywheel.grow(out, env, s.log_dir, grow.generations, grow.budget_usd, left)
         elif grow.generations:
             console.print("no trajectory passed its verifier: nothing for the flywheel to grow")
+        if grow.keep_running:
+            _keep_running(env, children)
         console.print("stopping what the demo started")
         return done
+
+
+def _keep_running(env: dict[str, str], children: ChildProcesses) -> None:
+    console.print(
+        f"[bold]Running[/] Kafka at {env['ADP_BOOTSTRAP']}: the runtimes and the aggregator "
+        "take new tasks (adp produce, adp.client.submit) until Ctrl-C"
+    )
+    import signal
+
+    def stop(signum: int, _frame: object) -> None:  # SIGTERM stops it as Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            children.check()
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _start_llm(
@@ -217,6 +252,7 @@ def _start_llm(
         children.start("llm-stub", [*ADP, "llm-stub", "--port", str(port), *scripted])
         env["ADP_LLM_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
         env["ADP_LLM_MODEL"] = "stub"
+        env.setdefault("ADP_LLM_TOKENS", "on")  # the stub returns token ids like vLLM does
         _wait_http(f"http://127.0.0.1:{port}/v1/models", children)
         console.print(f"[bold]LLM[/] scripted stub at {env['ADP_LLM_BASE_URL']}")
         return

@@ -1,4 +1,4 @@
-"""`adp export SOURCE --format chat|sharegpt|atif|parquet --out PATH [filters]`.
+"""`adp export SOURCE --format chat|sharegpt|atif|parquet|tokens --out PATH [filters]`.
 
 Reads trajectories from a folder, s3://bucket/prefix or `kafka`
 (streams/inspection/trajectories.py), keeps those the filters select, rebuilds each one's
@@ -9,6 +9,7 @@ twice gives the same files."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from adp.app.commands.options import kafka_options
 from adp.app.commands.progress import counting_bar
 from adp.connectors.export.card import card_facts, render_card
 from adp.connectors.export.dataset import FORMATS, Exporter, ExportError
+from adp.connectors.export.passk import PassTable
 from adp.connectors.export.select import Filters, parse_generations
 from adp.core.settings import Settings
 from adp.schemas.lineage import METHODS
@@ -38,6 +40,8 @@ async def run_export(
 ) -> ReadReport:
     report = ReadReport(source)
     check_source(source)
+    if filters.pass_rate is not None:
+        filters = dataclasses.replace(filters, rates=await pass_rates(source, bootstrap))
     async for t in read_trajectories(source, report, bootstrap):
         why = filters.why_not(t)
         if why is not None:
@@ -71,6 +75,27 @@ def _methods(text: str | None) -> frozenset[str] | None:
     return chosen
 
 
+async def pass_rates(source: str, bootstrap: Conn) -> dict[str, float | None]:
+    """task_id -> the share of its judged samples that passed, over the whole source (a
+    first pass: a task's samples may be anywhere in it)."""
+    table = PassTable()
+    async for t in read_trajectories(source, ReadReport(source), bootstrap):
+        table.add_trajectory(t)
+    return {task: table.rate(task) for task in table.tasks}
+
+
+def _rate_bounds(ctx, param, value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        low, high = (float(x) for x in value.split(":"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give LOW:HIGH, e.g. 0.2:0.8") from None
+    if not 0 <= low <= high <= 1:
+        raise click.BadParameter(f"{value!r}: need 0 <= LOW <= HIGH <= 1")
+    return low, high
+
+
 @click.command("export")
 @click.argument("source")
 @click.option(
@@ -79,7 +104,8 @@ def _methods(text: str | None) -> frozenset[str] | None:
     type=click.Choice(FORMATS),
     required=True,
     help="chat: OpenAI fine-tuning / TRL JSONL; sharegpt: LLaMA-Factory / axolotl; "
-    "atif: Harbor's ATIF v1.4 documents; parquet: for datasets, pandas, DuckDB.",
+    "atif: Harbor's ATIF v1.4 documents; parquet: for datasets, pandas, DuckDB; tokens: "
+    "token ids, loss mask and logprobs per trajectory for RL trainers (Parquet).",
 )
 @click.option(
     "--out",
@@ -135,6 +161,23 @@ def _methods(text: str | None) -> frozenset[str] | None:
     show_default=True,
     help="Share of task_ids in the validation split (0: everything in train).",
 )
+@click.option(
+    "--pass-rate",
+    callback=_rate_bounds,
+    default=None,
+    metavar="LOW:HIGH",
+    help="Only tasks whose judged samples passed at a rate in [LOW, HIGH] (e.g. 0.2:0.8: "
+    "neither always solved nor never); the rate is over all the task's samples in SOURCE.",
+)
+@click.option(
+    "--on-drift",
+    type=click.Choice(["split", "drop"]),
+    default="split",
+    show_default=True,
+    help="tokens: where a call's prompt does not extend the previous prompt and completion "
+    "(a chat template that rewrote history), start a new row there (split) or leave the "
+    "trajectory out (drop); counted in the card either way.",
+)
 @click.option("--no-dedup", is_flag=True, help="Keep identical conversations.")
 @click.option(
     "--tool-arguments",
@@ -160,6 +203,8 @@ def export_command(
     generation: str | None,
     method: str | None,
     validation: float,
+    pass_rate: tuple[float, float] | None,
+    on_drift: str,
     no_dedup: bool,
     tool_arguments: str,
     include_infrastructure: bool,
@@ -181,12 +226,15 @@ def export_command(
         min_steps,
         max_steps,
         parse_since(since) if since else None,
-        include_infrastructure,
-        _generations(generation),
-        _methods(method),
+        infrastructure=include_infrastructure,
+        generations=_generations(generation),
+        methods=_methods(method),
+        pass_rate=pass_rate,
     )
     try:
-        exporter = Exporter(fmt, out, validation, not no_dedup, tool_arguments, __version__)
+        exporter = Exporter(
+            fmt, out, validation, not no_dedup, tool_arguments, __version__, on_drift=on_drift
+        )
     except ExportError as exc:
         raise click.ClickException(str(exc)) from None
     bar, tick = counting_bar("export")

@@ -11,6 +11,7 @@ import click
 
 from adp.core.settings import settings
 from adp.runtimes.llm.stub import DEFAULT_MODEL, StubServer
+from adp.runtimes.llm.stub_tokens import TEMPLATES
 
 
 @click.command("llm-stub")
@@ -38,8 +39,20 @@ from adp.runtimes.llm.stub import DEFAULT_MODEL, StubServer
 @click.option(
     "--model", default=DEFAULT_MODEL, show_default=True, help="Model id /v1/models lists."
 )
-def stub_command(host: str, port: int, latency: float, script: str | None, model: str) -> None:
-    """Serve a deterministic scripted OpenAI-compatible LLM (for tests and benchmarks)."""
+@click.option(
+    "--chat-template",
+    "template",
+    type=click.Choice(TEMPLATES),
+    default="plain",
+    show_default=True,
+    help="The toy chat template behind the token ids it returns; rewrite-history changes "
+    "earlier turns (as some real templates do), so a prompt no longer extends the last one.",
+)
+def stub_command(
+    host: str, port: int, latency: float, script: str | None, model: str, template: str
+) -> None:
+    """Serve a deterministic scripted OpenAI-compatible LLM (for tests and benchmarks). It
+    answers vLLM's token options (`return_token_ids`, `logprobs`) from a toy tokenizer."""
     try:
         server = StubServer(
             script=Path(script) if script else None,
@@ -47,6 +60,7 @@ def stub_command(host: str, port: int, latency: float, script: str | None, model
             host=host,
             port=port,
             model=model,
+            template=template,
         )
     except (ValueError, re.error) as exc:
         raise click.ClickException(f"bad --script: {exc}") from exc

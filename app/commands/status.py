@@ -1,5 +1,6 @@
 """`adp status`: the numbers of streams/inspection/status.py's StatusReader as a table, a totals
-line and, with --watch, progress bars."""
+line, pass@k per task type and model (per task with --pass-at-k) and, with --watch, progress
+bars."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from adp.app.commands.options import kafka_options
+from adp.connectors.export.passk import describe
 from adp.core.settings import Settings
 from adp.streams.inspection.status import StatusReader, TypeStatus
 
@@ -79,7 +81,28 @@ def totals(rows: list[TypeStatus]) -> str:
         f"{sum(r.prompt_tokens for r in rows):,} prompt + "
         f"{sum(r.completion_tokens for r in rows):,} completion | cost: "
         f"{_usd(sum(costs)) if costs else '- (no priced model; ADP_PRICES)'}"
+        f" | LLM calls with token ids: {sum(r.token_calls for r in rows)} of "
+        f"{sum(r.llm_calls for r in rows)}"
     )
+
+
+def pass_lines(rows: list[TypeStatus], by_model: dict) -> list[str]:
+    """pass@k (unbiased estimator) per task type and per model, where samples were judged."""
+    lines = [f"pass@k {r.task_type}: {describe(r.pass_at_k)}" for r in rows if r.pass_at_k]
+    return lines + [f"pass@k model {m}: {describe(r)}" for m, r in by_model.items() if r]
+
+
+def render_tasks(per_task: dict[str, dict[str, float]]) -> Table:
+    from rich import box
+
+    ks = sorted({int(k) for r in per_task.values() for k in r})
+    table = Table(title="pass@k per task", box=box.SIMPLE_HEAD)
+    table.add_column("task")
+    for k in ks:
+        table.add_column(f"pass@{k}", justify="right")
+    for task, r in per_task.items():
+        table.add_row(task, *(f"{r[str(k)]:.2f}" if str(k) in r else "" for k in ks))
+    return table
 
 
 def pauses(rows: list[TypeStatus], now: float | None = None) -> list[str]:
@@ -124,25 +147,37 @@ def render_progress(rows: list[TypeStatus]) -> Progress:
 @click.option("--watch", is_flag=True, help="Refresh until Ctrl-C, with progress bars.")
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option(
+    "--pass-at-k",
+    "per_task",
+    is_flag=True,
+    help="Print pass@k per task, type and model (with --json: one object of the three).",
+)
 @kafka_options
-def status_command(watch: bool, interval: float, as_json: bool, conf: Settings) -> None:
+def status_command(
+    watch: bool, interval: float, as_json: bool, per_task: bool, conf: Settings
+) -> None:
     """Per task type: produced, pending (group lag), running, finished, failed, verified
     (passed of judged, once verdicts exist), runtimes; produced, pending and running also per
     priority lane (high, default, low) once tasks went to a lane other than the default one.
-    Below the table the totals of verdicts, tokens and cost (priced models only: ADP_PRICES),
-    and each runtime paused by an unavailable dependency (LLM endpoint, sandbox, browser),
-    since when and why; --json has them per type."""
+    Below the table the totals of verdicts, tokens and cost (priced models only: ADP_PRICES)
+    and of the LLM calls that carry token ids, pass@k (the unbiased estimator over each task's
+    judged samples) per task type and per model, and each runtime paused by an unavailable
+    dependency (LLM endpoint, sandbox, browser), since when and why; --json has them per type."""
 
     async def main() -> None:
         async with StatusReader(conf) as reader:
             if not watch:
                 rows = await reader.read()
+                if per_task:
+                    show_pass_at_k(reader, as_json)
+                    return
                 if as_json:
                     click.echo(json.dumps([asdict(r) for r in rows]))
                 else:
                     Console().print(render_table(rows))
                     click.echo(totals(rows))
-                    for line in pauses(rows):
+                    for line in [*pass_lines(rows, reader.pass_at_k("model")), *pauses(rows)]:
                         click.echo(line)
                 return
             stop = asyncio.Event()
@@ -153,10 +188,27 @@ def status_command(watch: bool, interval: float, as_json: bool, conf: Settings) 
                 while not stop.is_set():
                     rows = await reader.read()
                     table, bars = render_table(rows), render_progress(rows)
-                    live.update(Group(table, totals(rows), *pauses(rows), bars))
+                    passk = pass_lines(rows, reader.pass_at_k("model"))
+                    live.update(Group(table, totals(rows), *passk, *pauses(rows), bars))
                     try:
                         await asyncio.wait_for(stop.wait(), interval)
                     except TimeoutError:
                         pass
 
     asyncio.run(main())
+
+
+def show_pass_at_k(reader: StatusReader, as_json: bool) -> None:
+    report = {by: reader.pass_at_k(by) for by in ("type", "model", "task")}
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"types": report["type"], "models": report["model"], "tasks": report["task"]}
+            )
+        )
+        return
+    Console().print(render_tasks(report["task"]))
+    for name, r in report["type"].items():
+        click.echo(f"pass@k {name}: {describe(r)}")
+    for name, r in report["model"].items():
+        click.echo(f"pass@k model {name}: {describe(r)}")

@@ -94,6 +94,7 @@ class Monitor:
                 "time": time.time(),
                 "types": [asdict(r) | {"group": None} for r in rows],
                 "groups": groups,
+                "pass_at_k_models": reader.pass_at_k("model"),
                 "rates": self.rates(),
                 "totals": {
                     "steps": steps,

@@ -14,7 +14,7 @@ from bench.core import Bench
 from bench.rebalance import attempts_of, rebalances, redone, running_at
 from bench.tasks import produce_tasks, stub_replies
 
-KEY = "n"
+KEY = "o"
 NAME = "rebalance"
 TITLE = "Rebalances: redone work per scale event, sticky against eager"
 LATENCY, CONCURRENCY = 2.0, 6  # a task: two LLM calls, ~4 s

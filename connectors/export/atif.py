@@ -110,6 +110,11 @@ def _agent_step(step: Step, index: int, steps: list[Step], step_id: int) -> dict
     }
     if ex.cost_usd is not None:
         metrics["cost_usd"] = ex.cost_usd
+    if ex.prompt_token_ids and ex.completion_token_ids:  # v1.4's token-exact fields
+        metrics["prompt_token_ids"] = ex.prompt_token_ids
+        metrics["completion_token_ids"] = ex.completion_token_ids
+    if ex.completion_logprobs:
+        metrics["logprobs"] = ex.completion_logprobs
     out["metrics"] = metrics
     out["extra"] = _step_extra(step)
     return out

@@ -2,8 +2,9 @@
 
 Its YAML header names the splits' files (Hugging Face's `configs`), so `datasets.load_dataset`
 on the folder finds them; the body says where the data came from, how it was filtered, counts
-per task type, the verified rate, models and providers, tokens and cost, what was left out and
-why, and the schema of a row.
+per task type, the verified rate, pass@k per task type and model, models and providers, tokens
+and cost, how many LLM calls carry token ids, what was left out and why, and the schema of a
+row.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adp.connectors.export.dataset import Stats
+from adp.connectors.export.passk import describe
 
 ROW_SCHEMAS = {
     "chat": """Each line of `train.jsonl` / `validation.jsonl` is one conversation in OpenAI's
@@ -44,7 +46,22 @@ layout: `formatting: sharegpt`, columns `messages: conversations`, `system`, `to
 (Harbor's Agent Trajectory Interchange Format, RFC 0001): `schema_version`, `session_id`
 (`<key>@<attempt_id>`), `agent`, `steps` (system prompt, the task, then one agent step per LLM
 call with its tool calls, observations and metrics), `final_metrics`, and `extra` with the
-verdict, the agent's claim and the task.""",
+verdict, the agent's claim and the task. A step whose LLM call carries token ids has them in
+`metrics.prompt_token_ids`, `metrics.completion_token_ids` and `metrics.logprobs`.""",
+    "tokens": """`train.parquet` / `validation.parquet`, one row per trajectory (a sample of a
+task), or per segment of it where a chat template rewrote history and `--on-drift split` cut
+it there:
+
+- `input_ids` (list of int32): the token ids the endpoint reported, call after call: the first
+  prompt, each completion, and what each next prompt adds (tool results, observations, the
+  template's turn headers); never re-tokenized
+- `loss_mask` (list of int8): 1 on the tokens the model generated, 0 on everything else
+- `logprobs` (list of float32): the sampled tokens' logprobs where `loss_mask` is 1 (NaN where
+  the endpoint gave none), 0.0 elsewhere
+- `reward`: the verdict's score (1.0 passed / 0.0 failed without one; null: not judged);
+  `group`: the task_id, shared by the k samples of a task; `sample_index`, `segment`,
+  `policy_version`, `model`, `model_revision`, `verdict`, `success`, `num_calls`,
+  `num_tokens`, `num_generated`, `key`, `task_id`, `task_type`""",
 }
 
 
@@ -119,6 +136,7 @@ def render_card(
     for split, path in files.items():
         lines.append(f"| {split} | {stats.trajectories[split]} | {stats.rows[split]} | `{path}` |")
     lines += _lineage_lines(stats)
+    lines += _pass_at_k(stats)
     lines += ["", "## Models and providers", ""]
     lines += [f"- model `{m}`: {n} trajectories" for m, n in stats.models.most_common()] or [
         "- none (no LLM call)"
@@ -139,6 +157,13 @@ def render_card(
         f"- prompt tokens: {stats.prompt_tokens:,}",
         f"- completion tokens: {stats.completion_tokens:,}",
         f"- cost: {cost}",
+        f"- LLM calls with token ids: {_pct(stats.token_calls, stats.llm_calls)}"
+        + (
+            f"; {stats.drifts} calls whose prompt did not extend the previous prompt and "
+            "completion (a chat template that rewrote history)"
+            if stats.drifts
+            else ""
+        ),
         "",
     ]
     if stats.filtered or stats.left_out:
@@ -184,6 +209,25 @@ def _lineage_lines(stats: Stats) -> list[str]:
     return lines
 
 
+def _pass_at_k(stats: Stats) -> list[str]:
+    """pass@k (unbiased estimator, connectors/export/passk.py) per task type and per model,
+    for the k the judged samples per task allow."""
+    by_type, by_model = stats.passk.report("type"), stats.passk.report("model")
+    if not any(by_type.values()):
+        return []
+    lines = [
+        "",
+        "## pass@k",
+        "",
+        "The unbiased estimator 1 - C(n-c, k) / C(n, k) per task (n judged samples, c "
+        "passed), averaged over the tasks with at least k judged samples.",
+        "",
+    ]
+    lines += [f"- {name}: {describe(r)}" for name, r in by_type.items() if r]
+    lines += [f"- model `{name}`: {describe(r)}" for name, r in by_model.items() if r]
+    return lines
+
+
 def card_facts(stats: Stats) -> dict[str, Any]:
     """The card's numbers as JSON (adp export --json)."""
     return {
@@ -203,5 +247,12 @@ def card_facts(stats: Stats) -> dict[str, Any]:
                 "success": stats.generation_success[g],
             }
             for g in sorted({g for g, _ in stats.lineage})
+        },
+        "llm_calls": stats.llm_calls,
+        "token_calls": stats.token_calls,
+        "drifts": stats.drifts,
+        "pass_at_k": {
+            "types": stats.passk.report("type"),
+            "models": stats.passk.report("model"),
         },
     }

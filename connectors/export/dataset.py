@@ -7,6 +7,9 @@
     parquet   train.parquet, validation.parquet: one row per conversation, nested messages and
               flat metadata columns (schema: PARQUET_SCHEMA)
     atif      train/<key>.json, validation/<key>.json: one ATIF v1.4 document per trajectory
+    tokens    train.parquet, validation.parquet: one row per trajectory (per segment where a
+              chat template rewrote history) of token ids, loss mask and logprobs, as the
+              endpoint reported them (connectors/export/tokens.py; schema: tokens_schema)
 and README.md, the dataset card, in every case. Files appear complete or not at all (written
 under a temporary name, renamed at the end).
 """
@@ -30,14 +33,16 @@ from adp.connectors.export.chat import (
     sharegpt_problems,
     sharegpt_row,
 )
+from adp.connectors.export.passk import PassTable, reward
 from adp.connectors.export.select import Dedup, models_of, providers_of, split_of
+from adp.connectors.export.tokens import has_ids, row_record, token_sequences, tokens_schema
 from adp.connectors.sinks.file import write_atomic
 from adp.core.errors import BadInput
 from adp.schemas import lineage
 from adp.schemas.contracts import Trajectory
 from adp.schemas.conversation import ConversationError, with_full_requests
 
-FORMATS = ("chat", "sharegpt", "atif", "parquet")
+FORMATS = ("chat", "sharegpt", "atif", "parquet", "tokens")
 SPLITS = ("train", "validation")
 PARQUET_BATCH = 1000
 
@@ -121,6 +126,11 @@ class Stats:
     def synthesized(self) -> bool:
         return any(generation for generation, _ in self.lineage)
 
+    llm_calls: int = 0  # the agents' LLM calls
+    token_calls: int = 0  # of them, with prompt and completion token ids
+    drifts: int = 0  # tokens: calls whose prompt did not extend the previous call's
+    passk: PassTable = field(default_factory=PassTable)
+
     @property
     def written(self) -> int:
         return sum(self.rows.values())
@@ -142,7 +152,7 @@ class _Jsonl:
 
 
 class _Parquet:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, schema: Any = None):
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -152,7 +162,7 @@ class _Parquet:
             ) from exc
         self.pa, self.path = pa, path
         self.tmp = path.with_name(f".{path.name}.partial")
-        self.schema = parquet_schema()
+        self.schema = schema or parquet_schema()
         self.writer = pq.ParquetWriter(self.tmp, self.schema)
         self.batch: list[dict[str, Any]] = []
 
@@ -183,11 +193,12 @@ class Exporter:
         dedup: bool = True,
         arguments: str = "string",
         version: str = "0",
+        on_drift: str = "split",
     ) -> None:
         if fmt not in FORMATS:
             raise ExportError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
         self.fmt, self.out, self.validation = fmt, Path(out), validation
-        self.arguments, self.version = arguments, version
+        self.arguments, self.version, self.on_drift = arguments, version, on_drift
         self.dedup = Dedup() if dedup else None
         self.stats = Stats()
         try:
@@ -199,13 +210,17 @@ class Exporter:
 
     def _writer(self, split: str) -> Any:
         if split not in self.writers:
-            if self.fmt == "parquet":
-                self.writers[split] = _Parquet(self.out / f"{split}.parquet")
+            if self.fmt in ("parquet", "tokens"):
+                schema = tokens_schema() if self.fmt == "tokens" else None
+                self.writers[split] = _Parquet(self.out / f"{split}.parquet", schema)
             elif self.fmt in ("chat", "sharegpt"):
                 self.writers[split] = _Jsonl(self.out / f"{split}.jsonl")
         return self.writers.get(split)
 
     def add(self, t: Trajectory) -> None:
+        if self.fmt == "tokens":  # from the recorded ids: no request needs rebuilding
+            self._add_tokens(t)
+            return
         try:  # every request whole, once (conversations and ATIF read them)
             t = with_full_requests(t)
         except ConversationError:
@@ -250,6 +265,24 @@ class Exporter:
                 self.index.write({"split": split, "line": writer.count, **_meta(t, conv)})
             writer.write(row)
 
+    def _add_tokens(self, t: Trajectory) -> None:
+        """Rows of token ids, never deduplicated: identical samples of a task are what a
+        group's advantage is computed over."""
+        seqs = token_sequences(t, self.on_drift)
+        self.stats.drifts += seqs.drifts
+        if not seqs.complete:
+            why = "no LLM call" if not seqs.calls else "LLM calls without token ids"
+            self.stats.left_out[why] += 1
+            return
+        if not seqs.rows:
+            self.stats.left_out["a chat template rewrote history (--on-drift drop)"] += 1
+            return
+        split = split_of(t.task_id, self.validation)
+        self._count(t, split, len(seqs.rows))
+        writer, score = self._writer(split), reward(t)
+        for row in seqs.rows:
+            writer.write(row_record(t, row, score))
+
     def _row(self, t: Trajectory, conv: Any, split: str) -> dict[str, Any]:
         if self.fmt == "chat":
             return chat_row(conv, self.arguments)
@@ -292,6 +325,10 @@ class Exporter:
         generation = lineage.generation_of(t)
         s.lineage[(generation, lineage.method_of(t) or "hand-written")] += 1
         s.generation_success[generation] += int(t.success)
+        calls = [st.llm for st in t.steps if st.llm is not None]
+        s.llm_calls += len(calls)
+        s.token_calls += sum(has_ids(ex) for ex in calls)
+        s.passk.add_trajectory(t)
         s.prompt_tokens += t.metadata.prompt_tokens
         s.completion_tokens += t.metadata.completion_tokens
         if t.metadata.cost_usd is not None:
@@ -309,7 +346,9 @@ class Exporter:
 
     def files(self) -> dict[str, str]:
         """split -> file (or folder) of that split, relative to the export folder."""
-        ext = {"chat": "jsonl", "sharegpt": "jsonl", "parquet": "parquet"}.get(self.fmt)
+        ext = {"chat": "jsonl", "sharegpt": "jsonl", "parquet": "parquet", "tokens": "parquet"}.get(
+            self.fmt
+        )
         return {
             split: (f"{split}.{ext}" if ext else f"{split}/")
             for split in SPLITS

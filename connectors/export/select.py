@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
@@ -24,6 +25,10 @@ class Filters:
     min_steps: int | None = None
     max_steps: int | None = None
     since: float | None = None  # finished at or after (unix seconds)
+    # keep tasks whose judged samples passed at a rate in [low, high] (learnable difficulty);
+    # `rates` (task_id -> rate over all its samples in the source) is read before the export
+    pass_rate: tuple[float, float] | None = None
+    rates: Mapping[str, float | None] | None = field(default=None, compare=False, repr=False)
     # keep trajectories given up to an outage of the LLM, sandbox or browser: they say
     # nothing about the agent, so they are left out unless asked for
     infrastructure: bool = False
@@ -52,7 +57,16 @@ class Filters:
             return "another generation"
         if self.methods is not None and lineage.method_of(t) not in self.methods:
             return "another synthesis method"
+        if self.pass_rate is not None:
+            return self._why_not_rate(t)
         return None
+
+    def _why_not_rate(self, t: Trajectory) -> str | None:
+        rate = (self.rates or {}).get(t.task_id)
+        if rate is None:
+            return "no judged sample to take a pass rate of"
+        low, high = self.pass_rate
+        return None if low <= rate <= high else "pass rate outside --pass-rate"
 
     def describe(self) -> list[str]:
         out = []
@@ -63,6 +77,12 @@ class Filters:
         for name in ("task_type", "model", "min_steps", "max_steps"):
             if getattr(self, name) is not None:
                 out.append(f"{name.replace('_', ' ')}: {getattr(self, name)}")
+        if self.pass_rate is not None:
+            out.append(
+                "tasks whose judged samples passed at a rate in [{:g}, {:g}]".format(
+                    *self.pass_rate
+                )
+            )
         if self.infrastructure:
             out.append("infrastructure failures included")
         if self.since is not None:

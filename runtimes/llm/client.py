@@ -50,6 +50,7 @@ from adp.runtimes.llm.cache import LLMCache, fingerprint
 from adp.runtimes.llm.failures import CallFailure, classify, summarize
 from adp.runtimes.llm.providers import Provider, resolve_providers
 from adp.runtimes.llm.replies import parse_reply, snapshot
+from adp.runtimes.llm.tokens import TokenCapture
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class LLMClient:
         self._clients: dict[tuple[str, int], openai.AsyncOpenAI] = {}
         self._price = Pricer()  # ADP_PRICES, read at the first call
         self._down_until: dict[str, float] = {}
+        self.tokens = TokenCapture.from_settings()  # token ids and logprobs (tokens.py)
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.providers)
@@ -316,6 +318,7 @@ class LLMClient:
         params: dict[str, Any],
     ) -> tuple[dict[str, Any], float]:
         body: dict[str, Any] = {"model": provider.model, "messages": messages, **params}
+        body.update(self.tokens.params(provider.name))
         if tools:
             body["tools"] = tools
         started = time.perf_counter()
@@ -362,6 +365,7 @@ class LLMClient:
         cached: bool,
     ) -> ModelReply:
         reply = parse_reply(provider.name, provider.model, request, raw, latency, cached)
+        self.tokens.record(reply.exchange, raw)
         reply.exchange.cost_usd = self._price(
             provider.name,
             provider.model,

@@ -44,6 +44,13 @@ times, the request falls through to the next entry. Faults at the top level of `
 attached to the reply that follows them (so [{"status": 500, "times": 2}, "ok"] is ONE slot:
 two 500s, then "ok" at reply index 0). A slot with only faults ends in the default reply.
 `--latency` adds a fixed delay to every chat reply.
+
+Token ids and logprobs, as vLLM's OpenAI server gives them: a request with
+`"return_token_ids": true` gets `prompt_token_ids` (top level) and `choices[0].token_ids`, one
+with `"logprobs": true` gets `choices[0].logprobs.content`, from a toy tokenizer and chat
+template (runtimes/llm/stub_tokens.py: the same text is the same ids in every process).
+`--chat-template rewrite-history` makes the template rewrite earlier turns, as some real ones
+do, so that a prompt no longer extends the previous prompt and completion.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adp.runtimes.llm import stub_tokens
 from adp.runtimes.llm.stub_replies import (
     Slot,
     completion_words,
@@ -92,8 +100,14 @@ class StubServer:
         host: str = "127.0.0.1",
         port: int = 0,
         model: str = DEFAULT_MODEL,
+        template: str = "plain",
     ) -> None:
+        if template not in stub_tokens.TEMPLATES:
+            raise ValueError(
+                f"chat template {template!r}: one of {', '.join(stub_tokens.TEMPLATES)}"
+            )
         self.rules = load_script(script)
+        self.template = template
         self.latency = latency
         self.host, self.port, self.model = host, port, model
         self.stats: dict[str, int] = {}
@@ -276,19 +290,36 @@ class StubServer:
             return await self._stream(
                 request, cid, created, model, msg, finish_reason, usage if include_usage else None
             )
-        return web.json_response(
-            {
-                "id": cid,
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": [
-                    {"index": 0, "message": msg, "logprobs": None, "finish_reason": finish_reason}
-                ],
-                "usage": usage,
-                "system_fingerprint": "adp-stub",
-            }
-        )
+        choice = {"index": 0, "message": msg, "logprobs": None, "finish_reason": finish_reason}
+        reply_body = {
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
+            "system_fingerprint": "adp-stub",
+        }
+        self._tokens(body, messages, msg, reply_body)
+        return web.json_response(reply_body)
+
+    def _tokens(
+        self,
+        request: dict[str, Any],
+        messages: list[dict[str, Any]],
+        msg: dict[str, Any],
+        reply: dict[str, Any],
+    ) -> None:
+        """Token ids and logprobs where the request asks for them, as vLLM answers."""
+        choice = reply["choices"][0]
+        if request.get("return_token_ids") or request.get("logprobs"):
+            self._count("token_requests")
+            completion = stub_tokens.completion_ids(msg)
+        if request.get("return_token_ids"):
+            reply["prompt_token_ids"] = stub_tokens.prompt_ids(messages, self.template)
+            choice["token_ids"] = completion
+        if request.get("logprobs"):
+            choice["logprobs"] = stub_tokens.completion_logprobs(completion)
 
     async def _stream(
         self,

@@ -16,7 +16,10 @@ Everything comes from the broker, nothing from local files, so it works from any
 - verified / checked: of those, how many a verifier passed, of how many it judged (None where
   no trajectory of the type carries a verdict); unverifiable: verifiers that could not run;
   unverified: tasks that name no verifier;
-- tokens and cost: the sums of their LLM calls (cost: priced calls only, core/pricing.py).
+- tokens and cost: the sums of their LLM calls (cost: priced calls only, core/pricing.py);
+  llm_calls / token_calls: how many of those calls carry token ids (token-exact steps);
+- pass@k: the unbiased estimator per task type (pass_at_k), and per model and per task
+  (`pass_at_k(by)`), over the judged samples of each task (connectors/export/passk.py).
 
 `StatusReader` is the one reader of these numbers: `adp status` prints them, `adp console`
 (app/console/monitor.py) pushes them to a web page. It also reports any group's lag per
@@ -33,6 +36,7 @@ from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
+from adp.connectors.export.passk import PassTable, model_of
 from adp.schemas import codec
 from adp.schemas.contracts import TaskType, Trajectory
 from adp.streams.kafka import clients, oversized, topics
@@ -112,6 +116,10 @@ class TypeStatus:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = None  # None: no call was priced
+    llm_calls: int = 0  # the agents' LLM calls
+    token_calls: int = 0  # of them, with prompt and completion token ids
+    # k -> {"pass": mean pass@k, "tasks": tasks averaged}, for the k the samples allow
+    pass_at_k: dict[str, dict[str, float]] = field(default_factory=dict)
     # per priority lane (topics.LANES), highest first; produced/pending/running sum over these
     lanes: dict[str, LaneStatus] = field(default_factory=dict)
     group: GroupStatus | None = None
@@ -128,9 +136,14 @@ class Outcome:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float | None
+    task_id: str = ""
+    model: str = "none"
+    llm_calls: int = 0
+    token_calls: int = 0
 
     @classmethod
     def of(cls, t: Trajectory) -> Outcome:
+        calls = [s.llm for s in t.steps if s.llm is not None]
         return cls(
             t.task_type,
             t.success,
@@ -138,6 +151,10 @@ class Outcome:
             t.metadata.prompt_tokens,
             t.metadata.completion_tokens,
             t.metadata.cost_usd,
+            t.task_id,
+            model_of(t),
+            len(calls),
+            sum(bool(c.prompt_token_ids and c.completion_token_ids) for c in calls),
         )
 
 
@@ -175,6 +192,7 @@ class StatusReader:
 
     async def read(self) -> list[TypeStatus]:
         await self._catch_up_trajectories()
+        by_type = self.pass_at_k("type")
         rows = []
         for task_type in TaskType:
             row = TypeStatus(task_type.value)
@@ -203,10 +221,26 @@ class StatusReader:
                     row.unverified += o.status == "unverified"
                     row.prompt_tokens += o.prompt_tokens
                     row.completion_tokens += o.completion_tokens
+                    row.llm_calls += o.llm_calls
+                    row.token_calls += o.token_calls
                     if o.cost_usd is not None:
                         row.cost_usd = (row.cost_usd or 0.0) + o.cost_usd
+            row.pass_at_k = by_type.get(task_type.value, {})
             rows.append(row)
         return rows
+
+    def pass_table(self) -> PassTable:
+        """The judged samples of every task read so far (the latest trajectory of each key)."""
+        table = PassTable()
+        for o in self.outcomes.values():
+            table.add(o.task_id, o.task_type, o.model, o.status)
+        return table
+
+    def pass_at_k(self, by: str = "type") -> dict:
+        """pass@k per task type (by="type"), per model ("model"), or per task ("task":
+        task_id -> {k: pass@k}), from what the last `read` caught up with."""
+        table = self.pass_table()
+        return table.per_task() if by == "task" else table.report(by)
 
     async def partitions(self, *names: str) -> list[TopicPartition]:
         """The topics' partitions as the cluster has them now (none for a missing topic)."""

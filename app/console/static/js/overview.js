@@ -11,6 +11,7 @@ const RATES = [
 export function renderOverview(data) {
   document.getElementById('overview-time').textContent = `read at ${clock(data.time)}`;
   renderTypes(data.types);
+  renderPassAtK(data.types, data.pass_at_k_models || {});
   renderRates(data.rates);
   renderGroups(data.groups);
 }
@@ -46,6 +47,31 @@ function lanes(t) {
 function verified(t) {
   if (t.checked === null || t.checked === undefined) return '–';
   return `${count(t.verified)} of ${count(t.checked)}`;
+}
+
+// pass@k per task type and per model (1 - C(n-c,k)/C(n,k), averaged over the tasks with n >= k),
+// and how many LLM calls carry token ids.
+function renderPassAtK(types, models) {
+  const named = [
+    ...types.filter((t) => Object.keys(t.pass_at_k || {}).length).map((t) => [t.task_type, t.pass_at_k]),
+    ...Object.entries(models).filter(([, r]) => Object.keys(r).length).map(([m, r]) => [`model ${m}`, r]),
+  ];
+  const calls = types.reduce((n, t) => n + (t.llm_calls || 0), 0);
+  const exact = types.reduce((n, t) => n + (t.token_calls || 0), 0);
+  const note = el('div', { class: 'dim', dataset: { field: 'token-calls' } },
+    `LLM calls with token ids: ${count(exact)} of ${count(calls)}`);
+  const box = document.getElementById('passk');
+  if (!named.length) {
+    box.replaceChildren(el('span', { class: 'dim' }, 'no judged samples yet'), note);
+    return;
+  }
+  const ks = [...new Set(named.flatMap(([, r]) => Object.keys(r).map(Number)))].sort((a, b) => a - b);
+  box.replaceChildren(el('table', { class: 'grid small' },
+    el('thead', {}, el('tr', {}, el('th', {}, ''), ks.map((k) => el('th', { class: 'num' }, `pass@${k}`)))),
+    el('tbody', {}, named.map(([name, r]) => el('tr', { dataset: { passk: name } },
+      el('th', {}, name),
+      ks.map((k) => el('td', { class: 'num', title: r[k] ? `${r[k].tasks} tasks` : '' },
+        r[k] ? r[k].pass.toFixed(2) : '–')))))), note);
 }
 
 function renderRates(rates) {
