@@ -33,4 +33,7 @@ async def main(policy_version: int = 0) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:  # what was not acknowledged comes again on the next run
+        print("stopped; run again to go on")
