@@ -368,6 +368,27 @@ async def sample(every: float, until: Any, probe: Any, timeout: float) -> tuple[
         await asyncio.sleep(every)
 
 
+async def bare_chat_calls(url: str, concurrency: int, seconds: float, content: str) -> float:
+    """Chat calls/s of a plain aiohttp loop against a stub LLM, every call asking `content`:
+    the ceiling a part's baseline is measured against."""
+    import aiohttp
+
+    body = {"model": "stub", "messages": [{"role": "user", "content": content}]}
+    done, end = 0, time.monotonic() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+
+        async def one() -> None:
+            nonlocal done
+            while time.monotonic() < end:
+                async with http.post(f"{url}/chat/completions", json=body) as resp:
+                    await resp.read()
+                done += 1
+
+        began = time.monotonic()
+        await asyncio.gather(*(one() for _ in range(concurrency)))
+        return done / (time.monotonic() - began)
+
+
 def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
 

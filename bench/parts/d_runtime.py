@@ -16,7 +16,7 @@ import asyncio
 import os
 import time
 
-from bench.core import Bench
+from bench.core import Bench, bare_chat_calls
 from bench.tasks import produce_tasks, steady_rate, stub_replies
 
 KEY = "d"
@@ -34,26 +34,6 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def bare_client(url: str, concurrency: int, seconds: float) -> float:
-    """Chat calls/s of a plain aiohttp loop against the stub: the ceiling of the baseline."""
-    import aiohttp
-
-    body = {"model": "stub", "messages": [{"role": "user", "content": "Print the number 1."}]}
-    done, end = 0, time.monotonic() + seconds
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
-
-        async def one() -> None:
-            nonlocal done
-            while time.monotonic() < end:
-                async with http.post(f"{url}/chat/completions", json=body) as resp:
-                    await resp.read()
-                done += 1
-
-        began = time.monotonic()
-        await asyncio.gather(*(one() for _ in range(concurrency)))
-        return done / (time.monotonic() - began)
 
 
 async def measure(
@@ -99,7 +79,9 @@ async def measure(
 
 async def run(bench: Bench) -> None:
     seconds = 4 if bench.quick else max(3.0, 10 * bench.scale)
-    ceiling = await bare_client(bench.stub(LATENCY, SCRIPT), 64, min(seconds, 4.0))
+    ceiling = await bare_chat_calls(
+        bench.stub(LATENCY, SCRIPT), 64, min(seconds, 4.0), "Print the number 1."
+    )
     bench.figure(
         KEY,
         "bare aiohttp loop against the stub, concurrency 64",

@@ -20,7 +20,7 @@ import json
 import time
 
 from adp.schemas.contracts import Step, Trajectory, TrajectoryMetadata, Verdict
-from bench.core import Bench
+from bench.core import Bench, bare_chat_calls
 from bench.parts.d_runtime import cpu_seconds
 from bench.tasks import steady_rate, stub_replies
 
@@ -89,26 +89,6 @@ def accepted(path) -> int:
         return 0
 
 
-async def bare_client(url: str, concurrency: int, seconds: float) -> float:
-    """Tool-check calls/s of a plain aiohttp loop against the stub (its first rule answers)."""
-    import aiohttp
-
-    body = {"model": "stub", "messages": [{"role": "user", "content": "ANSWER WITHOUT TOOLS\n"}]}
-    done, end = 0, time.monotonic() + seconds
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
-
-        async def one() -> None:
-            nonlocal done
-            while time.monotonic() < end:
-                async with http.post(f"{url}/chat/completions", json=body) as resp:
-                    await resp.read()
-                done += 1
-
-        began = time.monotonic()
-        await asyncio.gather(*(one() for _ in range(concurrency)))
-        return done / (time.monotonic() - began)
-
-
 async def measure(bench: Bench, n: int, concurrency: int):
     """Run the synthesizer over n parents; (times, tasks accepted, stub calls, CPU marks)."""
     folder = bench.work / "synthesis-parents"
@@ -157,7 +137,9 @@ async def run(bench: Bench) -> None:
         f"ideal {concurrency}x{PER_PARENT}/(2x{LATENCY}s)",
         ideal_tasks,
     )
-    ceiling = await bare_client(bench.stub(LATENCY, script(n)), 2 * concurrency, 4.0)
+    ceiling = await bare_chat_calls(
+        bench.stub(LATENCY, script(n)), 2 * concurrency, 4.0, "ANSWER WITHOUT TOOLS\n"
+    )
     bench.figure(
         KEY,
         f"bare aiohttp loop against the same stub, concurrency {2 * concurrency}",

@@ -76,7 +76,7 @@ def load_script(script: Any) -> list[Rule]:
 # --------------------------------------------------------------------------- helpers
 
 
-def _text(content: Any) -> str:
+def message_text(content: Any) -> str:
     """Message content as text (strings, or lists of {"type": "text", "text": ...} parts)."""
     if content is None:
         return ""
@@ -92,13 +92,13 @@ def _words(text: str) -> int:
 
 
 def first_user(messages: list[dict[str, Any]]) -> str:
-    return next((_text(m.get("content")) for m in messages if m.get("role") == "user"), "")
+    return next((message_text(m.get("content")) for m in messages if m.get("role") == "user"), "")
 
 
 def _last(messages: list[dict[str, Any]], role: str) -> str | None:
     for m in reversed(messages):
         if m.get("role") == role:
-            return _text(m.get("content"))
+            return message_text(m.get("content"))
     return None
 
 
@@ -175,7 +175,7 @@ def reply_message(reply: Any, index: int) -> tuple[dict[str, Any], str]:
 
 
 def completion_words(msg: dict[str, Any]) -> int:
-    n = _words(_text(msg.get("content")))
+    n = _words(message_text(msg.get("content")))
     for c in msg.get("tool_calls", []):
         n += _words(c["function"]["arguments"])
     return n
@@ -184,7 +184,7 @@ def completion_words(msg: dict[str, Any]) -> int:
 def prompt_words(messages: list[dict[str, Any]]) -> int:
     n = 0
     for m in messages:
-        n += _words(_text(m.get("content")))
+        n += _words(message_text(m.get("content")))
         for c in m.get("tool_calls") or []:
             n += _words(str((c.get("function") or {}).get("arguments", "")))
     return n

@@ -24,6 +24,8 @@ import hashlib
 import re
 from typing import Any
 
+from adp.runtimes.llm.stub_replies import message_text
+
 MARKERS = {"system": 1, "user": 2, "assistant": 3, "tool": 4}
 END, CALL = 5, 6
 MARKER_TEXT = {
@@ -54,16 +56,6 @@ def logprob(token: int, position: int) -> float:
     return -(((token * 31 + position * 7) % 997) + 1) / 1000.0
 
 
-def _content(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return str(content)
-
-
 def _body(message: dict[str, Any], content: str) -> list[int]:
     ids = encode(content)
     for call in message.get("tool_calls") or []:
@@ -80,7 +72,7 @@ def prompt_ids(messages: list[dict[str, Any]], template: str = "plain") -> list[
     ids: list[int] = []
     for i, m in enumerate(messages):
         role = m.get("role") or "user"
-        content = _content(m.get("content"))
+        content = message_text(m.get("content"))
         if template == "rewrite-history" and role == "assistant" and i < last_turn:
             content = _THOUGHT.sub("", content)
         ids += [MARKERS.get(role, MARKERS["user"]), *_body(m, content), END]
@@ -88,7 +80,7 @@ def prompt_ids(messages: list[dict[str, Any]], template: str = "plain") -> list[
 
 
 def completion_ids(message: dict[str, Any]) -> list[int]:
-    return [*_body(message, _content(message.get("content"))), END]
+    return [*_body(message, message_text(message.get("content"))), END]
 
 
 def completion_logprobs(ids: list[int]) -> dict[str, Any]:
