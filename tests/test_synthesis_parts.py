@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from adp.connectors.export.passk import parse_pass_rate
 from adp.schemas import lineage as schema
 from adp.schemas.contracts import LlmExchange, Task
 from adp.streams.synthesis import candidates as cand
@@ -35,7 +36,6 @@ from adp.streams.synthesis.proposals import (
     parse_proposal,
     proposal_messages,
 )
-from adp.streams.synthesis.trials import parse_pass_rate
 from tests.synthesis_data import proposal, trajectory
 
 FIB = trajectory(

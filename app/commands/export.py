@@ -20,7 +20,7 @@ from adp.app.commands.options import kafka_options
 from adp.app.commands.progress import counting_bar
 from adp.connectors.export.card import card_facts, render_card
 from adp.connectors.export.dataset import FORMATS, Exporter, ExportError
-from adp.connectors.export.passk import PassTable
+from adp.connectors.export.passk import PassTable, parse_pass_rate
 from adp.connectors.export.select import Filters, parse_generations
 from adp.core.settings import Settings
 from adp.schemas.lineage import METHODS
@@ -88,12 +88,9 @@ def _rate_bounds(ctx, param, value: str | None) -> tuple[float, float] | None:
     if value is None:
         return None
     try:
-        low, high = (float(x) for x in value.split(":"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give LOW:HIGH, e.g. 0.2:0.8") from None
-    if not 0 <= low <= high <= 1:
-        raise click.BadParameter(f"{value!r}: need 0 <= LOW <= HIGH <= 1")
-    return low, high
+        return parse_pass_rate(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("export")

@@ -13,6 +13,7 @@ from typing import IO, Any
 import click
 
 from adp.app.commands.options import kafka_options
+from adp.connectors.export.passk import parse_pass_rate
 from adp.connectors.sinks.destinations import KAFKA
 from adp.core.process import exit_if_stuck
 from adp.core.settings import Settings
@@ -24,7 +25,6 @@ from adp.streams.synthesis.batch import LLM_UNAVAILABLE
 from adp.streams.synthesis.engine import Decision, Options
 from adp.streams.synthesis.follow import SYNTHESIZER_GROUP
 from adp.streams.synthesis.setup import Plan, Solve
-from adp.streams.synthesis.trials import parse_pass_rate
 
 
 def _methods(text: str) -> tuple[str, ...]:

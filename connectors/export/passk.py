@@ -128,3 +128,15 @@ def describe(report: dict[str, dict[str, float]]) -> str:
         f"pass@{k} {v['pass']:.2f} ({int(v['tasks'])} task{'s' if v['tasks'] != 1 else ''})"
         for k, v in report.items()
     )
+
+
+def parse_pass_rate(text: str) -> tuple[float, float]:
+    """ "LOW:HIGH" (fractions, inclusive) -> (low, high); ValueError names what is wrong."""
+    low, sep, high = text.partition(":")
+    try:
+        bounds = (float(low), float(high))
+    except ValueError:
+        raise ValueError(f"{text!r}: expected LOW:HIGH, two fractions such as 0.1:0.9") from None
+    if not sep or not 0 <= bounds[0] <= bounds[1] <= 1:
+        raise ValueError(f"{text!r}: expected LOW:HIGH with 0 <= LOW <= HIGH <= 1")
+    return bounds
