@@ -180,3 +180,12 @@ def test_the_sample_tasks_name_tools_their_runtime_offers():
             if unknown:
                 wrong.append(f"{file.relative_to(ROOT)}: {task['task_id']}: {sorted(unknown)}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_readme_rl_loop_is_the_example_that_runs():
+    """README's GRPO loop is examples/grpo_loop.py (which tests/test_rl_groups.py runs against
+    the real broker), so the README never shows a loop that no longer works."""
+    readme = (ROOT / "README.md").read_text()
+    shown = readme.split("## Training with RL", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    example = (ROOT / "examples" / "grpo_loop.py").read_text()
+    assert shown.strip() and shown.strip() in example

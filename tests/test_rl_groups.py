@@ -237,3 +237,43 @@ def test_the_tokens_export_and_status_of_the_pipeline(pipeline, kafka, tmp_path)
     table = adp("status").stdout
     assert "pass@k model custom/stub: pass@1 0.67 (3 tasks)" in table
     assert "LLM calls with token ids:" in table
+
+
+def test_the_readme_grpo_loop_gets_each_group_once_and_is_killed(pipeline, kafka, tmp_path):
+    """examples/grpo_loop.py, the loop README shows, against the pipeline: it submits its
+    five tasks with 4 samples, prints each complete group once, and SIGKILL ends it. (Runs after
+    the tests above: its groups would change their counts.)"""
+    out = tmp_path / "loop.out"
+    env = {**_env_without_adp(), "ADP_BOOTSTRAP": kafka.bootstrap}
+    with out.open("w") as sink:
+        loop = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / "grpo_loop.py")],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        wait_for(
+            lambda: sum(line.startswith("sum-to-") for line in out.read_text().splitlines()) >= 5,
+            300,
+            "the loop's five groups",
+            check=lambda: loop.poll() is None or pytest.fail(out.read_text()),
+        )
+    finally:
+        loop.kill()
+        loop.wait()
+    lines = [line for line in out.read_text().splitlines() if line.startswith("sum-to-")]
+    assert sorted(line.split(":")[0] for line in lines) == [
+        f"sum-to-{n}" for n in (10, 20, 30, 40, 50)
+    ]
+    for line in lines:  # four samples each, every one with its generated tokens counted
+        rewards = line.split("rewards ")[1].split("]")[0]
+        assert rewards.count(",") == 3 and "incomplete" not in line, line
+        tokens = line.split("generated tokens ")[1]
+        assert all(int(n) > 0 for n in tokens.strip("[]").split(", ")), line
+
+
+def _env_without_adp() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("ADP_")}
