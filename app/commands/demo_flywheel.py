@@ -94,7 +94,8 @@ def _print(out: Path, accepted: list[dict], report: dict, took: float) -> None:
         table.add_row(
             str(d["generation"]), d["method"], d["task_id"], parent, status, d["question"][:70]
         )
-    Console().print(table)
+    if accepted:  # an empty table says less than the line below
+        Console().print(table)
     rates = ", ".join(
         f"generation {g}: {sum(v)}/{len(v)} passed" for g, v in sorted(passed.items())
     )
