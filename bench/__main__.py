@@ -108,6 +108,13 @@ def main() -> None:
     unknown = set(args.parts) - {m.KEY for m in every} - {m.NAME for m in every}
     if unknown:
         ap.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+    try:  # the report's plots: found out now, not after the whole run
+        import matplotlib  # noqa: F401
+    except ImportError:
+        ap.error(
+            "matplotlib is missing (the report's plots): run `make bench`, or "
+            "pip install -e '.[bench]'"
+        )
 
     import signal
 
