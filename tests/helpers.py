@@ -107,6 +107,18 @@ class AdpProcess:
         return self.proc.returncode if self.proc else None
 
 
+def produce_file(env: dict, tasks: Path) -> None:
+    """`adp produce` of a tasks file with `env`; every line must be sent."""
+    done = subprocess.run(
+        [*ADP, "produce", "--quiet", str(tasks)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def write_tasks(path: Path, tasks: list[dict]) -> Path:
     path.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in tasks))
     return path

@@ -25,7 +25,7 @@ from adp.schemas.contracts import StepEvent, Trajectory
 from adp.streams.kafka import topics
 from adp.streams.kafka.broker.server import free_port_block
 from adp.streams.kafka.reader import read_topic
-from tests.helpers import ADP, AdpProcess, trajectory_files, wait_for, write_tasks
+from tests.helpers import ADP, AdpProcess, produce_file, trajectory_files, wait_for, write_tasks
 
 
 class Stub:
@@ -100,17 +100,6 @@ def code_tasks(path: Path, prefix: str, n: int) -> list[str]:
     return ids
 
 
-def produce(env: dict, tasks: Path) -> None:
-    done = subprocess.run(
-        [*ADP, "produce", "--quiet", str(tasks)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 def base_env(kafka, tmp_path: Path, stub: Stub) -> dict:
     return {
         "ADP_BOOTSTRAP": kafka.bootstrap,
@@ -142,7 +131,7 @@ def test_an_llm_endpoint_restart_mid_run_leaves_every_task_its_real_result(kafka
         runtime.assert_alive()
 
     try:
-        produce(env, tmp_path / "tasks.jsonl")
+        produce_file(env, tmp_path / "tasks.jsonl")
         wait_for(lambda: len(list(out.glob("*.json"))) >= 3, 240, "the first trajectories", alive)
         stub.kill()  # mid-run: tasks are waiting on their LLM calls
         paused = wait_for(
@@ -216,7 +205,7 @@ def test_an_outage_past_the_budget_ends_its_tasks_as_infrastructure_and_the_back
         runtime.assert_alive()
 
     try:
-        produce(env, tmp_path / "tasks.jsonl")
+        produce_file(env, tmp_path / "tasks.jsonl")
         wait_for(lambda: len(list(out.glob("*.json"))) >= 2, 240, "two given up", alive)
         given_up = trajectory_files(out)
         row = status(env)["code"]

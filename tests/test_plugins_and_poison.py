@@ -16,7 +16,7 @@ import pytest
 
 from adp.streams.kafka import topics
 from adp.streams.kafka.reader import read_topic
-from tests.helpers import ADP, AdpProcess, trajectory_files, wait_for, write_tasks
+from tests.helpers import ADP, AdpProcess, produce_file, trajectory_files, wait_for, write_tasks
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,17 +43,6 @@ def pip_install_target(package: Path, target: Path) -> str:
     return f"{target}:{ROOT}"
 
 
-def produce(env: dict, tasks: Path) -> None:
-    done = subprocess.run(
-        [*ADP, "produce", "--quiet", str(tasks)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 def test_example_custom_runtime_runs_a_task(kafka, tmp_path):
     from adp.runtimes.llm.stub import StubServer
 
@@ -75,7 +64,7 @@ def test_example_custom_runtime_runs_a_task(kafka, tmp_path):
         agg = AdpProcess(["aggregate", "--out", str(out)], tmp_path / "agg.log", env).start()
         rt = AdpProcess(["runtime", "calc"], tmp_path / "rt.log", env).start()
         try:
-            produce(
+            produce_file(
                 rt.env,
                 write_tasks(
                     tmp_path / "t.jsonl",
@@ -137,7 +126,7 @@ def test_poison_task_goes_to_dlq_and_the_rest_complete(kafka, tmp_path):
                 if r.key == b"poison-bad"
             ]
 
-        produce(agg.env, write_tasks(tmp_path / "t.jsonl", tasks))
+        produce_file(agg.env, write_tasks(tmp_path / "t.jsonl", tasks))
         poisoned = wait_for(
             lambda: supervise() and dead_lettered(),
             300,
